@@ -1,0 +1,154 @@
+"""The zero-errand domain: stages, service modes, units, catalog items, routing decisions.
+
+Pure data and rules of the policy; no I/O. Names follow ``shared/domain.md``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Stage(StrEnum):
+    """The six approval stages of policy section 二(二)."""
+
+    MARKET_ACCESS = "market_access"
+    LAND_TRANSFER = "land_transfer"
+    PROJECT_LAND_PLANNING = "project_land_planning"
+    ENGINEERING_PERMIT = "engineering_permit"
+    CONSTRUCTION_PERMIT = "construction_permit"
+    COMPLETION_ACCEPTANCE = "completion_acceptance"
+
+
+STAGE_NAMES_ZH: dict[Stage, str] = {
+    Stage.MARKET_ACCESS: "市场准入",
+    Stage.LAND_TRANSFER: "土地使用权出让",
+    Stage.PROJECT_LAND_PLANNING: "立项用地规划许可",
+    Stage.ENGINEERING_PERMIT: "工程建设许可",
+    Stage.CONSTRUCTION_PERMIT: "施工许可",
+    Stage.COMPLETION_ACCEPTANCE: "竣工验收",
+}
+
+
+class ServiceMode(StrEnum):
+    """How an approval item is served (policy section 四)."""
+
+    ASSIST = "assist"
+    JOINT = "joint"
+    ERRAND = "errand"
+    CONSULT = "consult"
+
+
+MODE_NAMES_ZH: dict[ServiceMode, str] = {
+    ServiceMode.ASSIST: "帮办代办",
+    ServiceMode.JOINT: "联审联批",
+    ServiceMode.ERRAND: "专业跑腿",
+    ServiceMode.CONSULT: "咨询服务",
+}
+
+
+class Jurisdiction(StrEnum):
+    """Where an approving authority sits relative to the New Area."""
+
+    DISTRICT = "district"
+    DISPATCHED = "dispatched"
+    OUTSIDE = "outside"
+
+
+class UnitKind(StrEnum):
+    DEPARTMENT = "department"
+    DISPATCHED_AGENCY = "dispatched_agency"
+    OUTSIDE_AUTHORITY = "outside_authority"
+    SERVICE_COMPANY = "service_company"
+
+
+class Request(StrEnum):
+    """What the enterprise asked for an item: to have it handled, or advice only."""
+
+    HANDLE = "handle"
+    CONSULT = "consult"
+
+
+GOV_SERVICE_BUREAU = "gov_service_bureau"
+ECON_DEV_BUREAU = "econ_dev_bureau"
+
+# Policy 五(六): 政务服务局 evaluates 帮办代办 and 联审联批, 经济发展招商服务局 evaluates 专业跑腿.
+EVALUATOR_BY_MODE: dict[ServiceMode, str] = {
+    ServiceMode.ASSIST: GOV_SERVICE_BUREAU,
+    ServiceMode.JOINT: GOV_SERVICE_BUREAU,
+    ServiceMode.ERRAND: ECON_DEV_BUREAU,
+}
+
+FREE_SERVICE_NOTE = "“企业零跑腿”服务全程免费"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Unit(_Frozen):
+    """A department, dispatched agency, outside authority or service company."""
+
+    code: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    name: str = Field(min_length=1)
+    short_name: str = Field(min_length=1)
+    kind: UnitKind
+    jurisdiction: Jurisdiction
+
+
+class Fee(_Frozen):
+    """A fee the law requires the enterprise to pay (the service itself is free)."""
+
+    name: str = Field(min_length=1)
+    basis: str = Field(min_length=1)
+
+
+class CatalogItem(_Frozen):
+    """One approval item of the 服务事项清单."""
+
+    code: str = Field(pattern=r"^[A-Z]{2}-\d{2}$")
+    name: str = Field(min_length=1)
+    stage: Stage
+    owner: str
+    jurisdiction: Jurisdiction
+    time_limit_days: int = Field(gt=0, le=365)
+    materials: tuple[str, ...] = Field(min_length=1)
+    fees: tuple[Fee, ...] = ()
+    note: str | None = None
+
+    def fee_note(self) -> str:
+        """The free-service statement the enterprise reads, naming any legally required fee."""
+        if not self.fees:
+            return f"{FREE_SERVICE_NOTE}，本事项无需企业缴纳任何费用。"
+        fees = "；".join(f"{fee.name}（依据{fee.basis}）" for fee in self.fees)
+        return f"{FREE_SERVICE_NOTE}；以下费用由法律法规规定由企业承担，非服务收费：{fees}。"
+
+
+class Decision(_Frozen):
+    """Why an item went where it went: the record that travels with the item and its event."""
+
+    mode: ServiceMode
+    responsible_unit: str
+    approving_authority: str
+    evaluated_as: ServiceMode
+    evaluator: str
+    routing_key: str
+    rule_id: str
+    rule_name: str
+    rules_version: str
+    facts: dict[str, Any]
+    task_order: bool
+    decided_at: datetime
+
+
+class Unroutable(_Frozen):
+    """An item no rule can place, with a specific reason (never a guess)."""
+
+    reason_code: str
+    reason: str
+    rules_version: str
+    facts: dict[str, Any]
+    decided_at: datetime

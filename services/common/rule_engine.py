@@ -1,0 +1,262 @@
+"""The durable-rules adapter: compiles a ``RuleBook`` into a JSON ruleset and decides items.
+
+durable-rules facts designed around (see ``shared/design.md``):
+
+* A rule's action is only ever a name bound by ``get_action``; the rule files compile to the
+  JSON ruleset form, so nothing in them can run code.
+* An exception raised in an action is swallowed into the session state. Our action only records
+  the rule id, and every result is checked for an ``exception`` key, which becomes
+  ``RuleEngineError``; the poisoned session is abandoned for a fresh one.
+* An event that no rule matches raises ``MessageNotHandledException``: that is a gap, reported as
+  an unroutable item with the reason.
+* An event is consumed by the first matching rule, so overlaps are invisible to ``post``; the
+  static check asserts *facts* instead, which fire every matching rule.
+* A ruleset name cannot be registered twice: every rules version gets its own names, and a
+  compiled version is cached and reused if the same files come back.
+* It is not thread-safe: callers use it from one thread (the event loop's).
+* It has no operator ``$ne`` (silently accepted, never true): inequality is ``$neq``.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections import OrderedDict
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from durable import engine as durable
+
+from services.common.domain import (
+    EVALUATOR_BY_MODE,
+    Decision,
+    Request,
+    Unroutable,
+)
+from services.common.rule_files import (
+    OWNER_REF,
+    PROJECT_PREFIX,
+    REQUEST_FIELD,
+    RoutingRule,
+    RuleBook,
+    Test,
+)
+
+
+class RuleEngineError(RuntimeError):
+    """The rule engine failed while deciding (never a silent pass)."""
+
+
+def fact_key(field: str) -> str:
+    """The flat key a rule field has inside the engine (``item.owner`` -> ``item__owner``)."""
+    return field.replace(".", "__")
+
+
+def _compare(op: str, key: str, value: Any) -> dict[str, Any]:
+    if op == "eq":
+        return {key: value}
+    if op == "ne":
+        return {"$neq": {key: value}}
+    if op == "in":
+        return {"$or": [{key: v} for v in value]}
+    if op == "not_in":
+        return {"$and": [{"$neq": {key: v}} for v in value]}
+    return {f"${op}": {key: value}}
+
+
+_NEGATED = {"eq": "ne", "ne": "eq", "in": "not_in", "not_in": "in", "gt": "lte", "gte": "lt", "lt": "gte", "lte": "gt"}
+
+
+def _condition(rule: RoutingRule) -> dict[str, Any]:
+    terms = [_compare(t.op, fact_key(f), t.value) for f, t in rule.when.items()]
+    if rule.unless:
+        # not (A and B) == (not A) or (not B). A negated comparison on a missing fact is false
+        # in durable-rules, as is the plain one: a missing fact never satisfies a rule.
+        negated = [_compare(_NEGATED[t.op], fact_key(f), t.value) for f, t in rule.unless.items()]
+        terms.append(negated[0] if len(negated) == 1 else {"$or": negated})
+    return terms[0] if len(terms) == 1 else {"$and": terms}
+
+
+def compile_ruleset(book: RuleBook) -> dict[str, Any]:
+    """The durable-rules JSON ruleset body of a rule book: one rule per routing rule."""
+    return {rule.id: {"all": [{"m": _condition(rule)}], "run": rule.id} for rule in book.rules}
+
+
+class _Host(durable.Host):  # type: ignore[misc]
+    """Binds every action name to a recorder of which rule fired for which message."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fired: list[tuple[str, int]] = []
+
+    def get_action(self, action_name: str) -> Any:
+        fired = self.fired
+
+        def record(c: Any) -> None:
+            fired.append((action_name, c.m["id"]))
+
+        return record
+
+
+_HOST: _Host | None = None
+_IDS = itertools.count(1)
+
+
+def _host() -> _Host:
+    global _HOST
+    if _HOST is None:
+        _HOST = _Host()
+    return _HOST
+
+
+class RoutingEngine:
+    """Decides items under one rules version. Use from a single thread."""
+
+    _compiled: dict[str, tuple[str, str]] = {}
+
+    def __init__(self, book: RuleBook, *, cache_size: int = 4096) -> None:
+        self.book = book
+        self.version = book.version
+        self._fields = book.item_facts_used()
+        self._host = _host()
+        self._route_name, self._check_name = self._register(book)
+        self._sid = f"s{next(_IDS)}"
+        self._cache: OrderedDict[tuple[Any, ...], str | None] = OrderedDict()
+        self._cache_size = cache_size
+
+    @classmethod
+    def _register(cls, book: RuleBook) -> tuple[str, str]:
+        names = cls._compiled.get(book.version)
+        if names is None:
+            body = compile_ruleset(book)
+            names = (f"zeroerrand_route_{book.version}", f"zeroerrand_check_{book.version}")
+            # register_rulesets mutates its argument (it deletes "run"): hand it copies.
+            _host().register_rulesets({names[0]: copy.deepcopy(body), names[1]: copy.deepcopy(body)})
+            cls._compiled[book.version] = names
+        return names
+
+    # -- facts -------------------------------------------------------------------------------
+
+    def facts_for(self, item_code: str, request: Request, project_facts: Mapping[str, Any]) -> dict[str, Any]:
+        """The facts the rules test, for one planned item: what the decision record shows."""
+        item = self.book.catalog[item_code]
+        facts: dict[str, Any] = {}
+        for name in self._fields:
+            if name == REQUEST_FIELD:
+                facts[name] = request.value
+            elif name.startswith(PROJECT_PREFIX):
+                fact = name.removeprefix(PROJECT_PREFIX)
+                if fact in project_facts and project_facts[fact] is not None:
+                    facts[name] = project_facts[fact]
+            else:
+                facts[name] = str(getattr(item, name.removeprefix("item.")))
+        return facts
+
+    # -- deciding ----------------------------------------------------------------------------
+
+    def decide(self, item_code: str, request: Request, project_facts: Mapping[str, Any],
+               *, now: datetime | None = None) -> Decision | Unroutable:
+        """Routes one planned item, or says specifically why it cannot be routed."""
+        now = now or datetime.now(UTC)
+        if item_code not in self.book.catalog:
+            return Unroutable(reason_code="unknown_item", rules_version=self.version, decided_at=now,
+                              facts={"item.code": item_code, REQUEST_FIELD: request.value},
+                              reason=f"服务事项清单中没有编码为 {item_code} 的事项，无法分派，请核对审批策划")
+        facts = self.facts_for(item_code, request, project_facts)
+        key = tuple(facts.get(f) for f in self._fields)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            rule_id = self._cache[key]
+        else:
+            rule_id = self._post(facts)
+            self._cache[key] = rule_id
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        if rule_id is None:
+            return self._gap(item_code, facts, now)
+        return self._decision(item_code, rule_id, facts, now)
+
+    def _post(self, facts: dict[str, Any]) -> str | None:
+        host = self._host
+        ident = next(_IDS)
+        message = {fact_key(k): v for k, v in facts.items()}
+        message["id"] = ident
+        message["sid"] = self._sid
+        host.fired.clear()
+        try:
+            state = host.post(self._route_name, message)
+        except durable.MessageNotHandledException:
+            return None
+        finally:
+            # an `$or` can match one message once per branch: count rules, not firings
+            fired = sorted({rule for rule, m in host.fired if m == ident})
+            host.fired.clear()
+        self._raise_on_exception(state)
+        if len(fired) != 1:
+            raise RuleEngineError(f"rule engine fired {len(fired)} actions for one item: {fired}")
+        return fired[0]
+
+    def _raise_on_exception(self, state: Any) -> None:
+        if isinstance(state, Mapping) and "exception" in state:
+            self._sid = f"s{next(_IDS)}"  # the old session keeps the exception: start afresh
+            raise RuleEngineError(f"rule action failed inside durable-rules: {state['exception']}")
+
+    def _decision(self, item_code: str, rule_id: str, facts: dict[str, Any], now: datetime) -> Decision:
+        rule = self.book.rule(rule_id)
+        item = self.book.catalog[item_code]
+        outcome = rule.then
+        unit = item.owner if outcome.unit == OWNER_REF else outcome.unit
+        evaluated_as = outcome.evaluation_mode
+        return Decision(
+            mode=outcome.mode,
+            responsible_unit=unit,
+            approving_authority=outcome.authority or item.owner,
+            evaluated_as=evaluated_as,
+            evaluator=EVALUATOR_BY_MODE[evaluated_as],
+            routing_key=f"{outcome.mode.value}.{unit}",
+            rule_id=rule.id,
+            rule_name=rule.name,
+            rules_version=self.version,
+            facts=facts,
+            task_order=outcome.issues_task_order,
+            decided_at=now,
+        )
+
+    def _gap(self, item_code: str, facts: dict[str, Any], now: datetime) -> Unroutable:
+        missing = [f for f in self._fields if f.startswith(PROJECT_PREFIX) and f not in facts
+                   and any(self._rule_mentions_item(r, item_code) and f in r.fields() for r in self.book.rules)]
+        if missing:
+            labels = "、".join(
+                f"{f.removeprefix(PROJECT_PREFIX)}（{self.book.project_facts[f.removeprefix(PROJECT_PREFIX)].label}）"
+                for f in missing)
+            return Unroutable(reason_code="missing_fact", rules_version=self.version, decided_at=now, facts=facts,
+                              reason=f"事项 {item_code} 的分派取决于项目事实 {labels}，但协议未提供，请补充后重新提交")
+        return Unroutable(reason_code="no_rule", rules_version=self.version, decided_at=now, facts=facts,
+                          reason=f"没有任何路由规则覆盖事项 {item_code}（事实：{facts}），请运维人员补充规则")
+
+    @staticmethod
+    def _rule_mentions_item(rule: RoutingRule, item_code: str) -> bool:
+        tests: list[Test] = [t for name, t in {**rule.when, **(rule.unless or {})}.items() if name == "item.code"]
+        return not tests or any(item_code in t.values() for t in tests)
+
+    # -- the static check's view -------------------------------------------------------------
+
+    def matching_rules(self, facts: Mapping[str, Any]) -> list[str]:
+        """Every rule whose conditions hold for ``facts`` (asserted as a fact, then retracted)."""
+        host = self._host
+        ident = next(_IDS)
+        fact = {fact_key(k): v for k, v in facts.items()}
+        fact["id"] = ident
+        fact["sid"] = f"check{ident}"
+        host.fired.clear()
+        try:
+            state = host.assert_fact(self._check_name, fact)
+            self._raise_on_exception(state)
+        except durable.MessageNotHandledException:
+            return []
+        finally:
+            fired = sorted({rule for rule, m in host.fired if m == ident})
+            host.fired.clear()
+        host.delete_state(self._check_name, fact["sid"])
+        return fired
