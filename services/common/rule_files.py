@@ -231,8 +231,8 @@ class _Source:
 _COLLECTIONS = {UNITS_FILE: ("units", "单位"), CATALOG_FILE: ("items", "事项"), ROUTING_FILE: ("rules", "规则")}
 
 
-def _read(directory: Path, name: str) -> tuple[_Source, bytes]:
-    path = directory / name
+def read_located(path: Path) -> tuple[_Source, bytes]:
+    """Reads a YAML (or JSON) data file keeping line numbers; ``RulesError`` if it cannot."""
     shown = str(path)
     try:
         raw = path.read_bytes()
@@ -252,11 +252,11 @@ def _read(directory: Path, name: str) -> tuple[_Source, bytes]:
     return _Source(shown, data), raw
 
 
-def _validate(source: _Source, model: type[_M], name: str) -> _M:
+def validate_located(source: _Source, model: type[_M], collection: str, label: str) -> _M:
+    """Validates a located document; each error names the file, the line and the entry."""
     try:
         return model.model_validate(_plain(source.data))
     except ValidationError as exc:
-        collection, label = _COLLECTIONS[name]
         problems = []
         for error in exc.errors():
             path = [p for p in error["loc"] if not (isinstance(p, str) and "[" in p)]
@@ -334,7 +334,7 @@ def load_rulebook(directory: str | Path) -> RuleBook:
     raws: dict[str, bytes] = {}
     for name in RULE_FILES:
         try:
-            sources[name], raws[name] = _read(directory, name)
+            sources[name], raws[name] = read_located(directory / name)
         except RulesError as exc:
             problems.extend(exc.problems)
     if problems:
@@ -343,7 +343,7 @@ def load_rulebook(directory: str | Path) -> RuleBook:
     parsed: dict[str, BaseModel] = {}
     for name, model in ((UNITS_FILE, UnitsFile), (CATALOG_FILE, CatalogFile), (ROUTING_FILE, RoutingFile)):
         try:
-            parsed[name] = _validate(sources[name], model, name)
+            parsed[name] = validate_located(sources[name], model, *_COLLECTIONS[name])
         except RulesError as exc:
             problems.extend(exc.problems)
     if problems:

@@ -1,0 +1,75 @@
+"""Publishing on RabbitMQ: persistent, mandatory, confirmed and checked, many at once.
+
+``Publisher`` is the port handlers depend on; ``BrokerPublisher`` is the real adapter over a
+FastStream ``RabbitBroker`` whose channel raises on a returned (unroutable) message, so an item
+can never vanish into an exchange with no bound queue. A whole batch is published concurrently
+(the confirms are pipelined) and the call returns only when every confirm is in; if any publish
+failed, it raises after the others have settled, and the caller must not acknowledge its input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from faststream.rabbit import Channel, RabbitBroker, RabbitExchange
+
+from services.common.messages import Message
+
+
+class PublishError(RuntimeError):
+    """At least one message of a batch was not confirmed by the broker."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    exchange: RabbitExchange
+    routing_key: str
+    message: Message
+    message_id: str
+    message_type: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class Publisher(Protocol):
+    async def publish_all(self, outgoing: Sequence[Outgoing]) -> None:
+        """Publishes every message and returns when all are confirmed; raises otherwise."""
+
+
+def confirming_channel(prefetch: int | None = None) -> Channel:
+    """The channel settings every zero-errand broker uses: confirms, and returns raise."""
+    return Channel(prefetch_count=prefetch, publisher_confirms=True, on_return_raises=True)
+
+
+def make_broker(url: str, *, prefetch: int | None = None, **kwargs: Any) -> RabbitBroker:
+    return RabbitBroker(url, default_channel=confirming_channel(prefetch), **kwargs)
+
+
+class BrokerPublisher:
+    def __init__(self, broker: RabbitBroker) -> None:
+        self._broker = broker
+
+    async def publish_all(self, outgoing: Sequence[Outgoing]) -> None:
+        results = await asyncio.gather(*(self._publish(o) for o in outgoing), return_exceptions=True)
+        failures = [(o, r) for o, r in zip(outgoing, results, strict=True) if isinstance(r, BaseException)]
+        if failures:
+            first_out, first_error = failures[0]
+            raise PublishError(
+                f"{len(failures)} of {len(outgoing)} publishes failed; first: {first_out.message_type} "
+                f"to {first_out.exchange.name}/{first_out.routing_key}: {first_error!r}"
+            ) from first_error
+
+    async def _publish(self, out: Outgoing) -> None:
+        await self._broker.publish(
+            out.message.model_dump_json().encode(),
+            exchange=out.exchange,
+            routing_key=out.routing_key,
+            persist=True,
+            mandatory=True,
+            message_id=out.message_id,
+            message_type=out.message_type,
+            content_type="application/json",
+            headers=dict(out.headers),
+        )

@@ -1,0 +1,58 @@
+"""What a consumer does with a message it cannot process: retry, or park it with the reason.
+
+* Malformed input (it will never parse) is parked at once on the consumer's dead-letter queue,
+  the original body unchanged and the reason in headers, then acknowledged.
+* A failure that may pass (broker hiccup, a dependency down) is negatively acknowledged with
+  requeue; the quorum queue counts deliveries, and the attempt before the broker's own limit
+  parks the message with the error instead, so the reason is kept.
+* If the process dies, the unacknowledged message is redelivered; if it kept dying, the broker's
+  delivery limit dead-letters it (``x-death`` says so).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from faststream.rabbit import RabbitBroker, RabbitQueue
+
+from services.common.topology import DEAD, DELIVERY_LIMIT
+
+log = logging.getLogger(__name__)
+
+ERROR_HEADER = "x-zeroerrand-error"
+ERROR_KIND_HEADER = "x-zeroerrand-error-kind"
+SOURCE_QUEUE_HEADER = "x-zeroerrand-source-queue"
+
+
+def delivery_count(raw_message: Any) -> int:
+    """How many times the quorum queue delivered this message before (0 on first delivery)."""
+    headers = getattr(raw_message, "headers", None) or {}
+    value = headers.get("x-delivery-count", 0)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def is_last_attempt(raw_message: Any) -> bool:
+    return delivery_count(raw_message) + 1 >= DELIVERY_LIMIT
+
+
+async def park(broker: RabbitBroker, queue: RabbitQueue, raw_message: Any, *, kind: str, reason: str) -> None:
+    """Publishes the original message to ``queue``'s dead-letter queue with the reason (confirmed)."""
+    headers = {k: v for k, v in (getattr(raw_message, "headers", None) or {}).items() if isinstance(v, (str, int))}
+    headers.update({ERROR_HEADER: reason[:4000], ERROR_KIND_HEADER: kind, SOURCE_QUEUE_HEADER: queue.name})
+    await broker.publish(
+        raw_message.body,
+        exchange=DEAD,
+        routing_key=queue.name,
+        persist=True,
+        mandatory=True,
+        message_id=getattr(raw_message, "message_id", None),
+        message_type=getattr(raw_message, "type", None),
+        content_type=getattr(raw_message, "content_type", None),
+        headers=headers,
+    )
+    log.warning("parked message %s from %s (%s): %s", getattr(raw_message, "message_id", None), queue.name,
+                kind, reason)

@@ -1,0 +1,77 @@
+"""Exchanges, queues and routing keys: the only module that spells a name on the broker.
+
+Every service declares the whole topology at start (declaring is idempotent), so a message
+published before its consumer ever ran waits in that consumer's durable queue instead of being
+returned. Queues are quorum queues with a delivery limit and a dead-letter queue each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faststream.rabbit import ExchangeType, QueueType, RabbitExchange, RabbitQueue
+
+from services.common.domain import ServiceMode
+
+DELIVERY_LIMIT = 5
+
+AGREEMENTS = RabbitExchange("zeroerrand.agreements", type=ExchangeType.TOPIC, durable=True)
+ITEMS = RabbitExchange("zeroerrand.items", type=ExchangeType.TOPIC, durable=True)
+EVENTS = RabbitExchange("zeroerrand.events", type=ExchangeType.TOPIC, durable=True)
+DEAD = RabbitExchange("zeroerrand.dead", type=ExchangeType.DIRECT, durable=True)
+
+AGREEMENT_SIGNED = "agreement.signed"
+UNROUTABLE_KEY = "unroutable"
+
+
+def item_routing_key(mode: ServiceMode, unit: str) -> str:
+    return f"{mode.value}.{unit}"
+
+
+def _quorum(name: str, routing_key: str) -> RabbitQueue:
+    return RabbitQueue(
+        name,
+        queue_type=QueueType.QUORUM,
+        durable=True,
+        routing_key=routing_key,
+        arguments={
+            "x-delivery-limit": DELIVERY_LIMIT,
+            "x-dead-letter-exchange": DEAD.name,
+            "x-dead-letter-routing-key": name,
+        },
+    )
+
+
+def dead_letter_queue(queue: RabbitQueue) -> RabbitQueue:
+    """Where ``queue``'s poison and malformed messages are parked, with the reason."""
+    return RabbitQueue(f"{queue.name}.dead", queue_type=QueueType.QUORUM, durable=True, routing_key=queue.name)
+
+
+ROUTER_QUEUE = _quorum("zeroerrand.router.agreements", AGREEMENT_SIGNED)
+NOTIFIER_QUEUE = _quorum("zeroerrand.notifier.events", "#")
+EVALUATION_QUEUE = _quorum("zeroerrand.evaluation.events", "#")
+
+MODE_QUEUES = {mode: _quorum(f"zeroerrand.items.{mode.value}", f"{mode.value}.#") for mode in ServiceMode}
+UNROUTABLE_QUEUE = _quorum("zeroerrand.items.unroutable", UNROUTABLE_KEY)
+
+# (exchange, queue) pairs every service declares.
+BINDINGS: tuple[tuple[RabbitExchange, RabbitQueue], ...] = (
+    (AGREEMENTS, ROUTER_QUEUE),
+    (EVENTS, NOTIFIER_QUEUE),
+    (EVENTS, EVALUATION_QUEUE),
+    *((ITEMS, q) for q in MODE_QUEUES.values()),
+    (ITEMS, UNROUTABLE_QUEUE),
+)
+CONSUMER_QUEUES = (ROUTER_QUEUE, NOTIFIER_QUEUE, EVALUATION_QUEUE, *MODE_QUEUES.values(), UNROUTABLE_QUEUE)
+
+
+async def declare_topology(broker: Any) -> None:
+    """Declares every exchange, queue, binding and dead-letter queue on a connected broker."""
+    for exchange in (AGREEMENTS, ITEMS, EVENTS, DEAD):
+        await broker.declare_exchange(exchange)
+    for exchange, queue in BINDINGS:
+        declared = await broker.declare_queue(queue)
+        await declared.bind(exchange.name, routing_key=queue.routing())
+    for queue in CONSUMER_QUEUES:
+        dead = await broker.declare_queue(dead_letter_queue(queue))
+        await dead.bind(DEAD.name, routing_key=queue.name)

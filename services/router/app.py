@@ -1,0 +1,115 @@
+"""Wiring of the router service: broker, subscriber, rule watcher. No connection at import."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from faststream import AckPolicy, FastStream
+from faststream.rabbit import RabbitBroker
+from faststream.rabbit.annotations import RabbitMessage
+from pydantic import ValidationError
+from watchfiles import awatch
+
+from services.common.bus import BrokerPublisher, PublishError, make_broker
+from services.common.consuming import is_last_attempt, park
+from services.common.messages import AgreementSigned, RulesActivated, RulesRejected
+from services.common.settings import BrokerSettings, RouterSettings
+from services.common.topology import AGREEMENTS, ROUTER_QUEUE, declare_topology
+from services.router.active_rules import ActiveRules
+from services.router.handlers import event_out, handle_agreement_signed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Router:
+    """The router service: one FastStream app, its rules, its watcher."""
+
+    settings: RouterSettings
+    broker: RabbitBroker
+    app: FastStream
+    rules: ActiveRules
+    initial_event: RulesActivated | RulesRejected | None = None
+    _watcher: asyncio.Task[None] | None = field(default=None)
+    reloaded: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def apply_rules_change(self) -> None:
+        """Tries the rule files on disk and announces the outcome on ``zeroerrand.events``."""
+        event = self.rules.reload()
+        if event is not None:
+            await BrokerPublisher(self.broker).publish_all([event_out(event, event.type)])
+        self.reloaded.set()
+
+    async def _watch(self) -> None:
+        async for _changes in awatch(self.settings.rules_dir, debounce=self.settings.reload_debounce_ms,
+                                     step=50, recursive=False):
+            try:
+                await self.apply_rules_change()
+            except Exception:  # the watcher must outlive a failed announcement
+                log.exception("applying a rules change failed; the active rules are unchanged")
+
+
+def create_router(settings: RouterSettings | None = None, broker_settings: BrokerSettings | None = None) -> Router:
+    settings = settings or RouterSettings()
+    broker_settings = broker_settings or BrokerSettings()
+    broker = make_broker(broker_settings.amqp_url, prefetch=settings.prefetch)
+    rules = ActiveRules(settings.rules_dir)
+    router = Router(settings=settings, broker=broker, app=FastStream(broker), rules=rules)
+    publisher = BrokerPublisher(broker)
+
+    @broker.subscriber(ROUTER_QUEUE, AGREEMENTS, ack_policy=AckPolicy.MANUAL,
+                       title="agreement.signed", description="Routes every planned item of a signed agreement.")
+    async def on_agreement_signed(message: RabbitMessage) -> None:
+        raw = message.raw_message
+        try:
+            agreement = AgreementSigned.model_validate_json(message.body)
+        except ValidationError as exc:
+            await park(broker, ROUTER_QUEUE, raw, kind="invalid_message",
+                       reason=f"agreement.signed 消息格式无效 / invalid message: {exc}")
+            await message.ack()
+            return
+        try:
+            await handle_agreement_signed(agreement, rules, publisher)
+        except PublishError:
+            log.exception("agreement %s: publishing failed; it will be redelivered", agreement.agreement_id)
+            await message.nack(requeue=True)
+            return
+        except Exception as exc:
+            if is_last_attempt(raw):
+                await park(broker, ROUTER_QUEUE, raw, kind="processing_failed",
+                           reason=f"路由处理反复失败 / routing failed repeatedly: {exc!r}")
+                await message.ack()
+            else:
+                log.exception("agreement %s: routing failed; it will be redelivered", agreement.agreement_id)
+                await message.nack(requeue=True)
+            return
+        await message.ack()
+
+    @router.app.on_startup
+    async def load_rules() -> None:
+        event = rules.reload()  # the first load: a bad rule set stops the start, with every problem
+        if isinstance(event, RulesRejected) or rules.version is None:
+            problems = "\n".join(event.problems) if isinstance(event, RulesRejected) else ""
+            raise SystemExit(f"规则文件有错误，路由服务未启动 / rules invalid, router not started:\n{problems}")
+        router.initial_event = event
+        await broker.connect()
+        await declare_topology(broker)  # before consuming: parking needs the dead-letter queues
+
+    @router.app.after_startup
+    async def announce_and_watch() -> None:
+        if router.initial_event is not None:
+            await publisher.publish_all([event_out(router.initial_event, router.initial_event.type)])
+        if settings.watch_rules:
+            router._watcher = asyncio.create_task(router._watch(), name="rules-watcher")
+
+    @router.app.on_shutdown
+    async def stop_watching() -> None:
+        if router._watcher is not None:
+            router._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await router._watcher
+
+    return router

@@ -1,0 +1,126 @@
+"""Pure routing logic: one signed agreement in, the events and routed items out. No I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from services.common.domain import (
+    ECON_DEV_BUREAU,
+    MODE_NAMES_ZH,
+    STAGE_NAMES_ZH,
+    Decision,
+    Unroutable,
+)
+from services.common.messages import (
+    AgreementRejected,
+    AgreementSigned,
+    ItemRouted,
+    ItemUnroutable,
+    RoutedItem,
+    ServiceStarted,
+    TaskOrder,
+    stable_id,
+)
+from services.common.rule_engine import RoutingEngine
+
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class RoutingResult:
+    """Everything one agreement produces, in the order it is published."""
+
+    rejected: AgreementRejected | None = None
+    started: ServiceStarted | None = None
+    routed: tuple[ItemRouted, ...] = ()
+    unroutable: tuple[ItemUnroutable, ...] = ()
+    warnings: tuple[str, ...] = field(default=())
+
+
+def eligibility_problems(agreement: AgreementSigned, known_units: set[str] | frozenset[str]) -> list[str]:
+    """Why the agreement cannot be served (policy 二(一), 三(一)); empty when it can."""
+    reasons = []
+    e = agreement.eligibility
+    if not e.zero_errand_clause and not (e.committee_decision or "").strip():
+        reasons.append("投资合作协议未约定“企业零跑腿”服务，且无管委会研究议定提供该服务的决定（政策二(一)）")
+    if not e.enterprise_consent:
+        reasons.append("企业未同意接受“企业零跑腿”服务，服务须以企业自愿为前提（政策三(一)）")
+    if agreement.project.recruiting_unit not in known_units:
+        reasons.append(f"项目招引单位 {agreement.project.recruiting_unit} 不在单位名录中，无法确定牵头跟踪单位（政策三(二)）")
+    return reasons
+
+
+def route_agreement(agreement: AgreementSigned, engine: RoutingEngine, clock: Clock = _utc_now) -> RoutingResult:
+    """Checks eligibility, then decides every planned item under the engine's rules version."""
+    book = engine.book
+    now = clock()
+    project = agreement.project
+    reasons = eligibility_problems(agreement, frozenset(book.units))
+    if reasons:
+        return RoutingResult(rejected=AgreementRejected(
+            event_id=stable_id(agreement.agreement_id, "agreement.rejected"),
+            occurred_at=now, recorded_at=now,
+            agreement_id=agreement.agreement_id, project=project, reasons=tuple(reasons),
+        ))
+
+    routed: list[ItemRouted] = []
+    unroutable: list[ItemUnroutable] = []
+    seen: dict[str, int] = {}
+    for position, planned in enumerate(agreement.plan, start=1):
+        item_id = stable_id(agreement.agreement_id, str(position), planned.item)
+        if planned.item in seen:
+            decision: Decision | Unroutable = Unroutable(
+                reason_code="duplicate_in_plan", rules_version=engine.version, decided_at=now,
+                facts={"item.code": planned.item, "request": planned.request.value},
+                reason=f"审批策划第 {position} 项与第 {seen[planned.item]} 项重复（{planned.item}），同一事项只分派一次",
+            )
+        else:
+            seen[planned.item] = position
+            decision = engine.decide(planned.item, planned.request, project.facts, now=now)
+
+        if isinstance(decision, Unroutable):
+            catalog_item = book.catalog.get(planned.item)
+            unroutable.append(ItemUnroutable(
+                event_id=stable_id(item_id, "item.unroutable"), occurred_at=now, recorded_at=now,
+                item_id=item_id, agreement_id=agreement.agreement_id, project_code=project.code,
+                project_name=project.name, recruiting_unit=project.recruiting_unit,
+                item_code=planned.item, item_name=catalog_item.name if catalog_item else None,
+                request=planned.request, unroutable=decision,
+            ))
+            continue
+
+        item = book.catalog[planned.item]
+        task_order = None
+        if decision.task_order:
+            task_order = TaskOrder(number=f"RWD-{project.code}-{item.code}", issued_by=ECON_DEV_BUREAU,
+                                   assigned_to=decision.responsible_unit)
+        routed.append(ItemRouted(
+            event_id=stable_id(item_id, "item.routed"), occurred_at=now, recorded_at=now,
+            item=RoutedItem(
+                item_id=item_id, agreement_id=agreement.agreement_id,
+                project_code=project.code, project_name=project.name, enterprise=project.enterprise,
+                recruiting_unit=project.recruiting_unit,
+                item_code=item.code, item_name=item.name, stage=item.stage, stage_name=STAGE_NAMES_ZH[item.stage],
+                request=planned.request, mode=decision.mode, mode_name=MODE_NAMES_ZH[decision.mode],
+                responsible_unit=decision.responsible_unit,
+                responsible_unit_name=book.units[decision.responsible_unit].name,
+                approving_authority=decision.approving_authority,
+                approving_authority_name=book.units[decision.approving_authority].name,
+                materials=item.materials, time_limit_days=item.time_limit_days,
+                fees=item.fees, fee_note=item.fee_note(), task_order=task_order, decision=decision,
+            ),
+        ))
+
+    started = ServiceStarted(
+        event_id=stable_id(agreement.agreement_id, "service.started"), occurred_at=now, recorded_at=now,
+        agreement_id=agreement.agreement_id, signed_on=agreement.signed_on, project=project,
+        ledger_owner=ECON_DEV_BUREAU, items_planned=len(agreement.plan), items_routed=len(routed),
+        items_unroutable=len(unroutable), rules_version=engine.version,
+    )
+    return RoutingResult(started=started, routed=tuple(routed), unroutable=tuple(unroutable))
