@@ -1,0 +1,93 @@
+"""Routing a whole agreement: eligibility, the ledger line, task orders, one-time notice, stable ids."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from services.common.messages import PlannedItem
+from services.common.rule_engine import RoutingEngine
+from services.router.routing import route_agreement
+from tests.conftest import ALUMINIUM, COMPUTING, CONSULT_UNKNOWN, INELIGIBLE, example
+
+
+def test_eligible_industrial_project_routes_every_planned_item(engine: RoutingEngine) -> None:
+    agreement = example(ALUMINIUM)
+    result = route_agreement(agreement, engine)
+    assert result.rejected is None and not result.unroutable
+    assert Counter(r.item.mode.value for r in result.routed) == {"joint": 15, "errand": 8, "assist": 3}
+    started = result.started
+    assert started is not None
+    assert (started.ledger_owner, started.items_planned, started.items_routed) == ("econ_dev_bureau", 26, 26)
+    assert started.rules_version == engine.version
+
+
+def test_routed_item_carries_everything_the_unit_and_enterprise_need(engine: RoutingEngine) -> None:
+    result = route_agreement(example(ALUMINIUM), engine)
+    land = next(r.item for r in result.routed if r.item.item_code == "LT-02")
+    catalog_item = engine.book.catalog["LT-02"]
+    assert land.project_code == "HLXQ-2026-0031" and land.stage_name == "土地使用权出让"
+    assert land.materials == catalog_item.materials and len(land.materials) >= 3
+    assert land.time_limit_days == catalog_item.time_limit_days
+    assert land.fees and "国有建设用地使用权出让价款" in land.fee_note and "非服务收费" in land.fee_note
+    assert land.responsible_unit_name == "内蒙古政联招商服务有限公司"
+    assert land.task_order is not None
+    assert land.task_order.number == "RWD-HLXQ-2026-0031-LT-02"
+    assert (land.task_order.issued_by, land.task_order.assigned_to) == ("econ_dev_bureau", "zhenglian_company")
+    free = next(r.item for r in result.routed if r.item.item_code == "MA-01")
+    assert free.task_order is None and "无需企业缴纳任何费用" in free.fee_note
+
+
+def test_large_energy_project_sends_energy_review_to_errand(engine: RoutingEngine) -> None:
+    result = route_agreement(example(COMPUTING), engine)
+    review = next(r.item for r in result.routed if r.item.item_code == "PL-03")
+    assert (review.mode.value, review.approving_authority) == ("errand", "regional_energy_authority")
+    assert review.approving_authority_name == "内蒙古自治区能源局"
+
+
+def test_ineligible_agreement_routes_nothing_and_says_why(engine: RoutingEngine) -> None:
+    result = route_agreement(example(INELIGIBLE), engine)
+    assert result.started is None and not result.routed and not result.unroutable
+    assert result.rejected is not None
+    assert any("未约定“企业零跑腿”服务" in r for r in result.rejected.reasons)
+    assert any("企业自愿" in r for r in result.rejected.reasons)
+
+
+def test_committee_decision_makes_a_project_without_the_clause_eligible(engine: RoutingEngine) -> None:
+    agreement = example(COMPUTING)
+    assert not agreement.eligibility.zero_errand_clause
+    assert route_agreement(agreement, engine).rejected is None
+
+
+def test_unknown_recruiting_unit_is_rejected(engine: RoutingEngine) -> None:
+    agreement = example(ALUMINIUM)
+    agreement = agreement.model_copy(update={"project": agreement.project.model_copy(
+        update={"recruiting_unit": "nobody"})})
+    result = route_agreement(agreement, engine)
+    assert result.rejected is not None and "nobody" in result.rejected.reasons[0]
+
+
+def test_consult_item_and_unknown_code(engine: RoutingEngine) -> None:
+    result = route_agreement(example(CONSULT_UNKNOWN), engine)
+    assert Counter(r.item.mode.value for r in result.routed) == {"assist": 2, "consult": 2, "joint": 2}
+    [parked] = result.unroutable
+    assert (parked.item_code, parked.item_name, parked.unroutable.reason_code) == ("PL-08", None, "unknown_item")
+    consult_errand = next(r.item for r in result.routed if r.item.item_code == "PL-06")
+    assert consult_errand.task_order is not None  # 政联公司 gives advice on a task order too
+
+
+def test_duplicate_plan_line_is_parked_not_routed_twice(engine: RoutingEngine) -> None:
+    agreement = example(CONSULT_UNKNOWN)
+    agreement = agreement.model_copy(update={"plan": (*agreement.plan, PlannedItem(item="MA-01"))})
+    result = route_agreement(agreement, engine)
+    duplicate = [u for u in result.unroutable if u.unroutable.reason_code == "duplicate_in_plan"]
+    assert len(duplicate) == 1 and "第 8 项与第 1 项重复" in duplicate[0].unroutable.reason
+
+
+def test_same_agreement_gives_the_same_ids_every_time(engine: RoutingEngine) -> None:
+    first = route_agreement(example(CONSULT_UNKNOWN), engine)
+    again = route_agreement(example(CONSULT_UNKNOWN), engine)
+    ids = lambda r: ([r.started.event_id], [x.event_id for x in r.routed], [x.item.item_id for x in r.routed],  # noqa: E731
+                     [x.event_id for x in r.unroutable])
+    assert ids(first) == ids(again)
+    other = route_agreement(example(CONSULT_UNKNOWN, suffix="other"), engine)
+    assert not set(ids(first)[2]) & set(ids(other)[2])

@@ -1,0 +1,63 @@
+"""The durable-rules adapter contains the engine's known quirks."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from services.common.domain import Decision, Request
+from services.common.rule_engine import RoutingEngine, RuleEngineError, _Host, compile_ruleset
+from services.common.rule_files import load_rulebook
+from tests.conftest import RULES
+
+
+def test_an_exception_inside_an_action_surfaces_as_an_error_not_a_silent_pass(monkeypatch: pytest.MonkeyPatch,
+                                                                             rules_copy: Any) -> None:
+    # durable-rules swallows an action's exception into the session state; the adapter must raise.
+    (rules_copy / "routing.yaml").write_text((rules_copy / "routing.yaml").read_text(encoding="utf-8")
+                                             + "\n# a new version: its own ruleset names\n", encoding="utf-8")
+    original = _Host.get_action
+
+    def failing_action(self: _Host, name: str) -> Any:
+        def boom(c: Any) -> None:
+            raise ValueError("boom inside the action")
+        return boom
+
+    monkeypatch.setattr(_Host, "get_action", failing_action)
+    engine = RoutingEngine(load_rulebook(rules_copy), cache_size=0)
+    monkeypatch.setattr(_Host, "get_action", original)
+    with pytest.raises(RuleEngineError, match="boom inside the action"):
+        engine.decide("MA-01", Request.HANDLE, {})
+    with pytest.raises(RuleEngineError, match="boom inside the action"):  # and again: never a silent pass
+        engine.decide("LT-01", Request.HANDLE, {})
+
+
+def test_the_same_rules_version_can_be_loaded_twice() -> None:
+    # durable-rules refuses to register a ruleset name twice; a version is compiled once and reused
+    book = load_rulebook(RULES)
+    first, second = RoutingEngine(book), RoutingEngine(load_rulebook(RULES))
+    assert first.version == second.version
+    assert isinstance(second.decide("MA-01", Request.HANDLE, {}), Decision)
+
+
+def test_compiled_ruleset_is_json_data_naming_only_rule_ids() -> None:
+    book = load_rulebook(RULES)
+    body = compile_ruleset(book)
+    json.dumps(body)  # pure data
+    assert {rule["run"] for rule in body.values()} == {rule.id for rule in book.rules}
+
+
+def test_inequality_compiles_to_durable_neq_which_actually_matches() -> None:
+    # `$ne` is silently accepted by durable-rules and never true; the joint rule relies on `ne`.
+    body = compile_ruleset(load_rulebook(RULES))
+    assert '"$neq"' in json.dumps(body["joint.district-department"]) and '"$ne"' not in json.dumps(body)
+    decision = RoutingEngine(load_rulebook(RULES), cache_size=0).decide("LT-01", Request.HANDLE, {})
+    assert isinstance(decision, Decision) and decision.rule_id == "joint.district-department"
+
+
+def test_an_or_that_matches_twice_still_counts_as_one_rule(engine: RoutingEngine) -> None:
+    # `unless` compiles to an `$or`; both branches can hold, which fires the rule twice as a fact
+    facts = engine.facts_for("MA-01", Request.HANDLE, {"annual_energy_tce": 10})
+    assert engine.matching_rules(facts) == ["assist.gov-service-bureau"]
