@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
-from faststream import AckPolicy, FastStream
+from faststream import AckPolicy, FastStream, StreamMessage
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.annotations import RabbitMessage
 from pydantic import ValidationError
@@ -52,6 +53,11 @@ class Router:
                 log.exception("applying a rules change failed; the active rules are unchanged")
 
 
+async def keep_raw_body(message: StreamMessage[Any]) -> bytes:
+    """No decoding by FastStream: a body that is not even JSON must reach the handler to be parked."""
+    return message.body
+
+
 def create_router(settings: RouterSettings | None = None, broker_settings: BrokerSettings | None = None) -> Router:
     settings = settings or RouterSettings()
     broker_settings = broker_settings or BrokerSettings()
@@ -60,7 +66,7 @@ def create_router(settings: RouterSettings | None = None, broker_settings: Broke
     router = Router(settings=settings, broker=broker, app=FastStream(broker), rules=rules)
     publisher = BrokerPublisher(broker)
 
-    @broker.subscriber(ROUTER_QUEUE, AGREEMENTS, ack_policy=AckPolicy.MANUAL,
+    @broker.subscriber(ROUTER_QUEUE, AGREEMENTS, ack_policy=AckPolicy.MANUAL, decoder=keep_raw_body,
                        title="agreement.signed", description="Routes every planned item of a signed agreement.")
     async def on_agreement_signed(message: RabbitMessage) -> None:
         raw = message.raw_message
