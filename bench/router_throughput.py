@@ -138,8 +138,9 @@ async def bench_router(url: str, copies: int, prefetch: int, access_log: bool) -
             # runs after the router's own on_startup hooks (rules loaded, topology declared), right
             # before FastStream starts the broker's subscribers: the start of consuming.
             router.app.on_startup(lambda: started.append(time.perf_counter()))
-            if not access_log:  # production logs Received/Processed per message at INFO on stdout
-                logging.getLogger("faststream.access.rabbit").setLevel(logging.WARNING)
+            # production logs Received/Processed per message at INFO on stdout; FastStream resets
+            # that logger's level on start, so it is disabled instead
+            logging.getLogger("faststream.access.rabbit").disabled = not access_log
             await router.app.start()
             try:
                 await asyncio.wait_for(done.wait(), TIMEOUT_S)

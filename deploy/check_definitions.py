@@ -133,11 +133,17 @@ def compare(actual: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
         for k in have.keys() - want.keys():
             problems.append(f"{category}: not declared by services.common.topology: {' / '.join(map(str, k))}")
         for k in want.keys() & have.keys():
+            name = " / ".join(map(str, k))
             for field in sorted(set(want[k]) | set(have[k])):
                 w, h = want[k].get(field), have[k].get(field)
-                if _canonical(w) != _canonical(h):
-                    problems.append(f"{category} {' / '.join(map(str, k))}: {field} is {_canonical(h)} in "
-                                    f"{DEFINITIONS.name}, but the code declares {_canonical(w)}")
+                if isinstance(w, dict) and isinstance(h, dict):
+                    pairs = [(f"{field}[{a!r}]", w.get(a, "<absent>"), h.get(a, "<absent>")) for a in sorted(w | h)]
+                else:
+                    pairs = [(field, w, h)]
+                for label, wv, hv in pairs:
+                    if _canonical(wv) != _canonical(hv):
+                        problems.append(f"{category} {name}: {label} is {_canonical(hv)} in {DEFINITIONS.name}, "
+                                        f"but the code declares {_canonical(wv)}")
     return problems
 
 

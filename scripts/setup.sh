@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Sets up everything the project needs on a fresh machine (idempotent):
+#   - a Python 3.11/3.12 virtualenv in .venv with the project and its test tools
+#     (durable-rules 2.0.28 does not import on 3.13)
+#   - a running RabbitMQ on 127.0.0.1:5672 (installed from the distribution if missing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+find_python() {
+  local candidates=(python3.12 python3.11 python3 python)
+  if command -v pyenv >/dev/null 2>&1; then
+    for v in $(pyenv versions --bare 2>/dev/null | grep -E '^3\.1[12]\.' | sort -rV); do
+      candidates+=("$(pyenv root)/versions/$v/bin/python")
+    done
+  fi
+  for py in "${candidates[@]}"; do
+    if command -v "$py" >/dev/null 2>&1 &&
+       "$py" -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 12) else 1)' 2>/dev/null; then
+      command -v "$py"; return 0
+    fi
+  done
+  return 1
+}
+
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; sys.exit(0 if sys.version_info[:2] in ((3, 11), (3, 12)) else 1)'; then
+  PY=$(find_python) || { echo "setup: need Python 3.11 or 3.12 (durable-rules does not run on 3.13)" >&2; exit 1; }
+  echo "setup: creating .venv with $PY"
+  rm -rf .venv
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e ".[dev]"
+
+# RabbitMQ: the services and the integration tests need it.
+if ! command -v rabbitmqctl >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing rabbitmq-server"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null
+  else
+    echo "setup: RabbitMQ is not installed and cannot be installed here; install rabbitmq-server" >&2
+    exit 1
+  fi
+fi
+if ! rabbitmqctl -q status >/dev/null 2>&1; then
+  echo "setup: starting RabbitMQ"
+  rabbitmq-server -detached
+fi
+timeout 120 rabbitmqctl await_startup >/dev/null
+echo "setup: done ($(.venv/bin/python --version), RabbitMQ $(rabbitmqctl -q version 2>/dev/null || echo up))"
