@@ -41,7 +41,8 @@ def is_last_attempt(raw_message: Any) -> bool:
 
 async def park(broker: RabbitBroker, queue: RabbitQueue, raw_message: Any, *, kind: str, reason: str) -> None:
     """Publishes the original message to ``queue``'s dead-letter queue with the reason (confirmed)."""
-    headers = {k: v for k, v in (getattr(raw_message, "headers", None) or {}).items() if isinstance(v, (str, int))}
+    headers: dict[str, Any] = {str(k): v for k, v in (getattr(raw_message, "headers", None) or {}).items()
+                               if isinstance(v, (str, int))}
     headers.update({ERROR_HEADER: reason[:4000], ERROR_KIND_HEADER: kind, SOURCE_QUEUE_HEADER: queue.name})
     await broker.publish(
         raw_message.body,

@@ -24,7 +24,7 @@ import itertools
 from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from durable import engine as durable
 
@@ -113,7 +113,8 @@ def _host() -> _Host:
 class RoutingEngine:
     """Decides items under one rules version. Use from a single thread."""
 
-    _compiled: dict[str, tuple[str, str]] = {}
+    # rules version -> its registered ruleset names (durable-rules cannot register a name twice)
+    _compiled: ClassVar[dict[str, tuple[str, str]]] = {}
 
     def __init__(self, book: RuleBook, *, cache_size: int = 4096) -> None:
         self.book = book

@@ -357,7 +357,7 @@ def load_rulebook(directory: str | Path) -> RuleBook:
 
     units = _unique(units_file.units, "code", sources[UNITS_FILE], "units", "单位", problems)
     catalog = _unique(catalog_file.items, "code", sources[CATALOG_FILE], "items", "事项", problems)
-    rules = _unique(routing.rules, "id", sources[ROUTING_FILE], "rules", "规则", problems)
+    _unique(routing.rules, "id", sources[ROUTING_FILE], "rules", "规则", problems)
 
     catalog_src = sources[CATALOG_FILE]
     for index, item in enumerate(catalog_file.items):

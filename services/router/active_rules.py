@@ -8,7 +8,7 @@ from pathlib import Path
 
 from services.common.messages import RulesActivated, RulesRejected, stable_id
 from services.common.rule_engine import RoutingEngine
-from services.common.rule_files import RulesError, load_rulebook, rules_version, RULE_FILES
+from services.common.rule_files import RULE_FILES, RulesError, load_rulebook, rules_version
 from services.common.rules_check import check_rules
 
 log = logging.getLogger(__name__)
