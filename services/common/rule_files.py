@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError
 
 from services.common.domain import (
@@ -231,6 +232,13 @@ class _Source:
 _COLLECTIONS = {UNITS_FILE: ("units", "单位"), CATALOG_FILE: ("items", "事项"), ROUTING_FILE: ("rules", "规则")}
 
 
+class _DatesAsText(RoundTripConstructor):
+    """Leaves dates as text for Pydantic to parse, so a bad date is reported with its line."""
+
+
+_DatesAsText.add_constructor("tag:yaml.org,2002:timestamp", _DatesAsText.construct_yaml_str)
+
+
 def read_located(path: Path) -> tuple[_Source, bytes]:
     """Reads a YAML (or JSON) data file keeping line numbers; ``RulesError`` if it cannot."""
     shown = str(path)
@@ -239,6 +247,7 @@ def read_located(path: Path) -> tuple[_Source, bytes]:
     except FileNotFoundError:
         raise RulesError([Problem(shown, None, None, "文件不存在")]) from None
     yaml = YAML(typ="rt", pure=True)
+    yaml.Constructor = _DatesAsText
     try:
         data = yaml.load(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
