@@ -225,7 +225,8 @@ async def main() -> None:
     for name, count, secs in rows:
         print(f"(c) {name}: {count / secs:,.0f}/s")
 
-    print(f"\n{'name (best of %d round(s))' % args.rounds:<36} {'items':>8} {'seconds':>8} {'items/s':>10} {'vs relay':>9}")
+    label = f"name (best of {args.rounds} round(s))"
+    print(f"\n{label:<36} {'items':>8} {'seconds':>8} {'items/s':>10} {'vs relay':>9}")
     table = [("(a) aio-pika relay", n, relay_s, "1.00"), ("(b) router", n, router_s, f"{relay_s / router_s:.2f}")]
     table += [(f"(c) {name}", count, secs, "-") for name, count, secs in rows]
     for name, count, secs, ratio in table:
