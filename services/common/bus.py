@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import aio_pika
 from faststream.rabbit import Channel, RabbitBroker, RabbitExchange
 
 from services.common.messages import Message
@@ -48,8 +49,23 @@ def make_broker(url: str, *, prefetch: int | None = None, **kwargs: Any) -> Rabb
 
 
 class BrokerPublisher:
+    """Publishes through aio-pika on the broker's confirming channel.
+
+    FastStream's ``broker.publish`` builds a command and runs middlewares per message; measured
+    here it publishes about a third as many messages a second as aio-pika's ``Exchange.publish``
+    on the same channel, and the router publishes two messages per item. The channel is FastStream's
+    own (``confirming_channel``): confirms on, returned messages raise, and a nack raises too.
+    """
+
     def __init__(self, broker: RabbitBroker) -> None:
         self._broker = broker
+        self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
+
+    async def _exchange(self, exchange: RabbitExchange) -> aio_pika.abc.AbstractExchange:
+        found = self._exchanges.get(exchange.name)
+        if found is None:
+            found = self._exchanges[exchange.name] = await self._broker.declare_exchange(exchange)
+        return found
 
     async def publish_all(self, outgoing: Sequence[Outgoing]) -> None:
         results = await asyncio.gather(*(self._publish(o) for o in outgoing), return_exceptions=True)
@@ -62,14 +78,24 @@ class BrokerPublisher:
             ) from first_error
 
     async def _publish(self, out: Outgoing) -> None:
-        await self._broker.publish(
+        exchange = await self._exchange(out.exchange)
+        message = aio_pika.Message(
             out.message.model_dump_json().encode(),
-            exchange=out.exchange,
-            routing_key=out.routing_key,
-            persist=True,
-            mandatory=True,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=out.message_id,
-            message_type=out.message_type,
+            type=out.message_type,
             content_type="application/json",
             headers=dict(out.headers),
+            app_id="zeroerrand",
         )
+        await exchange.publish(message, routing_key=out.routing_key, mandatory=True)
+
+
+class MemoryPublisher:
+    """The in-memory fake of ``Publisher``, for handler tests: keeps what would have been sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[Outgoing] = []
+
+    async def publish_all(self, outgoing: Sequence[Outgoing]) -> None:
+        self.sent.extend(outgoing)

@@ -57,3 +57,22 @@ async def park(broker: RabbitBroker, queue: RabbitQueue, raw_message: Any, *, ki
     )
     log.warning("parked message %s from %s (%s): %s", getattr(raw_message, "message_id", None), queue.name,
                 kind, reason)
+
+
+async def retry_or_park(broker: RabbitBroker, queue: RabbitQueue, message: Any, error: BaseException) -> None:
+    """After a failed attempt: requeue it, or on the last attempt park it with the error.
+
+    If even parking fails (the broker is in trouble), the message is requeued and the broker's
+    delivery limit dead-letters it; it is never acknowledged without being kept somewhere.
+    """
+    raw = message.raw_message
+    if is_last_attempt(raw):
+        try:
+            await park(broker, queue, raw, kind="processing_failed",
+                       reason=f"处理反复失败 / processing failed {DELIVERY_LIMIT} times: {error!r}")
+        except Exception:
+            log.exception("parking a failed message from %s failed; requeueing it", queue.name)
+        else:
+            await message.ack()
+            return
+    await message.nack(requeue=True)

@@ -30,6 +30,7 @@ from durable import engine as durable
 
 from services.common.domain import (
     EVALUATOR_BY_MODE,
+    CatalogItem,
     Decision,
     Request,
     Unroutable,
@@ -83,6 +84,35 @@ def compile_ruleset(book: RuleBook) -> dict[str, Any]:
     return {rule.id: {"all": [{"m": _condition(rule)}], "run": rule.id} for rule in book.rules}
 
 
+def _admits(test: Test, value: str) -> bool:
+    values = test.values()
+    return {"eq": value in values, "in": value in values, "ne": value not in values,
+            "not_in": value not in values}.get(test.op, True)
+
+
+def _item_tests_admit(conditions: Mapping[str, Test], item: CatalogItem) -> bool:
+    return all(_admits(test, str(getattr(item, name.removeprefix("item."))))
+               for name, test in conditions.items() if name.startswith("item."))
+
+
+def relevant_fields(book: RuleBook, item: CatalogItem) -> tuple[str, ...]:
+    """The fact fields that can change ``item``'s decision, in a stable order.
+
+    Every item and request field any rule tests, plus the project facts tested by rules that can
+    apply to this item (its ``when`` admits the item) and by ``unless`` clauses that can hold for
+    it. A project fact outside these cannot change the outcome, so it is neither sent to the
+    engine nor shown in the decision record, nor part of the cache key.
+    """
+    fields = {name for rule in book.rules for name in rule.fields() if not name.startswith(PROJECT_PREFIX)}
+    for rule in book.rules:
+        if not _item_tests_admit(rule.when, item):
+            continue
+        fields |= {name for name in rule.when if name.startswith(PROJECT_PREFIX)}
+        if rule.unless and _item_tests_admit(rule.unless, item):
+            fields |= {name for name in rule.unless if name.startswith(PROJECT_PREFIX)}
+    return tuple(sorted(fields))
+
+
 class _Host(durable.Host):  # type: ignore[misc]
     """Binds every action name to a recorder of which rule fired for which message."""
 
@@ -119,7 +149,7 @@ class RoutingEngine:
     def __init__(self, book: RuleBook, *, cache_size: int = 4096) -> None:
         self.book = book
         self.version = book.version
-        self._fields = book.item_facts_used()
+        self._fields = {code: relevant_fields(book, item) for code, item in book.catalog.items()}
         self._host = _host()
         self._route_name, self._check_name = self._register(book)
         self._sid = f"s{next(_IDS)}"
@@ -143,7 +173,7 @@ class RoutingEngine:
         """The facts the rules test, for one planned item: what the decision record shows."""
         item = self.book.catalog[item_code]
         facts: dict[str, Any] = {}
-        for name in self._fields:
+        for name in self._fields[item_code]:
             if name == REQUEST_FIELD:
                 facts[name] = request.value
             elif name.startswith(PROJECT_PREFIX):
@@ -165,7 +195,8 @@ class RoutingEngine:
                               facts={"item.code": item_code, REQUEST_FIELD: request.value},
                               reason=f"服务事项清单中没有编码为 {item_code} 的事项，无法分派，请核对审批策划")
         facts = self.facts_for(item_code, request, project_facts)
-        key = tuple(facts.get(f) for f in self._fields)
+        # only facts that can change this item's decision are in ``facts``: a good cache key
+        key = (item_code, *(facts.get(f) for f in self._fields[item_code]))
         if key in self._cache:
             self._cache.move_to_end(key)
             rule_id = self._cache[key]
@@ -225,21 +256,14 @@ class RoutingEngine:
         )
 
     def _gap(self, item_code: str, facts: dict[str, Any], now: datetime) -> Unroutable:
-        missing = [f for f in self._fields if f.startswith(PROJECT_PREFIX) and f not in facts
-                   and any(self._rule_mentions_item(r, item_code) and f in r.fields() for r in self.book.rules)]
+        missing = [f.removeprefix(PROJECT_PREFIX) for f in self._fields[item_code]
+                   if f.startswith(PROJECT_PREFIX) and f not in facts]
         if missing:
-            labels = "、".join(
-                f"{f.removeprefix(PROJECT_PREFIX)}（{self.book.project_facts[f.removeprefix(PROJECT_PREFIX)].label}）"
-                for f in missing)
+            labels = "、".join(f"{name}（{self.book.project_facts[name].label}）" for name in missing)
             return Unroutable(reason_code="missing_fact", rules_version=self.version, decided_at=now, facts=facts,
                               reason=f"事项 {item_code} 的分派取决于项目事实 {labels}，但协议未提供，请补充后重新提交")
         return Unroutable(reason_code="no_rule", rules_version=self.version, decided_at=now, facts=facts,
                           reason=f"没有任何路由规则覆盖事项 {item_code}（事实：{facts}），请运维人员补充规则")
-
-    @staticmethod
-    def _rule_mentions_item(rule: RoutingRule, item_code: str) -> bool:
-        tests: list[Test] = [t for name, t in {**rule.when, **(rule.unless or {})}.items() if name == "item.code"]
-        return not tests or any(item_code in t.values() for t in tests)
 
     # -- the static check's view -------------------------------------------------------------
 

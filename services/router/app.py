@@ -14,8 +14,8 @@ from faststream.rabbit.annotations import RabbitMessage
 from pydantic import ValidationError
 from watchfiles import awatch
 
-from services.common.bus import BrokerPublisher, PublishError, make_broker
-from services.common.consuming import is_last_attempt, park
+from services.common.bus import BrokerPublisher, Publisher, make_broker
+from services.common.consuming import park, retry_or_park
 from services.common.messages import AgreementSigned, RulesActivated, RulesRejected
 from services.common.settings import BrokerSettings, RouterSettings
 from services.common.topology import AGREEMENTS, ROUTER_QUEUE, declare_topology
@@ -33,6 +33,7 @@ class Router:
     broker: RabbitBroker
     app: FastStream
     rules: ActiveRules
+    publisher: Publisher
     initial_event: RulesActivated | RulesRejected | None = None
     _watcher: asyncio.Task[None] | None = field(default=None)
     reloaded: asyncio.Event = field(default_factory=asyncio.Event)
@@ -41,7 +42,7 @@ class Router:
         """Tries the rule files on disk and announces the outcome on ``zeroerrand.events``."""
         event = self.rules.reload()
         if event is not None:
-            await BrokerPublisher(self.broker).publish_all([event_out(event, event.type)])
+            await self.publisher.publish_all([event_out(event, event.type)])
         self.reloaded.set()
 
     async def _watch(self) -> None:
@@ -58,13 +59,15 @@ async def keep_raw_body(message: StreamMessage[Any]) -> bytes:
     return message.body
 
 
-def create_router(settings: RouterSettings | None = None, broker_settings: BrokerSettings | None = None) -> Router:
+def create_router(settings: RouterSettings | None = None, broker_settings: BrokerSettings | None = None,
+                  publisher: Publisher | None = None) -> Router:
+    """Wires the router; ``publisher`` replaces the real one (``BrokerPublisher``) in handler tests."""
     settings = settings or RouterSettings()
     broker_settings = broker_settings or BrokerSettings()
     broker = make_broker(broker_settings.amqp_url, prefetch=settings.prefetch)
     rules = ActiveRules(settings.rules_dir)
-    router = Router(settings=settings, broker=broker, app=FastStream(broker), rules=rules)
-    publisher = BrokerPublisher(broker)
+    publisher = publisher or BrokerPublisher(broker)
+    router = Router(settings=settings, broker=broker, app=FastStream(broker), rules=rules, publisher=publisher)
 
     @broker.subscriber(ROUTER_QUEUE, AGREEMENTS, ack_policy=AckPolicy.MANUAL, decoder=keep_raw_body,
                        title="agreement.signed", description="Routes every planned item of a signed agreement.")
@@ -79,18 +82,9 @@ def create_router(settings: RouterSettings | None = None, broker_settings: Broke
             return
         try:
             await handle_agreement_signed(agreement, rules, publisher)
-        except PublishError:
-            log.exception("agreement %s: publishing failed; it will be redelivered", agreement.agreement_id)
-            await message.nack(requeue=True)
-            return
         except Exception as exc:
-            if is_last_attempt(raw):
-                await park(broker, ROUTER_QUEUE, raw, kind="processing_failed",
-                           reason=f"路由处理反复失败 / routing failed repeatedly: {exc!r}")
-                await message.ack()
-            else:
-                log.exception("agreement %s: routing failed; it will be redelivered", agreement.agreement_id)
-                await message.nack(requeue=True)
+            log.exception("agreement %s: routing failed", agreement.agreement_id)
+            await retry_or_park(broker, ROUTER_QUEUE, message, exc)
             return
         await message.ack()
 

@@ -93,3 +93,11 @@ def test_cached_and_uncached_engines_decide_alike() -> None:
             for facts in (SMALL_PROJECT, LARGE_PROJECT, {}):
                 a, b = cached.decide(code, request, facts), uncached.decide(code, request, facts)
                 assert a.model_dump(exclude={"decided_at"}) == b.model_dump(exclude={"decided_at"})
+
+
+def test_decision_record_shows_only_the_facts_that_can_change_the_decision(engine: RoutingEngine) -> None:
+    registration = engine.decide("MA-01", Request.HANDLE, {"annual_energy_tce": 777, "industry": "乳制品"})
+    review = engine.decide("PL-03", Request.HANDLE, {"annual_energy_tce": 777, "industry": "乳制品"})
+    assert isinstance(registration, Decision) and isinstance(review, Decision)
+    assert "project.annual_energy_tce" not in registration.facts
+    assert review.facts["project.annual_energy_tce"] == 777
