@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -317,7 +318,11 @@ class RuleBook:
     rule_lines: Mapping[str, int | None] = field(default_factory=dict)
 
     def rule(self, rule_id: str) -> RoutingRule:
-        return next(r for r in self.rules if r.id == rule_id)
+        return self._rules_by_id[rule_id]
+
+    @cached_property
+    def _rules_by_id(self) -> dict[str, RoutingRule]:
+        return {rule.id: rule for rule in self.rules}
 
     def item_facts_used(self) -> tuple[str, ...]:
         """Every fact field some rule tests, in a stable order."""

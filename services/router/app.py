@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,22 @@ class Router:
     publisher: Publisher
     initial_event: RulesActivated | RulesRejected | None = None
     _watcher: asyncio.Task[None] | None = field(default=None)
+    _inflight: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def start_handling(self, work: Coroutine[Any, Any, None]) -> None:
+        """Handles a delivery in its own task, so confirms of several agreements overlap.
+
+        The subscriber returns at once and FastStream hands over the next delivery; how many are
+        in flight is bounded by the channel's prefetch, since each is acknowledged only when done.
+        """
+        task = asyncio.create_task(work)
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def drain(self) -> None:
+        """Waits until every delivery handed to ``start_handling`` is acknowledged or requeued."""
+        while self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
     reloaded: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def apply_rules_change(self) -> None:
@@ -69,9 +86,15 @@ def create_router(settings: RouterSettings | None = None, broker_settings: Broke
     publisher = publisher or BrokerPublisher(broker)
     router = Router(settings=settings, broker=broker, app=FastStream(broker), rules=rules, publisher=publisher)
 
-    @broker.subscriber(ROUTER_QUEUE, AGREEMENTS, ack_policy=AckPolicy.MANUAL, decoder=keep_raw_body,
-                       title="agreement.signed", description="Routes every planned item of a signed agreement.")
+    subscriber = broker.subscriber(ROUTER_QUEUE, AGREEMENTS, ack_policy=AckPolicy.MANUAL, decoder=keep_raw_body,
+                                   title="agreement.signed",
+                                   description="Routes every planned item of a signed agreement.")
+
+    @subscriber
     async def on_agreement_signed(message: RabbitMessage) -> None:
+        router.start_handling(route_one(message))
+
+    async def route_one(message: RabbitMessage) -> None:
         raw = message.raw_message
         try:
             agreement = AgreementSigned.model_validate_json(message.body)
@@ -106,7 +129,9 @@ def create_router(settings: RouterSettings | None = None, broker_settings: Broke
             router._watcher = asyncio.create_task(router._watch(), name="rules-watcher")
 
     @router.app.on_shutdown
-    async def stop_watching() -> None:
+    async def stop_consuming_and_finish() -> None:
+        await subscriber.stop()  # no new deliveries; those in flight finish and are acked
+        await router.drain()
         if router._watcher is not None:
             router._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -36,6 +36,7 @@ def build() -> tuple[Router, MemoryPublisher, list[Any]]:
 async def sign(router: Router, payload: bytes) -> None:
     async with TestRabbitBroker(router.broker) as broker:
         await broker.publish(payload, exchange=AGREEMENTS, routing_key=AGREEMENT_SIGNED)
+        await router.drain()
 
 
 async def test_signed_agreement_yields_one_item_and_one_event_per_planned_item() -> None:
