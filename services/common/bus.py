@@ -20,7 +20,6 @@ from faststream.rabbit import Channel, RabbitBroker, RabbitExchange
 
 from services.common.messages import Message
 
-
 PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 
 
@@ -63,12 +62,14 @@ class BrokerPublisher:
 
     def __init__(self, broker: RabbitBroker) -> None:
         self._broker = broker
-        self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
+        self._exchanges: dict[str, aio_pika.Exchange] = {}
 
-    async def _exchange(self, exchange: RabbitExchange) -> aio_pika.abc.AbstractExchange:
+    async def _exchange(self, exchange: RabbitExchange) -> aio_pika.Exchange:
         found = self._exchanges.get(exchange.name)
         if found is None:
-            found = self._exchanges[exchange.name] = await self._broker.declare_exchange(exchange)
+            declared = await self._broker.declare_exchange(exchange)
+            assert isinstance(declared, aio_pika.Exchange)  # a RobustExchange, which knows its channel
+            found = self._exchanges[exchange.name] = declared
         return found
 
     async def publish_all(self, outgoing: Sequence[Outgoing]) -> None:
