@@ -270,12 +270,20 @@ def validate_located(source: _Source, model: type[_M], collection: str, label: s
         problems = []
         for error in exc.errors():
             path = [p for p in error["loc"] if not (isinstance(p, str) and "[" in p)]
-            where = ".".join(str(p) for p in path)
+            where = _display_path(path)
             problems.append(
                 Problem(source.file, source.line(path), source.subject(path, collection, label),
                         f"{where}: {_message_zh(error)}")
             )
         raise RulesError(problems) from None
+
+
+def _display_path(path: Sequence[int | str]) -> str:
+    """``rules.1.then.mode`` as an operator counts: ``rules[2].then.mode`` (entries from 1)."""
+    shown = ""
+    for part in path:
+        shown += f"[{part + 1}]" if isinstance(part, int) else (f".{part}" if shown else str(part))
+    return shown
 
 
 def _message_zh(error: Any) -> str:

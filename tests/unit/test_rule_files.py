@@ -47,7 +47,7 @@ def test_invalid_mode_names_file_line_and_rule(rules_copy: Path) -> None:
     edit(routing, "      mode: joint\n", "      mode: jiont\n")
     line = line_of(routing, "mode: jiont")
     assert problems(rules_copy) == [
-        f"{routing}:{line} [规则 joint.district-department] rules.1.then.mode: 取值 'jiont' 不在允许范围内，"
+        f"{routing}:{line} [规则 joint.district-department] rules[2].then.mode: 取值 'jiont' 不在允许范围内，"
         "应为 'assist', 'joint', 'errand' or 'consult'"
     ]
 
