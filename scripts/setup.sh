@@ -31,6 +31,31 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[dev]"
 
+# The embedded MongoDB-compatible server (mongoeco) needs Python 3.13, in its own environment;
+# the services start it as a child process when MONGODB_URL is not set.
+find_python313() {
+  local candidates=(python3.13)
+  if command -v pyenv >/dev/null 2>&1; then
+    for v in $(pyenv versions --bare 2>/dev/null | grep -E '^3\.13\.' | sort -rV); do
+      candidates+=("$(pyenv root)/versions/$v/bin/python")
+    done
+  fi
+  for py in "${candidates[@]}"; do
+    if command -v "$py" >/dev/null 2>&1 &&
+       "$py" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 13) else 1)' 2>/dev/null; then
+      command -v "$py"; return 0
+    fi
+  done
+  return 1
+}
+if [ ! -x .venv-mongoeco/bin/python ]; then
+  PY313=$(find_python313) || { echo "setup: need Python 3.13 for the embedded store (or set MONGODB_URL and skip it)" >&2; exit 1; }
+  echo "setup: creating .venv-mongoeco with $PY313"
+  "$PY313" -m venv .venv-mongoeco
+fi
+.venv-mongoeco/bin/python -m pip install --quiet --upgrade pip
+.venv-mongoeco/bin/python -m pip install --quiet "mongoeco[wire]==4.11.0"
+
 # RabbitMQ: the services and the integration tests need it.
 if ! command -v rabbitmqctl >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

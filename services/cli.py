@@ -51,8 +51,48 @@ def router() -> None:
     """运行路由服务：消费 agreement.signed，按规则把每个审批事项投递到对应队列；规则文件改动后自动生效。"""
     from services.router.app import create_router
 
+    _run_apps(create_router().app)
+
+
+def _run_apps(*apps: Any) -> None:
+    """Starts FastStream apps in one process and stops them, in reverse, on Ctrl-C or SIGTERM."""
+    import signal
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(create_router().app.run())
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        started = []
+        try:
+            for service in apps:
+                await service.start()
+                started.append(service)
+            await stop.wait()
+        finally:
+            for service in reversed(started):
+                await service.stop()
+
+    asyncio.run(run())
+
+
+@app.command()
+def notifier() -> None:
+    """运行通知服务：把事件变成发给企业、招引单位、承办单位等的通知，存储并投递（站内信、Webhook）。"""
+    from services.notifier.app import create_notifier
+
+    _run_apps(create_notifier().app)
+
+
+@app.command()
+def up() -> None:
+    """一条命令运行全部服务（路由 + 通知），未设置 MONGODB_URL 时使用内置存储；Ctrl-C 停止。"""
+    from services.notifier.app import create_notifier
+    from services.router.app import create_router
+
+    _run_apps(create_router().app, create_notifier().app)
 
 
 @app.command()
@@ -186,6 +226,49 @@ def catalog_list(as_json: Annotated[bool, typer.Option("--json", help="输出 JS
         fees = "、".join(f.name for f in item.fees) or "无"
         typer.echo(f"{item.code}  {STAGE_NAMES_ZH[item.stage]:<8}\t{item.name}\t{owner}\t{item.time_limit_days} 个工作日"
                    f"\t材料 {len(item.materials)} 项\t法定收费：{fees}")
+
+
+notifications_app = typer.Typer(help="通知记录 / stored notifications.", no_args_is_help=True)
+app.add_typer(notifications_app, name="notifications")
+
+STATUS_ZH = {"delivered": "已送达", "pending": "待投递", "sending": "投递中", "failed": "投递失败"}
+
+
+@notifications_app.command("list")
+def notifications_list(
+    project: Annotated[str | None, typer.Option(help="项目编码")] = None,
+    recipient: Annotated[str | None, typer.Option(
+        help="接收方：单位编码、统一社会信用代码，或 unit:xxx / enterprise:xxx / role:operators")] = None,
+    status: Annotated[str | None, typer.Option(help="delivered / pending / sending / failed")] = None,
+    limit: Annotated[int, typer.Option(help="最多显示条数")] = 200,
+    as_json: Annotated[bool, typer.Option("--json", help="输出 JSON")] = False,
+    body: Annotated[bool, typer.Option("--body", help="同时显示通知正文")] = False,
+) -> None:
+    """列出已发出的通知：发给谁、经哪个渠道、是否送达。"""
+    from services.common.storage import StoreUnavailable, store_session
+    from services.notifier.repository import COLLECTIONS, NotifierRepository
+
+    async def query() -> list[dict[str, Any]]:
+        async with store_session(collections=COLLECTIONS) as store:
+            return await NotifierRepository(store).find(project=project, recipient=recipient, status=status,
+                                                        limit=limit)
+
+    try:
+        found = asyncio.run(query())
+    except StoreUnavailable as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(_dump(found))
+        return
+    typer.echo(f"共 {len(found)} 条通知")
+    for doc in found:
+        when = doc["created_at"].astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        state = STATUS_ZH.get(doc["status"], doc["status"])
+        extra = f"（{doc['attempts']} 次尝试：{doc['last_error']}）" if doc.get("last_error") else ""
+        typer.echo(f"{when}  {doc['event_type']:<18} {doc['channel']:<7} {state}{extra}  "
+                   f"{doc['recipient_name']}  《{doc['title']}》")
+        if body:
+            typer.echo("    " + doc["body"].replace("\n", "\n    "))
 
 
 def main() -> None:

@@ -11,9 +11,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
+from faststream import StreamMessage
 from faststream.rabbit import RabbitBroker, RabbitQueue
 
 from services.common.topology import DEAD, DELIVERY_LIMIT
@@ -23,6 +26,12 @@ log = logging.getLogger(__name__)
 ERROR_HEADER = "x-zeroerrand-error"
 ERROR_KIND_HEADER = "x-zeroerrand-error-kind"
 SOURCE_QUEUE_HEADER = "x-zeroerrand-source-queue"
+
+
+async def keep_raw_body(message: StreamMessage[Any]) -> bytes:
+    """A subscriber decoder that decodes nothing: a body that is not even JSON must reach the
+    handler, to be parked with the reason, instead of failing inside FastStream."""
+    return message.body
 
 
 def delivery_count(raw_message: Any) -> int:
@@ -76,3 +85,24 @@ async def retry_or_park(broker: RabbitBroker, queue: RabbitQueue, message: Any, 
             await message.ack()
             return
     await message.nack(requeue=True)
+
+
+class Inflight:
+    """Deliveries being handled in their own tasks, so a consumer overlaps its I/O waits.
+
+    The subscriber returns at once and FastStream hands over the next delivery; how many are in
+    flight is bounded by the channel's prefetch, since each is acknowledged only when done.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Waits until every started delivery is acknowledged or requeued."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -82,6 +82,7 @@ class PlannedItem(Message):
 
 
 class Event(Message):
+    type: str
     event_id: str
     occurred_at: datetime
     recorded_at: datetime
@@ -194,8 +195,53 @@ class RulesRejected(Event):
     problems: tuple[str, ...]
 
 
+# -- progress events, reported by the units' systems (or ``zeroerrand item ...``) ---------------
+
+
+class ItemEvent(Event):
+    """An event about one routed item of one project, reported by ``reported_by`` (a unit code)."""
+
+    project_code: str
+    item_code: str
+    reported_by: str
+
+
+class ItemBlocked(ItemEvent):
+    """A 堵点/卡点: the item cannot move until ``resolver`` acts."""
+
+    type: Literal["item.blocked"] = "item.blocked"
+    reason: str = Field(min_length=1)
+    resolver: str = Field(description="unit code of whoever must resolve the blocker")
+
+
+class ItemOverdue(ItemEvent):
+    """The item's time limit is near or past (one event per level)."""
+
+    type: Literal["item.overdue"] = "item.overdue"
+    level: Literal["warning", "yellow", "red"]
+    due_on: date
+    working_days_used: int
+    time_limit_days: int
+
+
+class ItemDelivered(ItemEvent):
+    """The results were handed to the enterprise, completely and at once (一次性完整移交)."""
+
+    type: Literal["item.delivered"] = "item.delivered"
+    results: tuple[str, ...] = Field(min_length=1, description="the approval results handed over")
+    note: str | None = None
+
+
+class ProjectDelivered(Event):
+    """Every item of the project has been delivered."""
+
+    type: Literal["project.delivered"] = "project.delivered"
+    project_code: str
+    items_delivered: int
+
+
 AnyEvent = Annotated[
     AgreementSigned | AgreementRejected | ServiceStarted | ItemRouted | ItemUnroutable
-    | RulesActivated | RulesRejected,
+    | RulesActivated | RulesRejected | ItemBlocked | ItemOverdue | ItemDelivered | ProjectDelivered,
     Field(discriminator="type"),
 ]

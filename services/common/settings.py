@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -27,3 +27,38 @@ class RouterSettings(BaseSettings):
     prefetch: int = Field(default=32, ge=1, description="agreements in flight per router replica")
     watch_rules: bool = True
     reload_debounce_ms: int = Field(default=300, ge=0)
+
+
+class StoreSettings(BaseSettings):
+    """Where the services keep their data.
+
+    ``MONGODB_URL`` (or ``ZEROERRAND_MONGODB_URL``) selects a real MongoDB (production: a replica
+    set). Without it, the embedded MongoDB-compatible server is started as a child process:
+    ``ZEROERRAND_EMBEDDED_PYTHON`` names its Python 3.13 interpreter (default: the one
+    ``scripts/setup.sh`` installs in ``.venv-mongoeco``) and ``ZEROERRAND_DATA_DIR`` its directory.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ZEROERRAND_")
+
+    mongodb_url: str | None = Field(default=None, validation_alias=AliasChoices("MONGODB_URL", "ZEROERRAND_MONGODB_URL"))
+    database: str = "zeroerrand"
+    data_dir: Path = PROJECT_ROOT / "var"
+    embedded_python: Path = PROJECT_ROOT / ".venv-mongoeco" / "bin" / "python"
+    embedded_start_timeout_s: float = 60.0
+
+
+class NotifierSettings(BaseSettings):
+    """``ZEROERRAND_NOTIFIER_*``: the notifier service and its delivery channels."""
+
+    model_config = SettingsConfigDict(env_prefix="ZEROERRAND_NOTIFIER_")
+
+    rules_dir: Path = PROJECT_ROOT / "rules"
+    prefetch: int = Field(default=16, ge=1, description="events in flight")
+    webhook_secret: SecretStr = Field(default=SecretStr("zeroerrand-dev-secret"),
+                                      description="HMAC-SHA256 key of the webhook signature; set it in production")
+    webhook_timeout_s: float = Field(default=5.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1, description="webhook attempts before the final failed state")
+    backoff_base_s: float = Field(default=2.0, ge=0)
+    backoff_max_s: float = Field(default=300.0, ge=0)
+    poll_interval_s: float = Field(default=0.5, gt=0)
+    delivery_concurrency: int = Field(default=8, ge=1)

@@ -5,18 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
 
-from faststream import AckPolicy, FastStream, StreamMessage
+from faststream import AckPolicy, FastStream
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.annotations import RabbitMessage
 from pydantic import ValidationError
 from watchfiles import awatch
 
 from services.common.bus import BrokerPublisher, Publisher, make_broker
-from services.common.consuming import park, retry_or_park
+from services.common.consuming import Inflight, keep_raw_body, park, retry_or_park
 from services.common.messages import AgreementSigned, RulesActivated, RulesRejected
 from services.common.settings import BrokerSettings, RouterSettings
 from services.common.topology import AGREEMENTS, ROUTER_QUEUE, declare_topology
@@ -37,30 +35,16 @@ class Router:
     publisher: Publisher
     initial_event: RulesActivated | RulesRejected | None = None
     _watcher: asyncio.Task[None] | None = field(default=None)
-    _inflight: set[asyncio.Task[None]] = field(default_factory=set)
-
-    def start_handling(self, work: Coroutine[Any, Any, None]) -> None:
-        """Handles a delivery in its own task, so confirms of several agreements overlap.
-
-        The subscriber returns at once and FastStream hands over the next delivery; how many are
-        in flight is bounded by the channel's prefetch, since each is acknowledged only when done.
-        """
-        task = asyncio.create_task(work)
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+    inflight: Inflight = field(default_factory=Inflight)
 
     async def drain(self) -> None:
-        """Waits until every delivery handed to ``start_handling`` is acknowledged or requeued."""
-        while self._inflight:
-            await asyncio.gather(*self._inflight, return_exceptions=True)
-    reloaded: asyncio.Event = field(default_factory=asyncio.Event)
+        await self.inflight.drain()
 
     async def apply_rules_change(self) -> None:
         """Tries the rule files on disk and announces the outcome on ``zeroerrand.events``."""
         event = self.rules.reload()
         if event is not None:
             await self.publisher.publish_all([event_out(event, event.type)])
-        self.reloaded.set()
 
     async def _watch(self) -> None:
         async for _changes in awatch(self.settings.rules_dir, debounce=self.settings.reload_debounce_ms,
@@ -69,11 +53,6 @@ class Router:
                 await self.apply_rules_change()
             except Exception:  # the watcher must outlive a failed announcement
                 log.exception("applying a rules change failed; the active rules are unchanged")
-
-
-async def keep_raw_body(message: StreamMessage[Any]) -> bytes:
-    """No decoding by FastStream: a body that is not even JSON must reach the handler to be parked."""
-    return message.body
 
 
 def create_router(settings: RouterSettings | None = None, broker_settings: BrokerSettings | None = None,
@@ -92,7 +71,7 @@ def create_router(settings: RouterSettings | None = None, broker_settings: Broke
 
     @subscriber
     async def on_agreement_signed(message: RabbitMessage) -> None:
-        router.start_handling(route_one(message))
+        router.inflight.start(route_one(message))
 
     async def route_one(message: RabbitMessage) -> None:
         raw = message.raw_message

@@ -1,0 +1,126 @@
+"""Wiring of the notifier: events in, notifications stored, webhooks delivered. No I/O at import."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from faststream import AckPolicy, FastStream
+from faststream.rabbit import RabbitBroker
+from faststream.rabbit.annotations import RabbitMessage
+from pydantic import TypeAdapter, ValidationError
+
+from services.common.bus import make_broker
+from services.common.consuming import Inflight, keep_raw_body, park, retry_or_park
+from services.common.messages import AnyEvent, Event
+from services.common.rule_files import RulesError, load_rulebook
+from services.common.settings import BrokerSettings, NotifierSettings, StoreSettings
+from services.common.storage import Store, open_store
+from services.common.topology import EVENTS, NOTIFIER_QUEUE, declare_topology
+from services.notifier.compose import Composer
+from services.notifier.delivery import Deliverer
+from services.notifier.handlers import handle_event
+from services.notifier.plan import load_plan
+from services.notifier.repository import COLLECTIONS, NotifierRepository
+
+log = logging.getLogger(__name__)
+EVENT = TypeAdapter[Any](AnyEvent)
+
+
+@dataclass
+class Notifier:
+    settings: NotifierSettings
+    broker: RabbitBroker
+    app: FastStream
+    store: Store | None = None
+    repository: NotifierRepository | None = None
+    composer: Composer | None = None
+    inflight: Inflight = field(default_factory=Inflight)
+    stop_delivery: asyncio.Event = field(default_factory=asyncio.Event)
+    _delivery: asyncio.Task[None] | None = None
+
+    async def drain(self) -> None:
+        await self.inflight.drain()
+
+
+def load_composer(settings: NotifierSettings) -> Composer:
+    """The plan, the directory and the unit names; ``RulesError`` lists every problem."""
+    book = load_rulebook(settings.rules_dir)
+    return Composer(load_plan(settings.rules_dir, book.units), book.units)
+
+
+def create_notifier(settings: NotifierSettings | None = None, broker_settings: BrokerSettings | None = None,
+                    store_settings: StoreSettings | None = None, store: Store | None = None) -> Notifier:
+    """Wires the notifier; pass ``store`` to share an open store (it is then not closed here)."""
+    settings = settings or NotifierSettings()
+    broker_settings = broker_settings or BrokerSettings()
+    broker = make_broker(broker_settings.amqp_url, prefetch=settings.prefetch)
+    notifier = Notifier(settings=settings, broker=broker, app=FastStream(broker), store=store)
+    owns_store = store is None
+
+    subscriber = broker.subscriber(NOTIFIER_QUEUE, EVENTS, ack_policy=AckPolicy.MANUAL, decoder=keep_raw_body,
+                                   title="zeroerrand.events", description="Stores and delivers notifications.")
+
+    @subscriber
+    async def on_event(message: RabbitMessage) -> None:
+        notifier.inflight.start(notify(message))
+
+    async def notify(message: RabbitMessage) -> None:
+        raw = message.raw_message
+        try:
+            event: Event = EVENT.validate_json(message.body)
+        except ValidationError as exc:
+            await park(broker, NOTIFIER_QUEUE, raw, kind="invalid_message",
+                       reason=f"事件消息格式无效 / invalid event: {exc}")
+            await message.ack()
+            return
+        assert notifier.repository is not None and notifier.composer is not None
+        try:
+            await handle_event(event, notifier.repository, notifier.composer)
+        except Exception as exc:
+            log.warning("event %s (%s) not stored yet: %r", event.event_id, event.type, exc)
+            await retry_or_park(broker, NOTIFIER_QUEUE, message, exc)
+            return
+        await message.ack()
+
+    @notifier.app.on_startup
+    async def start() -> None:
+        try:
+            notifier.composer = load_composer(settings)
+        except RulesError as exc:
+            raise SystemExit("通知计划或通讯录有错误，通知服务未启动 / notification plan invalid:\n"
+                             + "\n".join(str(p) for p in exc.problems)) from exc
+        if notifier.store is None:
+            notifier.store = await open_store(store_settings, COLLECTIONS)
+        else:
+            await notifier.store.ensure(COLLECTIONS)
+        notifier.repository = NotifierRepository(notifier.store)
+        await broker.connect()
+        await declare_topology(broker)
+
+    @notifier.app.after_startup
+    async def start_delivery() -> None:
+        assert notifier.repository is not None
+        notifier.stop_delivery.clear()
+        notifier._delivery = asyncio.create_task(Deliverer(notifier.repository, settings).run(notifier.stop_delivery),
+                                                 name="webhook-delivery")
+
+    @notifier.app.on_shutdown
+    async def stop() -> None:
+        await subscriber.stop()
+        await notifier.drain()
+        notifier.stop_delivery.set()
+        if notifier._delivery is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await notifier._delivery
+
+    @notifier.app.after_shutdown
+    async def close_store() -> None:
+        if owns_store and notifier.store is not None:
+            await notifier.store.close()
+            notifier.store = None
+
+    return notifier

@@ -1,0 +1,42 @@
+"""The notifier's handler: an event in, its notifications stored (then the event is acked)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from services.common.messages import (
+    AgreementRejected,
+    Event,
+    ItemEvent,
+    ItemRouted,
+    ItemUnroutable,
+    ProjectDelivered,
+    ServiceStarted,
+)
+from services.notifier.compose import Composer, ItemView, MissingContext, ProjectView
+from services.notifier.repository import NotifierRepository
+
+
+async def handle_event(event: Event, repository: NotifierRepository, composer: Composer,
+                       now: datetime | None = None) -> int:
+    """Stores the notifications the plan asks for; returns how many were new."""
+    await repository.remember(event)
+    project: ProjectView | None = None
+    item: ItemView | None = None
+    if isinstance(event, (ServiceStarted, AgreementRejected)):
+        project = ProjectView(event.project.code, event.project.name, event.project.enterprise,
+                              event.project.recruiting_unit)
+    elif isinstance(event, ItemRouted):
+        routed = event.item
+        project = ProjectView(routed.project_code, routed.project_name, routed.enterprise, routed.recruiting_unit)
+        item = ItemView(routed.project_code, routed.item_code, routed.item_name, routed.responsible_unit)
+    elif isinstance(event, (ItemUnroutable, ItemEvent, ProjectDelivered)):
+        project = await repository.project(event.project_code)
+        if project is None:
+            raise MissingContext(f"project {event.project_code} unknown to the notifier")
+        if isinstance(event, ItemEvent):
+            item = await repository.item(event.project_code, event.item_code)
+            if item is None:
+                raise MissingContext(f"item {event.project_code}/{event.item_code} unknown to the notifier")
+    documents = composer.compose(event, project, item, now or datetime.now(UTC))
+    return await repository.add(documents)

@@ -1,0 +1,152 @@
+"""The notification plan (``rules/notifications.yaml``) and directory (``rules/directory.yaml``).
+
+Operator data, validated on load: unknown event types, roles, units and template variables are
+errors naming the file, the line and the entry, like the routing rules.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from services.common.rule_files import Problem, RulesError, read_located, validate_located
+
+PLAN_FILE = "notifications.yaml"
+DIRECTORY_FILE = "directory.yaml"
+
+ROLES = ("enterprise", "recruiting_unit", "responsible_unit", "task_order_assignee", "ledger_owner", "resolver",
+         "operators")
+UNIT_PREFIX = "unit:"
+
+_COMMON = ("event_type", "event_id", "occurred_at")
+_PROJECT = ("project_code", "project_name", "enterprise_name", "recruiting_unit_name")
+_ITEM = (*_PROJECT, "item_code", "item_name", "responsible_unit_name")
+
+# The variables each event type's templates may use (what ``compose`` puts in the context).
+VARIABLES: dict[str, tuple[str, ...]] = {
+    "service.started": (*_PROJECT, "agreement_id", "signed_on", "items_planned", "items_routed", "items_unroutable",
+                        "rules_version"),
+    "agreement.rejected": (*_PROJECT, "agreement_id", "reasons"),
+    "item.routed": (*_ITEM, "stage_name", "mode_name", "request_name", "approving_authority_name", "time_limit_days",
+                    "materials", "materials_count", "fee_note", "task_order_number", "task_order_issuer_name",
+                    "task_order_assignee_name", "rule_name", "rules_version"),
+    "item.unroutable": (*_ITEM, "reason", "rules_version", "facts"),
+    "item.blocked": (*_ITEM, "reason", "resolver_name", "reported_by_name"),
+    "item.overdue": (*_ITEM, "level_name", "due_on", "working_days_used", "time_limit_days"),
+    "item.delivered": (*_ITEM, "results", "note"),
+    "project.delivered": (*_PROJECT, "items_delivered"),
+    "rules.rejected": ("attempted_version", "active_version", "directory", "problems"),
+    "rules.activated": ("version", "previous_version", "directory"),
+}
+# Roles that make sense for each event type (who exists in its context).
+ROLES_BY_EVENT: dict[str, tuple[str, ...]] = {
+    "service.started": ("enterprise", "recruiting_unit", "ledger_owner"),
+    "agreement.rejected": ("enterprise", "recruiting_unit"),
+    "item.routed": ("enterprise", "recruiting_unit", "responsible_unit", "task_order_assignee"),
+    "item.unroutable": ("enterprise", "recruiting_unit"),
+    "item.blocked": ("enterprise", "recruiting_unit", "responsible_unit", "resolver"),
+    "item.overdue": ("enterprise", "recruiting_unit", "responsible_unit"),
+    "item.delivered": ("enterprise", "recruiting_unit", "responsible_unit"),
+    "project.delivered": ("enterprise", "recruiting_unit", "ledger_owner"),
+    "rules.rejected": (),
+    "rules.activated": (),
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PlanEntry(_Strict):
+    """One message of the plan: ``to`` whom, with which title and body."""
+
+    to: str = Field(min_length=1)
+    only_if: Literal["has_task_order"] | None = None
+    unless: Literal["has_task_order"] | None = None
+    title: str = Field(min_length=1)
+    body: str = Field(min_length=1)
+
+    def applies(self, flags: Mapping[str, bool]) -> bool:
+        if self.only_if and not flags.get(self.only_if, False):
+            return False
+        return not (self.unless and flags.get(self.unless, False))
+
+
+class PlanFile(_Strict):
+    events: dict[str, tuple[PlanEntry, ...]]
+
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, events: dict[str, tuple[PlanEntry, ...]]) -> dict[str, tuple[PlanEntry, ...]]:
+        for name in events:
+            if name not in VARIABLES:
+                raise ValueError(f"未知的事件类型 {name!r}，可用：{'、'.join(VARIABLES)}")
+        return events
+
+
+class Webhook(_Strict):
+    webhook: str = Field(pattern=r"^https?://")
+
+
+ChannelSpec = Literal["inbox"] | Webhook
+
+
+class Contact(_Strict):
+    contact: str = Field(min_length=1)
+    channels: tuple[ChannelSpec, ...] = Field(min_length=1)
+
+
+class DirectoryFile(_Strict):
+    units: dict[str, Contact] = Field(default_factory=dict)
+    roles: dict[str, Contact] = Field(default_factory=dict)
+    default_channels: tuple[ChannelSpec, ...] = ("inbox",)
+
+
+@dataclass(frozen=True)
+class NotificationPlan:
+    entries: Mapping[str, tuple[PlanEntry, ...]]
+    directory: DirectoryFile
+
+
+def template_variables(text: str) -> set[str]:
+    return {m.group("named") or m.group("braced") for m in string.Template.pattern.finditer(text)
+            if m.group("named") or m.group("braced")}
+
+
+def load_plan(directory: str | Path, units: Mapping[str, object]) -> NotificationPlan:
+    """Loads both files; raises ``RulesError`` with every problem found."""
+    directory = Path(directory)
+    plan_source, _ = read_located(directory / PLAN_FILE)
+    plan = validate_located(plan_source, PlanFile, "events", "事件")
+    dir_source, _ = read_located(directory / DIRECTORY_FILE)
+    contacts = validate_located(dir_source, DirectoryFile, "units", "单位")
+    problems: list[Problem] = []
+    for event_type, entries in plan.events.items():
+        allowed = set(VARIABLES[event_type]) | set(_COMMON)
+        for index, entry in enumerate(entries):
+            subject = f"事件 {event_type} 第{index + 1}条"
+            line = plan_source.line(["events", event_type, index])
+            if entry.to.startswith(UNIT_PREFIX):
+                if entry.to.removeprefix(UNIT_PREFIX) not in units:
+                    problems.append(Problem(plan_source.file, line, subject, f"to: 单位 {entry.to!r} 不在 units.yaml 中"))
+            elif entry.to != "operators" and entry.to not in ROLES_BY_EVENT[event_type]:
+                choices = "、".join((*ROLES_BY_EVENT[event_type], "operators", "unit:<单位编码>"))
+                problems.append(Problem(plan_source.file, line, subject,
+                                        f"to: 事件 {event_type} 没有角色 {entry.to!r}，可用：{choices}"))
+            for part in ("title", "body"):
+                unknown = sorted(template_variables(getattr(entry, part)) - allowed)
+                if unknown:
+                    problems.append(Problem(plan_source.file, plan_source.line(["events", event_type, index, part]),
+                                            subject, f"{part}: 模板变量 {unknown} 不存在，可用：{sorted(allowed)}"))
+    for code in contacts.units:
+        if code not in units:
+            problems.append(Problem(dir_source.file, dir_source.line(["units", code]), f"单位 {code}",
+                                    "不在 units.yaml 中"))
+    if problems:
+        raise RulesError(problems)
+    return NotificationPlan(entries=plan.events, directory=contacts)

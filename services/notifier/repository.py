@@ -1,0 +1,116 @@
+"""The notifier's data in the store: notifications, and the read model of projects and items.
+
+The read model lets notifications about later events (a blocker, a hand-over) name the project,
+the enterprise and the unit, which those events do not carry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+
+from services.common.messages import AgreementRejected, Enterprise, Event, ItemRouted, ServiceStarted
+from services.common.storage import Collection, Store
+from services.notifier.compose import ItemView, ProjectView
+
+NOTIFICATIONS = Collection("notifications", (
+    IndexModel([("status", ASCENDING), ("channel", ASCENDING), ("next_attempt_at", ASCENDING)]),
+    IndexModel([("project_code", ASCENDING), ("created_at", DESCENDING)]),
+    IndexModel([("recipient", ASCENDING), ("created_at", DESCENDING)]),
+    IndexModel([("event_id", ASCENDING)]),
+))
+PROJECTS = Collection("notifier_projects")
+ITEMS = Collection("notifier_items")
+COLLECTIONS = (NOTIFICATIONS, PROJECTS, ITEMS)
+
+
+class NotifierRepository:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._notifications = store.db[NOTIFICATIONS.name]
+        self._projects = store.db[PROJECTS.name]
+        self._items = store.db[ITEMS.name]
+        self._known_projects: set[str] = set()
+
+    # -- read model --------------------------------------------------------------------------
+
+    async def remember(self, event: Event) -> None:
+        """Keeps what later notifications need to know about projects and items (idempotent)."""
+        if isinstance(event, (ServiceStarted, AgreementRejected)):
+            await self._remember_project(event.project.code, event.project.name, event.project.enterprise,
+                                         event.project.recruiting_unit)
+        elif isinstance(event, ItemRouted):
+            item = event.item
+            await self._remember_project(item.project_code, item.project_name, item.enterprise, item.recruiting_unit)
+            await self._items.update_one(
+                {"_id": f"{item.project_code}/{item.item_code}"},
+                {"$set": {"project_code": item.project_code, "item_code": item.item_code,
+                          "item_name": item.item_name, "responsible_unit": item.responsible_unit}},
+                upsert=True)
+
+    async def _remember_project(self, code: str, name: str, enterprise: Enterprise, recruiting_unit: str) -> None:
+        if code in self._known_projects:
+            return
+        await self._projects.update_one(
+            {"_id": code},
+            {"$set": {"name": name, "enterprise": enterprise.model_dump(mode="json"), "recruiting_unit": recruiting_unit}},
+            upsert=True)
+        self._known_projects.add(code)
+
+    async def project(self, code: str) -> ProjectView | None:
+        doc = await self._projects.find_one({"_id": code})
+        if doc is None:
+            return None
+        return ProjectView(code=code, name=doc["name"], enterprise=Enterprise.model_validate(doc["enterprise"]),
+                           recruiting_unit=doc["recruiting_unit"])
+
+    async def item(self, project_code: str, item_code: str) -> ItemView | None:
+        doc = await self._items.find_one({"_id": f"{project_code}/{item_code}"})
+        if doc is None:
+            return None
+        return ItemView(project_code=project_code, item_code=item_code, item_name=doc["item_name"],
+                        responsible_unit=doc["responsible_unit"])
+
+    # -- notifications -----------------------------------------------------------------------
+
+    async def add(self, documents: Sequence[dict[str, Any]]) -> int:
+        """Stores new notifications; one already stored (same event, recipient, channel) is kept as is."""
+        return await self.store.insert_new(NOTIFICATIONS.name, documents)
+
+    async def claim_due(self, now: datetime, lease: timedelta) -> dict[str, Any] | None:
+        """Takes one webhook notification due for an attempt, leasing it so no other worker does."""
+        return await self._notifications.find_one_and_update(
+            {"channel": "webhook", "status": {"$in": ["pending", "sending"]}, "next_attempt_at": {"$lte": now}},
+            {"$set": {"status": "sending", "next_attempt_at": now + lease, "updated_at": now}},
+            sort=[("next_attempt_at", ASCENDING)], return_document=ReturnDocument.AFTER)
+
+    async def delivered(self, notification_id: str, attempts: int, now: datetime) -> None:
+        await self._notifications.update_one(
+            {"_id": notification_id},
+            {"$set": {"status": "delivered", "attempts": attempts, "delivered_at": now, "updated_at": now,
+                      "next_attempt_at": None, "last_error": None}})
+
+    async def attempt_failed(self, notification_id: str, attempts: int, error: str, now: datetime,
+                             retry_at: datetime | None) -> None:
+        """Records a failed attempt: pending again at ``retry_at``, or finally failed when it is None."""
+        await self._notifications.update_one(
+            {"_id": notification_id},
+            {"$set": {"status": "failed" if retry_at is None else "pending", "attempts": attempts,
+                      "last_error": error, "updated_at": now, "next_attempt_at": retry_at}})
+
+    async def find(self, *, project: str | None = None, recipient: str | None = None, status: str | None = None,
+                   event_id: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        query: dict[str, Any] = {}
+        if project:
+            query["project_code"] = project
+        if recipient:
+            query["recipient"] = recipient if ":" in recipient else {"$regex": f"^[a-z_]+:{recipient}$"}
+        if status:
+            query["status"] = status
+        if event_id:
+            query["event_id"] = event_id
+        cursor = self._notifications.find(query).sort([("created_at", ASCENDING), ("_id", ASCENDING)]).limit(limit)
+        return [doc async for doc in cursor]
