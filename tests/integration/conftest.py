@@ -18,8 +18,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import aio_pika
 import pytest
+from pymongo import AsyncMongoClient
 
-from services.common.settings import BrokerSettings, RouterSettings
+from services.common.settings import BrokerSettings, RouterSettings, StoreSettings
+from services.common.storage import EmbeddedServer, Store, StoreUnavailable
 from services.common.topology import CONSUMER_QUEUES, dead_letter_queue
 from services.router.app import Router, create_router
 
@@ -134,3 +136,38 @@ async def router(amqp_url: str, rules_copy: Path, clean_queues: None) -> AsyncIt
     await service.app.start()
     yield service
     await service.app.stop()
+
+
+# -- the store: the embedded server for the session, and MONGODB_URL too when it is set ---------
+
+
+@pytest.fixture(scope="session")
+async def embedded_uri(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """One embedded mongoeco server for the session, on a fresh SQLite file."""
+    settings = StoreSettings()
+    server = EmbeddedServer(settings.embedded_python, tmp_path_factory.mktemp("store") / "test.sqlite3",
+                            settings.embedded_start_timeout_s)
+    try:
+        uri = await server.start()
+    except StoreUnavailable as exc:
+        pytest.fail(f"the embedded store cannot start (run scripts/setup.sh): {exc}")
+    yield uri
+    await server.stop()
+
+
+def _store_targets() -> list[str]:
+    return ["embedded", "mongodb"] if StoreSettings().mongodb_url else ["embedded"]
+
+
+@pytest.fixture(params=_store_targets())
+async def store(request: pytest.FixtureRequest, embedded_uri: str) -> AsyncIterator[Store]:
+    """A fresh database for one test, on every store this run can reach (never skipped)."""
+    uri = embedded_uri if request.param == "embedded" else str(StoreSettings().mongodb_url)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, serverSelectionTimeoutMS=10_000, tz_aware=True)
+    database = f"zeroerrand_test_{uuid.uuid4().hex[:10]}"
+    instance = Store(client, database)
+    await client.admin.command("ping")
+    yield instance
+    if request.param == "mongodb":
+        await client.drop_database(database)
+    await instance.close()

@@ -1,0 +1,148 @@
+"""The notification plan: who is told what, in Chinese, for each event (pure: no store, no broker)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+
+from services.common.messages import ItemBlocked, ItemDelivered, ItemOverdue, ProjectDelivered
+from services.common.rule_engine import RoutingEngine
+from services.common.rule_files import RulesError, load_rulebook
+from services.common.settings import NotifierSettings
+from services.notifier.compose import Composer, ItemView, ProjectView
+from services.notifier.delivery import backoff
+from services.notifier.plan import load_plan
+from services.notifier.webhook import signature, verify
+from services.router.routing import route_agreement
+from tests.conftest import ALUMINIUM, CONSULT_UNKNOWN, INELIGIBLE, RULES, example
+
+NOW = datetime(2026, 3, 18, 9, 0, tzinfo=UTC)
+BOOK = load_rulebook(RULES)
+COMPOSER = Composer(load_plan(RULES, BOOK.units), BOOK.units)
+
+
+def notifications_for(name: str, engine: RoutingEngine) -> list[dict[str, object]]:
+    result = route_agreement(example(name), engine)
+    docs: list[dict[str, object]] = []
+    if result.rejected is not None:
+        p = result.rejected.project
+        return COMPOSER.compose(result.rejected, ProjectView(p.code, p.name, p.enterprise, p.recruiting_unit), None, NOW)
+    assert result.started is not None
+    project = result.started.project
+    view = ProjectView(project.code, project.name, project.enterprise, project.recruiting_unit)
+    docs += COMPOSER.compose(result.started, view, None, NOW)
+    for routed in result.routed:
+        item = ItemView(project.code, routed.item.item_code, routed.item.item_name, routed.item.responsible_unit)
+        docs += COMPOSER.compose(routed, view, item, NOW)
+    for parked in result.unroutable:
+        docs += COMPOSER.compose(parked, view, None, NOW)
+    return docs
+
+
+def test_an_eligible_project_tells_each_party_what_the_policy_names(engine: RoutingEngine) -> None:
+    docs = notifications_for(ALUMINIUM, engine)
+    by_recipient = Counter(str(d["recipient"]) for d in docs)
+    assert by_recipient == {
+        "enterprise:91150100MA0N8XK21Q": 1 + 26,          # service started + one notice per item
+        "unit:econ_dev_bureau": 2,                          # ledger line + recruiting unit's tracking duty
+        "unit:gov_service_bureau": 3,                       # its 帮办代办 items
+        "unit:planning_construction_bureau": 12,
+        "unit:public_utilities_bureau": 3,
+        "unit:zhenglian_company": 8,                        # one task order per 专业跑腿 item
+    }
+    assert all(d["channel"] == "inbox" and d["status"] == "delivered" for d in docs)
+    assert len({d["_id"] for d in docs}) == len(docs)
+
+
+def test_the_one_time_notice_lists_every_material_the_time_limit_and_the_fee_note(engine: RoutingEngine) -> None:
+    docs = notifications_for(ALUMINIUM, engine)
+    notice = next(d for d in docs if d["title"] == "一次性告知：国有建设用地使用权出让（招拍挂）")
+    body = str(notice["body"])
+    for material in BOOK.catalog["LT-02"].materials:
+        assert material in body
+    assert f"请一次性准备以下 {len(BOOK.catalog['LT-02'].materials)} 项材料" in body
+    assert "承诺时限：20 个工作日" in body and "内蒙古政联招商服务有限公司" in body
+    assert "国有建设用地使用权出让价款" in body and "非服务收费" in body
+    assert "${" not in body
+
+
+def test_task_order_goes_to_zhenglian_from_econ_dev_bureau(engine: RoutingEngine) -> None:
+    docs = notifications_for(ALUMINIUM, engine)
+    order = next(d for d in docs if d["title"] == "专业跑腿服务任务单 RWD-HLXQ-2026-0031-LT-02")
+    assert order["recipient"] == "unit:zhenglian_company"
+    assert "经济发展招商服务局向贵公司下发" in str(order["body"])
+
+
+def test_rejection_goes_to_the_recruiting_unit_with_every_reason(engine: RoutingEngine) -> None:
+    [doc] = notifications_for(INELIGIBLE, engine)
+    assert doc["recipient"] == "unit:econ_dev_bureau"
+    assert "1. 投资合作协议未约定" in str(doc["body"]) and "2. 企业未同意" in str(doc["body"])
+
+
+def test_unroutable_item_reaches_the_recruiting_unit_and_operators(engine: RoutingEngine) -> None:
+    docs = [d for d in notifications_for(CONSULT_UNKNOWN, engine) if d["event_type"] == "item.unroutable"]
+    assert {str(d["recipient"]) for d in docs} == {"unit:econ_dev_bureau", "role:operators"}
+    assert all("PL-08" in str(d["body"]) for d in docs)
+
+
+def test_progress_events_name_project_item_and_units() -> None:
+    project = example(ALUMINIUM).project
+    view = ProjectView(project.code, project.name, project.enterprise, project.recruiting_unit)
+    item = ItemView(project.code, "EP-03", "施工图联合审查", "planning_construction_bureau")
+    common = {"occurred_at": NOW, "recorded_at": NOW, "project_code": project.code, "item_code": "EP-03",
+              "reported_by": "planning_construction_bureau"}
+    blocked = COMPOSER.compose(ItemBlocked(event_id="b1", reason="消防设计需补充", resolver="public_utilities_bureau",
+                                           **common), view, item, NOW)
+    assert {str(d["recipient"]) for d in blocked} == {"unit:econ_dev_bureau", "unit:public_utilities_bureau"}
+    overdue = COMPOSER.compose(ItemOverdue(event_id="o1", level="yellow", due_on=date(2026, 4, 1),
+                                           working_days_used=10, time_limit_days=10, **common), view, item, NOW)
+    assert all("黄牌" in str(d["title"]) for d in overdue) and len(overdue) == 2
+    delivered = COMPOSER.compose(ItemDelivered(event_id="d1", results=("施工图审查合格书 呼审字〔2026〕31号",), **common),
+                                 view, item, NOW)
+    handover = next(d for d in delivered if str(d["recipient"]).startswith("enterprise:"))
+    assert "一次性完整移交" in str(handover["body"]) and "呼审字〔2026〕31号" in str(handover["body"])
+    done = COMPOSER.compose(ProjectDelivered(event_id="p1", occurred_at=NOW, recorded_at=NOW,
+                                             project_code=project.code, items_delivered=26), view, None, NOW)
+    assert {str(d["role"]) for d in done} == {"enterprise", "recruiting_unit", "ledger_owner"}
+
+
+def test_an_unknown_template_variable_is_an_error_with_file_and_line(rules_copy: Path) -> None:
+    plan = rules_copy / "notifications.yaml"
+    text = plan.read_text(encoding="utf-8")
+    old, new = "${time_limit_days} 个工作日。\n        请一次性准备", "${time_limit} 个工作日。\n        请一次性准备"
+    plan.write_text(text.replace(old, new), encoding="utf-8")
+    with pytest.raises(RulesError) as caught:
+        load_plan(rules_copy, BOOK.units)
+    [problem] = caught.value.problems
+    line = next(i for i, t in enumerate(plan.read_text(encoding="utf-8").splitlines(), 1) if "body: |" in t
+                and i > next(j for j, u in enumerate(plan.read_text(encoding="utf-8").splitlines(), 1)
+                             if "一次性告知：${item_name}" in u))
+    assert str(problem).startswith(f"{plan}:{line} [事件 item.routed 第1条] body: 模板变量 ['time_limit'] 不存在")
+
+
+def test_an_unknown_role_or_unit_is_an_error(rules_copy: Path) -> None:
+    plan = rules_copy / "notifications.yaml"
+    text = plan.read_text(encoding="utf-8")
+    text = text.replace("    - to: ledger_owner\n      title: 新增", "    - to: resolver\n      title: 新增", 1)
+    text = text.replace("    - to: operators\n      title: 规则文件", "    - to: unit:nobody\n      title: 规则文件", 1)
+    plan.write_text(text, encoding="utf-8")
+    with pytest.raises(RulesError) as caught:
+        load_plan(rules_copy, BOOK.units)
+    found = [str(p) for p in caught.value.problems]
+    assert any("[事件 service.started 第1条] to: 事件 service.started 没有角色 'resolver'" in p for p in found)
+    assert any("[事件 rules.rejected 第1条] to: 单位 'unit:nobody' 不在 units.yaml 中" in p for p in found)
+
+
+def test_webhook_signature_covers_timestamp_and_body() -> None:
+    header = signature(b"secret", "1760000000", b'{"a":1}')
+    assert verify(b"secret", "1760000000", b'{"a":1}', header)
+    assert not verify(b"secret", "1760000001", b'{"a":1}', header)
+    assert not verify(b"other", "1760000000", b'{"a":1}', header)
+
+
+def test_backoff_doubles_up_to_the_cap() -> None:
+    settings = NotifierSettings(backoff_base_s=2, backoff_max_s=10)
+    assert [backoff(n, settings).total_seconds() for n in (1, 2, 3, 4)] == [2, 4, 8, 10]
