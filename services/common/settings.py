@@ -60,5 +60,5 @@ class NotifierSettings(BaseSettings):
     max_attempts: int = Field(default=5, ge=1, description="webhook attempts before the final failed state")
     backoff_base_s: float = Field(default=2.0, ge=0)
     backoff_max_s: float = Field(default=300.0, ge=0)
-    poll_interval_s: float = Field(default=0.5, gt=0)
+    poll_interval_s: float = Field(default=5.0, gt=0, description="delivery round even when not woken")
     delivery_concurrency: int = Field(default=8, ge=1)

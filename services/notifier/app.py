@@ -22,6 +22,7 @@ from services.common.storage import Store, open_store
 from services.common.topology import EVENTS, NOTIFIER_QUEUE, declare_topology
 from services.notifier.compose import Composer
 from services.notifier.delivery import Deliverer
+from services.notifier.group_commit import GroupCommit
 from services.notifier.handlers import handle_event
 from services.notifier.plan import load_plan
 from services.notifier.repository import COLLECTIONS, NotifierRepository
@@ -38,6 +39,8 @@ class Notifier:
     store: Store | None = None
     repository: NotifierRepository | None = None
     composer: Composer | None = None
+    commit: GroupCommit | None = None
+    deliverer: Deliverer | None = None
     inflight: Inflight = field(default_factory=Inflight)
     stop_delivery: asyncio.Event = field(default_factory=asyncio.Event)
     _delivery: asyncio.Task[None] | None = None
@@ -77,14 +80,16 @@ def create_notifier(settings: NotifierSettings | None = None, broker_settings: B
                        reason=f"事件消息格式无效 / invalid event: {exc}")
             await message.ack()
             return
-        assert notifier.repository is not None and notifier.composer is not None
+        assert notifier.repository is not None and notifier.composer is not None and notifier.commit is not None
         try:
-            await handle_event(event, notifier.repository, notifier.composer)
+            to_deliver = await handle_event(event, notifier.repository, notifier.composer, notifier.commit)
         except Exception as exc:
             log.warning("event %s (%s) not stored yet: %r", event.event_id, event.type, exc)
             await retry_or_park(broker, NOTIFIER_QUEUE, message, exc)
             return
         await message.ack()
+        if to_deliver and notifier.deliverer is not None:
+            notifier.deliverer.wake()
 
     @notifier.app.on_startup
     async def start() -> None:
@@ -98,6 +103,7 @@ def create_notifier(settings: NotifierSettings | None = None, broker_settings: B
         else:
             await notifier.store.ensure(COLLECTIONS)
         notifier.repository = NotifierRepository(notifier.store)
+        notifier.commit = GroupCommit(notifier.repository, max_batch=settings.prefetch)
         await broker.connect()
         await declare_topology(broker)
 
@@ -105,8 +111,8 @@ def create_notifier(settings: NotifierSettings | None = None, broker_settings: B
     async def start_delivery() -> None:
         assert notifier.repository is not None
         notifier.stop_delivery.clear()
-        notifier._delivery = asyncio.create_task(Deliverer(notifier.repository, settings).run(notifier.stop_delivery),
-                                                 name="webhook-delivery")
+        notifier.deliverer = Deliverer(notifier.repository, settings)
+        notifier._delivery = asyncio.create_task(notifier.deliverer.run(notifier.stop_delivery), name="webhook-delivery")
 
     @notifier.app.on_shutdown
     async def stop() -> None:

@@ -31,16 +31,37 @@ class Deliverer:
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.repository, self.settings, self.clock = repository, settings, clock
         self._lease = timedelta(seconds=settings.webhook_timeout_s * 3 + 5)
+        self._wake = asyncio.Event()
+
+    def wake(self, after_s: float = 0.0) -> None:
+        """Asks for a delivery round now (new webhooks stored) or after ``after_s`` (a retry due)."""
+        if after_s <= 0:
+            self._wake.set()
+        else:
+            asyncio.get_running_loop().call_later(after_s, self._wake.set)
 
     async def deliver_due(self, client: httpx.AsyncClient) -> int:
-        """Attempts every notification due now; returns how many attempts were made."""
+        """Attempts every notification due now, ``delivery_concurrency`` at a time; returns how many.
+
+        Claims are taken one after another (an idle poll costs one query); attempts run at once.
+        """
+        limit = asyncio.Semaphore(self.settings.delivery_concurrency)
+        running: set[asyncio.Task[None]] = set()
         attempts = 0
         while True:
+            await limit.acquire()
             notification = await self.repository.claim_due(self.clock(), self._lease)
             if notification is None:
-                return attempts
+                limit.release()
+                break
             attempts += 1
-            await self._attempt(client, notification)
+            task = asyncio.create_task(self._attempt(client, notification))
+            running.add(task)
+            task.add_done_callback(running.discard)
+            task.add_done_callback(lambda _: limit.release())
+        if running:
+            await asyncio.gather(*running)
+        return attempts
 
     async def _attempt(self, client: httpx.AsyncClient, notification: dict[str, object]) -> None:
         number = int(str(notification.get("attempts") or 0)) + 1
@@ -51,23 +72,28 @@ class Deliverer:
         except webhook.WebhookError as exc:
             now = self.clock()
             final = number >= self.settings.max_attempts
-            await self.repository.attempt_failed(ident, number, str(exc), now,
-                                                 None if final else now + backoff(number, self.settings))
+            wait = backoff(number, self.settings)
+            await self.repository.attempt_failed(ident, number, str(exc), now, None if final else now + wait)
+            if not final:
+                self.wake(wait.total_seconds())
             log.warning("webhook %s attempt %d/%d failed%s: %s", ident, number, self.settings.max_attempts,
                         " (final)" if final else "", exc)
             return
         await self.repository.delivered(ident, number, self.clock())
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Polls for due notifications until ``stop`` is set."""
+        """Delivers due notifications until ``stop`` is set: when woken, and every ``poll_interval_s``
+        anyway (for work another replica left, or a lease that ran out after a crash)."""
         async with httpx.AsyncClient(timeout=self.settings.webhook_timeout_s) as client:
             while not stop.is_set():
                 try:
-                    workers = [self.deliver_due(client) for _ in range(self.settings.delivery_concurrency)]
-                    await asyncio.gather(*workers)
+                    await self.deliver_due(client)
                 except Exception:  # the loop must outlive a store hiccup; nothing is lost, only delayed
                     log.exception("delivering notifications failed; retrying")
-                try:
-                    await asyncio.wait_for(stop.wait(), self.settings.poll_interval_s)
-                except TimeoutError:
-                    pass
+                self._wake.clear()
+                stopping = asyncio.ensure_future(stop.wait())
+                woken = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait({stopping, woken}, timeout=self.settings.poll_interval_s,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                stopping.cancel()
+                woken.cancel()

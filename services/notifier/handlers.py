@@ -14,13 +14,15 @@ from services.common.messages import (
     ServiceStarted,
 )
 from services.notifier.compose import Composer, ItemView, MissingContext, ProjectView
+from services.notifier.group_commit import GroupCommit
 from services.notifier.repository import NotifierRepository
 
 
-async def handle_event(event: Event, repository: NotifierRepository, composer: Composer,
-                       now: datetime | None = None) -> int:
-    """Stores the notifications the plan asks for; returns how many were new."""
-    await repository.remember(event)
+async def handle_event(event: Event, repository: NotifierRepository, composer: Composer, commit: GroupCommit,
+                       now: datetime | None = None) -> bool:
+    """Stores the notifications the plan asks for (with other events' writes); returns once stored,
+    saying whether any of them waits for delivery (a webhook)."""
+    upserts, new_project = repository.remember(event)
     project: ProjectView | None = None
     item: ItemView | None = None
     if isinstance(event, (ServiceStarted, AgreementRejected)):
@@ -39,4 +41,7 @@ async def handle_event(event: Event, repository: NotifierRepository, composer: C
             if item is None:
                 raise MissingContext(f"item {event.project_code}/{event.item_code} unknown to the notifier")
     documents = composer.compose(event, project, item, now or datetime.now(UTC))
-    return await repository.add(documents)
+    await commit.submit(upserts, documents)
+    if new_project is not None:
+        repository.remembered(new_project)
+    return any(d["channel"] != "inbox" for d in documents)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument, UpdateOne
 
 from services.common.messages import AgreementRejected, Enterprise, Event, ItemRouted, ServiceStarted
 from services.common.storage import Collection, Store
@@ -37,28 +37,44 @@ class NotifierRepository:
 
     # -- read model --------------------------------------------------------------------------
 
-    async def remember(self, event: Event) -> None:
-        """Keeps what later notifications need to know about projects and items (idempotent)."""
+    def remember(self, event: Event) -> tuple[dict[str, list[UpdateOne]], str | None]:
+        """The upserts that keep what later notifications need about projects and items (idempotent),
+        and the project they write for the first time in this process, if any."""
+        upserts: dict[str, list[UpdateOne]] = {}
         if isinstance(event, (ServiceStarted, AgreementRejected)):
-            await self._remember_project(event.project.code, event.project.name, event.project.enterprise,
-                                         event.project.recruiting_unit)
+            project = event.project
+            self._project_upsert(upserts, project.code, project.name, project.enterprise, project.recruiting_unit)
         elif isinstance(event, ItemRouted):
             item = event.item
-            await self._remember_project(item.project_code, item.project_name, item.enterprise, item.recruiting_unit)
-            await self._items.update_one(
+            self._project_upsert(upserts, item.project_code, item.project_name, item.enterprise, item.recruiting_unit)
+            upserts.setdefault(ITEMS.name, []).append(UpdateOne(
                 {"_id": f"{item.project_code}/{item.item_code}"},
                 {"$set": {"project_code": item.project_code, "item_code": item.item_code,
                           "item_name": item.item_name, "responsible_unit": item.responsible_unit}},
-                upsert=True)
+                upsert=True))
+        written = upserts.get(PROJECTS.name)
+        return upserts, (self._project_code(event) if written else None)
 
-    async def _remember_project(self, code: str, name: str, enterprise: Enterprise, recruiting_unit: str) -> None:
-        if code in self._known_projects:
+    @staticmethod
+    def _project_code(event: Event) -> str:
+        return event.item.project_code if isinstance(event, ItemRouted) else event.project.code  # type: ignore[attr-defined]
+
+    async def apply(self, upserts: dict[str, list[UpdateOne]]) -> None:
+        for collection, operations in upserts.items():
+            await self.store.db[collection].bulk_write(operations, ordered=False)
+
+    def _project_upsert(self, upserts: dict[str, list[UpdateOne]], code: str, name: str, enterprise: Enterprise,
+                        recruiting_unit: str) -> None:
+        if code in self._known_projects:  # written once per process; a repeat would change nothing
             return
-        await self._projects.update_one(
+        upserts.setdefault(PROJECTS.name, []).append(UpdateOne(
             {"_id": code},
             {"$set": {"name": name, "enterprise": enterprise.model_dump(mode="json"), "recruiting_unit": recruiting_unit}},
-            upsert=True)
-        self._known_projects.add(code)
+            upsert=True))
+
+    def remembered(self, project_code: str) -> None:
+        """Notes a project whose upsert is stored, so it is not written again."""
+        self._known_projects.add(project_code)
 
     async def project(self, code: str) -> ProjectView | None:
         doc = await self._projects.find_one({"_id": code})

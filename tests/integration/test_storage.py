@@ -71,10 +71,10 @@ async def test_read_model_remembers_projects_and_items(store: Store, engine: obj
     repository = NotifierRepository(store)
     result = route_agreement(example(COMPUTING, suffix="store"), engine)  # type: ignore[arg-type]
     assert result.started is not None
-    await repository.remember(result.started)
+    await repository.apply(repository.remember(result.started)[0])
     for routed in result.routed:
-        await repository.remember(routed)
-        await repository.remember(routed)  # redelivery: same state
+        await repository.apply(repository.remember(routed)[0])
+        await repository.apply(repository.remember(routed)[0])  # redelivery: same state
     code = result.started.project.code
     project = await repository.project(code)
     assert project == ProjectView(code, result.started.project.name, result.started.project.enterprise,

@@ -1,0 +1,157 @@
+"""Notifier store throughput (prints figures; it is not a test and asserts nothing on timing).
+
+In one run, on one freshly started embedded store (mongoeco, SQLite file in a temporary
+directory) or on ``--mongodb-url``, and a private RabbitMQ vhost created and deleted here:
+
+(a) raw ``insert_one`` of the very notification documents the notifier will store for these events
+    (same shape and size), into a collection with the same indexes, one after another: the rate
+    the server itself sustains for such documents;
+(b) the notifier service: N ``item.routed`` events (real routed items of the example agreements)
+    pre-loaded on its queue, then the service started and timed until every notification they
+    yield is stored. Printed as events/s and notifications/s, and events/s against (a).
+
+    .venv/bin/python bench/notifier_throughput.py [--events 300] [--prefetch 16] [--mongodb-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from pymongo import AsyncMongoClient
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from services.common.agreement_files import load_agreement, to_event  # noqa: E402
+from services.common.bus import BrokerPublisher, Outgoing, make_broker  # noqa: E402
+from services.common.rule_files import load_rulebook  # noqa: E402
+from services.common.settings import BrokerSettings, NotifierSettings, StoreSettings  # noqa: E402
+from services.common.storage import EmbeddedServer, Store  # noqa: E402
+from services.common.topology import EVENTS, declare_topology  # noqa: E402
+from services.notifier.app import create_notifier  # noqa: E402
+from services.notifier.compose import Composer, ItemView, ProjectView  # noqa: E402
+from services.notifier.plan import load_plan  # noqa: E402
+from services.notifier.repository import COLLECTIONS, NOTIFICATIONS  # noqa: E402
+from services.router.active_rules import load_checked  # noqa: E402
+from services.router.routing import route_agreement  # noqa: E402
+
+EXAMPLE = ROOT / "examples" / "agreements" / "hl-2026-0031-aluminium-frames.yaml"
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
+
+
+def routed_events(count: int) -> list[Any]:
+    engine = load_checked(ROOT / "rules")
+    source = load_agreement(EXAMPLE)
+    events: list[Any] = []
+    copy = 0
+    while len(events) < count:
+        project = source.project.model_copy(update={"code": f"{source.project.code}-N{copy:05d}"})
+        agreement = to_event(source.model_copy(update={"agreement_id": f"{source.agreement_id}-N{copy:05d}",
+                                                       "project": project}))
+        events += list(route_agreement(agreement, engine).routed)
+        copy += 1
+    return events[:count]
+
+
+def notification_documents(events: list[Any], count: int) -> list[dict[str, Any]]:
+    """The very documents the notifier stores for these events (same shape, size and indexes)."""
+    book = load_rulebook(ROOT / "rules")
+    composer = Composer(load_plan(ROOT / "rules", book.units), book.units)
+    documents: list[dict[str, Any]] = []
+    now = datetime.now(UTC)
+    for event in events:
+        item = event.item
+        project = ProjectView(item.project_code, item.project_name, item.enterprise, item.recruiting_unit)
+        view = ItemView(item.project_code, item.item_code, item.item_name, item.responsible_unit)
+        documents += composer.compose(event, project, view, now)
+        if len(documents) >= count:
+            break
+    return [{**d, "_id": f"raw-{d['_id']}"} for d in documents[:count]]
+
+
+async def raw_insert_one(store: Store, documents: list[dict[str, Any]]) -> float:
+    collection = store.db["bench_raw"]
+    await collection.create_indexes(list(NOTIFICATIONS.indexes))
+    t0 = time.perf_counter()
+    for document in documents:
+        await collection.insert_one(document)
+    return time.perf_counter() - t0
+
+
+async def notifier_run(store: Store, url: str, events: list[Any], prefetch: int) -> tuple[float, int]:
+    loader = make_broker(url)
+    async with loader:
+        await loader.connect()
+        await declare_topology(loader)
+        await BrokerPublisher(loader).publish_all([Outgoing(EVENTS, e.type, e, e.event_id, e.type) for e in events])
+    expected = sum(1 + 1 for _ in events)  # enterprise notice + the unit's item or task order (inbox only)
+    notifier = create_notifier(NotifierSettings(prefetch=prefetch), BrokerSettings(amqp_url=url), store=store)
+    logging.getLogger("faststream.access.rabbit").disabled = True
+    started: list[float] = []
+    notifier.app.on_startup(lambda: started.append(time.perf_counter()))
+    await notifier.app.start()
+    try:
+        while await store.db[NOTIFICATIONS.name].estimated_document_count() < expected:  # cheap: no scan
+            await asyncio.sleep(0.25)
+        return time.perf_counter() - started[0], expected
+    finally:
+        await notifier.app.stop()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=300)
+    parser.add_argument("--raw", type=int, default=300, help="notification documents for the insert_one baseline")
+    parser.add_argument("--prefetch", type=int, default=16)
+    parser.add_argument("--mongodb-url", default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    vhost = f"zeroerrand-bench-{secrets.token_hex(4)}"
+    url = BrokerSettings().amqp_url.rstrip("/") + "/" + quote(vhost, safe="")
+    rabbitmqctl("add_vhost", vhost)
+    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    with tempfile.TemporaryDirectory() as tmp:
+        server = None
+        uri = args.mongodb_url
+        if uri is None:
+            settings = StoreSettings()
+            server = EmbeddedServer(settings.embedded_python, Path(tmp) / "bench.sqlite3", 60)
+            uri = await server.start()
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, tz_aware=True)
+        store = Store(client, f"bench_{secrets.token_hex(3)}")
+        await store.ensure(COLLECTIONS)
+        try:
+            events = routed_events(args.events)
+            raw_s = await raw_insert_one(store, notification_documents(events, args.raw))
+            run_s, notifications = await notifier_run(store, url, events, args.prefetch)
+        finally:
+            await client.close()
+            if server is not None:
+                await server.stop()
+            rabbitmqctl("delete_vhost", vhost)
+    raw_rate = args.raw / raw_s
+    event_rate = len(events) / run_s
+    print(f"store: {'embedded mongoeco' if args.mongodb_url is None else args.mongodb_url}")
+    print(f"(a) raw insert_one:   {args.raw} documents in {raw_s:.2f} s = {raw_rate:,.1f} docs/s")
+    print(f"(b) notifier:         {len(events)} events -> {notifications} notifications in {run_s:.2f} s = "
+          f"{event_rate:,.1f} events/s ({notifications / run_s:,.1f} notifications/s)")
+    print(f"    events/s vs raw insert_one/s: {event_rate / raw_rate:.2f} x (goal >= 1.0)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
