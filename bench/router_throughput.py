@@ -114,10 +114,12 @@ async def bench_relay(url: str, bodies: list[bytes], n: int, prefetch: int, pipe
         if pipelined:
             await queue_a.consume(on_message)
         else:
+            relayed = 0
             async with queue_a.iterator() as messages:
                 async for message in messages:
                     await on_message(message)
-                    if done.is_set():
+                    relayed += 1
+                    if relayed == n:  # A is empty now: stop waiting for more
                         break
         await asyncio.wait_for(done.wait(), TIMEOUT_S)
         return time.perf_counter() - t0

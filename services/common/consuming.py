@@ -68,11 +68,16 @@ async def park(broker: RabbitBroker, queue: RabbitQueue, raw_message: Any, *, ki
                 kind, reason)
 
 
+RETRY_BASE_DELAY_S = 0.2
+
+
 async def retry_or_park(broker: RabbitBroker, queue: RabbitQueue, message: Any, error: BaseException) -> None:
     """After a failed attempt: requeue it, or on the last attempt park it with the error.
 
-    If even parking fails (the broker is in trouble), the message is requeued and the broker's
-    delivery limit dead-letters it; it is never acknowledged without being kept somewhere.
+    The requeue waits 0.2 s, 0.4 s, 0.8 s ... first, so a cause that passes (an event that
+    arrived before the one it depends on, a store restarting) has time to pass. If even parking
+    fails (the broker is in trouble), the message is requeued and the broker's delivery limit
+    dead-letters it; it is never acknowledged without being kept somewhere.
     """
     raw = message.raw_message
     if is_last_attempt(raw):
@@ -84,6 +89,7 @@ async def retry_or_park(broker: RabbitBroker, queue: RabbitQueue, message: Any, 
         else:
             await message.ack()
             return
+    await asyncio.sleep(RETRY_BASE_DELAY_S * 2 ** delivery_count(raw))
     await message.nack(requeue=True)
 
 

@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections import Counter
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +185,19 @@ async def test_a_malformed_event_is_dead_lettered_with_the_reason(services: Any,
     [parked] = await dead.wait_for(1)
     assert parked.headers["x-zeroerrand-error-kind"] == "invalid_message"
     assert "事件消息格式无效" in parked.headers["x-zeroerrand-error"]
+
+
+async def test_an_event_about_an_unknown_project_is_retried_then_parked_with_the_reason(
+        services: Any, amqp: Any, tap: Any) -> None:
+    dead = await tap("zeroerrand.dead", NOTIFIER_QUEUE.name)
+    orphan = ItemDelivered(event_id="orphan-1", occurred_at=datetime.now(UTC), recorded_at=datetime.now(UTC),
+                           project_code="HLXQ-NOWHERE", item_code="MA-01", reported_by="gov_service_bureau",
+                           results=("营业执照",))
+    channel = await amqp.channel(publisher_confirms=True)
+    exchange = await channel.get_exchange("zeroerrand.events")
+    await exchange.publish(aio_pika.Message(orphan.model_dump_json().encode(), delivery_mode=2),
+                           routing_key="item.delivered")
+    [parked] = await dead.wait_for(1, timeout=30)
+    assert parked.headers["x-zeroerrand-error-kind"] == "processing_failed"
+    assert "HLXQ-NOWHERE unknown to the notifier" in parked.headers["x-zeroerrand-error"]
+    assert json.loads(parked.body)["event_id"] == "orphan-1"
