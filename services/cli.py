@@ -87,12 +87,21 @@ def notifier() -> None:
 
 
 @app.command()
+def evaluation() -> None:
+    """运行评价服务：维护年度综合评价台账（项目、事项状态、时限、堵点、评价），定时发出超时预警。"""
+    from services.evaluation.app import create_evaluation
+
+    _run_apps(create_evaluation().app)
+
+
+@app.command()
 def up() -> None:
-    """一条命令运行全部服务（路由 + 通知），未设置 MONGODB_URL 时使用内置存储；Ctrl-C 停止。"""
+    """一条命令运行全部服务（路由 + 通知 + 评价），未设置 MONGODB_URL 时使用内置存储；Ctrl-C 停止。"""
+    from services.evaluation.app import create_evaluation
     from services.notifier.app import create_notifier
     from services.router.app import create_router
 
-    _run_apps(create_router().app, create_notifier().app)
+    _run_apps(create_router().app, create_notifier().app, create_evaluation().app)
 
 
 @app.command()
@@ -269,6 +278,325 @@ def notifications_list(
                    f"{doc['recipient_name']}  《{doc['title']}》")
         if body:
             typer.echo("    " + doc["body"].replace("\n", "\n    "))
+
+
+# -- evaluation: progress reports, ratings, sweep, ledger, annual report ---------------------------
+
+item_app = typer.Typer(help="为没有自建系统的单位报告事项进度 / report an item's progress.", no_args_is_help=True)
+app.add_typer(item_app, name="item")
+ledger_app = typer.Typer(help="年度综合评价台账 / the ledger.", no_args_is_help=True)
+app.add_typer(ledger_app, name="ledger")
+
+Project = Annotated[str, typer.Argument(help="项目编码（一项一码）")]
+Item = Annotated[str, typer.Argument(help="事项编码，如 EP-03")]
+By = Annotated[str | None, typer.Option("--by", help="报告单位编码（默认：台账中的承办单位）")]
+At = Annotated[str | None, typer.Option("--at", help="发生时间（ISO 格式，补录时用；默认现在）")]
+
+
+def _publish_events(events: list[Any]) -> None:
+    from services.common.bus import BrokerPublisher, Outgoing, make_broker
+    from services.common.topology import EVENTS, declare_topology
+
+    async def publish() -> None:
+        broker = make_broker(BrokerSettings().amqp_url)
+        async with broker:
+            await broker.connect()
+            await declare_topology(broker)
+            await BrokerPublisher(broker).publish_all([Outgoing(EVENTS, e.type, e, e.event_id, e.type) for e in events])
+
+    try:
+        asyncio.run(publish())
+    except Exception as exc:
+        _fail(f"发布失败（RabbitMQ {BrokerSettings().amqp_url}）：{exc}")
+
+
+def _ledger_item(project: str, item: str) -> dict[str, Any] | None:
+    from services.common.storage import StoreUnavailable, store_session
+    from services.evaluation.repository import COLLECTIONS, LedgerRepository, item_id
+
+    async def find() -> dict[str, Any] | None:
+        async with store_session(collections=COLLECTIONS) as store:
+            return await LedgerRepository(store).items.find_one({"_id": item_id(project, item)})
+
+    try:
+        return asyncio.run(find())
+    except StoreUnavailable as exc:
+        _fail(str(exc))
+        return None
+
+
+def _when(at: str | None) -> Any:
+    from datetime import UTC, datetime
+
+    if at is None:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(at)
+    except ValueError:
+        _fail(f"--at 不是 ISO 时间：{at!r}（例如 2026-10-09T10:30:00+08:00）")
+    if moment.tzinfo is None:
+        from zoneinfo import ZoneInfo
+
+        moment = moment.replace(tzinfo=ZoneInfo("Asia/Shanghai"))
+    return moment
+
+
+def _report_item(kind: str, project: str, item: str, by: str | None, at: str | None, **fields: Any) -> None:
+    import uuid
+
+    from services.common import messages as m
+
+    model = {"accept": m.ItemAccepted, "progress": m.ItemProgress, "block": m.ItemBlocked, "unblock": m.ItemUnblocked,
+             "suspend": m.ItemSuspended, "resume": m.ItemResumed, "complete": m.ItemCompleted,
+             "deliver": m.ItemDelivered}[kind]
+    if by is None:
+        found = _ledger_item(project, item)
+        if found is None:
+            _fail(f"台账中没有事项 {project}/{item}；请核对编码，或用 --by 指定报告单位")
+        by = str(found["responsible_unit"]) if found else None
+    moment = _when(at)
+    from datetime import UTC, datetime
+
+    try:
+        event = model(event_id=str(uuid.uuid4()), occurred_at=moment, recorded_at=datetime.now(UTC),
+                      project_code=project, item_code=item, reported_by=by, **fields)
+    except Exception as exc:
+        _fail(f"报告内容不完整：{exc}")
+    _publish_events([event])
+    typer.echo(f"已报告：{project}/{item} {event.type}（{by}），event_id {event.event_id}")
+
+
+@item_app.command("accept")
+def item_accept(project: Project, item: Item, by: By = None, at: At = None,
+                note: Annotated[str | None, typer.Option(help="备注")] = None) -> None:
+    """受理事项。"""
+    _report_item("accept", project, item, by, at, note=note)
+
+
+@item_app.command("progress")
+def item_progress(project: Project, item: Item, note: Annotated[str, typer.Option(help="进展情况")],
+                  by: By = None, at: At = None) -> None:
+    """报告办理进度。"""
+    _report_item("progress", project, item, by, at, note=note)
+
+
+@item_app.command("block")
+def item_block(project: Project, item: Item, reason: Annotated[str, typer.Option(help="堵点/卡点成因")],
+               resolver: Annotated[str, typer.Option(help="须由哪个单位解决（单位编码）")],
+               by: By = None, at: At = None) -> None:
+    """报告堵点/卡点：原因与须由谁解决。"""
+    _report_item("block", project, item, by, at, reason=reason, resolver=resolver)
+
+
+@item_app.command("unblock")
+def item_unblock(project: Project, item: Item, by: By = None, at: At = None,
+                 note: Annotated[str | None, typer.Option(help="如何解决的")] = None) -> None:
+    """解除堵点/卡点。"""
+    _report_item("unblock", project, item, by, at, note=note)
+
+
+@item_app.command("suspend")
+def item_suspend(project: Project, item: Item, reason: Annotated[str, typer.Option(help="等待企业补正的内容")],
+                 by: By = None, at: At = None) -> None:
+    """中止办理，等待企业补正材料（时限暂停计算）。"""
+    _report_item("suspend", project, item, by, at, reason=reason)
+
+
+@item_app.command("resume")
+def item_resume(project: Project, item: Item, by: By = None, at: At = None,
+                note: Annotated[str | None, typer.Option(help="备注")] = None) -> None:
+    """企业补正后恢复办理（时限继续计算）。"""
+    _report_item("resume", project, item, by, at, note=note)
+
+
+@item_app.command("complete")
+def item_complete(project: Project, item: Item, by: By = None, at: At = None,
+                  note: Annotated[str | None, typer.Option(help="备注")] = None) -> None:
+    """办结事项。"""
+    _report_item("complete", project, item, by, at, note=note)
+
+
+@item_app.command("deliver")
+def item_deliver(project: Project, item: Item,
+                 result: Annotated[list[str], typer.Option(help="移交的审批结果（可重复），如证照名称及文号")],
+                 by: By = None, at: At = None, note: Annotated[str | None, typer.Option(help="备注")] = None) -> None:
+    """向企业一次性完整移交审批结果。"""
+    _report_item("deliver", project, item, by, at, results=tuple(result), note=note)
+
+
+@app.command()
+def rate(project: Project, provider: Annotated[str, typer.Option(help="被评价的服务单位（单位编码）")],
+         by: Annotated[str, typer.Option("--by", help="评价人：enterprise（服务对象）或 recruiting_unit（项目招引单位）")],
+         level: Annotated[str, typer.Option(help="非常满意 / 满意 / 基本满意 / 不满意 / 非常不满意")],
+         comment: Annotated[str | None, typer.Option(help="评价意见")] = None, at: At = None) -> None:
+    """提交“好差评”：差评（不满意及以下）会生成整改事项，须由服务单位整改后关闭。"""
+    import uuid
+    from datetime import UTC, datetime
+
+    from services.common.messages import RatingSubmitted, Satisfaction
+
+    if level not in {s.value for s in Satisfaction}:
+        _fail(f"--level 只能是 {' / '.join(s.value for s in Satisfaction)}，而不是 {level!r}")
+    if by not in ("enterprise", "recruiting_unit"):
+        _fail("--by 只能是 enterprise 或 recruiting_unit")
+    event = RatingSubmitted(event_id=str(uuid.uuid4()), occurred_at=_when(at), recorded_at=datetime.now(UTC),
+                            project_code=project, provider=provider, rater=by,
+                            level=Satisfaction(level), comment=comment)
+    _publish_events([event])
+    follow = "；这是差评，已生成整改事项：整改后请运行 zeroerrand rectify " + event.event_id if event.level.is_bad else ""
+    typer.echo(f"已提交评价 {event.event_id}：{project} / {provider}：{level}{follow}")
+
+
+@app.command()
+def rectify(rating_id: Annotated[str, typer.Argument(help="差评的评价编号（rate 命令输出的 event_id）")],
+            provider: Annotated[str, typer.Option(help="整改的服务单位（单位编码）")],
+            note: Annotated[str, typer.Option(help="整改说明")], at: At = None) -> None:
+    """服务单位关闭差评的整改事项。"""
+    import uuid
+    from datetime import UTC, datetime
+
+    from services.common.messages import RatingRectified
+
+    event = RatingRectified(event_id=str(uuid.uuid4()), occurred_at=_when(at), recorded_at=datetime.now(UTC),
+                            rating_id=rating_id, provider=provider, note=note)
+    _publish_events([event])
+    typer.echo(f"已提交整改说明：评价 {rating_id}（{provider}）")
+
+
+@app.command()
+def sweep(today: Annotated[str | None, typer.Option(help="按哪一天计算（YYYY-MM-DD，默认今天）")] = None) -> None:
+    """立即检查一遍超时事项，发出预警/黄牌/红牌（评价服务也会定时检查）。"""
+    from datetime import UTC, date, datetime
+
+    from services.common.bus import BrokerPublisher, make_broker
+    from services.common.storage import store_session
+    from services.common.topology import declare_topology
+    from services.evaluation.handlers import sweep_overdue
+    from services.evaluation.repository import COLLECTIONS, LedgerRepository, local_day
+    from services.evaluation.working_days import WorkingCalendar
+
+    now = datetime.now(UTC)
+    day = date.fromisoformat(today) if today else local_day(now)
+
+    async def run() -> list[Any]:
+        broker = make_broker(BrokerSettings().amqp_url)
+        async with store_session(collections=COLLECTIONS) as store, broker:
+            await broker.connect()
+            await declare_topology(broker)
+            return await sweep_overdue(LedgerRepository(store), BrokerPublisher(broker), WorkingCalendar(), day, now)
+
+    found = asyncio.run(run())
+    names = {"warning": "预警", "yellow": "黄牌", "red": "红牌"}
+    typer.echo(f"按 {day} 计算，发出 {len(found)} 条超时提醒")
+    for event in found:
+        typer.echo(f"  {event.project_code}/{event.item_code} {names[event.level]}：已用 {event.working_days_used}/"
+                   f"{event.time_limit_days} 个工作日，到期日 {event.due_on}")
+
+
+@ledger_app.command("show")
+def ledger_show(project: Project,
+                today: Annotated[str | None, typer.Option(help="按哪一天计算已用工作日（默认今天）")] = None,
+                as_json: Annotated[bool, typer.Option("--json", help="输出 JSON")] = False) -> None:
+    """项目台账：每个事项的阶段、服务方式、承办单位、状态、已用工作日/时限、堵点及须由谁解决、超时预警。"""
+    from datetime import UTC, date, datetime
+
+    from services.common.domain import MODE_NAMES_ZH, ServiceMode, Stage
+    from services.common.storage import store_session
+    from services.evaluation.ledger import STATE_NAMES_ZH, ItemState
+    from services.evaluation.repository import COLLECTIONS, LedgerRepository, local_day
+    from services.evaluation.working_days import WorkingCalendar
+
+    async def load() -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        async with store_session(collections=COLLECTIONS) as store:
+            ledger = LedgerRepository(store)
+            return await ledger.project(project), await ledger.project_items(project)
+
+    head, items = asyncio.run(load())
+    if head is None:
+        _fail(f"台账中没有项目 {project}")
+    assert head is not None
+    day = date.fromisoformat(today) if today else local_day(datetime.now(UTC))
+    calendar = WorkingCalendar()
+    book = _book(None)
+    rows = []
+    for doc in sorted(items, key=lambda d: (list(Stage).index(Stage(d["stage"])), d["item_code"])):
+        pauses = [(date.fromisoformat(p["from"]), date.fromisoformat(p["to"]) if p["to"] else None) for p in doc["pauses"]]
+        start = date.fromisoformat(doc["routed_on"])
+        end = date.fromisoformat(doc["finished_on"]) if doc["finished_on"] else day
+        used = calendar.working_days_used(start, end, pauses)
+        due = calendar.due_date(start, doc["time_limit_days"], pauses, day)
+        open_blockers = [b for b in doc["blockers"] if b["closed_at"] is None]
+        rows.append({"item": doc["item_code"], "name": doc["item_name"], "stage": STAGE_NAMES_ZH[Stage(doc["stage"])],
+                     "mode": MODE_NAMES_ZH[ServiceMode(doc["mode"])],
+                     "unit": book.units[doc["responsible_unit"]].short_name if doc["responsible_unit"] in book.units
+                     else doc["responsible_unit"],
+                     "state": STATE_NAMES_ZH[ItemState(doc["state"])], "used": used, "limit": doc["time_limit_days"],
+                     "due": due.isoformat(), "overdue": list(doc["overdue_sent"]),
+                     "blockers": [{"reason": b["reason"], "resolver": book.units[b["resolver"]].short_name
+                                   if b["resolver"] in book.units else b["resolver"]} for b in open_blockers],
+                     "late_records": sum(1 for h in doc["history"] if h.get("late"))})
+    if as_json:
+        typer.echo(_dump({"project": head, "items": rows}))
+        return
+    delivered = "已全部移交" if head.get("delivered_at") else "办理中"
+    typer.echo(f"项目 {project}（{head['name']}）服务对象：{head['enterprise']}；签约 {head['signed_on']}；{delivered}")
+    levels = {"warning": "预警", "yellow": "黄牌", "red": "红牌"}
+    for r in rows:
+        flags = "、".join(levels[x] for x in r["overdue"])
+        blockers = "；".join(f"堵点：{b['reason']}（须由{b['resolver']}解决）" for b in r["blockers"])
+        late = f"；补录 {r['late_records']} 条" if r["late_records"] else ""
+        typer.echo(f"{r['stage']:<8}\t{r['item']} {r['name']}\t{r['mode']}\t{r['unit']}\t{r['state']}\t"
+                   f"已用 {r['used']}/{r['limit']} 工作日，到期 {r['due']}"
+                   f"{'  【' + flags + '】' if flags else ''}{'  ' + blockers if blockers else ''}{late}")
+    for warning in calendar.warnings:
+        typer.echo(f"注意：{warning}", err=True)
+
+
+@app.command()
+def report(year: Annotated[int, typer.Option(help="评价年度")],
+           evaluator: Annotated[str | None, typer.Option(
+               help="评价单位：gov_service_bureau（帮办代办、联审联批）或 econ_dev_bureau（专业跑腿）；默认全部")] = None,
+           out: Annotated[Path | None, typer.Option(help="报告目录（默认 reports/<年度>[-<评价单位>]）")] = None,
+           today: Annotated[str | None, typer.Option(help="按哪一天判断未办结事项是否超时（默认今天）")] = None) -> None:
+    """年度综合评价：每个服务单位、每种服务方式的百分制得分（70 分合格），退出/整改名单，图表（HTML）与 CSV。"""
+    from datetime import UTC, date, datetime
+
+    from services.common.storage import store_session
+    from services.evaluation.report import summary_table, write_report
+    from services.evaluation.repository import COLLECTIONS, LedgerRepository, local_day
+    from services.evaluation.scoring import ItemRecord, evaluate, load_config, rating_records
+    from services.evaluation.working_days import WorkingCalendar
+
+    if evaluator not in (None, "gov_service_bureau", "econ_dev_bureau"):
+        _fail("--evaluator 只能是 gov_service_bureau 或 econ_dev_bureau（政策五(六)）")
+    settings = RouterSettings()
+    book = _book(None)
+    try:
+        config = load_config(settings.rules_dir)
+    except RulesError as exc:
+        _fail([f"评价权重文件有 {len(exc.problems)} 处错误："] + [f"  {p}" for p in exc.problems])
+
+    async def load() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        async with store_session(collections=COLLECTIONS) as store:
+            ledger = LedgerRepository(store)
+            return await ledger.all_items(), await ledger.all_ratings()
+
+    item_docs, rating_docs = asyncio.run(load())
+    now = datetime.now(UTC)
+    day = date.fromisoformat(today) if today else local_day(now)
+    records = [ItemRecord(
+        project_code=d["project_code"], item_code=d["item_code"], stage=d["stage"], provider=d["responsible_unit"],
+        mode=d["evaluated_as"], routed_on=date.fromisoformat(d["routed_on"]), time_limit_days=d["time_limit_days"],
+        finished_on=date.fromisoformat(d["finished_on"]) if d["finished_on"] else None,
+        pauses=tuple((date.fromisoformat(p["from"]), date.fromisoformat(p["to"]) if p["to"] else None)
+                     for p in d["pauses"]),
+        blockers=tuple((b["reason"], b["closed_at"] is None) for b in d["blockers"])) for d in item_docs]
+    result = evaluate(year, records, rating_records(rating_docs), config, book.units, WorkingCalendar(), day, now,
+                      evaluator=evaluator)
+    directory = out or Path("reports") / (f"{year}-{evaluator}" if evaluator else str(year))
+    written = write_report(result, directory)
+    typer.echo(summary_table(result))
+    typer.echo("报告文件：" + "、".join(str(p) for p in written))
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
+from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -206,6 +207,42 @@ class ItemEvent(Event):
     reported_by: str
 
 
+class ItemAccepted(ItemEvent):
+    """The responsible unit accepted (受理) the item."""
+
+    type: Literal["item.accepted"] = "item.accepted"
+    note: str | None = None
+
+
+class ItemProgress(ItemEvent):
+    type: Literal["item.progress"] = "item.progress"
+    note: str = Field(min_length=1)
+
+
+class ItemUnblocked(ItemEvent):
+    type: Literal["item.unblocked"] = "item.unblocked"
+    note: str | None = None
+
+
+class ItemSuspended(ItemEvent):
+    """Waiting for the enterprise (补正材料): the time-limit clock stops."""
+
+    type: Literal["item.suspended"] = "item.suspended"
+    reason: str = Field(min_length=1)
+
+
+class ItemResumed(ItemEvent):
+    type: Literal["item.resumed"] = "item.resumed"
+    note: str | None = None
+
+
+class ItemCompleted(ItemEvent):
+    """The approval is done (办结); the results still have to be handed over."""
+
+    type: Literal["item.completed"] = "item.completed"
+    note: str | None = None
+
+
 class ItemBlocked(ItemEvent):
     """A 堵点/卡点: the item cannot move until ``resolver`` acts."""
 
@@ -240,8 +277,44 @@ class ProjectDelivered(Event):
     items_delivered: int
 
 
+class Satisfaction(StrEnum):
+    """The 好差评 five levels."""
+
+    VERY_SATISFIED = "非常满意"
+    SATISFIED = "满意"
+    FAIRLY_SATISFIED = "基本满意"
+    DISSATISFIED = "不满意"
+    VERY_DISSATISFIED = "非常不满意"
+
+    @property
+    def is_bad(self) -> bool:
+        """差评: 不满意 or worse, which opens a follow-up the provider must close."""
+        return self in (Satisfaction.DISSATISFIED, Satisfaction.VERY_DISSATISFIED)
+
+
+class RatingSubmitted(Event):
+    """A service object or recruiting unit rates a provider's service on a project."""
+
+    type: Literal["rating.submitted"] = "rating.submitted"
+    project_code: str
+    provider: str = Field(description="unit code of the rated provider")
+    rater: Literal["enterprise", "recruiting_unit"]
+    level: Satisfaction
+    comment: str | None = None
+
+
+class RatingRectified(Event):
+    """The provider closes the follow-up of a 差评 with its rectification note."""
+
+    type: Literal["rating.rectified"] = "rating.rectified"
+    rating_id: str = Field(description="event_id of the rating.submitted")
+    provider: str
+    note: str = Field(min_length=1)
+
+
 AnyEvent = Annotated[
     AgreementSigned | AgreementRejected | ServiceStarted | ItemRouted | ItemUnroutable
-    | RulesActivated | RulesRejected | ItemBlocked | ItemOverdue | ItemDelivered | ProjectDelivered,
+    | RulesActivated | RulesRejected | ItemAccepted | ItemProgress | ItemBlocked | ItemUnblocked | ItemSuspended
+    | ItemResumed | ItemCompleted | ItemOverdue | ItemDelivered | ProjectDelivered | RatingSubmitted | RatingRectified,
     Field(discriminator="type"),
 ]

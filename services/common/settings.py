@@ -62,3 +62,13 @@ class NotifierSettings(BaseSettings):
     backoff_max_s: float = Field(default=300.0, ge=0)
     poll_interval_s: float = Field(default=5.0, gt=0, description="delivery round even when not woken")
     delivery_concurrency: int = Field(default=8, ge=1)
+
+
+class EvaluationSettings(BaseSettings):
+    """``ZEROERRAND_EVALUATION_*``: the evaluation service (ledger, overdue sweep, annual evaluation)."""
+
+    model_config = SettingsConfigDict(env_prefix="ZEROERRAND_EVALUATION_")
+
+    rules_dir: Path = PROJECT_ROOT / "rules"
+    prefetch: int = Field(default=16, ge=1)
+    sweep_interval_s: float = Field(default=300.0, gt=0, description="how often overdue items are looked for")

@@ -1,0 +1,126 @@
+"""Wiring of the evaluation service: the ledger follows the events; overdue items are swept."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from faststream import AckPolicy, FastStream
+from faststream.rabbit import RabbitBroker
+from faststream.rabbit.annotations import RabbitMessage
+from pydantic import TypeAdapter, ValidationError
+
+from services.common.bus import BrokerPublisher, make_broker
+from services.common.consuming import Inflight, keep_raw_body, park, retry_or_park
+from services.common.messages import AnyEvent, Event
+from services.common.settings import BrokerSettings, EvaluationSettings, StoreSettings
+from services.common.storage import Store, open_store
+from services.common.topology import EVALUATION_QUEUE, EVENTS, declare_topology
+from services.evaluation.handlers import handle_event, sweep_overdue
+from services.evaluation.repository import COLLECTIONS, LedgerRepository, local_day
+from services.evaluation.working_days import WorkingCalendar
+
+log = logging.getLogger(__name__)
+EVENT = TypeAdapter[Any](AnyEvent)
+
+
+@dataclass
+class Evaluation:
+    settings: EvaluationSettings
+    broker: RabbitBroker
+    app: FastStream
+    store: Store | None = None
+    ledger: LedgerRepository | None = None
+    calendar: WorkingCalendar = field(default_factory=WorkingCalendar)
+    inflight: Inflight = field(default_factory=Inflight)
+    stop_sweeping: asyncio.Event = field(default_factory=asyncio.Event)
+    _sweeper: asyncio.Task[None] | None = None
+
+    async def drain(self) -> None:
+        await self.inflight.drain()
+
+    async def sweep_now(self, now: datetime | None = None) -> int:
+        assert self.ledger is not None
+        now = now or datetime.now(UTC)
+        found = await sweep_overdue(self.ledger, BrokerPublisher(self.broker), self.calendar, local_day(now), now)
+        return len(found)
+
+    async def _sweep_forever(self) -> None:
+        while not self.stop_sweeping.is_set():
+            try:
+                await self.sweep_now()
+            except Exception:  # the next round tries again; nothing is lost, only late
+                log.exception("overdue sweep failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop_sweeping.wait(), self.settings.sweep_interval_s)
+
+
+def create_evaluation(settings: EvaluationSettings | None = None, broker_settings: BrokerSettings | None = None,
+                      store_settings: StoreSettings | None = None, store: Store | None = None) -> Evaluation:
+    settings = settings or EvaluationSettings()
+    broker_settings = broker_settings or BrokerSettings()
+    broker = make_broker(broker_settings.amqp_url, prefetch=settings.prefetch)
+    service = Evaluation(settings=settings, broker=broker, app=FastStream(broker), store=store)
+    owns_store = store is None
+    publisher = BrokerPublisher(broker)
+
+    subscriber = broker.subscriber(EVALUATION_QUEUE, EVENTS, ack_policy=AckPolicy.MANUAL, decoder=keep_raw_body,
+                                   title="zeroerrand.events", description="Keeps the ledger (台账).")
+
+    @subscriber
+    async def on_event(message: RabbitMessage) -> None:
+        service.inflight.start(record(message))
+
+    async def record(message: RabbitMessage) -> None:
+        raw = message.raw_message
+        try:
+            event: Event = EVENT.validate_json(message.body)
+        except ValidationError as exc:
+            await park(broker, EVALUATION_QUEUE, raw, kind="invalid_message",
+                       reason=f"事件消息格式无效 / invalid event: {exc}")
+            await message.ack()
+            return
+        assert service.ledger is not None
+        try:
+            await handle_event(event, service.ledger, publisher, datetime.now(UTC))
+        except Exception as exc:
+            log.warning("event %s (%s) not recorded yet: %r", event.event_id, event.type, exc)
+            await retry_or_park(broker, EVALUATION_QUEUE, message, exc)
+            return
+        await message.ack()
+
+    @service.app.on_startup
+    async def start() -> None:
+        if service.store is None:
+            service.store = await open_store(store_settings, COLLECTIONS)
+        else:
+            await service.store.ensure(COLLECTIONS)
+        service.ledger = LedgerRepository(service.store)
+        await broker.connect()
+        await declare_topology(broker)
+
+    @service.app.after_startup
+    async def start_sweeping() -> None:
+        service.stop_sweeping.clear()
+        service._sweeper = asyncio.create_task(service._sweep_forever(), name="overdue-sweep")
+
+    @service.app.on_shutdown
+    async def stop() -> None:
+        await subscriber.stop()
+        await service.drain()
+        service.stop_sweeping.set()
+        if service._sweeper is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await service._sweeper
+
+    @service.app.after_shutdown
+    async def close_store() -> None:
+        if owns_store and service.store is not None:
+            await service.store.close()
+            service.store = None
+
+    return service
