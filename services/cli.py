@@ -564,7 +564,7 @@ def report(year: Annotated[int, typer.Option(help="评价年度")],
     from services.common.storage import store_session
     from services.evaluation.report import summary_table, write_report
     from services.evaluation.repository import COLLECTIONS, LedgerRepository, local_day
-    from services.evaluation.scoring import ItemRecord, evaluate, load_config, rating_records
+    from services.evaluation.scoring import evaluate, item_records, load_config, rating_records
     from services.evaluation.working_days import WorkingCalendar
 
     if evaluator not in (None, "gov_service_bureau", "econ_dev_bureau"):
@@ -584,13 +584,7 @@ def report(year: Annotated[int, typer.Option(help="评价年度")],
     item_docs, rating_docs = asyncio.run(load())
     now = datetime.now(UTC)
     day = date.fromisoformat(today) if today else local_day(now)
-    records = [ItemRecord(
-        project_code=d["project_code"], item_code=d["item_code"], stage=d["stage"], provider=d["responsible_unit"],
-        mode=d["evaluated_as"], routed_on=date.fromisoformat(d["routed_on"]), time_limit_days=d["time_limit_days"],
-        finished_on=date.fromisoformat(d["finished_on"]) if d["finished_on"] else None,
-        pauses=tuple((date.fromisoformat(p["from"]), date.fromisoformat(p["to"]) if p["to"] else None)
-                     for p in d["pauses"]),
-        blockers=tuple((b["reason"], b["closed_at"] is None) for b in d["blockers"])) for d in item_docs]
+    records = item_records(item_docs)
     result = evaluate(year, records, rating_records(rating_docs), config, book.units, WorkingCalendar(), day, now,
                       evaluator=evaluator)
     directory = out or Path("reports") / (f"{year}-{evaluator}" if evaluator else str(year))

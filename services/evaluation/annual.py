@@ -23,9 +23,9 @@ class ProviderScore:
     ratings: int
     bad_ratings: int  # 差评: 不满意 or 非常不满意
     rectified: int  # 差评 whose follow-up the provider closed with a rectification note
-    satisfaction: float  # 0..100
-    timeliness: float  # 0..100
-    rectification: float  # 0..100
+    satisfaction: float | None  # 0..100; None without any rating
+    timeliness: float | None  # 0..100; None without any finished or overdue item
+    rectification: float | None  # 0..100; None without any rating, 100 with ratings but no 差评
     score: float  # 0..100, one decimal
     passed: bool  # score >= pass mark
 

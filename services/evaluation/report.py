@@ -75,9 +75,9 @@ _EVALUATOR_SHORT_NAMES: dict[str, str] = {
 # shared formatting
 
 
-def _one(value: float) -> str:
-    """A number with one decimal, as every score and rate is shown."""
-    return f"{value:.1f}"
+def _one(value: float | None) -> str:
+    """A number with one decimal, as every score and rate is shown; “—” for a part without data."""
+    return "—" if value is None else f"{value:.1f}"
 
 
 def _mark(value: float) -> str:

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -142,15 +143,17 @@ def evaluate(year: int, items: Iterable[ItemRecord], ratings: Iterable[RatingRec
         parts: dict[str, float | None] = {
             "satisfaction": sum(t.points) / len(t.points) if t.points else None,
             "timeliness": 100 * t.on_time / (t.on_time + t.late) if t.on_time + t.late else None,
-            "rectification": 100 * t.rectified / t.bad if t.bad else 100.0,
+            "rectification": (100 * t.rectified / t.bad if t.bad else 100.0) if t.points else None,
         }
+        if all(v is None for v in parts.values()):
+            continue  # nothing to evaluate yet (no rating, nothing finished or overdue): no score, not a fail
         score = weighted_score(parts, config.weights)
         scores.append(ProviderScore(
             provider=provider, provider_name=units[provider].name if provider in units else provider, mode=mode,
             evaluator=judge, items=t.items, on_time=t.on_time, late=t.late, open_items=t.open_items,
             ratings=len(t.points), bad_ratings=t.bad, rectified=t.rectified,
-            satisfaction=round(parts["satisfaction"] or 0.0, 1), timeliness=round(parts["timeliness"] or 0.0, 1),
-            rectification=round(parts["rectification"] or 0.0, 1), score=score, passed=score >= config.pass_mark))
+            satisfaction=_rounded(parts["satisfaction"]), timeliness=_rounded(parts["timeliness"]),
+            rectification=_rounded(parts["rectification"]), score=score, passed=score >= config.pass_mark))
     stages = tuple(StageTimeliness(stage=s, stage_name=STAGE_NAMES_ZH[s], items=c[0], on_time=c[1],
                                    rate=round(100 * c[1] / c[0], 1) if c[0] else 0.0)
                    for s in Stage if (c := stage_counts.get(s)) is not None)
@@ -166,3 +169,22 @@ def rating_records(documents: Sequence[Mapping[str, object]]) -> list[RatingReco
     return [RatingRecord(project_code=str(d["project_code"]), provider=str(d["provider"]),
                          level=Satisfaction(str(d["level"])), rectified=bool(d.get("rectified_at")))
             for d in documents]
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def _day(text: object) -> date | None:
+    return date.fromisoformat(str(text)) if text else None
+
+
+def item_records(documents: Sequence[Mapping[str, Any]]) -> list[ItemRecord]:
+    """Ledger item documents as scoring records."""
+    return [ItemRecord(
+        project_code=str(d["project_code"]), item_code=str(d["item_code"]), stage=Stage(d["stage"]),
+        provider=str(d["responsible_unit"]), mode=ServiceMode(d["evaluated_as"]),
+        routed_on=date.fromisoformat(str(d["routed_on"])), time_limit_days=int(d["time_limit_days"]),
+        finished_on=_day(d["finished_on"]),
+        pauses=tuple((date.fromisoformat(p["from"]), _day(p["to"])) for p in d["pauses"]),
+        blockers=tuple((str(b["reason"]), b["closed_at"] is None) for b in d["blockers"])) for d in documents]
