@@ -25,6 +25,7 @@ from services.common.messages import (
     ItemRouted,
     ItemUnroutable,
     ProjectDelivered,
+    RatingSubmitted,
     RulesActivated,
     RulesRejected,
     ServiceStarted,
@@ -73,7 +74,7 @@ def project_code_of(event: Event) -> str | None:
         return event.project.code
     if isinstance(event, ItemRouted):
         return event.item.project_code
-    if isinstance(event, (ItemUnroutable, ItemEvent, ProjectDelivered)):
+    if isinstance(event, (ItemUnroutable, ItemEvent, ProjectDelivered, RatingSubmitted)):
         return event.project_code
     return None
 
@@ -213,6 +214,12 @@ class Composer:
         elif isinstance(event, ProjectDelivered):
             ctx["items_delivered"] = event.items_delivered
             roles["ledger_owner"] = ECON_DEV_BUREAU
+        elif isinstance(event, RatingSubmitted):
+            ctx |= {"provider_name": self.unit_name(event.provider), "level": event.level.value,
+                    "comment": event.comment or "（无）", "rating_id": event.event_id,
+                    "rater_name": "服务对象" if event.rater == "enterprise" else "项目招引单位"}
+            roles["provider"] = event.provider
+            flags["is_bad_rating"] = event.level.is_bad
         elif isinstance(event, RulesRejected):
             ctx |= {"attempted_version": event.attempted_version or "（无法读取）",
                     "active_version": event.active_version or "（无）", "directory": event.directory,

@@ -11,6 +11,7 @@ from services.common.messages import (
     ItemRouted,
     ItemUnroutable,
     ProjectDelivered,
+    RatingSubmitted,
     ServiceStarted,
 )
 from services.notifier.compose import Composer, ItemView, MissingContext, ProjectView
@@ -32,7 +33,7 @@ async def handle_event(event: Event, repository: NotifierRepository, composer: C
         routed = event.item
         project = ProjectView(routed.project_code, routed.project_name, routed.enterprise, routed.recruiting_unit)
         item = ItemView(routed.project_code, routed.item_code, routed.item_name, routed.responsible_unit)
-    elif isinstance(event, (ItemUnroutable, ItemEvent, ProjectDelivered)):
+    elif isinstance(event, (ItemUnroutable, ItemEvent, ProjectDelivered, RatingSubmitted)):
         project = await repository.project(event.project_code)
         if project is None:
             raise MissingContext(f"project {event.project_code} unknown to the notifier")

@@ -20,7 +20,7 @@ PLAN_FILE = "notifications.yaml"
 DIRECTORY_FILE = "directory.yaml"
 
 ROLES = ("enterprise", "recruiting_unit", "responsible_unit", "task_order_assignee", "ledger_owner", "resolver",
-         "operators")
+         "provider", "operators")
 UNIT_PREFIX = "unit:"
 
 _COMMON = ("event_type", "event_id", "occurred_at")
@@ -40,6 +40,7 @@ VARIABLES: dict[str, tuple[str, ...]] = {
     "item.overdue": (*_ITEM, "level_name", "due_on", "working_days_used", "time_limit_days"),
     "item.delivered": (*_ITEM, "results", "note"),
     "project.delivered": (*_PROJECT, "items_delivered"),
+    "rating.submitted": (*_PROJECT, "provider_name", "rater_name", "level", "comment", "rating_id"),
     "rules.rejected": ("attempted_version", "active_version", "directory", "problems"),
     "rules.activated": ("version", "previous_version", "directory"),
 }
@@ -53,6 +54,7 @@ ROLES_BY_EVENT: dict[str, tuple[str, ...]] = {
     "item.overdue": ("enterprise", "recruiting_unit", "responsible_unit"),
     "item.delivered": ("enterprise", "recruiting_unit", "responsible_unit"),
     "project.delivered": ("enterprise", "recruiting_unit", "ledger_owner"),
+    "rating.submitted": ("enterprise", "recruiting_unit", "provider"),
     "rules.rejected": (),
     "rules.activated": (),
 }
@@ -66,8 +68,8 @@ class PlanEntry(_Strict):
     """One message of the plan: ``to`` whom, with which title and body."""
 
     to: str = Field(min_length=1)
-    only_if: Literal["has_task_order"] | None = None
-    unless: Literal["has_task_order"] | None = None
+    only_if: Literal["has_task_order", "is_bad_rating"] | None = None
+    unless: Literal["has_task_order", "is_bad_rating"] | None = None
     title: str = Field(min_length=1)
     body: str = Field(min_length=1)
 

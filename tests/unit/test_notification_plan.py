@@ -146,3 +146,20 @@ def test_webhook_signature_covers_timestamp_and_body() -> None:
 def test_backoff_doubles_up_to_the_cap() -> None:
     settings = NotifierSettings(backoff_base_s=2, backoff_max_s=10)
     assert [backoff(n, settings).total_seconds() for n in (1, 2, 3, 4)] == [2, 4, 8, 10]
+
+
+def test_a_bad_rating_asks_the_provider_to_rectify_and_a_good_one_notifies_nobody() -> None:
+    from services.common.messages import RatingSubmitted, Satisfaction
+
+    project = example(ALUMINIUM).project
+    view = ProjectView(project.code, project.name, project.enterprise, project.recruiting_unit)
+
+    def rating(level: Satisfaction) -> RatingSubmitted:
+        return RatingSubmitted(event_id=f"r-{level.name}", occurred_at=NOW, recorded_at=NOW, project_code=project.code,
+                               provider="planning_construction_bureau", rater="enterprise", level=level, comment="超时")
+
+    bad = COMPOSER.compose(rating(Satisfaction.DISSATISFIED), view, None, NOW)
+    assert {str(d["recipient"]) for d in bad} == {"unit:planning_construction_bureau", "unit:econ_dev_bureau"}
+    notice = next(d for d in bad if d["role"] == "provider")
+    assert "差评整改通知" in str(notice["title"]) and "zeroerrand rectify r-DISSATISFIED" in str(notice["body"])
+    assert COMPOSER.compose(rating(Satisfaction.SATISFIED), view, None, NOW) == []
