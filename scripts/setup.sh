@@ -2,20 +2,24 @@
 # Sets up everything the project needs on a fresh machine (idempotent):
 #   - a Python 3.11/3.12 virtualenv in .venv with the project and its test tools
 #     (durable-rules 2.0.28 does not import on 3.13)
+#   - a Python 3.13 virtualenv in .venv-mongoeco with the embedded MongoDB-compatible store
 #   - a running RabbitMQ on 127.0.0.1:5672 (installed from the distribution if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# find_python LOW HIGH: a CPython 3.LOW .. 3.HIGH on PATH or under pyenv
 find_python() {
-  local candidates=(python3.12 python3.11 python3 python)
+  local low=$1 high=$2 candidates=()
+  for minor in $(seq "$high" -1 "$low"); do candidates+=("python3.$minor"); done
+  candidates+=(python3 python)
   if command -v pyenv >/dev/null 2>&1; then
-    for v in $(pyenv versions --bare 2>/dev/null | grep -E '^3\.1[12]\.' | sort -rV); do
+    for v in $(pyenv versions --bare 2>/dev/null | grep -E "^3\.[0-9]+\.[0-9]+$" | sort -rV); do
       candidates+=("$(pyenv root)/versions/$v/bin/python")
     done
   fi
   for py in "${candidates[@]}"; do
     if command -v "$py" >/dev/null 2>&1 &&
-       "$py" -c 'import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 12) else 1)' 2>/dev/null; then
+       "$py" -c "import sys; sys.exit(0 if $low <= sys.version_info[1] <= $high and sys.version_info[0] == 3 else 1)" 2>/dev/null; then
       command -v "$py"; return 0
     fi
   done
@@ -23,7 +27,7 @@ find_python() {
 }
 
 if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys; sys.exit(0 if sys.version_info[:2] in ((3, 11), (3, 12)) else 1)'; then
-  PY=$(find_python) || { echo "setup: need Python 3.11 or 3.12 (durable-rules does not run on 3.13)" >&2; exit 1; }
+  PY=$(find_python 11 12) || { echo "setup: need Python 3.11 or 3.12 (durable-rules does not run on 3.13)" >&2; exit 1; }
   echo "setup: creating .venv with $PY"
   rm -rf .venv
   "$PY" -m venv .venv
@@ -33,28 +37,21 @@ fi
 
 # The embedded MongoDB-compatible server (mongoeco) needs Python 3.13, in its own environment;
 # the services start it as a child process when MONGODB_URL is not set.
-find_python313() {
-  local candidates=(python3.13)
-  if command -v pyenv >/dev/null 2>&1; then
-    for v in $(pyenv versions --bare 2>/dev/null | grep -E '^3\.13\.' | sort -rV); do
-      candidates+=("$(pyenv root)/versions/$v/bin/python")
-    done
-  fi
-  for py in "${candidates[@]}"; do
-    if command -v "$py" >/dev/null 2>&1 &&
-       "$py" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 13) else 1)' 2>/dev/null; then
-      command -v "$py"; return 0
-    fi
-  done
-  return 1
-}
 if [ ! -x .venv-mongoeco/bin/python ]; then
-  PY313=$(find_python313) || { echo "setup: need Python 3.13 for the embedded store (or set MONGODB_URL and skip it)" >&2; exit 1; }
-  echo "setup: creating .venv-mongoeco with $PY313"
-  "$PY313" -m venv .venv-mongoeco
+  if PY313=$(find_python 13 13); then
+    echo "setup: creating .venv-mongoeco with $PY313"
+    "$PY313" -m venv .venv-mongoeco
+  elif [ -n "${MONGODB_URL:-}" ]; then
+    echo "setup: no Python 3.13: the embedded store is not installed; the services use MONGODB_URL"
+  else
+    echo "setup: need Python 3.13 for the embedded store, or MONGODB_URL pointing at a MongoDB" >&2
+    exit 1
+  fi
 fi
-.venv-mongoeco/bin/python -m pip install --quiet --upgrade pip
-.venv-mongoeco/bin/python -m pip install --quiet "mongoeco[wire]==4.11.0"
+if [ -x .venv-mongoeco/bin/python ]; then
+  .venv-mongoeco/bin/python -m pip install --quiet --upgrade pip
+  .venv-mongoeco/bin/python -m pip install --quiet "mongoeco[wire]==4.11.0"
+fi
 
 # RabbitMQ: the services and the integration tests need it.
 if ! command -v rabbitmqctl >/dev/null 2>&1; then

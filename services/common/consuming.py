@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from faststream import StreamMessage
+from faststream import AckPolicy, StreamMessage
 from faststream.rabbit import RabbitBroker, RabbitQueue
+from faststream.rabbit.annotations import RabbitMessage
+from pydantic import TypeAdapter, ValidationError
 
-from services.common.topology import DEAD, DELIVERY_LIMIT
+from services.common.messages import AnyEvent, Event
+from services.common.topology import DEAD, DELIVERY_LIMIT, EVENTS
 
 log = logging.getLogger(__name__)
+ANY_EVENT = TypeAdapter[Any](AnyEvent)
 
 ERROR_HEADER = "x-zeroerrand-error"
 ERROR_KIND_HEADER = "x-zeroerrand-error-kind"
@@ -112,3 +116,39 @@ class Inflight:
         """Waits until every started delivery is acknowledged or requeued."""
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def consume_events(broker: RabbitBroker, queue: RabbitQueue, inflight: Inflight,
+                   handle: Callable[[Event], Awaitable[None]], *, description: str) -> Any:
+    """Subscribes ``handle`` to ``zeroerrand.events`` on ``queue``: the event-consumer pattern of
+    the notifier and the evaluation service.
+
+    Each delivery is decoded as one of the known events (else parked at once with the reason),
+    handled in its own task, and acknowledged only after ``handle`` returns; a failure is retried
+    with back-off and parked with the error on its last attempt. Returns the subscriber, which the
+    service stops first on shutdown before draining ``inflight``.
+    """
+    subscriber = broker.subscriber(queue, EVENTS, ack_policy=AckPolicy.MANUAL, decoder=keep_raw_body,
+                                   title="zeroerrand.events", description=description)
+
+    async def process(message: RabbitMessage) -> None:
+        raw = message.raw_message
+        try:
+            event: Event = ANY_EVENT.validate_json(message.body)
+        except ValidationError as exc:
+            await park(broker, queue, raw, kind="invalid_message", reason=f"事件消息格式无效 / invalid event: {exc}")
+            await message.ack()
+            return
+        try:
+            await handle(event)
+        except Exception as exc:
+            log.warning("event %s (%s) on %s not handled yet: %r", event.event_id, event.type, queue.name, exc)
+            await retry_or_park(broker, queue, message, exc)
+            return
+        await message.ack()
+
+    @subscriber
+    async def on_event(message: RabbitMessage) -> None:
+        inflight.start(process(message))
+
+    return subscriber

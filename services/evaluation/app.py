@@ -7,25 +7,21 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
-from faststream import AckPolicy, FastStream
+from faststream import FastStream
 from faststream.rabbit import RabbitBroker
-from faststream.rabbit.annotations import RabbitMessage
-from pydantic import TypeAdapter, ValidationError
 
 from services.common.bus import BrokerPublisher, make_broker
-from services.common.consuming import Inflight, keep_raw_body, park, retry_or_park
-from services.common.messages import AnyEvent, Event
+from services.common.consuming import Inflight, consume_events
+from services.common.messages import Event
 from services.common.settings import BrokerSettings, EvaluationSettings, StoreSettings
 from services.common.storage import Store, open_store
-from services.common.topology import EVALUATION_QUEUE, EVENTS, declare_topology
+from services.common.topology import EVALUATION_QUEUE, declare_topology
 from services.evaluation.handlers import handle_event, sweep_overdue
 from services.evaluation.repository import COLLECTIONS, LedgerRepository, local_day
 from services.evaluation.working_days import WorkingCalendar
 
 log = logging.getLogger(__name__)
-EVENT = TypeAdapter[Any](AnyEvent)
 
 
 @dataclass
@@ -68,30 +64,11 @@ def create_evaluation(settings: EvaluationSettings | None = None, broker_setting
     owns_store = store is None
     publisher = BrokerPublisher(broker)
 
-    subscriber = broker.subscriber(EVALUATION_QUEUE, EVENTS, ack_policy=AckPolicy.MANUAL, decoder=keep_raw_body,
-                                   title="zeroerrand.events", description="Keeps the ledger (台账).")
-
-    @subscriber
-    async def on_event(message: RabbitMessage) -> None:
-        service.inflight.start(record(message))
-
-    async def record(message: RabbitMessage) -> None:
-        raw = message.raw_message
-        try:
-            event: Event = EVENT.validate_json(message.body)
-        except ValidationError as exc:
-            await park(broker, EVALUATION_QUEUE, raw, kind="invalid_message",
-                       reason=f"事件消息格式无效 / invalid event: {exc}")
-            await message.ack()
-            return
+    async def record(event: Event) -> None:
         assert service.ledger is not None
-        try:
-            await handle_event(event, service.ledger, publisher, datetime.now(UTC))
-        except Exception as exc:
-            log.warning("event %s (%s) not recorded yet: %r", event.event_id, event.type, exc)
-            await retry_or_park(broker, EVALUATION_QUEUE, message, exc)
-            return
-        await message.ack()
+        await handle_event(event, service.ledger, publisher, datetime.now(UTC))
+
+    subscriber = consume_events(broker, EVALUATION_QUEUE, service.inflight, record, description="Keeps the ledger (台账).")
 
     @service.app.on_startup
     async def start() -> None:

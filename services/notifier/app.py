@@ -6,20 +6,17 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
-from faststream import AckPolicy, FastStream
+from faststream import FastStream
 from faststream.rabbit import RabbitBroker
-from faststream.rabbit.annotations import RabbitMessage
-from pydantic import TypeAdapter, ValidationError
 
 from services.common.bus import make_broker
-from services.common.consuming import Inflight, keep_raw_body, park, retry_or_park
-from services.common.messages import AnyEvent, Event
+from services.common.consuming import Inflight, consume_events
+from services.common.messages import Event
 from services.common.rule_files import RulesError, load_rulebook
 from services.common.settings import BrokerSettings, NotifierSettings, StoreSettings
 from services.common.storage import Store, open_store
-from services.common.topology import EVENTS, NOTIFIER_QUEUE, declare_topology
+from services.common.topology import NOTIFIER_QUEUE, declare_topology
 from services.notifier.compose import Composer
 from services.notifier.delivery import Deliverer
 from services.notifier.group_commit import GroupCommit
@@ -28,7 +25,6 @@ from services.notifier.plan import load_plan
 from services.notifier.repository import COLLECTIONS, NotifierRepository
 
 log = logging.getLogger(__name__)
-EVENT = TypeAdapter[Any](AnyEvent)
 
 
 @dataclass
@@ -64,32 +60,13 @@ def create_notifier(settings: NotifierSettings | None = None, broker_settings: B
     notifier = Notifier(settings=settings, broker=broker, app=FastStream(broker), store=store)
     owns_store = store is None
 
-    subscriber = broker.subscriber(NOTIFIER_QUEUE, EVENTS, ack_policy=AckPolicy.MANUAL, decoder=keep_raw_body,
-                                   title="zeroerrand.events", description="Stores and delivers notifications.")
-
-    @subscriber
-    async def on_event(message: RabbitMessage) -> None:
-        notifier.inflight.start(notify(message))
-
-    async def notify(message: RabbitMessage) -> None:
-        raw = message.raw_message
-        try:
-            event: Event = EVENT.validate_json(message.body)
-        except ValidationError as exc:
-            await park(broker, NOTIFIER_QUEUE, raw, kind="invalid_message",
-                       reason=f"事件消息格式无效 / invalid event: {exc}")
-            await message.ack()
-            return
+    async def notify(event: Event) -> None:
         assert notifier.repository is not None and notifier.composer is not None and notifier.commit is not None
-        try:
-            to_deliver = await handle_event(event, notifier.repository, notifier.composer, notifier.commit)
-        except Exception as exc:
-            log.warning("event %s (%s) not stored yet: %r", event.event_id, event.type, exc)
-            await retry_or_park(broker, NOTIFIER_QUEUE, message, exc)
-            return
-        await message.ack()
-        if to_deliver and notifier.deliverer is not None:
-            notifier.deliverer.wake()
+        if await handle_event(event, notifier.repository, notifier.composer, notifier.commit) and notifier.deliverer:
+            notifier.deliverer.wake()  # webhooks stored: deliver now rather than at the next round
+
+    subscriber = consume_events(broker, NOTIFIER_QUEUE, notifier.inflight, notify,
+                                description="Stores and delivers notifications.")
 
     @notifier.app.on_startup
     async def start() -> None:
