@@ -41,23 +41,21 @@ class NotifierRepository:
         """The upserts that keep what later notifications need about projects and items (idempotent),
         and the project they write for the first time in this process, if any."""
         upserts: dict[str, list[UpdateOne]] = {}
+        code: str | None = None
         if isinstance(event, (ServiceStarted, AgreementRejected)):
             project = event.project
-            self._project_upsert(upserts, project.code, project.name, project.enterprise, project.recruiting_unit)
+            code = project.code
+            self._project_upsert(upserts, code, project.name, project.enterprise, project.recruiting_unit)
         elif isinstance(event, ItemRouted):
             item = event.item
-            self._project_upsert(upserts, item.project_code, item.project_name, item.enterprise, item.recruiting_unit)
+            code = item.project_code
+            self._project_upsert(upserts, code, item.project_name, item.enterprise, item.recruiting_unit)
             upserts.setdefault(ITEMS.name, []).append(UpdateOne(
                 {"_id": f"{item.project_code}/{item.item_code}"},
                 {"$set": {"project_code": item.project_code, "item_code": item.item_code,
                           "item_name": item.item_name, "responsible_unit": item.responsible_unit}},
                 upsert=True))
-        written = upserts.get(PROJECTS.name)
-        return upserts, (self._project_code(event) if written else None)
-
-    @staticmethod
-    def _project_code(event: Event) -> str:
-        return event.item.project_code if isinstance(event, ItemRouted) else event.project.code  # type: ignore[attr-defined]
+        return upserts, (code if PROJECTS.name in upserts else None)
 
     async def apply(self, upserts: dict[str, list[UpdateOne]]) -> None:
         for collection, operations in upserts.items():
