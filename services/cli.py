@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from services.common.domain import MODE_NAMES_ZH, STAGE_NAMES_ZH, Request, Unroutable
+from services.common.domain import MODE_NAMES_ZH, OVERDUE_LEVEL_NAMES_ZH, STAGE_NAMES_ZH, Request, Unroutable
 from services.common.rule_files import RuleBook, RulesError, load_rulebook
 from services.common.settings import BrokerSettings, RouterSettings
 
@@ -486,10 +486,10 @@ def sweep(today: Annotated[str | None, typer.Option(help="按哪一天计算（Y
             return await sweep_overdue(LedgerRepository(store), BrokerPublisher(broker), WorkingCalendar(), day, now)
 
     found = asyncio.run(run())
-    names = {"warning": "预警", "yellow": "黄牌", "red": "红牌"}
     typer.echo(f"按 {day} 计算，发出 {len(found)} 条超时提醒")
     for event in found:
-        typer.echo(f"  {event.project_code}/{event.item_code} {names[event.level]}：已用 {event.working_days_used}/"
+        level = OVERDUE_LEVEL_NAMES_ZH[event.level]
+        typer.echo(f"  {event.project_code}/{event.item_code} {level}：已用 {event.working_days_used}/"
                    f"{event.time_limit_days} 个工作日，到期日 {event.due_on}")
 
 
@@ -540,9 +540,8 @@ def ledger_show(project: Project,
         return
     delivered = "已全部移交" if head.get("delivered_at") else "办理中"
     typer.echo(f"项目 {project}（{head['name']}）服务对象：{head['enterprise']}；签约 {head['signed_on']}；{delivered}")
-    levels = {"warning": "预警", "yellow": "黄牌", "red": "红牌"}
     for r in rows:
-        flags = "、".join(levels[x] for x in r["overdue"])
+        flags = "、".join(OVERDUE_LEVEL_NAMES_ZH[x] for x in r["overdue"])
         blockers = "；".join(f"堵点：{b['reason']}（须由{b['resolver']}解决）" for b in r["blockers"])
         late = f"；补录 {r['late_records']} 条" if r["late_records"] else ""
         typer.echo(f"{r['stage']:<8}\t{r['item']} {r['name']}\t{r['mode']}\t{r['unit']}\t{r['state']}\t"

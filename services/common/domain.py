@@ -82,6 +82,9 @@ EVALUATOR_BY_MODE: dict[ServiceMode, str] = {
     ServiceMode.ERRAND: ECON_DEV_BUREAU,
 }
 
+# The levels of an overdue item, in order (policy 五(四) 跟踪调度), and what people call them.
+OVERDUE_LEVEL_NAMES_ZH: dict[str, str] = {"warning": "预警", "yellow": "黄牌", "red": "红牌"}
+
 FREE_SERVICE_NOTE = "“企业零跑腿”服务全程免费"
 
 

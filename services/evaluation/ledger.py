@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from services.common.domain import OVERDUE_LEVEL_NAMES_ZH
+
 
 class ItemState(StrEnum):
     ROUTED = "routed"
@@ -69,8 +71,8 @@ def next_state(current: ItemState, event_type: str) -> ItemState:
     return target
 
 
-# The levels of an overdue item (policy 五(四) 跟踪调度): each is announced once.
-OVERDUE_LEVELS = ("warning", "yellow", "red")
+# The levels of an overdue item: each is announced once.
+OVERDUE_LEVELS = tuple(OVERDUE_LEVEL_NAMES_ZH)
 
 
 def overdue_levels(used: int, limit: int) -> list[str]:

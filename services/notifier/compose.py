@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from services.common.domain import ECON_DEV_BUREAU, Request, Unit
+from services.common.domain import ECON_DEV_BUREAU, OVERDUE_LEVEL_NAMES_ZH, Request, Unit
 from services.common.messages import (
     AgreementRejected,
     Enterprise,
@@ -33,7 +33,6 @@ from services.common.messages import (
 )
 from services.notifier.plan import UNIT_PREFIX, NotificationPlan, Webhook
 
-OVERDUE_LEVELS = {"warning": "预警", "yellow": "黄牌", "red": "红牌"}
 REQUESTS = {Request.HANDLE: "办理", Request.CONSULT: "提供咨询"}
 
 
@@ -207,7 +206,7 @@ class Composer:
                     "reported_by_name": self.unit_name(event.reported_by)}
             roles["resolver"] = event.resolver
         elif isinstance(event, ItemOverdue):
-            ctx |= {"level_name": OVERDUE_LEVELS[event.level], "due_on": event.due_on.isoformat(),
+            ctx |= {"level_name": OVERDUE_LEVEL_NAMES_ZH[event.level], "due_on": event.due_on.isoformat(),
                     "working_days_used": event.working_days_used, "time_limit_days": event.time_limit_days}
         elif isinstance(event, ItemDelivered):
             ctx |= {"results": numbered(event.results), "note": event.note or ""}
