@@ -503,7 +503,7 @@ def ledger_show(project: Project,
     from services.common.domain import MODE_NAMES_ZH, ServiceMode, Stage
     from services.common.storage import store_session
     from services.evaluation.ledger import STATE_NAMES_ZH, ItemState
-    from services.evaluation.repository import COLLECTIONS, LedgerRepository, local_day
+    from services.evaluation.repository import COLLECTIONS, LedgerRepository, item_record, local_day
     from services.evaluation.working_days import WorkingCalendar
 
     async def load() -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
@@ -520,11 +520,9 @@ def ledger_show(project: Project,
     book = _book(None)
     rows = []
     for doc in sorted(items, key=lambda d: (list(Stage).index(Stage(d["stage"])), d["item_code"])):
-        pauses = [(date.fromisoformat(p["from"]), date.fromisoformat(p["to"]) if p["to"] else None) for p in doc["pauses"]]
-        start = date.fromisoformat(doc["routed_on"])
-        end = date.fromisoformat(doc["finished_on"]) if doc["finished_on"] else day
-        used = calendar.working_days_used(start, end, pauses)
-        due = calendar.due_date(start, doc["time_limit_days"], pauses, day)
+        record = item_record(doc)
+        used = calendar.working_days_used(record.routed_on, record.finished_on or day, record.pauses)
+        due = calendar.due_date(record.routed_on, record.time_limit_days, record.pauses, day)
         open_blockers = [b for b in doc["blockers"] if b["closed_at"] is None]
         rows.append({"item": doc["item_code"], "name": doc["item_name"], "stage": STAGE_NAMES_ZH[Stage(doc["stage"])],
                      "mode": MODE_NAMES_ZH[ServiceMode(doc["mode"])],
@@ -562,8 +560,8 @@ def report(year: Annotated[int, typer.Option(help="评价年度")],
 
     from services.common.storage import store_session
     from services.evaluation.report import summary_table, write_report
-    from services.evaluation.repository import COLLECTIONS, LedgerRepository, local_day
-    from services.evaluation.scoring import evaluate, item_records, load_config, rating_records
+    from services.evaluation.repository import COLLECTIONS, LedgerRepository, item_record, local_day, rating_record
+    from services.evaluation.scoring import evaluate, load_config
     from services.evaluation.working_days import WorkingCalendar
 
     if evaluator not in (None, "gov_service_bureau", "econ_dev_bureau"):
@@ -583,8 +581,8 @@ def report(year: Annotated[int, typer.Option(help="评价年度")],
     item_docs, rating_docs = asyncio.run(load())
     now = datetime.now(UTC)
     day = date.fromisoformat(today) if today else local_day(now)
-    records = item_records(item_docs)
-    result = evaluate(year, records, rating_records(rating_docs), config, book.units, WorkingCalendar(), day, now,
+    records = [item_record(d) for d in item_docs]
+    result = evaluate(year, records, [rating_record(d) for d in rating_docs], config, book.units, WorkingCalendar(), day, now,
                       evaluator=evaluator)
     directory = out or Path("reports") / (f"{year}-{evaluator}" if evaluator else str(year))
     written = write_report(result, directory)

@@ -8,12 +8,13 @@ overwrite each other; the loser reads again).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from pymongo import ASCENDING, IndexModel
 
+from services.common.domain import ServiceMode, Stage
 from services.common.messages import (
     Event,
     ItemBlocked,
@@ -26,10 +27,12 @@ from services.common.messages import (
     ItemUnblocked,
     RatingRectified,
     RatingSubmitted,
+    Satisfaction,
     ServiceStarted,
 )
 from services.common.storage import Collection, Store
 from services.evaluation.ledger import FINISHED, InvalidTransition, ItemState, next_state
+from services.evaluation.scoring import ItemRecord, RatingRecord
 
 LOCAL = ZoneInfo("Asia/Shanghai")
 LATE_AFTER = timedelta(days=1)  # a record made more than a day after the fact is flagged as back-filled
@@ -204,5 +207,21 @@ class LedgerRepository:
         return [d async for d in self.parked.find({}).sort([("recorded_at", ASCENDING)]).limit(limit)]
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
+def _day(text: object) -> date | None:
+    return date.fromisoformat(str(text)) if text else None
+
+
+def item_record(doc: dict[str, Any]) -> ItemRecord:
+    """A ledger item document as the record the sweep, the ledger view and scoring work on."""
+    return ItemRecord(
+        project_code=str(doc["project_code"]), item_code=str(doc["item_code"]), stage=Stage(doc["stage"]),
+        provider=str(doc["responsible_unit"]), mode=ServiceMode(doc["evaluated_as"]),
+        routed_on=date.fromisoformat(str(doc["routed_on"])), time_limit_days=int(doc["time_limit_days"]),
+        finished_on=_day(doc["finished_on"]),
+        pauses=tuple((date.fromisoformat(p["from"]), _day(p["to"])) for p in doc["pauses"]),
+        blockers=tuple((str(b["reason"]), b["closed_at"] is None) for b in doc["blockers"]))
+
+
+def rating_record(doc: dict[str, Any]) -> RatingRecord:
+    return RatingRecord(project_code=str(doc["project_code"]), provider=str(doc["provider"]),
+                        level=Satisfaction(str(doc["level"])), rectified=bool(doc.get("rectified_at")))

@@ -6,11 +6,10 @@ Weights, the pass mark and the points of each 好差评 level come from ``rules/
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -165,26 +164,5 @@ def evaluate(year: int, items: Iterable[ItemRecord], ratings: Iterable[RatingRec
                         blockers=blockers, calendar_warnings=calendar.warnings)
 
 
-def rating_records(documents: Sequence[Mapping[str, object]]) -> list[RatingRecord]:
-    return [RatingRecord(project_code=str(d["project_code"]), provider=str(d["provider"]),
-                         level=Satisfaction(str(d["level"])), rectified=bool(d.get("rectified_at")))
-            for d in documents]
-
-
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
-
-
-def _day(text: object) -> date | None:
-    return date.fromisoformat(str(text)) if text else None
-
-
-def item_records(documents: Sequence[Mapping[str, Any]]) -> list[ItemRecord]:
-    """Ledger item documents as scoring records."""
-    return [ItemRecord(
-        project_code=str(d["project_code"]), item_code=str(d["item_code"]), stage=Stage(d["stage"]),
-        provider=str(d["responsible_unit"]), mode=ServiceMode(d["evaluated_as"]),
-        routed_on=date.fromisoformat(str(d["routed_on"])), time_limit_days=int(d["time_limit_days"]),
-        finished_on=_day(d["finished_on"]),
-        pauses=tuple((date.fromisoformat(p["from"]), _day(p["to"])) for p in d["pauses"]),
-        blockers=tuple((str(b["reason"]), b["closed_at"] is None) for b in d["blockers"])) for d in documents]
