@@ -566,10 +566,11 @@ def report(year: Annotated[int, typer.Option(help="评价年度")],
 
     if evaluator not in (None, "gov_service_bureau", "econ_dev_bureau"):
         _fail("--evaluator 只能是 gov_service_bureau 或 econ_dev_bureau（政策五(六)）")
-    settings = RouterSettings()
+    from services.common.settings import EvaluationSettings
+
     book = _book(None)
     try:
-        config = load_config(settings.rules_dir)
+        config = load_config(EvaluationSettings().rules_dir)
     except RulesError as exc:
         _fail([f"评价权重文件有 {len(exc.problems)} 处错误："] + [f"  {p}" for p in exc.problems])
 

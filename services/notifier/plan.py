@@ -19,8 +19,6 @@ from services.common.rule_files import Problem, RulesError, read_located, valida
 PLAN_FILE = "notifications.yaml"
 DIRECTORY_FILE = "directory.yaml"
 
-ROLES = ("enterprise", "recruiting_unit", "responsible_unit", "task_order_assignee", "ledger_owner", "resolver",
-         "provider", "operators")
 UNIT_PREFIX = "unit:"
 
 _COMMON = ("event_type", "event_id", "occurred_at")
