@@ -34,11 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from services.common.agreement_files import load_agreement, to_event  # noqa: E402
-from services.common.bus import BrokerPublisher, Outgoing, make_broker  # noqa: E402
+from services.common.bus import BrokerPublisher, event_out, make_broker  # noqa: E402
 from services.common.rule_files import load_rulebook  # noqa: E402
 from services.common.settings import BrokerSettings, NotifierSettings, StoreSettings  # noqa: E402
 from services.common.storage import EmbeddedServer, Store  # noqa: E402
-from services.common.topology import EVENTS, declare_topology  # noqa: E402
+from services.common.topology import declare_topology  # noqa: E402
 from services.notifier.app import create_notifier  # noqa: E402
 from services.notifier.compose import Composer, ItemView, ProjectView  # noqa: E402
 from services.notifier.plan import load_plan  # noqa: E402
@@ -97,7 +97,7 @@ async def notifier_run(store: Store, url: str, events: list[Any], prefetch: int)
     async with loader:
         await loader.connect()
         await declare_topology(loader)
-        await BrokerPublisher(loader).publish_all([Outgoing(EVENTS, e.type, e, e.event_id, e.type) for e in events])
+        await BrokerPublisher(loader).publish_all([event_out(e) for e in events])
     expected = sum(1 + 1 for _ in events)  # enterprise notice + the unit's item or task order (inbox only)
     notifier = create_notifier(NotifierSettings(prefetch=prefetch), BrokerSettings(amqp_url=url), store=store)
     logging.getLogger("faststream.access.rabbit").disabled = True

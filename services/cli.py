@@ -294,15 +294,15 @@ At = Annotated[str | None, typer.Option("--at", help="发生时间（ISO 格式�
 
 
 def _publish_events(events: list[Any]) -> None:
-    from services.common.bus import BrokerPublisher, Outgoing, make_broker
-    from services.common.topology import EVENTS, declare_topology
+    from services.common.bus import BrokerPublisher, event_out, make_broker
+    from services.common.topology import declare_topology
 
     async def publish() -> None:
         broker = make_broker(BrokerSettings().amqp_url)
         async with broker:
             await broker.connect()
             await declare_topology(broker)
-            await BrokerPublisher(broker).publish_all([Outgoing(EVENTS, e.type, e, e.event_id, e.type) for e in events])
+            await BrokerPublisher(broker).publish_all([event_out(e) for e in events])
 
     try:
         asyncio.run(publish())

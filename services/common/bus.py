@@ -18,7 +18,8 @@ import aio_pika
 import aiormq
 from faststream.rabbit import Channel, RabbitBroker, RabbitExchange
 
-from services.common.messages import Message
+from services.common.messages import Event, Message
+from services.common.topology import EVENTS
 
 PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 
@@ -35,6 +36,11 @@ class Outgoing:
     message_id: str
     message_type: str
     headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def event_out(event: Event) -> Outgoing:
+    """An event on ``zeroerrand.events``, routed by its type, with its id as the AMQP message id."""
+    return Outgoing(EVENTS, event.type, event, event.event_id, event.type)
 
 
 class Publisher(Protocol):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import date, datetime
 
-from services.common.bus import Outgoing, Publisher
+from services.common.bus import Publisher, event_out
 from services.common.messages import (
     Event,
     ItemDelivered,
@@ -18,16 +18,11 @@ from services.common.messages import (
     ServiceStarted,
     stable_id,
 )
-from services.common.topology import EVENTS
 from services.evaluation.ledger import overdue_levels
 from services.evaluation.repository import LedgerRepository, item_record
 from services.evaluation.working_days import WorkingCalendar
 
 log = logging.getLogger(__name__)
-
-
-def _out(event: Event) -> Outgoing:
-    return Outgoing(EVENTS, event.type, event, event.event_id, event.type)
 
 
 async def handle_event(event: Event, ledger: LedgerRepository, publisher: Publisher, now: datetime) -> str:
@@ -61,7 +56,7 @@ async def close_if_delivered(project_code: str, ledger: LedgerRepository, publis
         return
     event = ProjectDelivered(event_id=stable_id(project_code, "project.delivered"), occurred_at=now, recorded_at=now,
                              project_code=project_code, items_delivered=items)
-    await publisher.publish_all([_out(event)])
+    await publisher.publish_all([event_out(event)])
     await ledger.close_project(project_code, now)
 
 
@@ -82,7 +77,7 @@ async def sweep_overdue(ledger: LedgerRepository, publisher: Publisher, calendar
                 level=level,
                 due_on=calendar.due_date(routed_on, limit, pauses, today), working_days_used=used,
                 time_limit_days=limit)
-            await publisher.publish_all([_out(event)])
+            await publisher.publish_all([event_out(event)])
             await ledger.mark_overdue(doc["_id"], level)
             announced.append(event)
     return announced

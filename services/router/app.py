@@ -13,13 +13,13 @@ from faststream.rabbit.annotations import RabbitMessage
 from pydantic import ValidationError
 from watchfiles import awatch
 
-from services.common.bus import BrokerPublisher, Publisher, make_broker
+from services.common.bus import BrokerPublisher, Publisher, event_out, make_broker
 from services.common.consuming import Inflight, keep_raw_body, park, retry_or_park
 from services.common.messages import AgreementSigned, RulesActivated, RulesRejected
 from services.common.settings import BrokerSettings, RouterSettings
 from services.common.topology import AGREEMENTS, ROUTER_QUEUE, declare_topology
 from services.router.active_rules import ActiveRules
-from services.router.handlers import event_out, handle_agreement_signed
+from services.router.handlers import handle_agreement_signed
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class Router:
         """Tries the rule files on disk and announces the outcome on ``zeroerrand.events``."""
         event = self.rules.reload()
         if event is not None:
-            await self.publisher.publish_all([event_out(event, event.type)])
+            await self.publisher.publish_all([event_out(event)])
 
     async def _watch(self) -> None:
         async for _changes in awatch(self.settings.rules_dir, debounce=self.settings.reload_debounce_ms,
@@ -103,7 +103,7 @@ def create_router(settings: RouterSettings | None = None, broker_settings: Broke
     @router.app.after_startup
     async def announce_and_watch() -> None:
         if router.initial_event is not None:
-            await publisher.publish_all([event_out(router.initial_event, router.initial_event.type)])
+            await publisher.publish_all([event_out(router.initial_event)])
         if settings.watch_rules:
             router._watcher = asyncio.create_task(router._watch(), name="rules-watcher")
 

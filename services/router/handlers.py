@@ -5,34 +5,30 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from services.common.bus import Outgoing, Publisher
-from services.common.messages import AgreementSigned, Event, ItemRouted, ItemUnroutable
-from services.common.topology import EVENTS, ITEMS, UNROUTABLE_KEY
+from services.common.bus import Outgoing, Publisher, event_out
+from services.common.messages import AgreementSigned, ItemRouted, ItemUnroutable
+from services.common.topology import ITEMS, UNROUTABLE_KEY
 from services.router.active_rules import ActiveRules
 from services.router.routing import RoutingResult, route_agreement
 
 log = logging.getLogger(__name__)
 
 
-def event_out(event: Event, type_: str) -> Outgoing:
-    return Outgoing(EVENTS, type_, event, event.event_id, type_)
-
-
 def outgoing_for(result: RoutingResult) -> list[Outgoing]:
     """Every message one agreement produces: items on ``zeroerrand.items``, events on ``.events``."""
     out: list[Outgoing] = []
     if result.rejected is not None:
-        return [event_out(result.rejected, result.rejected.type)]
+        return [event_out(result.rejected)]
     assert result.started is not None
-    out.append(event_out(result.started, result.started.type))
+    out.append(event_out(result.started))
     for routed in result.routed:
         out.append(_item_out(routed))
-        out.append(event_out(routed, routed.type))
+        out.append(event_out(routed))
     for parked in result.unroutable:
         out.append(Outgoing(ITEMS, UNROUTABLE_KEY, parked, parked.item_id, parked.type,
                             {"x-zeroerrand-project": parked.project_code, "x-zeroerrand-item": parked.item_code,
                              "x-zeroerrand-reason": parked.unroutable.reason_code}))
-        out.append(event_out(parked, parked.type))
+        out.append(event_out(parked))
     return out
 
 
