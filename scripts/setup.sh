@@ -66,6 +66,12 @@ fi
 if ! rabbitmqctl -q status >/dev/null 2>&1; then
   echo "setup: starting RabbitMQ"
   rabbitmq-server -detached
+  # -detached returns before the node has registered; await_startup fails at once on a node
+  # that is not there yet, so wait for it to answer first (up to 2 minutes).
+  for _ in $(seq 1 60); do
+    rabbitmqctl -q ping >/dev/null 2>&1 && break
+    sleep 2
+  done
 fi
 timeout 120 rabbitmqctl await_startup >/dev/null
 echo "setup: done ($(.venv/bin/python --version), RabbitMQ $(rabbitmqctl -q version 2>/dev/null || echo up))"
