@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from services.common.domain import MODE_NAMES_ZH, OVERDUE_LEVEL_NAMES_ZH, STAGE_NAMES_ZH, Request, Unroutable
+from services.common.domain import MODE_NAMES_ZH, OVERDUE_LEVEL_NAMES_ZH, STAGE_NAMES_ZH, Request, Stage, Unroutable
 from services.common.rule_files import RuleBook, RulesError, load_rulebook
 from services.common.settings import BrokerSettings, RouterSettings
 
@@ -128,7 +128,7 @@ def sign(file: Annotated[Path, typer.Argument(help="协议文件（YAML 或 JSON
     try:
         asyncio.run(publish())
     except Exception as exc:
-        _fail(f"发布失败（RabbitMQ {BrokerSettings().amqp_url}）：{exc}")
+        _fail(f"发布失败（RabbitMQ）：{exc}")
     typer.echo(f"已签约并发布：协议 {event.agreement_id}，项目 {event.project.code}（{event.project.name}），"
                f"审批策划 {len(event.plan)} 项；event_id {event.event_id}")
 
@@ -280,49 +280,22 @@ def notifications_list(
             typer.echo("    " + doc["body"].replace("\n", "\n    "))
 
 
-# -- evaluation: progress reports, ratings, sweep, ledger, annual report ---------------------------
+# -- evaluation: requests to the ledger, sweep, ledger, annual report -------------------------------
 
-item_app = typer.Typer(help="为没有自建系统的单位报告事项进度 / report an item's progress.", no_args_is_help=True)
+item_app = typer.Typer(help="为没有自建系统的单位向台账提交事项进度请求 / report an item's progress.", no_args_is_help=True)
 app.add_typer(item_app, name="item")
+task_order_app = typer.Typer(help="专业跑腿服务任务单 / task orders.", no_args_is_help=True)
+app.add_typer(task_order_app, name="task-order")
 ledger_app = typer.Typer(help="年度综合评价台账 / the ledger.", no_args_is_help=True)
 app.add_typer(ledger_app, name="ledger")
 
 Project = Annotated[str, typer.Argument(help="项目编码（一项一码）")]
 Item = Annotated[str, typer.Argument(help="事项编码，如 EP-03")]
-By = Annotated[str | None, typer.Option("--by", help="报告单位编码（默认：台账中的承办单位）")]
+By = Annotated[str, typer.Option("--by", help="提交请求的单位编码（首问负责：须为该事项的承办单位）")]
+Operator = Annotated[str | None, typer.Option("--operator", help="代该单位操作的工作人员姓名（记入台账）")]
+Consult = Annotated[bool, typer.Option("--consult", help="指“仅咨询”那一条（同一事项既办理又咨询时）")]
 At = Annotated[str | None, typer.Option("--at", help="发生时间（ISO 格式，补录时用；默认现在）")]
-
-
-def _publish_events(events: list[Any]) -> None:
-    from services.common.bus import BrokerPublisher, event_out, make_broker
-    from services.common.topology import declare_topology
-
-    async def publish() -> None:
-        broker = make_broker(BrokerSettings().amqp_url)
-        async with broker:
-            await broker.connect()
-            await declare_topology(broker)
-            await BrokerPublisher(broker).publish_all([event_out(e) for e in events])
-
-    try:
-        asyncio.run(publish())
-    except Exception as exc:
-        _fail(f"发布失败（RabbitMQ {BrokerSettings().amqp_url}）：{exc}")
-
-
-def _ledger_item(project: str, item: str) -> dict[str, Any] | None:
-    from services.common.storage import StoreUnavailable, store_session
-    from services.evaluation.repository import COLLECTIONS, LedgerRepository, item_id
-
-    async def find() -> dict[str, Any] | None:
-        async with store_session(collections=COLLECTIONS) as store:
-            return await LedgerRepository(store).items.find_one({"_id": item_id(project, item)})
-
-    try:
-        return asyncio.run(find())
-    except StoreUnavailable as exc:
-        _fail(str(exc))
-        return None
+Wait = Annotated[float, typer.Option("--wait", help="等待台账处理结果的秒数（0：不等待）")]
 
 
 def _when(at: str | None) -> Any:
@@ -341,139 +314,226 @@ def _when(at: str | None) -> Any:
     return moment
 
 
-def _report_item(kind: str, project: str, item: str, by: str | None, at: str | None, **fields: Any) -> None:
+def _submit(model: Any, wait: float, describe: str, **fields: Any) -> Any:
+    """Sends one request to the ledger and, unless ``wait`` is 0, prints what became of it."""
     import uuid
-
-    from services.common import messages as m
-
-    model = {"accept": m.ItemAccepted, "progress": m.ItemProgress, "block": m.ItemBlocked, "unblock": m.ItemUnblocked,
-             "suspend": m.ItemSuspended, "resume": m.ItemResumed, "complete": m.ItemCompleted,
-             "deliver": m.ItemDelivered}[kind]
-    if by is None:
-        found = _ledger_item(project, item)
-        if found is None:
-            _fail(f"台账中没有事项 {project}/{item}；请核对编码，或用 --by 指定报告单位")
-        by = str(found["responsible_unit"]) if found else None
-    moment = _when(at)
     from datetime import UTC, datetime
 
+    from pydantic import ValidationError
+
+    from services.common.bus import BrokerPublisher, make_broker, request_out
+    from services.common.topology import declare_topology
+
+    fields.setdefault("occurred_at", datetime.now(UTC))
     try:
-        event = model(event_id=str(uuid.uuid4()), occurred_at=moment, recorded_at=datetime.now(UTC),
-                      project_code=project, item_code=item, reported_by=by, **fields)
+        command = model(request_id=str(uuid.uuid4()), requested_at=datetime.now(UTC), **fields)
+    except ValidationError as exc:
+        _fail(f"请求内容不完整：{exc}")
+
+    async def publish() -> None:
+        broker = make_broker(BrokerSettings().amqp_url)
+        async with broker:
+            await broker.connect()
+            await declare_topology(broker)
+            await BrokerPublisher(broker).publish_all([request_out(command)])
+
+    try:
+        asyncio.run(publish())
     except Exception as exc:
-        _fail(f"报告内容不完整：{exc}")
-    _publish_events([event])
-    typer.echo(f"已报告：{project}/{item} {event.type}（{by}），event_id {event.event_id}")
+        _fail(f"发布失败（RabbitMQ）：{exc}")
+    typer.echo(f"已提交{describe}，请求编号 {command.request_id}")
+    if wait > 0:
+        outcome = asyncio.run(_await_outcome(command.request_id, wait))
+        if outcome is None:
+            _fail(f"{wait:g} 秒内台账未处理该请求（评价服务是否在运行？）；稍后可用 zeroerrand ledger requests 查看", 3)
+        elif outcome.status == "refused":
+            _fail(f"台账拒绝了该请求：{outcome.reason}")
+        else:
+            typer.echo("台账已接受。")
+    return command
+
+
+async def _await_outcome(request_id: str, wait: float) -> Any:
+    from services.common.storage import store_session
+    from services.evaluation.repository import COLLECTIONS, MongoLedgerRepository
+
+    async with store_session(collections=COLLECTIONS) as store:
+        repo = MongoLedgerRepository(store)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while loop.time() < deadline:
+            found = await repo.outcome(request_id)
+            if found is not None:
+                return found
+            await asyncio.sleep(0.2)
+    return None
+
+
+def _item_request(kind: str, project: str, item: str, by: str, operator: str | None, consult: bool, at: str | None,
+                  wait: float, **fields: Any) -> None:
+    from services.common import messages as m
+    from services.common.domain import Request
+
+    model = {"contact": m.ContactEnterprise, "accept": m.AcceptItem, "progress": m.ReportProgress,
+             "block": m.ReportBlocker, "unblock": m.ResolveBlocker, "suspend": m.SuspendItem, "resume": m.ResumeItem,
+             "complete": m.CompleteItem, "deliver": m.DeliverResults, "issue": m.IssueTaskOrder,
+             "accept_order": m.AcceptTaskOrder}[kind]
+    _submit(model, wait, f"{project}/{item} 的请求 {kind}（{by}）", project_code=project,
+            item_code=item, requested_by=by, operator=operator, occurred_at=_when(at),
+            request=Request.CONSULT if consult else None, **fields)
+
+
+@item_app.command("contact")
+def item_contact(project: Project, item: Item, by: By, operator: Operator = None, consult: Consult = False,
+                 at: At = None, wait: Wait = 15, note: Annotated[str | None, typer.Option(help="备注")] = None) -> None:
+    """首问负责：已对接企业（停止首问响应计时）。"""
+    _item_request("contact", project, item, by, operator, consult, at, wait, note=note)
 
 
 @item_app.command("accept")
-def item_accept(project: Project, item: Item, by: By = None, at: At = None,
-                note: Annotated[str | None, typer.Option(help="备注")] = None) -> None:
-    """受理事项。"""
-    _report_item("accept", project, item, by, at, note=note)
+def item_accept(project: Project, item: Item, by: By, operator: Operator = None, consult: Consult = False,
+                at: At = None, wait: Wait = 15, note: Annotated[str | None, typer.Option(help="备注")] = None) -> None:
+    """受理事项（开始按法定时限计时）。"""
+    _item_request("accept", project, item, by, operator, consult, at, wait, note=note)
 
 
 @item_app.command("progress")
-def item_progress(project: Project, item: Item, note: Annotated[str, typer.Option(help="进展情况")],
-                  by: By = None, at: At = None) -> None:
+def item_progress(project: Project, item: Item, by: By, note: Annotated[str, typer.Option(help="进展情况")],
+                  operator: Operator = None, consult: Consult = False, at: At = None, wait: Wait = 15) -> None:
     """报告办理进度。"""
-    _report_item("progress", project, item, by, at, note=note)
+    _item_request("progress", project, item, by, operator, consult, at, wait, note=note)
 
 
 @item_app.command("block")
-def item_block(project: Project, item: Item, reason: Annotated[str, typer.Option(help="堵点/卡点成因")],
+def item_block(project: Project, item: Item, by: By, reason: Annotated[str, typer.Option(help="堵点/卡点成因")],
                resolver: Annotated[str, typer.Option(help="须由哪个单位解决（单位编码）")],
-               by: By = None, at: At = None) -> None:
+               operator: Operator = None, consult: Consult = False, at: At = None, wait: Wait = 15) -> None:
     """报告堵点/卡点：原因与须由谁解决。"""
-    _report_item("block", project, item, by, at, reason=reason, resolver=resolver)
+    _item_request("block", project, item, by, operator, consult, at, wait, reason=reason, resolver=resolver)
 
 
 @item_app.command("unblock")
-def item_unblock(project: Project, item: Item, by: By = None, at: At = None,
+def item_unblock(project: Project, item: Item, by: By, operator: Operator = None, consult: Consult = False,
+                 at: At = None, wait: Wait = 15,
                  note: Annotated[str | None, typer.Option(help="如何解决的")] = None) -> None:
-    """解除堵点/卡点。"""
-    _report_item("unblock", project, item, by, at, note=note)
+    """解除堵点/卡点（承办单位或须解决的单位）。"""
+    _item_request("unblock", project, item, by, operator, consult, at, wait, note=note)
 
 
 @item_app.command("suspend")
-def item_suspend(project: Project, item: Item, reason: Annotated[str, typer.Option(help="等待企业补正的内容")],
-                 by: By = None, at: At = None) -> None:
-    """中止办理，等待企业补正材料（时限暂停计算）。"""
-    _report_item("suspend", project, item, by, at, reason=reason)
+def item_suspend(project: Project, item: Item, by: By, reason: Annotated[str, typer.Option(help="等待企业补正的内容")],
+                 operator: Operator = None, consult: Consult = False, at: At = None, wait: Wait = 15) -> None:
+    """中止办理，等待企业补正材料（计时暂停）。"""
+    _item_request("suspend", project, item, by, operator, consult, at, wait, reason=reason)
 
 
 @item_app.command("resume")
-def item_resume(project: Project, item: Item, by: By = None, at: At = None,
-                note: Annotated[str | None, typer.Option(help="备注")] = None) -> None:
-    """企业补正后恢复办理（时限继续计算）。"""
-    _report_item("resume", project, item, by, at, note=note)
+def item_resume(project: Project, item: Item, by: By, operator: Operator = None, consult: Consult = False,
+                at: At = None, wait: Wait = 15, note: Annotated[str | None, typer.Option(help="备注")] = None) -> None:
+    """企业补正后恢复办理（继续计时）。"""
+    _item_request("resume", project, item, by, operator, consult, at, wait, note=note)
 
 
 @item_app.command("complete")
-def item_complete(project: Project, item: Item, by: By = None, at: At = None,
-                  note: Annotated[str | None, typer.Option(help="备注")] = None) -> None:
+def item_complete(project: Project, item: Item, by: By, operator: Operator = None, consult: Consult = False,
+                  at: At = None, wait: Wait = 15, note: Annotated[str | None, typer.Option(help="备注")] = None) -> None:
     """办结事项。"""
-    _report_item("complete", project, item, by, at, note=note)
+    _item_request("complete", project, item, by, operator, consult, at, wait, note=note)
 
 
 @item_app.command("deliver")
-def item_deliver(project: Project, item: Item,
+def item_deliver(project: Project, item: Item, by: By,
                  result: Annotated[list[str], typer.Option(help="移交的审批结果（可重复），如证照名称及文号")],
-                 by: By = None, at: At = None, note: Annotated[str | None, typer.Option(help="备注")] = None) -> None:
+                 operator: Operator = None, consult: Consult = False, at: At = None, wait: Wait = 15,
+                 note: Annotated[str | None, typer.Option(help="备注")] = None) -> None:
     """向企业一次性完整移交审批结果。"""
-    _report_item("deliver", project, item, by, at, results=tuple(result), note=note)
+    _item_request("deliver", project, item, by, operator, consult, at, wait, results=tuple(result), note=note)
+
+
+@task_order_app.command("issue")
+def task_order_issue(project: Project, item: Item, by: By, operator: Operator = None, consult: Consult = False,
+                     at: At = None, wait: Wait = 15,
+                     note: Annotated[str | None, typer.Option(help="任务要求")] = None) -> None:
+    """经济发展招商服务局下发“专业跑腿”服务任务单（事项具备办理条件后）。"""
+    _item_request("issue", project, item, by, operator, consult, at, wait, note=note)
+
+
+@task_order_app.command("accept")
+def task_order_accept(project: Project, item: Item, by: By,
+                      specialist: Annotated[str, typer.Option(help="服务专员姓名")],
+                      phone: Annotated[str, typer.Option(help="服务专员电话")],
+                      operator: Operator = None, consult: Consult = False, at: At = None, wait: Wait = 15) -> None:
+    """政联公司接收任务单并指定服务专员。"""
+    _item_request("accept_order", project, item, by, operator, consult, at, wait, specialist_name=specialist,
+                  specialist_phone=phone)
 
 
 @app.command()
-def rate(project: Project, provider: Annotated[str, typer.Option(help="被评价的服务单位（单位编码）")],
-         by: Annotated[str, typer.Option("--by", help="评价人：enterprise（服务对象）或 recruiting_unit（项目招引单位）")],
-         level: Annotated[str, typer.Option(help="非常满意 / 满意 / 基本满意 / 不满意 / 非常不满意")],
-         comment: Annotated[str | None, typer.Option(help="评价意见")] = None, at: At = None) -> None:
-    """提交“好差评”：差评（不满意及以下）会生成整改事项，须由服务单位整改后关闭。"""
-    import uuid
-    from datetime import UTC, datetime
+def assess(project: Project, provider: Annotated[str, typer.Option(help="被测评的服务单位（单位编码）")],
+           rater: Annotated[str, typer.Option(help="评价人类别：enterprise（服务对象）或 recruiting_unit（项目招引单位）")],
+           by: Annotated[str, typer.Option("--by", help="提交人：企业的统一社会信用代码，或招引单位编码")],
+           score: Annotated[list[str], typer.Option(help="指标得分 指标编码=分数，每个指标一次（见 evaluation.yaml）")],
+           year: Annotated[int | None, typer.Option(help="测评年度（默认今年）")] = None,
+           comment: Annotated[str | None, typer.Option(help="评价意见")] = None,
+           operator: Operator = None, at: At = None, wait: Wait = 15) -> None:
+    """提交综合测评（方案五(六)）：按问卷逐项打分；低于差评线的须由服务单位限期整改。"""
+    from services.common.messages import SubmitAssessment
+    from services.evaluation.ledger import local_day
 
-    from services.common.messages import RatingSubmitted, Satisfaction
-
-    if level not in {s.value for s in Satisfaction}:
-        _fail(f"--level 只能是 {' / '.join(s.value for s in Satisfaction)}，而不是 {level!r}")
-    if by not in ("enterprise", "recruiting_unit"):
-        _fail("--by 只能是 enterprise 或 recruiting_unit")
-    event = RatingSubmitted(event_id=str(uuid.uuid4()), occurred_at=_when(at), recorded_at=datetime.now(UTC),
-                            project_code=project, provider=provider, rater=by,
-                            level=Satisfaction(level), comment=comment)
-    _publish_events([event])
-    follow = "；这是差评，已生成整改事项：整改后请运行 zeroerrand rectify " + event.event_id if event.level.is_bad else ""
-    typer.echo(f"已提交评价 {event.event_id}：{project} / {provider}：{level}{follow}")
+    if rater not in ("enterprise", "recruiting_unit"):
+        _fail("--rater 只能是 enterprise 或 recruiting_unit")
+    scores: dict[str, float] = {}
+    for pair in score:
+        code, sep, text = pair.partition("=")
+        try:
+            scores[code] = float(text)
+        except ValueError:
+            sep = ""
+        if not sep:
+            _fail(f"--score 需写成 指标编码=分数，而不是 {pair!r}")
+    moment = _when(at)
+    command = _submit(SubmitAssessment, wait, f"对 {provider} 的测评（{project}）", project_code=project,
+                      provider=provider, rater=rater, requested_by=by, operator=operator, occurred_at=moment,
+                      year=year or local_day(moment).year, scores=scores, comment=comment)
+    typer.echo(f"测评编号 {command.request_id}")
 
 
 @app.command()
-def rectify(rating_id: Annotated[str, typer.Argument(help="差评的评价编号（rate 命令输出的 event_id）")],
-            provider: Annotated[str, typer.Option(help="整改的服务单位（单位编码）")],
-            note: Annotated[str, typer.Option(help="整改说明")], at: At = None) -> None:
-    """服务单位关闭差评的整改事项。"""
-    import uuid
-    from datetime import UTC, datetime
+def rectify(assessment_id: Annotated[str, typer.Argument(help="差评的测评编号（assess 命令输出的测评编号）")],
+            by: Annotated[str, typer.Option("--by", help="整改的服务单位（单位编码）")],
+            note: Annotated[str, typer.Option(help="整改说明")], operator: Operator = None, at: At = None,
+            wait: Wait = 15) -> None:
+    """服务单位提交差评整改说明，关闭整改事项。"""
+    from services.common.messages import RectifyAssessment
 
-    from services.common.messages import RatingRectified
+    _submit(RectifyAssessment, wait, f"测评 {assessment_id} 的整改说明", assessment_id=assessment_id, requested_by=by,
+            operator=operator, note=note, occurred_at=_when(at))
 
-    event = RatingRectified(event_id=str(uuid.uuid4()), occurred_at=_when(at), recorded_at=datetime.now(UTC),
-                            rating_id=rating_id, provider=provider, note=note)
-    _publish_events([event])
-    typer.echo(f"已提交整改说明：评价 {rating_id}（{provider}）")
+
+def _ledger(store: Any, publisher: Any) -> Any:
+    from services.common.settings import EvaluationSettings
+    from services.evaluation.handlers import Ledger
+    from services.evaluation.repository import MongoLedgerRepository
+    from services.evaluation.scoring import load_config
+    from services.evaluation.working_days import WorkingCalendar
+
+    settings = EvaluationSettings()
+    units = _book(settings.rules_dir).units
+    return Ledger(MongoLedgerRepository(store), publisher, WorkingCalendar(), load_config(settings.rules_dir),
+                  {code: unit.name for code, unit in units.items()})
 
 
 @app.command()
 def sweep(today: Annotated[str | None, typer.Option(help="按哪一天计算（YYYY-MM-DD，默认今天）")] = None) -> None:
-    """立即检查一遍超时事项，发出预警/黄牌/红牌（评价服务也会定时检查）。"""
+    """立即检查一遍超时事项（首问响应与法定时限），发出预警/黄牌/红牌（评价服务也会定时检查）。"""
     from datetime import UTC, date, datetime
 
     from services.common.bus import BrokerPublisher, make_broker
     from services.common.storage import store_session
     from services.common.topology import declare_topology
-    from services.evaluation.handlers import sweep_overdue
-    from services.evaluation.repository import COLLECTIONS, LedgerRepository, local_day
-    from services.evaluation.working_days import WorkingCalendar
+    from services.evaluation import handlers
+    from services.evaluation.ledger import CLOCK_NAMES_ZH, local_day
+    from services.evaluation.repository import COLLECTIONS
 
     now = datetime.now(UTC)
     day = date.fromisoformat(today) if today else local_day(now)
@@ -483,70 +543,113 @@ def sweep(today: Annotated[str | None, typer.Option(help="按哪一天计算（Y
         async with store_session(collections=COLLECTIONS) as store, broker:
             await broker.connect()
             await declare_topology(broker)
-            return await sweep_overdue(LedgerRepository(store), BrokerPublisher(broker), WorkingCalendar(), day, now)
+            return await handlers.sweep(_ledger(store, BrokerPublisher(broker)), day, now)
 
     found = asyncio.run(run())
     typer.echo(f"按 {day} 计算，发出 {len(found)} 条超时提醒")
     for event in found:
-        level = OVERDUE_LEVEL_NAMES_ZH[event.level]
-        typer.echo(f"  {event.project_code}/{event.item_code} {level}：已用 {event.working_days_used}/"
-                   f"{event.time_limit_days} 个工作日，到期日 {event.due_on}")
+        typer.echo(f"  {event.project_code}/{event.item_code} {CLOCK_NAMES_ZH[event.clock]}"
+                   f"{OVERDUE_LEVEL_NAMES_ZH[event.level]}：已用 {event.working_days_used}/{event.time_limit_days} "
+                   f"个工作日，到期日 {event.due_on}")
 
 
 @ledger_app.command("show")
 def ledger_show(project: Project,
                 today: Annotated[str | None, typer.Option(help="按哪一天计算已用工作日（默认今天）")] = None,
                 as_json: Annotated[bool, typer.Option("--json", help="输出 JSON")] = False) -> None:
-    """项目台账：每个事项的阶段、服务方式、承办单位、状态、已用工作日/时限、堵点及须由谁解决、超时预警。"""
+    """项目台账：每个事项的阶段、服务方式、承办单位、状态、等待的前置事项、两个时钟（首问响应、法定时限）、
+    任务单、堵点及须由谁解决、超时预警。"""
     from datetime import UTC, date, datetime
 
-    from services.common.domain import MODE_NAMES_ZH, ServiceMode, Stage
+    from services.common.settings import EvaluationSettings
     from services.common.storage import store_session
-    from services.evaluation.ledger import STATE_NAMES_ZH, ItemState
-    from services.evaluation.repository import COLLECTIONS, LedgerRepository, item_record, local_day
+    from services.evaluation.ledger import CLOCK_NAMES_ZH, STATE_NAMES_ZH, ItemState, clock_readings, local_day
+    from services.evaluation.repository import COLLECTIONS, MongoLedgerRepository
+    from services.evaluation.scoring import load_config
     from services.evaluation.working_days import WorkingCalendar
 
-    async def load() -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    async def load() -> tuple[Any, list[Any]]:
         async with store_session(collections=COLLECTIONS) as store:
-            ledger = LedgerRepository(store)
-            return await ledger.project(project), await ledger.project_items(project)
+            repo = MongoLedgerRepository(store)
+            return await repo.project(project), await repo.project_items(project)
 
     head, items = asyncio.run(load())
     if head is None:
         _fail(f"台账中没有项目 {project}")
-    assert head is not None
     day = date.fromisoformat(today) if today else local_day(datetime.now(UTC))
     calendar = WorkingCalendar()
+    config = load_config(EvaluationSettings().rules_dir)
     book = _book(None)
+
+    def short(code: str) -> str:
+        return book.units[code].short_name if code in book.units else code
+
+    delivered = {i.item_code for i in items if i.state is ItemState.DELIVERED}
     rows = []
-    for doc in sorted(items, key=lambda d: (list(Stage).index(Stage(d["stage"])), d["item_code"])):
-        record = item_record(doc)
-        used = calendar.working_days_used(record.routed_on, record.finished_on or day, record.pauses)
-        due = calendar.due_date(record.routed_on, record.time_limit_days, record.pauses, day)
-        open_blockers = [b for b in doc["blockers"] if b["closed_at"] is None]
-        rows.append({"item": doc["item_code"], "name": doc["item_name"], "stage": STAGE_NAMES_ZH[Stage(doc["stage"])],
-                     "mode": MODE_NAMES_ZH[ServiceMode(doc["mode"])],
-                     "unit": book.units[doc["responsible_unit"]].short_name if doc["responsible_unit"] in book.units
-                     else doc["responsible_unit"],
-                     "state": STATE_NAMES_ZH[ItemState(doc["state"])], "used": used, "limit": doc["time_limit_days"],
-                     "due": due.isoformat(), "overdue": list(doc["overdue_sent"]),
-                     "blockers": [{"reason": b["reason"], "resolver": book.units[b["resolver"]].short_name
-                                   if b["resolver"] in book.units else b["resolver"]} for b in open_blockers],
-                     "late_records": sum(1 for h in doc["history"] if h.get("late"))})
+    for item in sorted(items, key=lambda i: (list(Stage).index(i.stage), i.item_code, i.request.value)):
+        clocks = clock_readings(item, calendar, day, config.service_response_days)
+        order = item.task_order
+        rows.append({
+            "item": item.item_code, "request": item.request.value, "name": item.item_name,
+            "stage": STAGE_NAMES_ZH[item.stage], "mode": MODE_NAMES_ZH[item.mode], "unit": short(item.responsible_unit),
+            "state": STATE_NAMES_ZH[item.state], "waiting_for": list(item.waiting_for(delivered))
+            if item.state is ItemState.WAITING else [],
+            "clocks": {name: {"name": CLOCK_NAMES_ZH[name], "used": r.used, "limit": r.limit, "due": r.due_on.isoformat(),
+                              "running": r.end is None, "late": r.late} for name, r in clocks.items()},
+            "task_order": None if order is None else {"number": order.number, "state": order.state,
+                                                      "automatic": order.automatic, "specialist": order.specialist_name,
+                                                      "phone": order.specialist_phone},
+            "task_order_required": item.task_order_required,
+            "overdue": list(item.overdue_sent),
+            "blockers": [{"reason": b.reason, "resolver": short(b.resolver)} for b in item.open_blockers],
+            "late_records": sum(1 for h in item.history if h.late)})
     if as_json:
-        typer.echo(_dump({"project": head, "items": rows}))
+        typer.echo(_dump({"project": head.model_dump(mode="json"), "items": rows}))
         return
-    delivered = "已全部移交" if head.get("delivered_at") else "办理中"
-    typer.echo(f"项目 {project}（{head['name']}）服务对象：{head['enterprise']}；签约 {head['signed_on']}；{delivered}")
+    delivered_text = "已全部移交" if head.delivered_at else "办理中"
+    typer.echo(f"项目 {project}（{head.name}）服务对象：{head.enterprise}；签约 {head.signed_on}；{delivered_text}")
+    order_states = {"issued": "已下发，待接收", "accepted": "已接收", "closed": "已办结"}
     for r in rows:
-        flags = "、".join(OVERDUE_LEVEL_NAMES_ZH[x] for x in r["overdue"])
-        blockers = "；".join(f"堵点：{b['reason']}（须由{b['resolver']}解决）" for b in r["blockers"])
-        late = f"；补录 {r['late_records']} 条" if r["late_records"] else ""
-        typer.echo(f"{r['stage']:<8}\t{r['item']} {r['name']}\t{r['mode']}\t{r['unit']}\t{r['state']}\t"
-                   f"已用 {r['used']}/{r['limit']} 工作日，到期 {r['due']}"
-                   f"{'  【' + flags + '】' if flags else ''}{'  ' + blockers if blockers else ''}{late}")
+        parts = [f"{r['stage']:<8}", f"{r['item']} {r['name']}{'（仅咨询）' if r['request'] == 'consult' else ''}",
+                 r["mode"], r["unit"], r["state"]]
+        if r["waiting_for"]:
+            parts.append("等待 " + "、".join(r["waiting_for"]) + " 办结移交")
+        for clock in r["clocks"].values():
+            state = "计时中" if clock["running"] else "已停止"
+            parts.append(f"{clock['name']} 已用 {clock['used']}/{clock['limit']} 工作日（{state}），到期 {clock['due']}"
+                         + ("，超时" if clock["late"] else ""))
+        if r["task_order"]:
+            t = r["task_order"]
+            who = f"，服务专员 {t['specialist']}（{t['phone']}）" if t["specialist"] else ""
+            parts.append(f"任务单 {t['number']} {order_states[t['state']]}{'（自动下发）' if t['automatic'] else ''}{who}")
+        elif r["task_order_required"] and not r["waiting_for"]:
+            parts.append("任务单待经济发展招商服务局下发")
+        if r["overdue"]:
+            parts.append("【" + "、".join(CLOCK_NAMES_ZH[x.split(':')[0]] + OVERDUE_LEVEL_NAMES_ZH[x.split(':')[1]]
+                                         for x in r["overdue"]) + "】")
+        parts += [f"堵点：{b['reason']}（须由{b['resolver']}解决）" for b in r["blockers"]]
+        if r["late_records"]:
+            parts.append(f"补录 {r['late_records']} 条")
+        typer.echo("\t".join(parts))
     for warning in calendar.warnings:
         typer.echo(f"注意：{warning}", err=True)
+
+
+@ledger_app.command("requests")
+def ledger_requests(limit: Annotated[int, typer.Option(help="最多显示条数")] = 50) -> None:
+    """被台账拒绝的请求及原因（首问负责、状态不符、测评不合规等）。"""
+    from services.common.storage import store_session
+    from services.evaluation.repository import COLLECTIONS, MongoLedgerRepository
+
+    async def load() -> list[Any]:
+        async with store_session(collections=COLLECTIONS) as store:
+            return await MongoLedgerRepository(store).refused(limit)
+
+    found = asyncio.run(load())
+    typer.echo(f"共 {len(found)} 条被拒绝的请求")
+    for outcome in found:
+        typer.echo(f"{outcome.recorded_at:%Y-%m-%d %H:%M}  {outcome.request_type:<22} {outcome.requested_by}  "
+                   f"{outcome.request_id}：{outcome.reason}")
 
 
 @app.command()
@@ -555,36 +658,35 @@ def report(year: Annotated[int, typer.Option(help="评价年度")],
                help="评价单位：gov_service_bureau（帮办代办、联审联批）或 econ_dev_bureau（专业跑腿）；默认全部")] = None,
            out: Annotated[Path | None, typer.Option(help="报告目录（默认 reports/<年度>[-<评价单位>]）")] = None,
            today: Annotated[str | None, typer.Option(help="按哪一天判断未办结事项是否超时（默认今天）")] = None) -> None:
-    """年度综合评价：每个服务单位、每种服务方式的百分制得分（70 分合格），退出/整改名单，图表（HTML）与 CSV。"""
+    """年度综合评价：每个服务单位、每种服务方式的综合测评得分（70 分合格）、未评价单位、退出/整改名单、
+    评价意见，台账数据作参考；图表（HTML）与 CSV。"""
     from datetime import UTC, date, datetime
 
+    from services.common.settings import EvaluationSettings
     from services.common.storage import store_session
+    from services.evaluation.ledger import local_day
     from services.evaluation.report import summary_table, write_report
-    from services.evaluation.repository import COLLECTIONS, LedgerRepository, item_record, local_day, rating_record
+    from services.evaluation.repository import COLLECTIONS, MongoLedgerRepository
     from services.evaluation.scoring import evaluate, load_config
     from services.evaluation.working_days import WorkingCalendar
 
     if evaluator not in (None, "gov_service_bureau", "econ_dev_bureau"):
         _fail("--evaluator 只能是 gov_service_bureau 或 econ_dev_bureau（政策五(六)）")
-    from services.common.settings import EvaluationSettings
-
     book = _book(None)
     try:
         config = load_config(EvaluationSettings().rules_dir)
     except RulesError as exc:
-        _fail([f"评价权重文件有 {len(exc.problems)} 处错误："] + [f"  {p}" for p in exc.problems])
+        _fail([f"评价规则文件有 {len(exc.problems)} 处错误："] + [f"  {p}" for p in exc.problems])
 
-    async def load() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    async def load() -> tuple[list[Any], list[Any]]:
         async with store_session(collections=COLLECTIONS) as store:
-            ledger = LedgerRepository(store)
-            return await ledger.all_items(), await ledger.all_ratings()
+            repo = MongoLedgerRepository(store)
+            return await repo.all_items(), await repo.assessments(year)
 
-    item_docs, rating_docs = asyncio.run(load())
+    items, assessments = asyncio.run(load())
     now = datetime.now(UTC)
     day = date.fromisoformat(today) if today else local_day(now)
-    records = [item_record(d) for d in item_docs]
-    result = evaluate(year, records, [rating_record(d) for d in rating_docs], config, book.units, WorkingCalendar(), day, now,
-                      evaluator=evaluator)
+    result = evaluate(year, items, assessments, config, book.units, WorkingCalendar(), day, now, evaluator=evaluator)
     directory = out or Path("reports") / (f"{year}-{evaluator}" if evaluator else str(year))
     written = write_report(result, directory)
     typer.echo(summary_table(result))

@@ -18,8 +18,8 @@ import aio_pika
 import aiormq
 from faststream.rabbit import Channel, RabbitBroker, RabbitExchange
 
-from services.common.messages import Event, Message
-from services.common.topology import EVENTS
+from services.common.messages import Command, Event, Message
+from services.common.topology import EVENTS, REQUESTS
 
 PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 
@@ -41,6 +41,11 @@ class Outgoing:
 def event_out(event: Event) -> Outgoing:
     """An event on ``zeroerrand.events``, routed by its type, with its id as the AMQP message id."""
     return Outgoing(EVENTS, event.type, event, event.event_id, event.type)
+
+
+def request_out(command: Command) -> Outgoing:
+    """A request to the ledger on ``zeroerrand.requests``, routed by its type, its id as the message id."""
+    return Outgoing(REQUESTS, command.type, command, command.request_id, command.type)
 
 
 class Publisher(Protocol):

@@ -17,15 +17,16 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from faststream import AckPolicy, StreamMessage
-from faststream.rabbit import RabbitBroker, RabbitQueue
+from faststream.rabbit import RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
 from pydantic import TypeAdapter, ValidationError
 
-from services.common.messages import AnyEvent, Event
+from services.common.messages import AnyCommand, AnyEvent
 from services.common.topology import DEAD, DELIVERY_LIMIT, EVENTS
 
 log = logging.getLogger(__name__)
 ANY_EVENT = TypeAdapter[Any](AnyEvent)
+ANY_COMMAND = TypeAdapter[Any](AnyCommand)
 
 ERROR_HEADER = "x-zeroerrand-error"
 ERROR_KIND_HEADER = "x-zeroerrand-error-kind"
@@ -119,30 +120,33 @@ class Inflight:
 
 
 def consume_events(broker: RabbitBroker, queue: RabbitQueue, inflight: Inflight,
-                   handle: Callable[[Event], Awaitable[None]], *, description: str) -> Any:
-    """Subscribes ``handle`` to ``zeroerrand.events`` on ``queue``: the event-consumer pattern of
-    the notifier and the evaluation service.
+                   handle: Callable[[Any, bool], Awaitable[None]], *, description: str,
+                   exchange: RabbitExchange = EVENTS, adapter: TypeAdapter[Any] = ANY_EVENT) -> Any:
+    """Subscribes ``handle`` to ``exchange`` (default ``zeroerrand.events``) on ``queue``: the
+    consumer pattern of the notifier and the evaluation service (events, and the ledger's requests).
 
-    Each delivery is decoded as one of the known events (else parked at once with the reason),
-    handled in its own task, and acknowledged only after ``handle`` returns; a failure is retried
-    with back-off and parked with the error on its last attempt. Returns the subscriber, which the
-    service stops first on shutdown before draining ``inflight``.
+    Each delivery is decoded with ``adapter`` (else parked at once with the reason), handled in its
+    own task, and acknowledged only after ``handle(message, final_attempt)`` returns; a failure is
+    retried with back-off and parked with the error on its last attempt (``final_attempt`` tells the
+    handler it is the last one). Returns the subscriber, which the service stops first on shutdown
+    before draining ``inflight``.
     """
-    subscriber = broker.subscriber(queue, EVENTS, ack_policy=AckPolicy.MANUAL, decoder=keep_raw_body,
-                                   title="zeroerrand.events", description=description)
+    subscriber = broker.subscriber(queue, exchange, ack_policy=AckPolicy.MANUAL, decoder=keep_raw_body,
+                                   title=exchange.name, description=description)
 
     async def process(message: RabbitMessage) -> None:
         raw = message.raw_message
         try:
-            event: Event = ANY_EVENT.validate_json(message.body)
+            decoded: Any = adapter.validate_json(message.body)
         except ValidationError as exc:
-            await park(broker, queue, raw, kind="invalid_message", reason=f"事件消息格式无效 / invalid event: {exc}")
+            await park(broker, queue, raw, kind="invalid_message", reason=f"消息格式无效 / invalid message: {exc}")
             await message.ack()
             return
         try:
-            await handle(event)
+            await handle(decoded, is_last_attempt(raw))
         except Exception as exc:
-            log.warning("event %s (%s) on %s not handled yet: %r", event.event_id, event.type, queue.name, exc)
+            ident = getattr(decoded, "event_id", None) or getattr(decoded, "request_id", None)
+            log.warning("message %s (%s) on %s not handled yet: %r", ident, decoded.type, queue.name, exc)
             await retry_or_park(broker, queue, message, exc)
             return
         await message.ack()

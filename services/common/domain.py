@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -109,8 +109,24 @@ class Fee(_Frozen):
     basis: str = Field(min_length=1)
 
 
+class ItemBasis(_Frozen):
+    """Where an item's time limit and approving authority come from (law, regulation, guide)."""
+
+    time_limit: str = Field(min_length=1, description="依据：the source of the time limit")
+    owner: str = Field(min_length=1, description="依据：the source of the approving authority")
+
+
+PREVIOUS_STAGE = "previous_stage"
+
+
 class CatalogItem(_Frozen):
-    """One approval item of the 服务事项清单."""
+    """One approval item of the 服务事项清单.
+
+    ``requires`` says what the item waits for: catalog codes whose results it needs (only those
+    planned for the same project count), or ``previous_stage``: every planned item of the nearest
+    earlier stage that has planned items. Items of one stage with nothing between them run in
+    parallel (并联审批).
+    """
 
     code: str = Field(pattern=r"^[A-Z]{2}-\d{2}$")
     name: str = Field(min_length=1)
@@ -120,6 +136,9 @@ class CatalogItem(_Frozen):
     time_limit_days: int = Field(gt=0, le=365)
     materials: tuple[str, ...] = Field(min_length=1)
     fees: tuple[Fee, ...] = ()
+    requires: tuple[str, ...] | Literal["previous_stage"] = ()
+    basis: ItemBasis
+    to_confirm: str | None = Field(default=None, description="what is not yet confirmed, for the policy office")
     note: str | None = None
 
     def fee_note(self) -> str:
@@ -128,6 +147,15 @@ class CatalogItem(_Frozen):
             return f"{FREE_SERVICE_NOTE}，本事项无需企业缴纳任何费用。"
         fees = "；".join(f"{fee.name}（依据{fee.basis}）" for fee in self.fees)
         return f"{FREE_SERVICE_NOTE}；以下费用由法律法规规定由企业承担，非服务收费：{fees}。"
+
+
+class RetiredItem(_Frozen):
+    """A catalog code that is no longer used; it is never reused for another item."""
+
+    code: str = Field(pattern=r"^[A-Z]{2}-\d{2}$")
+    name: str = Field(min_length=1)
+    reason: str = Field(min_length=1)
+    replaced_by: str | None = None
 
 
 class Decision(_Frozen):

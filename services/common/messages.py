@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -123,14 +122,6 @@ class ServiceStarted(Event):
     rules_version: str
 
 
-class TaskOrder(Message):
-    """专业跑腿服务任务单 issued by 经济发展招商服务局 to 政联公司."""
-
-    number: str
-    issued_by: str
-    assigned_to: str
-
-
 class RoutedItem(Message):
     """An approval item placed on ``zeroerrand.items`` with routing key ``{mode}.{unit}``."""
 
@@ -155,7 +146,8 @@ class RoutedItem(Message):
     time_limit_days: int = Field(description="statutory limit in working days")
     fees: tuple[Fee, ...]
     fee_note: str
-    task_order: TaskOrder | None
+    requires: tuple[str, ...] = Field(default=(), description="planned item codes whose results this item waits for")
+    task_order_required: bool = Field(description="专业跑腿: 经济发展招商服务局 issues a task order when the item is ready")
     decision: Decision
 
 
@@ -196,19 +188,168 @@ class RulesRejected(Event):
     problems: tuple[str, ...]
 
 
-# -- progress events, reported by the units' systems (or ``zeroerrand item ...``) ---------------
+# -- requests (commands) to the ledger, from the units' systems, the enterprise and operators ---------
+
+
+class Command(Message):
+    """A request to the evaluation service, which checks it against the ledger (its state, 首问负责,
+    who served whom, the year) and only then publishes the past-tense event; a refused request is
+    parked with its reason and ``request.refused`` tells the sender.
+
+    ``requested_by`` is the unit code of the sender (for an enterprise's 测评, its 统一社会信用代码);
+    ``operator`` names a person who acted for that unit (recorded as such in the ledger).
+    """
+
+    type: str
+    request_id: str = Field(min_length=1, max_length=200)
+    requested_at: datetime
+    occurred_at: datetime = Field(description="when it happened (a back-filled report says so)")
+    requested_by: str = Field(min_length=1, max_length=200)
+    operator: str | None = Field(default=None, max_length=200)
+
+
+class ItemCommand(Command):
+    project_code: str
+    item_code: str
+    request: Request | None = Field(default=None, description="which plan line, when an item has both a consult "
+                                                               "and a handle line")
+
+
+class ContactEnterprise(ItemCommand):
+    """首问负责: the responsible unit has contacted the enterprise (stops the service clock)."""
+
+    type: Literal["item.contact"] = "item.contact"
+    note: str | None = None
+
+
+class AcceptItem(ItemCommand):
+    """受理: starts the statutory clock (《行政许可法》第四十二条)."""
+
+    type: Literal["item.accept"] = "item.accept"
+    note: str | None = None
+
+
+class ReportProgress(ItemCommand):
+    type: Literal["item.report_progress"] = "item.report_progress"
+    note: str = Field(min_length=1)
+
+
+class ReportBlocker(ItemCommand):
+    """A 堵点/卡点 that ``resolver`` (a unit code) must resolve."""
+
+    type: Literal["item.report_blocker"] = "item.report_blocker"
+    reason: str = Field(min_length=1)
+    resolver: str = Field(min_length=1)
+
+
+class ResolveBlocker(ItemCommand):
+    type: Literal["item.resolve_blocker"] = "item.resolve_blocker"
+    note: str | None = None
+
+
+class SuspendItem(ItemCommand):
+    """Waiting for the enterprise (补正材料, or the project paused): the running clock stops."""
+
+    type: Literal["item.suspend"] = "item.suspend"
+    reason: str = Field(min_length=1)
+
+
+class ResumeItem(ItemCommand):
+    type: Literal["item.resume"] = "item.resume"
+    note: str | None = None
+
+
+class CompleteItem(ItemCommand):
+    type: Literal["item.complete"] = "item.complete"
+    note: str | None = None
+
+
+class DeliverResults(ItemCommand):
+    """一次性完整移交: hand every result to the enterprise at once."""
+
+    type: Literal["item.deliver"] = "item.deliver"
+    results: tuple[str, ...] = Field(min_length=1)
+    note: str | None = None
+
+
+class IssueTaskOrder(ItemCommand):
+    """经济发展招商服务局 issues the 专业跑腿 task order for a ready errand item (policy 四(三))."""
+
+    type: Literal["task_order.issue"] = "task_order.issue"
+    note: str | None = None
+
+
+class AcceptTaskOrder(ItemCommand):
+    """政联公司 accepts the task order and names its 服务专员."""
+
+    type: Literal["task_order.accept"] = "task_order.accept"
+    specialist_name: str = Field(min_length=1)
+    specialist_phone: str = Field(min_length=1)
+
+
+class SubmitAssessment(Command):
+    """综合测评 (policy 五(六)): a service object or recruiting unit answers the questionnaire of
+    ``evaluation.yaml`` for one provider of one project; ``scores`` maps indicator code to points."""
+
+    type: Literal["assessment.submit"] = "assessment.submit"
+    project_code: str
+    provider: str
+    rater: Literal["enterprise", "recruiting_unit"]
+    year: int = Field(ge=2000, le=2100)
+    scores: dict[str, float]
+    comment: str | None = Field(default=None, max_length=2000, description="评价意见")
+
+
+class RectifyAssessment(Command):
+    """The provider closes the rectification a 差评 opened."""
+
+    type: Literal["assessment.rectify"] = "assessment.rectify"
+    assessment_id: str
+    note: str = Field(min_length=1)
+
+
+AnyCommand = Annotated[
+    ContactEnterprise | AcceptItem | ReportProgress | ReportBlocker | ResolveBlocker | SuspendItem | ResumeItem
+    | CompleteItem | DeliverResults | IssueTaskOrder | AcceptTaskOrder | SubmitAssessment | RectifyAssessment,
+    Field(discriminator="type"),
+]
+
+
+# -- events the ledger publishes -----------------------------------------------------------------
 
 
 class ItemEvent(Event):
-    """An event about one routed item of one project, reported by ``reported_by`` (a unit code)."""
+    """An event about one item of one project, as the ledger recorded it.
+
+    ``reported_by`` is the unit whose request it was (``operator``: a person acting for it);
+    ``request_id`` the request it answers (none for what the ledger itself decides).
+    """
 
     project_code: str
     item_code: str
+    request: Request = Request.HANDLE
     reported_by: str
+    operator: str | None = None
+    request_id: str | None = None
+
+
+class ItemReady(ItemEvent):
+    """Every prerequisite is delivered (or not planned): the item can be done; the service clock starts."""
+
+    type: Literal["item.ready"] = "item.ready"
+    waited_for: tuple[str, ...] = ()
+    task_order_required: bool = False
+
+
+class ItemContacted(ItemEvent):
+    """首问负责: the responsible unit contacted the enterprise."""
+
+    type: Literal["item.contacted"] = "item.contacted"
+    note: str | None = None
 
 
 class ItemAccepted(ItemEvent):
-    """The responsible unit accepted (受理) the item."""
+    """The responsible unit accepted (受理) the item: the statutory clock starts."""
 
     type: Literal["item.accepted"] = "item.accepted"
     note: str | None = None
@@ -225,7 +366,7 @@ class ItemUnblocked(ItemEvent):
 
 
 class ItemSuspended(ItemEvent):
-    """Waiting for the enterprise (补正材料): the time-limit clock stops."""
+    """Waiting for the enterprise (补正材料): the running clock stops."""
 
     type: Literal["item.suspended"] = "item.suspended"
     reason: str = Field(min_length=1)
@@ -251,10 +392,17 @@ class ItemBlocked(ItemEvent):
     resolver: str = Field(description="unit code of whoever must resolve the blocker")
 
 
+Clock = Literal["service", "statutory"]
+
+
 class ItemOverdue(ItemEvent):
-    """The item's time limit is near or past (one event per level)."""
+    """A clock of the item is near or past its limit (one event per clock and level).
+
+    ``clock``: ``service`` (首问负责: contact the enterprise within N working days of ready) or
+    ``statutory`` (the catalog's limit, from 受理)."""
 
     type: Literal["item.overdue"] = "item.overdue"
+    clock: Clock = "statutory"
     level: Literal["warning", "yellow", "red"]
     due_on: date
     working_days_used: int
@@ -269,6 +417,31 @@ class ItemDelivered(ItemEvent):
     note: str | None = None
 
 
+class TaskOrderIssued(ItemEvent):
+    """专业跑腿服务任务单 issued by 经济发展招商服务局 (``automatic``: by the rule in evaluation.yaml)."""
+
+    type: Literal["task_order.issued"] = "task_order.issued"
+    number: str
+    issued_by: str
+    assigned_to: str
+    automatic: bool = False
+    note: str | None = None
+
+
+class TaskOrderAccepted(ItemEvent):
+    type: Literal["task_order.accepted"] = "task_order.accepted"
+    number: str
+    specialist_name: str
+    specialist_phone: str
+
+
+class TaskOrderClosed(ItemEvent):
+    """The item's results were delivered: the task order is done."""
+
+    type: Literal["task_order.closed"] = "task_order.closed"
+    number: str
+
+
 class ProjectDelivered(Event):
     """Every item of the project has been delivered."""
 
@@ -277,44 +450,50 @@ class ProjectDelivered(Event):
     items_delivered: int
 
 
-class Satisfaction(StrEnum):
-    """The 好差评 five levels."""
+class AssessmentSubmitted(Event):
+    """A 测评 the ledger accepted; ``bad`` (差评) opens a rectification due on ``rectify_by``."""
 
-    VERY_SATISFIED = "非常满意"
-    SATISFIED = "满意"
-    FAIRLY_SATISFIED = "基本满意"
-    DISSATISFIED = "不满意"
-    VERY_DISSATISFIED = "非常不满意"
-
-    @property
-    def is_bad(self) -> bool:
-        """差评: 不满意 or worse, which opens a follow-up the provider must close."""
-        return self in (Satisfaction.DISSATISFIED, Satisfaction.VERY_DISSATISFIED)
-
-
-class RatingSubmitted(Event):
-    """A service object or recruiting unit rates a provider's service on a project."""
-
-    type: Literal["rating.submitted"] = "rating.submitted"
+    type: Literal["assessment.submitted"] = "assessment.submitted"
+    assessment_id: str
     project_code: str
-    provider: str = Field(description="unit code of the rated provider")
-    rater: Literal["enterprise", "recruiting_unit"]
-    level: Satisfaction
-    comment: str | None = None
-
-
-class RatingRectified(Event):
-    """The provider closes the follow-up of a 差评 with its rectification note."""
-
-    type: Literal["rating.rectified"] = "rating.rectified"
-    rating_id: str = Field(description="event_id of the rating.submitted")
     provider: str
-    note: str = Field(min_length=1)
+    rater: Literal["enterprise", "recruiting_unit"]
+    requested_by: str
+    year: int
+    scores: dict[str, float]
+    total: float
+    comment: str | None = None
+    bad: bool
+    rectify_by: date | None = None
+
+
+class AssessmentRectified(Event):
+    type: Literal["assessment.rectified"] = "assessment.rectified"
+    assessment_id: str
+    project_code: str
+    provider: str
+    note: str
+    late: bool
+
+
+class RequestRefused(Event):
+    """The ledger refused a request; ``reason`` (Chinese) says why. The sender is told."""
+
+    type: Literal["request.refused"] = "request.refused"
+    request_id: str
+    request_type: str
+    requested_by: str
+    operator: str | None = None
+    project_code: str | None = None
+    item_code: str | None = None
+    reason: str
 
 
 AnyEvent = Annotated[
     AgreementSigned | AgreementRejected | ServiceStarted | ItemRouted | ItemUnroutable
-    | RulesActivated | RulesRejected | ItemAccepted | ItemProgress | ItemBlocked | ItemUnblocked | ItemSuspended
-    | ItemResumed | ItemCompleted | ItemOverdue | ItemDelivered | ProjectDelivered | RatingSubmitted | RatingRectified,
+    | RulesActivated | RulesRejected | ItemReady | ItemContacted | ItemAccepted | ItemProgress | ItemBlocked
+    | ItemUnblocked | ItemSuspended | ItemResumed | ItemCompleted | ItemOverdue | ItemDelivered | TaskOrderIssued
+    | TaskOrderAccepted | TaskOrderClosed | ProjectDelivered | AssessmentSubmitted | AssessmentRectified
+    | RequestRefused,
     Field(discriminator="type"),
 ]

@@ -18,6 +18,8 @@ DELIVERY_LIMIT = 5
 AGREEMENTS = RabbitExchange("zeroerrand.agreements", type=ExchangeType.TOPIC, durable=True)
 ITEMS = RabbitExchange("zeroerrand.items", type=ExchangeType.TOPIC, durable=True)
 EVENTS = RabbitExchange("zeroerrand.events", type=ExchangeType.TOPIC, durable=True)
+# Requests (commands) to the ledger from the units' systems, the enterprise and operators; routing key = type.
+REQUESTS = RabbitExchange("zeroerrand.requests", type=ExchangeType.TOPIC, durable=True)
 DEAD = RabbitExchange("zeroerrand.dead", type=ExchangeType.DIRECT, durable=True)
 
 AGREEMENT_SIGNED = "agreement.signed"
@@ -50,6 +52,7 @@ def dead_letter_queue(queue: RabbitQueue) -> RabbitQueue:
 ROUTER_QUEUE = _quorum("zeroerrand.router.agreements", AGREEMENT_SIGNED)
 NOTIFIER_QUEUE = _quorum("zeroerrand.notifier.events", "#")
 EVALUATION_QUEUE = _quorum("zeroerrand.evaluation.events", "#")
+LEDGER_REQUESTS_QUEUE = _quorum("zeroerrand.evaluation.requests", "#")
 
 MODE_QUEUES = {mode: _quorum(f"zeroerrand.items.{mode.value}", f"{mode.value}.#") for mode in ServiceMode}
 UNROUTABLE_QUEUE = _quorum("zeroerrand.items.unroutable", UNROUTABLE_KEY)
@@ -59,15 +62,16 @@ BINDINGS: tuple[tuple[RabbitExchange, RabbitQueue], ...] = (
     (AGREEMENTS, ROUTER_QUEUE),
     (EVENTS, NOTIFIER_QUEUE),
     (EVENTS, EVALUATION_QUEUE),
+    (REQUESTS, LEDGER_REQUESTS_QUEUE),
     *((ITEMS, q) for q in MODE_QUEUES.values()),
     (ITEMS, UNROUTABLE_QUEUE),
 )
-CONSUMER_QUEUES = (ROUTER_QUEUE, NOTIFIER_QUEUE, EVALUATION_QUEUE, *MODE_QUEUES.values(), UNROUTABLE_QUEUE)
+CONSUMER_QUEUES = (ROUTER_QUEUE, NOTIFIER_QUEUE, EVALUATION_QUEUE, LEDGER_REQUESTS_QUEUE, *MODE_QUEUES.values(), UNROUTABLE_QUEUE)
 
 
 async def declare_topology(broker: Any) -> None:
     """Declares every exchange, queue, binding and dead-letter queue on a connected broker."""
-    for exchange in (AGREEMENTS, ITEMS, EVENTS, DEAD):
+    for exchange in (AGREEMENTS, ITEMS, EVENTS, REQUESTS, DEAD):
         await broker.declare_exchange(exchange)
     for exchange, queue in BINDINGS:
         declared = await broker.declare_queue(queue)
@@ -75,3 +79,4 @@ async def declare_topology(broker: Any) -> None:
     for queue in CONSUMER_QUEUES:
         dead = await broker.declare_queue(dead_letter_queue(queue))
         await dead.bind(DEAD.name, routing_key=queue.name)
+

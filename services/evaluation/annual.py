@@ -3,38 +3,75 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
+from typing import Literal
 
 from services.common.domain import ServiceMode, Stage
+
+Status = Literal["合格", "不合格", "未评价"]
+
+
+@dataclass(frozen=True)
+class Opinion:
+    """One 评价意见 of a 测评, for the policy's revision (五(七))."""
+
+    project_code: str
+    rater: str  # 服务对象 / 项目招引单位
+    total: float
+    comment: str
+
+
+@dataclass(frozen=True)
+class LateRectification:
+    assessment_id: str
+    project_code: str
+    rectify_by: date
+    rectified_on: date | None  # None: still not rectified
 
 
 @dataclass(frozen=True)
 class ProviderScore:
-    """One provider's 100-point score for one service mode in one year."""
+    """One provider's 100-point score for one service mode in one year.
+
+    The score is the 综合测评 of the year (policy 五(六)): the questionnaire's totals averaged per rater
+    group and weighted by group; the ledger's figures are shown beside it and count only with a weight
+    in ``evaluation.yaml``. Without any 测评 of the year the provider is 未评价: no score, not a fail.
+    """
 
     provider: str  # unit code of the unit that did the work
     provider_name: str
     mode: ServiceMode  # assist / joint / errand: the mode it is evaluated as (consult counts as its mode)
     evaluator: str  # unit code: gov_service_bureau (assist, joint) or econ_dev_bureau (errand)
     items: int  # items of the year handled by this provider in this mode
-    on_time: int  # finished (completed or delivered) within the time limit
-    late: int  # finished after the limit, or still open past it
-    open_items: int  # not finished yet and not past the limit
-    ratings: int
-    bad_ratings: int  # 差评: 不满意 or 非常不满意
-    rectified: int  # 差评 whose follow-up the provider closed with a rectification note
-    satisfaction: float | None  # 0..100; None without any rating
-    timeliness: float | None  # 0..100; None without any finished or overdue item
-    rectification: float | None  # 0..100; None without any rating, 100 with ratings but no 差评
-    score: float  # 0..100, one decimal
-    passed: bool  # score >= pass mark
+    open_items: int  # not finished yet
+    service_on_time: int  # 首问响应 within the limit
+    service_late: int  # after the limit, or still not contacted past it
+    statutory_on_time: int  # finished within the statutory limit from 受理
+    statutory_late: int
+    assessments: int  # 测评 of the year
+    enterprise: float | None  # mean total of the service objects' 测评 (0..100)
+    recruiting_unit: float | None  # mean total of the recruiting units' 测评
+    questionnaire: float | None  # the groups' means weighted by rater_weights
+    service_rate: float | None  # reference: % of service clocks on time
+    statutory_rate: float | None  # reference: % of statutory clocks on time
+    rectification_rate: float | None  # reference: % of 差评 rectified by their deadline (None without 差评)
+    bad: int  # 差评 of the year
+    rectified: int  # rectified (on time or late)
+    late_rectifications: tuple[LateRectification, ...]
+    opinions: tuple[Opinion, ...]
+    score: float | None  # 0..100, one decimal; None when 未评价
+    status: Status
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "合格"
 
 
 @dataclass(frozen=True)
 class StageTimeliness:
     stage: Stage
     stage_name: str
-    items: int  # finished items of the stage
+    items: int  # items of the stage whose statutory clock ended (completed)
     on_time: int
     rate: float  # 0..100; 0 when no item finished
 
@@ -43,7 +80,7 @@ class StageTimeliness:
 class BlockerCause:
     cause: str  # the reason text given when the blocker was reported
     count: int
-    open: int  # not yet unblocked
+    open: int  # not yet resolved
 
 
 @dataclass(frozen=True)
@@ -53,7 +90,9 @@ class AnnualReport:
     evaluator_name: str
     generated_at: datetime
     pass_mark: float
-    weights: dict[str, float]  # satisfaction / timeliness / rectification, summing to 1
+    weights: dict[str, float]  # questionnaire and the ledger figures that count, summing to 1
+    rater_weights: dict[str, float]  # enterprise / recruiting_unit
+    questionnaire: tuple[tuple[str, float], ...]  # (indicator name, points)
     scores: tuple[ProviderScore, ...]
     stages: tuple[StageTimeliness, ...]
     blockers: tuple[BlockerCause, ...]
@@ -61,5 +100,9 @@ class AnnualReport:
 
     @property
     def exit_list(self) -> tuple[ProviderScore, ...]:
-        """退出/整改名单: providers below the pass mark."""
-        return tuple(s for s in self.scores if not s.passed)
+        """退出/整改名单: providers evaluated below the pass mark (never the 未评价)."""
+        return tuple(s for s in self.scores if s.status == "不合格")
+
+    @property
+    def unevaluated(self) -> tuple[ProviderScore, ...]:
+        return tuple(s for s in self.scores if s.status == "未评价")

@@ -12,13 +12,16 @@ from faststream import FastStream
 from faststream.rabbit import RabbitBroker
 
 from services.common.bus import BrokerPublisher, make_broker
-from services.common.consuming import Inflight, consume_events
-from services.common.messages import Event
+from services.common.consuming import ANY_COMMAND, Inflight, consume_events
+from services.common.messages import Message
+from services.common.rule_files import load_rulebook
 from services.common.settings import BrokerSettings, EvaluationSettings, StoreSettings
 from services.common.storage import Store, open_store
-from services.common.topology import EVALUATION_QUEUE, declare_topology
-from services.evaluation.handlers import handle_event, sweep_overdue
-from services.evaluation.repository import COLLECTIONS, LedgerRepository, local_day
+from services.common.topology import EVALUATION_QUEUE, LEDGER_REQUESTS_QUEUE, REQUESTS, declare_topology
+from services.evaluation.handlers import Ledger, handle, sweep
+from services.evaluation.ledger import local_day
+from services.evaluation.repository import COLLECTIONS, MongoLedgerRepository
+from services.evaluation.scoring import load_config
 from services.evaluation.working_days import WorkingCalendar
 
 log = logging.getLogger(__name__)
@@ -30,7 +33,7 @@ class Evaluation:
     broker: RabbitBroker
     app: FastStream
     store: Store | None = None
-    ledger: LedgerRepository | None = None
+    ledger: Ledger | None = None
     calendar: WorkingCalendar = field(default_factory=WorkingCalendar)
     inflight: Inflight = field(default_factory=Inflight)
     stop_sweeping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -42,7 +45,7 @@ class Evaluation:
     async def sweep_now(self, now: datetime | None = None) -> int:
         assert self.ledger is not None
         now = now or datetime.now(UTC)
-        found = await sweep_overdue(self.ledger, BrokerPublisher(self.broker), self.calendar, local_day(now), now)
+        found = await sweep(self.ledger, local_day(now), now)
         return len(found)
 
     async def _sweep_forever(self) -> None:
@@ -64,19 +67,27 @@ def create_evaluation(settings: EvaluationSettings | None = None, broker_setting
     owns_store = store is None
     publisher = BrokerPublisher(broker)
 
-    async def record(event: Event) -> None:
+    async def record(message: Message, final_attempt: bool) -> None:
         assert service.ledger is not None
-        await handle_event(event, service.ledger, publisher, datetime.now(UTC))
+        await handle(message, service.ledger, datetime.now(UTC), final_attempt)
 
-    subscriber = consume_events(broker, EVALUATION_QUEUE, service.inflight, record, description="Keeps the ledger (台账).")
+    events = consume_events(broker, EVALUATION_QUEUE, service.inflight, record,
+                            description="Keeps the ledger (台账) from the router's events.")
+    requests = consume_events(broker, LEDGER_REQUESTS_QUEUE, service.inflight, record, exchange=REQUESTS,
+                              adapter=ANY_COMMAND,
+                              description="Checks the units' requests against the ledger, then publishes the events.")
 
     @service.app.on_startup
     async def start() -> None:
+        # the rules first: a broken evaluation.yaml or units.yaml stops the service with the reason
+        config = load_config(settings.rules_dir)
+        units = load_rulebook(settings.rules_dir).units
         if service.store is None:
             service.store = await open_store(store_settings, COLLECTIONS)
         else:
             await service.store.ensure(COLLECTIONS)
-        service.ledger = LedgerRepository(service.store)
+        service.ledger = Ledger(MongoLedgerRepository(service.store), publisher, service.calendar, config,
+                                {code: unit.name for code, unit in units.items()})
         await broker.connect()
         await declare_topology(broker)
 
@@ -87,7 +98,8 @@ def create_evaluation(settings: EvaluationSettings | None = None, broker_setting
 
     @service.app.on_shutdown
     async def stop() -> None:
-        await subscriber.stop()
+        await events.stop()
+        await requests.stop()
         await service.drain()
         service.stop_sweeping.set()
         if service._sweeper is not None:

@@ -1,83 +1,320 @@
-"""The evaluation service's handler and its periodic overdue sweep."""
+"""The evaluation service layer: each message type maps to one function (no ``isinstance`` chains).
+
+Events from the router (``service.started``, ``item.routed``) open ledger lines. Requests from the
+units, the enterprise and operators are checked against the ledger by the pure aggregate; an
+applied request is saved, then its events are published; a refused one is recorded with its
+reason and ``request.refused`` tells the sender. What the ledger decides by itself (an item
+becomes ready, an automatic task order, an overdue level, the project delivered) is published
+first and saved after, under ids that stay the same if a crash makes it happen twice.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
+
+from pydantic import TypeAdapter
 
 from services.common.bus import Publisher, event_out
 from services.common.messages import (
+    AcceptItem,
+    AcceptTaskOrder,
+    AnyEvent,
+    Command,
+    CompleteItem,
+    ContactEnterprise,
+    DeliverResults,
     Event,
-    ItemDelivered,
-    ItemEvent,
-    ItemOverdue,
+    IssueTaskOrder,
+    ItemCommand,
     ItemRouted,
+    Message,
     ProjectDelivered,
-    RatingRectified,
-    RatingSubmitted,
+    RectifyAssessment,
+    ReportBlocker,
+    ReportProgress,
+    RequestRefused,
+    ResolveBlocker,
+    ResumeItem,
     ServiceStarted,
+    SubmitAssessment,
+    SuspendItem,
     stable_id,
 )
-from services.evaluation.ledger import overdue_levels
-from services.evaluation.repository import LedgerRepository, item_record
+from services.evaluation.assessments import decide_assessment, decide_rectification
+from services.evaluation.ledger import (
+    Applied,
+    Duplicate,
+    ItemState,
+    LedgerItem,
+    ProjectRecord,
+    Refused,
+    RequestOutcome,
+    become_ready,
+    decide,
+    issue_task_order,
+    new_item,
+    overdue,
+)
+from services.evaluation.repository import LedgerRepository, UnknownSubject
+from services.evaluation.scoring import EvaluationConfig
 from services.evaluation.working_days import WorkingCalendar
 
 log = logging.getLogger(__name__)
+_EVENTS = TypeAdapter[Any](AnyEvent)
+_RETRIES = 10
 
 
-async def handle_event(event: Event, ledger: LedgerRepository, publisher: Publisher, now: datetime) -> str:
-    """Records one event in the ledger; returns what happened (for logs and tests)."""
-    if isinstance(event, ServiceStarted):
-        await ledger.record_started(event, now)
-        return "recorded"
-    if isinstance(event, ItemRouted):
-        await ledger.record_routed(event, now)
-        return "recorded"
-    if isinstance(event, ItemOverdue):
-        return "ignored"  # this service's own announcement
-    if isinstance(event, ItemEvent):
-        outcome = await ledger.apply_progress(event, now)
-        if isinstance(event, ItemDelivered) and outcome != "parked":
-            await close_if_delivered(event.project_code, ledger, publisher, now)
-        return outcome
-    if isinstance(event, RatingSubmitted):
-        await ledger.record_rating(event, now)
-        return "recorded"
-    if isinstance(event, RatingRectified):
-        return await ledger.rectify(event, now)
-    return "ignored"
+@dataclass
+class Ledger:
+    """What the handlers work with: the repository, the publisher, the calendar and the rules."""
+
+    repo: LedgerRepository
+    publisher: Publisher
+    calendar: WorkingCalendar
+    config: EvaluationConfig
+    unit_names: Mapping[str, str]
 
 
-async def close_if_delivered(project_code: str, ledger: LedgerRepository, publisher: Publisher, now: datetime) -> None:
-    """Emits ``project.delivered`` once every item is delivered (announced first, then recorded:
-    a crash in between announces it again with the same id, which subscribers drop)."""
-    items = await ledger.project_to_close(project_code)
-    if items is None:
-        return
-    event = ProjectDelivered(event_id=stable_id(project_code, "project.delivered"), occurred_at=now, recorded_at=now,
-                             project_code=project_code, items_delivered=items)
-    await publisher.publish_all([event_out(event)])
-    await ledger.close_project(project_code, now)
+async def _publish(ledger: Ledger, events: Sequence[Event]) -> None:
+    if events:
+        await ledger.publisher.publish_all([event_out(e) for e in events])
 
 
-async def sweep_overdue(ledger: LedgerRepository, publisher: Publisher, calendar: WorkingCalendar, today: date,
-                        now: datetime) -> list[ItemOverdue]:
-    """Announces each overdue level an open item has reached, once per level."""
-    announced = []
-    for doc in await ledger.open_items():
-        item = item_record(doc)
-        routed_on, pauses, limit = item.routed_on, item.pauses, item.time_limit_days
-        used = calendar.working_days_used(routed_on, today, pauses)
-        for level in overdue_levels(used, limit):
-            if level in doc["overdue_sent"]:
-                continue
-            event = ItemOverdue(
-                event_id=stable_id(doc["_id"], "item.overdue", level), occurred_at=now, recorded_at=now,
-                project_code=doc["project_code"], item_code=doc["item_code"], reported_by="econ_dev_bureau",
-                level=level,
-                due_on=calendar.due_date(routed_on, limit, pauses, today), working_days_used=used,
-                time_limit_days=limit)
-            await publisher.publish_all([event_out(event)])
-            await ledger.mark_overdue(doc["_id"], level)
-            announced.append(event)
+async def _save(ledger: Ledger, updated: LedgerItem, read_version: int) -> LedgerItem | None:
+    """Saves with the version check; the stored item, or None if another writer came first."""
+    if await ledger.repo.save_item(updated, read_version):
+        return updated.model_copy(update={"version": read_version + 1})
+    return None
+
+
+# -- events from the router --------------------------------------------------------------------
+
+
+async def on_service_started(event: ServiceStarted, ledger: Ledger, now: datetime, final: bool) -> str:
+    project = event.project
+    await ledger.repo.add_project(ProjectRecord(
+        code=project.code, agreement_id=event.agreement_id, name=project.name, enterprise=project.enterprise.name,
+        credit_code=project.enterprise.credit_code, recruiting_unit=project.recruiting_unit, signed_on=event.signed_on,
+        ledger_owner=event.ledger_owner, items_planned=event.items_planned, items_routed=event.items_routed,
+        items_unroutable=event.items_unroutable, rules_version=event.rules_version, started_at=event.occurred_at,
+        recorded_at=now))
+    return "recorded"
+
+
+async def on_item_routed(event: ItemRouted, ledger: Ledger, now: datetime, final: bool) -> str:
+    added = await ledger.repo.add_item(new_item(event))
+    await settle(event.item.project_code, ledger, now)
+    return "recorded" if added else "duplicate"
+
+
+# -- what the ledger decides by itself -----------------------------------------------------------
+
+
+async def settle(project_code: str, ledger: Ledger, now: datetime) -> None:
+    """Makes ready what no longer waits (issuing task orders when the rules say so) and closes the
+    project once every line is delivered. Idempotent: the sweep runs it again for waiting items."""
+    items = await ledger.repo.project_items(project_code)
+    delivered: dict[str, date] = {i.item_code: i.delivered_on for i in items
+                                  if i.state is ItemState.DELIVERED and i.delivered_on is not None}
+    for item in items:
+        current: LedgerItem | None = item
+        ready = become_ready(item, delivered, now)
+        if ready is not None:
+            await _publish(ledger, ready.events)
+            current = await _save(ledger, ready.item, item.version)
+        if (current is not None and ledger.config.auto_issue_task_orders and current.state is ItemState.READY
+                and current.task_order_required and current.task_order is None):
+            issued = issue_task_order(current, now, automatic=True)
+            if isinstance(issued, Applied):
+                await _publish(ledger, issued.events)
+                await _save(ledger, issued.item, current.version)
+    if items and all(i.state is ItemState.DELIVERED for i in items):
+        project = await ledger.repo.project(project_code)
+        if project is not None and project.delivered_at is None:
+            event = ProjectDelivered(event_id=stable_id(project_code, "project.delivered"), occurred_at=now,
+                                     recorded_at=now, project_code=project_code, items_delivered=len(items))
+            await _publish(ledger, [event])
+            await ledger.repo.close_project(project_code, now)
+
+
+async def sweep(ledger: Ledger, today: date, now: datetime) -> list[Event]:
+    """Announces each overdue level the running clock of an open item has reached, once per clock
+    and level; settles projects whose items still wait (in case a crash left one waiting)."""
+    announced: list[Event] = []
+    waiting: set[str] = set()
+    for item in await ledger.repo.open_items():
+        if item.state is ItemState.WAITING:
+            waiting.add(item.project_code)
+            continue
+        found = overdue(item, ledger.calendar, today, ledger.config.service_response_days, now)
+        if found is None:
+            continue
+        await _publish(ledger, found.events)
+        if await _save(ledger, found.item, item.version) is not None:
+            announced.extend(found.events)
+    for project_code in sorted(waiting):
+        await settle(project_code, ledger, now)
     return announced
+
+
+# -- requests ---------------------------------------------------------------------------------
+
+
+async def _refuse(command: Command, reason: str, ledger: Ledger, now: datetime, project_code: str | None = None,
+                  item_code: str | None = None) -> str:
+    await ledger.repo.record_outcome(RequestOutcome(
+        request_id=command.request_id, request_type=command.type, requested_by=command.requested_by,
+        status="refused", reason=reason, request=command.model_dump(mode="json"), recorded_at=now))
+    await _tell_refused(command, reason, ledger, now, project_code, item_code)
+    log.info("request %s (%s by %s) refused: %s", command.request_id, command.type, command.requested_by, reason)
+    return "refused"
+
+
+async def _tell_refused(command: Command, reason: str, ledger: Ledger, now: datetime, project_code: str | None,
+                        item_code: str | None) -> None:
+    await _publish(ledger, [RequestRefused(
+        event_id=stable_id(command.request_id, "request.refused"), occurred_at=now, recorded_at=now,
+        request_id=command.request_id, request_type=command.type, requested_by=command.requested_by,
+        operator=command.operator, project_code=project_code, item_code=item_code, reason=reason)])
+
+
+async def _already(command: Command, ledger: Ledger, now: datetime) -> bool:
+    """A request already refused is told again (its event may not have gone out before a crash)."""
+    prior = await ledger.repo.outcome(command.request_id)
+    if prior is None or prior.status != "refused":
+        return False
+    await _tell_refused(command, prior.reason or "", ledger, now, getattr(command, "project_code", None),
+                        getattr(command, "item_code", None))
+    return True
+
+
+async def _applied(command: Command, events: Sequence[Event], ledger: Ledger, now: datetime) -> str:
+    await ledger.repo.record_outcome(RequestOutcome(
+        request_id=command.request_id, request_type=command.type, requested_by=command.requested_by,
+        status="applied", events=tuple(e.event_id for e in events), request=command.model_dump(mode="json"),
+        recorded_at=now))
+    return "applied"
+
+
+def _unknown(what: str, final: bool) -> str:
+    """Not in the ledger yet: retried (it may be on its way), refused on the last attempt."""
+    if not final:
+        raise UnknownSubject(what)
+    return what
+
+
+async def on_item_request(command: ItemCommand, ledger: Ledger, now: datetime, final: bool) -> str:
+    if await _already(command, ledger, now):
+        return "refused"
+    where = {"project_code": command.project_code, "item_code": command.item_code}
+    for _ in range(_RETRIES):
+        items = await ledger.repo.project_items(command.project_code)
+        lines = [i for i in items if i.item_code == command.item_code
+                 and (command.request is None or i.request is command.request)]
+        if not lines:
+            reason = _unknown(f"台账中没有项目 {command.project_code} 的事项 {command.item_code}"
+                              f"{'（' + command.request.value + '）' if command.request else ''}", final)
+            return await _refuse(command, reason, ledger, now, **where)
+        if len(lines) > 1:
+            return await _refuse(command, f"项目 {command.project_code} 的事项 {command.item_code} 同时有“办理”和“仅咨询”"
+                                          "两条，请指明是哪一条（request: handle 或 consult）", ledger, now, **where)
+        item = lines[0]
+        delivered = {i.item_code: i.delivered_on for i in items if i.delivered_on is not None}
+        outcome = decide(item, command, now, ledger.unit_names, delivered)
+        if isinstance(outcome, Refused):
+            return await _refuse(command, outcome.reason, ledger, now, **where)
+        if isinstance(outcome, Duplicate):
+            events = [_EVENTS.validate_python(e) for e in outcome.events]
+            await _publish(ledger, events)
+            await settle(command.project_code, ledger, now)
+            await _applied(command, events, ledger, now)
+            return "duplicate"
+        if await _save(ledger, outcome.item, item.version) is None:
+            continue  # another request changed the item: decide again on what is stored now
+        await _publish(ledger, outcome.events)
+        if outcome.item.state is ItemState.DELIVERED:
+            await settle(command.project_code, ledger, now)
+        return await _applied(command, outcome.events, ledger, now)
+    raise RuntimeError(f"item {command.project_code}/{command.item_code} kept changing under {command.request_id}")
+
+
+async def on_assessment(command: SubmitAssessment, ledger: Ledger, now: datetime, final: bool) -> str:
+    if await _already(command, ledger, now):
+        return "refused"
+    stored = await ledger.repo.assessment(command.request_id)
+    if stored is not None:  # applied before a crash: announce it again
+        return await _redo_assessment(command, ledger, now)
+    project = await ledger.repo.project(command.project_code)
+    if project is None:
+        reason = _unknown(f"台账中没有项目 {command.project_code}", final)
+        return await _refuse(command, reason, ledger, now, project_code=command.project_code)
+    items = await ledger.repo.project_items(command.project_code)
+    existing = await ledger.repo.find_assessment(command.project_code, command.provider, command.rater, command.year)
+    decided = decide_assessment(command, project, items, existing, ledger.config, ledger.calendar, now,
+                                ledger.unit_names)
+    if isinstance(decided, Refused):
+        return await _refuse(command, decided.reason, ledger, now, project_code=command.project_code)
+    assessment, event = decided
+    await ledger.repo.add_assessment(assessment)
+    await _publish(ledger, [event])
+    return await _applied(command, [event], ledger, now)
+
+
+async def _redo_assessment(command: SubmitAssessment, ledger: Ledger, now: datetime) -> str:
+    project = await ledger.repo.project(command.project_code)
+    assert project is not None
+    items = await ledger.repo.project_items(command.project_code)
+    decided = decide_assessment(command, project, items, None, ledger.config, ledger.calendar, now, ledger.unit_names)
+    if isinstance(decided, Refused):  # the ledger moved on since; what was stored stands
+        return "duplicate"
+    await _publish(ledger, [decided[1]])
+    await _applied(command, [decided[1]], ledger, now)
+    return "duplicate"
+
+
+async def on_rectification(command: RectifyAssessment, ledger: Ledger, now: datetime, final: bool) -> str:
+    if await _already(command, ledger, now):
+        return "refused"
+    assessment = await ledger.repo.assessment(command.assessment_id)
+    if assessment is None:
+        reason = _unknown(f"台账中没有测评 {command.assessment_id}", final)
+        return await _refuse(command, reason, ledger, now)
+    prior = await ledger.repo.outcome(command.request_id)
+    decided = decide_rectification(command, assessment, now, ledger.unit_names)
+    if isinstance(decided, Refused):
+        if prior is not None:  # this very request rectified it before a crash
+            return "duplicate"
+        return await _refuse(command, decided.reason, ledger, now, project_code=assessment.project_code)
+    updated, event = decided
+    if not await ledger.repo.rectify_assessment(updated):
+        return await _refuse(command, f"测评 {assessment.assessment_id} 已整改", ledger, now,
+                             project_code=assessment.project_code)
+    await _publish(ledger, [event])
+    return await _applied(command, [event], ledger, now)
+
+
+Handler = Callable[[Any, Ledger, datetime, bool], Awaitable[str]]
+
+ITEM_REQUESTS: tuple[type[ItemCommand], ...] = (
+    ContactEnterprise, AcceptItem, ReportProgress, ReportBlocker, ResolveBlocker, SuspendItem, ResumeItem,
+    CompleteItem, DeliverResults, IssueTaskOrder, AcceptTaskOrder)
+HANDLERS: dict[type[Message], Handler] = {
+    ServiceStarted: on_service_started,
+    ItemRouted: on_item_routed,
+    **{request: on_item_request for request in ITEM_REQUESTS},
+    SubmitAssessment: on_assessment,
+    RectifyAssessment: on_rectification,
+}
+
+
+async def handle(message: Message, ledger: Ledger, now: datetime, final: bool = True) -> str:
+    """Records one message in the ledger; returns what happened (for logs and tests). Events the
+    ledger itself published, and those of no concern to it, are ignored."""
+    handler = HANDLERS.get(type(message))
+    if handler is None:
+        return "ignored"
+    return await handler(message, ledger, now, final)

@@ -1,22 +1,90 @@
-"""The ledger's item state machine (policy 五(四)–(五)). Pure: no I/O.
+"""The ledger item (台账事项) as a pure aggregate: a request in, the new item and its events out, or a
+refusal with the reason in Chinese. No I/O; the repository loads and saves, the handlers publish.
 
-    routed ─accepted→ accepted ─progress→ in_progress ⇄ blocked (堵点/卡点)
-                                    │            ⇄ suspended (waiting for the enterprise's 补正)
-                                    └─completed→ completed ─delivered→ delivered
+    waiting ─(prerequisites delivered)→ ready ─contact→ contacted ─accept (受理)→ accepted ─progress→ in_progress
+       ready / contacted / accepted / in_progress ⇄ blocked (堵点/卡点) or suspended (等待补正): back where it was
+    accepted / in_progress ─complete→ completed ─deliver→ delivered        (advice only: ready / contacted ─complete→)
 
-``accepted`` and ``in_progress`` may both block, suspend, progress or complete. Anything else is
-an invalid transition: it is parked with the reason and not applied.
+Two clocks, both in working days on China's calendar, both stopped by a suspension:
+
+* the **service clock** (首问负责): from ``ready`` (for 专业跑腿, from the task order's issue) until the
+  responsible unit contacts the enterprise or accepts the item; its limit is ``service_response_days``
+  of ``evaluation.yaml``;
+* the **statutory clock** (《行政许可法》第四十二条): from ``accepted`` (受理) until ``completed``, with the
+  catalog's limit.
+
+Nothing runs while an item waits for another, so nothing is overdue then.
+
+Only the responsible unit may move its item (首问负责); 经济发展招商服务局 issues task orders; the unit that
+must resolve a blocker may also report it resolved. ``operator`` records a person acting for a unit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from enum import StrEnum
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
-from services.common.domain import OVERDUE_LEVEL_NAMES_ZH
+from pydantic import BaseModel, ConfigDict
+
+from services.common.domain import ECON_DEV_BUREAU, OVERDUE_LEVEL_NAMES_ZH, Request, ServiceMode, Stage
+from services.common.messages import (
+    AcceptItem,
+    AcceptTaskOrder,
+    Clock,
+    CompleteItem,
+    ContactEnterprise,
+    DeliverResults,
+    Event,
+    IssueTaskOrder,
+    ItemAccepted,
+    ItemBlocked,
+    ItemCommand,
+    ItemCompleted,
+    ItemContacted,
+    ItemDelivered,
+    ItemEvent,
+    ItemOverdue,
+    ItemProgress,
+    ItemReady,
+    ItemResumed,
+    ItemRouted,
+    ItemSuspended,
+    ItemUnblocked,
+    ReportBlocker,
+    ReportProgress,
+    ResolveBlocker,
+    ResumeItem,
+    SuspendItem,
+    TaskOrderAccepted,
+    TaskOrderClosed,
+    TaskOrderIssued,
+    stable_id,
+)
+from services.evaluation.working_days import WorkingCalendar
+
+LOCAL = ZoneInfo("Asia/Shanghai")
+LATE_AFTER = timedelta(days=1)  # a record made more than a day after the fact is flagged as back-filled
+FUTURE_TOLERANCE = timedelta(minutes=10)  # clocks of the senders' systems may run a little ahead
+
+
+def local_day(moment: datetime) -> date:
+    return moment.astimezone(LOCAL).date()
+
+
+def item_key(project_code: str, item_code: str, request: Request = Request.HANDLE) -> str:
+    """The ledger id of one plan line: an advice-only line of an item that is also handled is its own line."""
+    base = f"{project_code}/{item_code}"
+    return base if request is Request.HANDLE else f"{base}/consult"
 
 
 class ItemState(StrEnum):
-    ROUTED = "routed"
+    WAITING = "waiting"
+    READY = "ready"
+    CONTACTED = "contacted"
     ACCEPTED = "accepted"
     IN_PROGRESS = "in_progress"
     BLOCKED = "blocked"
@@ -26,57 +94,487 @@ class ItemState(StrEnum):
 
 
 STATE_NAMES_ZH = {
-    ItemState.ROUTED: "已分派",
+    ItemState.WAITING: "等待前置事项",
+    ItemState.READY: "可办理（待对接企业）",
+    ItemState.CONTACTED: "已对接企业",
     ItemState.ACCEPTED: "已受理",
     ItemState.IN_PROGRESS: "办理中",
     ItemState.BLOCKED: "堵点/卡点",
-    ItemState.SUSPENDED: "等待企业补正",
+    ItemState.SUSPENDED: "中止（等待企业补正）",
     ItemState.COMPLETED: "已办结",
     ItemState.DELIVERED: "已移交",
 }
-
-_WORKING = frozenset({ItemState.ACCEPTED, ItemState.IN_PROGRESS})
-
-# event type -> (states it may come from, state it leads to)
-TRANSITIONS: dict[str, tuple[frozenset[ItemState], ItemState]] = {
-    "item.accepted": (frozenset({ItemState.ROUTED}), ItemState.ACCEPTED),
-    "item.progress": (_WORKING, ItemState.IN_PROGRESS),
-    "item.blocked": (_WORKING, ItemState.BLOCKED),
-    "item.unblocked": (frozenset({ItemState.BLOCKED}), ItemState.IN_PROGRESS),
-    "item.suspended": (_WORKING, ItemState.SUSPENDED),
-    "item.resumed": (frozenset({ItemState.SUSPENDED}), ItemState.IN_PROGRESS),
-    "item.completed": (_WORKING, ItemState.COMPLETED),
-    "item.delivered": (frozenset({ItemState.COMPLETED}), ItemState.DELIVERED),
-}
-EVENT_NAMES_ZH = {
-    "item.accepted": "受理", "item.progress": "报告进度", "item.blocked": "报告堵点/卡点", "item.unblocked": "解除堵点",
-    "item.suspended": "中止（等待补正）", "item.resumed": "恢复办理", "item.completed": "办结", "item.delivered": "移交结果",
-}
+CLOCK_NAMES_ZH: dict[str, str] = {"service": "首问响应", "statutory": "法定时限"}
 FINISHED = frozenset({ItemState.COMPLETED, ItemState.DELIVERED})
+_ACTIVE = (ItemState.READY, ItemState.CONTACTED, ItemState.ACCEPTED, ItemState.IN_PROGRESS)
+_WORKING = (ItemState.ACCEPTED, ItemState.IN_PROGRESS)
 
 
-class InvalidTransition(ValueError):
-    """The event does not fit the item's current state; ``str()`` is the reason, in Chinese."""
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-def next_state(current: ItemState, event_type: str) -> ItemState:
-    """The state after ``event_type``, or ``InvalidTransition`` saying why not."""
-    if event_type not in TRANSITIONS:
-        raise InvalidTransition(f"未知的进度事件 {event_type}")
-    sources, target = TRANSITIONS[event_type]
-    if current not in sources:
-        allowed = "、".join(STATE_NAMES_ZH[s] for s in sorted(sources, key=list(ItemState).index))
-        raise InvalidTransition(f"事项当前状态为“{STATE_NAMES_ZH[current]}”，不能{EVENT_NAMES_ZH[event_type]}"
-                                f"（只有“{allowed}”状态可以）")
-    return target
+class Pause(_Record):
+    """A suspension: no working day in (from_day, to_day] counts on any clock."""
+
+    from_day: date
+    to_day: date | None = None
+    reason: str
 
 
-# The levels of an overdue item: each is announced once.
+class Blocker(_Record):
+    id: str
+    reason: str
+    resolver: str
+    reported_by: str
+    opened_on: date
+    closed_on: date | None = None
+
+
+class TaskOrderRecord(_Record):
+    number: str
+    issued_by: str
+    assigned_to: str
+    automatic: bool
+    issued_on: date
+    state: Literal["issued", "accepted", "closed"] = "issued"
+    specialist_name: str | None = None
+    specialist_phone: str | None = None
+    accepted_on: date | None = None
+    closed_on: date | None = None
+
+
+class HistoryEntry(_Record):
+    request_id: str | None
+    type: str
+    from_state: ItemState | None
+    to_state: ItemState
+    by: str
+    operator: str | None = None
+    occurred_at: datetime
+    recorded_at: datetime
+    late: bool = False
+    events: tuple[dict[str, Any], ...] = ()  # what was published, to publish again after a crash
+
+
+class LedgerItem(_Record):
+    """One plan line of a project in the ledger, with everything that happened to it."""
+
+    key: str
+    project_code: str
+    item_code: str
+    request: Request = Request.HANDLE
+    item_name: str
+    stage: Stage
+    mode: ServiceMode
+    evaluated_as: ServiceMode
+    evaluator: str
+    responsible_unit: str
+    approving_authority: str
+    time_limit_days: int
+    requires: tuple[str, ...] = ()
+    task_order_required: bool = False
+    state: ItemState
+    version: int = 0
+    routed_on: date
+    ready_on: date | None = None
+    contacted_on: date | None = None
+    accepted_on: date | None = None
+    finished_on: date | None = None
+    delivered_on: date | None = None
+    resume_to: ItemState | None = None
+    pauses: tuple[Pause, ...] = ()
+    blockers: tuple[Blocker, ...] = ()
+    task_order: TaskOrderRecord | None = None
+    overdue_sent: tuple[str, ...] = ()
+    results: tuple[str, ...] = ()
+    applied: tuple[str, ...] = ()
+    history: tuple[HistoryEntry, ...] = ()
+
+    @property
+    def is_open(self) -> bool:
+        return self.state not in FINISHED
+
+    @property
+    def open_blockers(self) -> tuple[Blocker, ...]:
+        return tuple(b for b in self.blockers if b.closed_on is None)
+
+    @property
+    def pause_spans(self) -> tuple[tuple[date, date | None], ...]:
+        return tuple((p.from_day, p.to_day) for p in self.pauses)
+
+    @property
+    def last_day(self) -> date:
+        """The latest day anything was recorded on: a later report cannot go back before it."""
+        return max(local_day(h.occurred_at) for h in self.history) if self.history else self.routed_on
+
+    def waiting_for(self, delivered: set[str]) -> tuple[str, ...]:
+        return tuple(code for code in self.requires if code not in delivered)
+
+
+# -- the other records of the ledger: projects, 测评, what became of each request ----------------
+
+class ProjectRecord(_Record):
+    code: str
+    agreement_id: str
+    name: str
+    enterprise: str
+    credit_code: str
+    recruiting_unit: str
+    signed_on: date
+    ledger_owner: str
+    items_planned: int
+    items_routed: int
+    items_unroutable: int
+    rules_version: str
+    started_at: datetime
+    recorded_at: datetime
+    delivered_at: datetime | None = None
+
+
+class Assessment(_Record):
+    """A 测评 the ledger accepted, and its rectification if it was a 差评."""
+
+    assessment_id: str
+    project_code: str
+    provider: str
+    rater: str
+    requested_by: str
+    operator: str | None = None
+    year: int
+    scores: dict[str, float]
+    total: float
+    comment: str | None = None
+    bad: bool
+    rectify_by: date | None = None
+    rectified_on: date | None = None
+    rectification: str | None = None
+    occurred_at: datetime
+    recorded_at: datetime
+
+
+class RequestOutcome(_Record):
+    """What became of a request: ``applied`` or ``refused`` (with the reason), for its sender."""
+
+    request_id: str
+    request_type: str
+    requested_by: str
+    status: str
+    reason: str | None = None
+    events: tuple[str, ...] = ()
+    request: dict[str, Any]
+    recorded_at: datetime
+
+
+
+# -- outcomes ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Applied:
+    item: LedgerItem
+    events: tuple[Event, ...]
+
+
+@dataclass(frozen=True)
+class Refused:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """The request was applied before (a redelivery): its events, to publish again."""
+
+    events: tuple[dict[str, Any], ...]
+
+
+Outcome = Applied | Refused | Duplicate
+
+
+def new_item(event: ItemRouted) -> LedgerItem:
+    """The ledger line for a routed item, ``waiting`` until :func:`become_ready` says otherwise."""
+    routed = event.item
+    day = local_day(event.occurred_at)
+    return LedgerItem(
+        key=item_key(routed.project_code, routed.item_code, routed.request), project_code=routed.project_code,
+        item_code=routed.item_code, request=routed.request, item_name=routed.item_name, stage=routed.stage,
+        mode=routed.mode, evaluated_as=routed.decision.evaluated_as, evaluator=routed.decision.evaluator,
+        responsible_unit=routed.responsible_unit, approving_authority=routed.approving_authority,
+        time_limit_days=routed.time_limit_days, requires=routed.requires,
+        task_order_required=routed.task_order_required, state=ItemState.WAITING, routed_on=day,
+        applied=(event.event_id,),
+        history=(HistoryEntry(request_id=None, type=event.type, from_state=None, to_state=ItemState.WAITING,
+                              by=ECON_DEV_BUREAU, occurred_at=event.occurred_at, recorded_at=event.recorded_at),))
+
+
+def _ledger_event(item: LedgerItem, model: type[ItemEvent], purpose: str, at: datetime, **fields: Any) -> Any:
+    return model(event_id=stable_id(item.key, purpose), occurred_at=at, recorded_at=at,
+                 project_code=item.project_code, item_code=item.item_code, request=item.request,
+                 reported_by=ECON_DEV_BUREAU, **fields)
+
+
+def _record(item: LedgerItem, entry_type: str, to_state: ItemState, at: datetime, now: datetime,
+            events: Sequence[Event], request_id: str | None = None, by: str = ECON_DEV_BUREAU,
+            operator: str | None = None, **changes: Any) -> Applied:
+    entry = HistoryEntry(request_id=request_id, type=entry_type, from_state=item.state, to_state=to_state, by=by,
+                         operator=operator, occurred_at=at, recorded_at=now, late=now - at > LATE_AFTER,
+                         events=tuple(e.model_dump(mode="json") for e in events))
+    applied = (*item.applied, request_id) if request_id else item.applied
+    updated = item.model_copy(update={"state": to_state, "applied": applied, "history": (*item.history, entry),
+                                      **changes})
+    return Applied(updated, tuple(events))
+
+
+def become_ready(item: LedgerItem, delivered: Mapping[str, date], now: datetime) -> Applied | None:
+    """``waiting`` → ``ready`` once every prerequisite is delivered; the ready day is the last delivery's."""
+    if item.state is not ItemState.WAITING or item.waiting_for(set(delivered)):
+        return None
+    day = max([item.routed_on, *(delivered[code] for code in item.requires)])
+    event = _ledger_event(item, ItemReady, "item.ready", now, waited_for=item.requires,
+                          task_order_required=item.task_order_required)
+    return _record(item, event.type, ItemState.READY, now, now, [event], ready_on=day)
+
+
+def task_order_number(item: LedgerItem) -> str:
+    return "RWD-" + item.key.replace("/", "-")
+
+
+def issue_task_order(item: LedgerItem, now: datetime, *, automatic: bool,
+                     command: IssueTaskOrder | None = None) -> Applied | Refused:
+    """经济发展招商服务局 issues the task order of a ready errand item (by request, or automatically)."""
+    if not item.task_order_required:
+        return Refused(f"事项 {item.item_code}（{item.item_name}）不是“专业跑腿”事项，无需下发任务单")
+    if item.task_order is not None:
+        return Refused(f"事项 {item.item_code} 的任务单已于 {item.task_order.issued_on} 下发（编号 {item.task_order.number}）")
+    if item.state is ItemState.WAITING:
+        return Refused(f"事项 {item.item_code} 尚在等待前置事项，暂不具备办理条件，不能下发任务单"
+                       "（方案四(三)：根据审批手续办理实际下发）")
+    at = command.occurred_at if command else now
+    fields = {"number": task_order_number(item), "issued_by": ECON_DEV_BUREAU, "assigned_to": item.responsible_unit,
+              "automatic": automatic, "note": command.note if command else "按评价规则自动下发"}
+    if command is None:
+        event = _ledger_event(item, TaskOrderIssued, "task_order.issued", at, **fields)
+    else:
+        event = TaskOrderIssued(event_id=stable_id(command.request_id, "task_order.issued"), occurred_at=at,
+                                recorded_at=now, project_code=item.project_code, item_code=item.item_code,
+                                request=item.request, reported_by=command.requested_by, operator=command.operator,
+                                request_id=command.request_id, **fields)
+    order = TaskOrderRecord(number=fields["number"], issued_by=ECON_DEV_BUREAU, assigned_to=item.responsible_unit,
+                            automatic=automatic, issued_on=local_day(at))
+    return _record(item, event.type, item.state, at, now, [event], command.request_id if command else None,
+                   by=command.requested_by if command else ECON_DEV_BUREAU,
+                   operator=command.operator if command else None, task_order=order)
+
+
+# -- requests from units ---------------------------------------------------------------------
+
+ACTION_NAMES_ZH = {
+    "item.contact": "对接企业", "item.accept": "受理", "item.report_progress": "报告进度", "item.report_blocker": "报告堵点/卡点",
+    "item.resolve_blocker": "解除堵点/卡点", "item.suspend": "中止办理", "item.resume": "恢复办理", "item.complete": "办结",
+    "item.deliver": "移交结果", "task_order.issue": "下发任务单", "task_order.accept": "接收任务单",
+}
+
+
+def _name(names: Mapping[str, str], code: str) -> str:
+    return names.get(code, code)
+
+
+def decide(item: LedgerItem, command: ItemCommand, now: datetime, unit_names: Mapping[str, str],
+           delivered: Mapping[str, date]) -> Outcome:
+    """Checks one request against the item (首问负责, state, dates) and applies it, or says why not."""
+    if command.request_id in item.applied:
+        return Duplicate(tuple(e for h in item.history if h.request_id == command.request_id for e in h.events))
+    action = ACTION_NAMES_ZH[command.type]
+    who = _name(unit_names, command.requested_by)
+    if command.occurred_at - now > FUTURE_TOLERANCE:
+        return Refused(f"发生时间 {command.occurred_at.isoformat(timespec='minutes')} 晚于当前时间，不能{action}")
+    day = local_day(command.occurred_at)
+    if day < item.last_day:
+        return Refused(f"发生日期 {day} 早于该事项上一次记录的日期 {item.last_day}，不能{action}（请按时间顺序报告）")
+
+    if isinstance(command, IssueTaskOrder):
+        if command.requested_by != ECON_DEV_BUREAU:
+            return Refused(f"“专业跑腿”任务单由{_name(unit_names, ECON_DEV_BUREAU)}下发（方案四(三)），{who}不能下发")
+        return issue_task_order(item, now, automatic=False, command=command)
+
+    owner = item.responsible_unit
+    allowed = {owner}
+    if isinstance(command, ResolveBlocker):
+        allowed |= {b.resolver for b in item.open_blockers}
+    if command.requested_by not in allowed:
+        return Refused(f"首问负责：事项 {item.item_code}（{item.item_name}）由{_name(unit_names, owner)}负责，"
+                       f"{who}不能{action}")
+    if item.state is ItemState.WAITING:
+        pending = "、".join(item.waiting_for(set(delivered))) or "（前置事项）"
+        return Refused(f"事项 {item.item_code} 尚在等待前置事项 {pending} 办结移交，暂不能{action}")
+
+    if isinstance(command, ReportBlocker) and command.resolver not in unit_names:
+        return Refused(f"须解决堵点的单位 {command.resolver!r} 不在单位名录（units.yaml）中，请填写单位编码")
+    refused = _state_refusal(item, command, action)
+    if refused is not None:
+        return refused
+    return _apply(item, command, now, day)
+
+
+def _state_refusal(item: LedgerItem, command: ItemCommand, action: str) -> Refused | None:
+    allowed = _ALLOWED_FROM[command.type]
+    if isinstance(command, CompleteItem) and item.request is Request.CONSULT:
+        allowed = (ItemState.READY, ItemState.CONTACTED)
+    if isinstance(command, AcceptItem) and item.request is Request.CONSULT:
+        return Refused(f"事项 {item.item_code} 仅提供咨询，无需受理；提供咨询后直接办结")
+    if item.state not in allowed:
+        names = "、".join(STATE_NAMES_ZH[s] for s in allowed)
+        return Refused(f"事项 {item.item_code} 当前状态为“{STATE_NAMES_ZH[item.state]}”，不能{action}（只有“{names}”状态可以）")
+    order = item.task_order
+    if isinstance(command, AcceptTaskOrder):
+        if order is None:
+            return Refused(f"事项 {item.item_code} 的任务单尚未下发，不能接收")
+        if order.state != "issued":
+            return Refused(f"任务单 {order.number} 已接收（服务专员 {order.specialist_name}），不能重复接收")
+    elif isinstance(command, (ContactEnterprise, AcceptItem, CompleteItem)) and item.task_order_required and (
+            order is None or order.state == "issued"):
+        step = "尚未下发" if order is None else "尚未接收并指定服务专员"
+        return Refused(f"“专业跑腿”事项 {item.item_code} 的任务单{step}，不能{action}")
+    return None
+
+_ALLOWED_FROM: dict[str, tuple[ItemState, ...]] = {
+    "item.contact": (ItemState.READY,),
+    "item.accept": (ItemState.READY, ItemState.CONTACTED),
+    "item.report_progress": _WORKING,
+    "item.report_blocker": _ACTIVE,
+    "item.resolve_blocker": (ItemState.BLOCKED,),
+    "item.suspend": _ACTIVE,
+    "item.resume": (ItemState.SUSPENDED,),
+    "item.complete": _WORKING,
+    "item.deliver": (ItemState.COMPLETED,),
+    "task_order.accept": _ACTIVE,
+}
+
+
+def _apply(item: LedgerItem, command: ItemCommand, now: datetime, day: date) -> Applied:
+    at = command.occurred_at
+    common = {"event_id": stable_id(command.request_id, command.type), "occurred_at": at, "recorded_at": now,
+              "project_code": item.project_code, "item_code": item.item_code, "request": item.request,
+              "reported_by": command.requested_by, "operator": command.operator, "request_id": command.request_id}
+    record: dict[str, Any] = {"request_id": command.request_id, "by": command.requested_by,
+                              "operator": command.operator}
+    if isinstance(command, ContactEnterprise):
+        event: Event = ItemContacted(note=command.note, **common)
+        return _record(item, event.type, ItemState.CONTACTED, at, now, [event], contacted_on=day, **record)
+    if isinstance(command, AcceptItem):
+        event = ItemAccepted(note=command.note, **common)
+        return _record(item, event.type, ItemState.ACCEPTED, at, now, [event], accepted_on=day,
+                       contacted_on=item.contacted_on or day, **record)
+    if isinstance(command, ReportProgress):
+        event = ItemProgress(note=command.note, **common)
+        return _record(item, event.type, ItemState.IN_PROGRESS, at, now, [event], **record)
+    if isinstance(command, ReportBlocker):
+        event = ItemBlocked(reason=command.reason, resolver=command.resolver, **common)
+        blocker = Blocker(id=command.request_id, reason=command.reason, resolver=command.resolver,
+                          reported_by=command.requested_by, opened_on=day)
+        return _record(item, event.type, ItemState.BLOCKED, at, now, [event], resume_to=item.state,
+                       blockers=(*item.blockers, blocker), **record)
+    if isinstance(command, ResolveBlocker):
+        event = ItemUnblocked(note=command.note, **common)
+        blockers = tuple(b.model_copy(update={"closed_on": day}) if b.closed_on is None else b for b in item.blockers)
+        return _record(item, event.type, item.resume_to or ItemState.IN_PROGRESS, at, now, [event], resume_to=None,
+                       blockers=blockers, **record)
+    if isinstance(command, SuspendItem):
+        event = ItemSuspended(reason=command.reason, **common)
+        return _record(item, event.type, ItemState.SUSPENDED, at, now, [event], resume_to=item.state,
+                       pauses=(*item.pauses, Pause(from_day=day, reason=command.reason)), **record)
+    if isinstance(command, ResumeItem):
+        event = ItemResumed(note=command.note, **common)
+        pauses = tuple(p.model_copy(update={"to_day": day}) if p.to_day is None else p for p in item.pauses)
+        return _record(item, event.type, item.resume_to or ItemState.IN_PROGRESS, at, now, [event], resume_to=None,
+                       pauses=pauses, **record)
+    if isinstance(command, CompleteItem):
+        event = ItemCompleted(note=command.note, **common)
+        return _record(item, event.type, ItemState.COMPLETED, at, now, [event], finished_on=day,
+                       contacted_on=item.contacted_on or day, **record)
+    if isinstance(command, DeliverResults):
+        event = ItemDelivered(results=command.results, note=command.note, **common)
+        events: list[Event] = [event]
+        order = item.task_order
+        if order is not None:
+            events.append(TaskOrderClosed(**{**common, "event_id": stable_id(command.request_id, "task_order.closed")},
+                                          number=order.number))
+            order = order.model_copy(update={"state": "closed", "closed_on": day})
+        return _record(item, event.type, ItemState.DELIVERED, at, now, events, delivered_on=day,
+                       results=command.results, task_order=order, **record)
+    if isinstance(command, AcceptTaskOrder):
+        assert item.task_order is not None
+        event = TaskOrderAccepted(number=item.task_order.number, specialist_name=command.specialist_name,
+                                  specialist_phone=command.specialist_phone, **common)
+        order = item.task_order.model_copy(update={"state": "accepted", "specialist_name": command.specialist_name,
+                                                   "specialist_phone": command.specialist_phone, "accepted_on": day})
+        return _record(item, event.type, item.state, at, now, [event], task_order=order, **record)
+    raise TypeError(f"not an item request: {command.type}")
+
+
+# -- clocks and overdue levels ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClockReading:
+    clock: Clock
+    start: date
+    end: date | None  # None: still running
+    limit: int
+    used: int
+    due_on: date
+
+    @property
+    def late(self) -> bool:
+        return self.used > self.limit
+
+
+def service_clock_start(item: LedgerItem) -> date | None:
+    """From ready; for 专业跑腿, from the task order's issue (政联公司 cannot act before)."""
+    if item.task_order_required:
+        return item.task_order.issued_on if item.task_order else None
+    return item.ready_on
+
+
+def clock_readings(item: LedgerItem, calendar: WorkingCalendar, today: date,
+                   service_days: int) -> dict[str, ClockReading]:
+    """Each clock that has started, with the working days used (pauses excluded) and its due day."""
+    readings: dict[str, ClockReading] = {}
+    pauses = item.pause_spans
+    start = service_clock_start(item)
+    if start is not None:
+        end = item.contacted_on or item.accepted_on or item.finished_on
+        readings["service"] = _reading("service", start, end, service_days, calendar, today, pauses)
+    if item.accepted_on is not None:
+        readings["statutory"] = _reading("statutory", item.accepted_on, item.finished_on, item.time_limit_days,
+                                         calendar, today, pauses)
+    return readings
+
+
+def _reading(clock: Clock, start: date, end: date | None, limit: int, calendar: WorkingCalendar, today: date,
+             pauses: Sequence[tuple[date, date | None]]) -> ClockReading:
+    upto = end or today
+    closed = [(a, b if b is not None else upto) for a, b in pauses]
+    return ClockReading(clock=clock, start=start, end=end, limit=limit,
+                        used=calendar.working_days_used(start, upto, closed),
+                        due_on=calendar.due_date(start, limit, closed))
+
+
+def running_clock(item: LedgerItem) -> Clock | None:
+    """The clock that runs now (a suspended or blocked item keeps the clock of the state it left)."""
+    state = item.resume_to if item.state in (ItemState.SUSPENDED, ItemState.BLOCKED) else item.state
+    if state is ItemState.READY and service_clock_start(item) is not None:
+        return "service"
+    if state in _WORKING:
+        return "statutory"
+    return None
+
+
 OVERDUE_LEVELS = tuple(OVERDUE_LEVEL_NAMES_ZH)
 
 
 def overdue_levels(used: int, limit: int) -> list[str]:
-    """Levels reached after ``used`` working days of a ``limit``-day item.
+    """Levels reached after ``used`` working days of a ``limit``-day clock.
 
     warning: one working day left; yellow card: the limit is reached; red card: the limit is
     exceeded by half (used ≥ 1.5 × limit).
@@ -89,3 +587,19 @@ def overdue_levels(used: int, limit: int) -> list[str]:
     if used * 2 >= limit * 3:
         levels.append("red")
     return levels
+
+
+def overdue(item: LedgerItem, calendar: WorkingCalendar, today: date, service_days: int,
+            now: datetime) -> Applied | None:
+    """Announces each level the running clock has reached, once per clock and level."""
+    clock = running_clock(item)
+    if clock is None:
+        return None
+    reading = clock_readings(item, calendar, today, service_days)[clock]
+    events = [_ledger_event(item, ItemOverdue, f"item.overdue/{clock}/{level}", now, clock=clock, level=level,
+                            due_on=reading.due_on, working_days_used=reading.used, time_limit_days=reading.limit)
+              for level in overdue_levels(reading.used, reading.limit) if f"{clock}:{level}" not in item.overdue_sent]
+    if not events:
+        return None
+    sent = (*item.overdue_sent, *(f"{clock}:{e.level}" for e in events))
+    return Applied(item.model_copy(update={"overdue_sent": sent}), tuple(events))

@@ -2,6 +2,9 @@
 
 Pure: no network, no external scripts, fonts or style sheets. Every text a person reads is in Chinese, and every
 text that comes from the data is escaped with :func:`html.escape` before it goes into the page.
+
+The score is the 综合测评 of the year; the ledger's figures are shown beside it for reference. A provider without any
+测评 (未评价) has no score: it is never drawn or coloured as failing, never on the exit list, and listed on its own.
 """
 
 from __future__ import annotations
@@ -14,56 +17,84 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from services.common.domain import ECON_DEV_BUREAU, EVALUATOR_BY_MODE, GOV_SERVICE_BUREAU, MODE_NAMES_ZH, STAGE_NAMES_ZH
-from services.evaluation.annual import AnnualReport, BlockerCause, ProviderScore, StageTimeliness
+from services.evaluation.annual import AnnualReport, BlockerCause, LateRectification, ProviderScore, StageTimeliness
 
 __all__ = [
     "BLOCKER_COLUMNS",
     "FAIL_FILL",
+    "OPINION_COLUMNS",
     "PASS_FILL",
     "SCORE_COLUMNS",
     "STAGE_COLUMNS",
+    "UNEVALUATED_FILL",
     "render_html",
     "summary_table",
     "write_csv",
     "write_report",
 ]
 
-# Colours of the score chart. FAIL_FILL is used for nothing but the bars of providers below the pass mark.
+# Colours of the score chart. FAIL_FILL is used for nothing but the bars of providers evaluated below the pass mark;
+# a provider without any 测评 (未评价) is never drawn as a bar and is shown in grey.
 FAIL_FILL = "#d93025"
 PASS_FILL = "#2e7d32"
+UNEVALUATED_FILL = "#6e7781"
 STAGE_FILL = "#1f6fb2"
 BLOCKER_FILL = "#f4b183"
 BLOCKER_OPEN_FILL = "#c55a11"
 
 NO_DATA = "无数据"
+UNEVALUATED = "未评价"
+UNEVALUATED_REASON = "本年度无综合测评"
+NOT_RECTIFIED = "未整改"
 
 SCORE_COLUMNS: tuple[str, ...] = (
     "单位",
     "服务方式",
+    "评价单位",
     "事项数",
-    "按时办结",
-    "超时",
-    "评价数",
+    "未办结",
+    "首问按时",
+    "首问超时",
+    "法定时限内办结",
+    "超时办结",
+    "测评数",
+    "服务对象测评均分",
+    "招引单位测评均分",
+    "综合测评得分",
+    "首问响应按时率（参考）",
+    "法定时限按时率（参考）",
+    "差评整改率（参考）",
     "差评",
     "已整改",
-    "满意度",
-    "及时性",
-    "差评整改",
+    "逾期整改",
     "总分",
     "结论",
 )
 STAGE_COLUMNS: tuple[str, ...] = ("审批阶段", "办结事项数", "按时办结", "按时办结率（%）")
 BLOCKER_COLUMNS: tuple[str, ...] = ("堵点/卡点成因", "次数", "未疏通")
+OPINION_COLUMNS: tuple[str, ...] = ("单位", "服务方式", "项目", "评价人", "测评得分", "评价意见")
+_LATE_COLUMNS: tuple[str, ...] = ("单位", "服务方式", "测评编号", "项目", "整改期限", "整改日期")
 
 SCORES_CSV = "scores.csv"
 STAGES_CSV = "stages.csv"
 BLOCKERS_CSV = "blockers.csv"
+OPINIONS_CSV = "opinions.csv"
 INDEX_HTML = "index.html"
 
+# the parts a score can be made of (AnnualReport.weights); the ledger's figures count only with a weight above 0
 _WEIGHT_NAMES_ZH: dict[str, str] = {
-    "satisfaction": "满意度（企业评价）",
-    "timeliness": "及时性（按时办结率）",
-    "rectification": "差评整改（差评整改完成率）",
+    "questionnaire": "综合测评",
+    "service_on_time": "首问响应按时率",
+    "statutory_on_time": "法定时限按时率",
+    "rectification": "差评整改率",
+}
+_RATER_NAMES_ZH: dict[str, str] = {
+    "enterprise": "服务对象（企业）",
+    "recruiting_unit": "项目招引单位",
+}
+_RATER_SHORT_NAMES: dict[str, str] = {
+    "enterprise": "服务对象",
+    "recruiting_unit": "项目招引单位",
 }
 _EVALUATOR_SHORT_NAMES: dict[str, str] = {
     GOV_SERVICE_BUREAU: "政务服务局",
@@ -86,12 +117,29 @@ def _mark(value: float) -> str:
     return text[:-2] if text.endswith(".0") else text
 
 
+def _percent(weight: float) -> str:
+    return f"{_mark(weight * 100)}%"
+
+
 def _verdict(score: ProviderScore) -> str:
-    return "合格" if score.passed else "不合格"
+    return score.status
+
+
+def _evaluated(score: ProviderScore) -> bool:
+    """Whether the provider has a score of the year: only these are drawn, counted and judged."""
+    return score.status != UNEVALUATED and score.score is not None
 
 
 def _mode_name(score: ProviderScore) -> str:
     return MODE_NAMES_ZH.get(score.mode, str(score.mode))
+
+
+def _evaluator_name(score: ProviderScore) -> str:
+    return _EVALUATOR_SHORT_NAMES.get(score.evaluator, score.evaluator)
+
+
+def _rater_name(rater: str) -> str:
+    return _RATER_SHORT_NAMES.get(rater, rater)
 
 
 def _stage_name(stage: StageTimeliness) -> str:
@@ -107,16 +155,24 @@ def _score_row(score: ProviderScore) -> list[str]:
     return [
         score.provider_name,
         _mode_name(score),
+        _evaluator_name(score),
         str(score.items),
-        str(score.on_time),
-        str(score.late),
-        str(score.ratings),
-        str(score.bad_ratings),
+        str(score.open_items),
+        str(score.service_on_time),
+        str(score.service_late),
+        str(score.statutory_on_time),
+        str(score.statutory_late),
+        str(score.assessments),
+        _one(score.enterprise),
+        _one(score.recruiting_unit),
+        _one(score.questionnaire),
+        _one(score.service_rate),
+        _one(score.statutory_rate),
+        _one(score.rectification_rate),
+        str(score.bad),
         str(score.rectified),
-        _one(score.satisfaction),
-        _one(score.timeliness),
-        _one(score.rectification),
-        _one(score.score),
+        str(len(score.late_rectifications)),
+        _one(score.score) if _evaluated(score) else "—",
         _verdict(score),
     ]
 
@@ -129,8 +185,40 @@ def _blocker_row(blocker: BlockerCause) -> list[str]:
     return [blocker.cause, str(blocker.count), str(blocker.open)]
 
 
+def _opinion_rows(report: AnnualReport) -> list[list[str]]:
+    return [
+        [
+            score.provider_name,
+            _mode_name(score),
+            opinion.project_code,
+            _rater_name(opinion.rater),
+            _one(opinion.total),
+            opinion.comment,
+        ]
+        for score in report.scores
+        for opinion in score.opinions
+    ]
+
+
+def _late_row(score: ProviderScore, late: LateRectification) -> list[str]:
+    rectified = late.rectified_on.isoformat() if late.rectified_on is not None else NOT_RECTIFIED
+    return [score.provider_name, _mode_name(score), late.assessment_id, late.project_code, late.rectify_by.isoformat(), rectified]
+
+
 def _exit_entry(score: ProviderScore) -> str:
     return f"{score.provider_name}（{_mode_name(score)}，{_one(score.score)} 分）"
+
+
+def _unevaluated_entry(score: ProviderScore) -> str:
+    return f"{score.provider_name}（{_mode_name(score)}）"
+
+
+def _counts(report: AnnualReport) -> str:
+    total = len(report.scores)
+    passed = sum(1 for score in report.scores if score.status == "合格")
+    failed = len(report.exit_list)
+    unevaluated = len(report.unevaluated)
+    return f"共 {total} 项，合格 {passed} 项，不合格 {failed} 项，未评价 {unevaluated} 项。"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -167,31 +255,20 @@ def _truncate(text: str, width: int) -> str:
 # ---------------------------------------------------------------------------------------------------------------------
 # terminal table
 
-_SUMMARY_COLUMNS: tuple[str, ...] = (
-    "单位",
-    "服务方式",
-    "事项数",
-    "按时办结",
-    "超时",
-    "差评",
-    "已整改",
-    "满意度",
-    "及时性",
-    "差评整改",
-    "总分",
-    "结论",
-)
-_SUMMARY_RIGHT: frozenset[int] = frozenset(range(2, 11))  # numeric columns are right-aligned
+_SUMMARY_COLUMNS: tuple[str, ...] = ("单位", "服务方式", "测评数", "总分", "结论")
+_SUMMARY_RIGHT: frozenset[int] = frozenset({2, 3})  # numeric columns are right-aligned
 
 
 def _summary_row(score: ProviderScore) -> list[str]:
-    full = _score_row(score)
-    # the terminal leaves out 评价数 (index 5) to stay narrow
-    return full[:5] + full[6:]
+    total = _one(score.score) if _evaluated(score) else UNEVALUATED
+    return [score.provider_name, _mode_name(score), str(score.assessments), total, _verdict(score)]
 
 
 def summary_table(report: AnnualReport) -> str:
-    """A plain-text table of the scores for the terminal, aligned by display width, ending with the exit list line."""
+    """A plain-text table of the scores for the terminal, aligned by display width.
+
+    The second-to-last line is the exit list (退出/整改名单), the last one the providers without a score (未评价).
+    """
     rows = [_summary_row(score) for score in report.scores]
     widths = [display_width(name) for name in _SUMMARY_COLUMNS]
     for row in rows:
@@ -201,15 +278,18 @@ def summary_table(report: AnnualReport) -> str:
         padded = (_pad(cell, widths[i], right=i in _SUMMARY_RIGHT) for i, cell in enumerate(cells))
         return " | ".join(padded).rstrip()
 
-    lines = [title(report), line(_SUMMARY_COLUMNS), "-+-".join("-" * width for width in widths)]
+    lines = [title(report)]
+    lines.extend(f"注意：{warning}" for warning in report.calendar_warnings)
+    lines += [line(_SUMMARY_COLUMNS), "-+-".join("-" * width for width in widths)]
     if rows:
         lines.extend(line(row) for row in rows)
     else:
         lines.append(f"（{NO_DATA}）")
-    passed = sum(1 for score in report.scores if score.passed)
-    lines.append(f"合格线 {_mark(report.pass_mark)} 分；共 {len(rows)} 项，合格 {passed} 项，不合格 {len(rows) - passed} 项。")
+    lines.append(f"合格线 {_mark(report.pass_mark)} 分；{_counts(report)}未评价不视为不合格。")
     exits = report.exit_list
     lines.append("退出/整改名单：" + ("；".join(_exit_entry(score) for score in exits) if exits else "无"))
+    unevaluated = report.unevaluated
+    lines.append("未评价：" + ("；".join(_unevaluated_entry(score) for score in unevaluated) if unevaluated else "无"))
     return "\n".join(lines)
 
 
@@ -227,12 +307,14 @@ def _write_rows(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]
 
 
 def write_csv(report: AnnualReport, directory: Path) -> list[Path]:
-    """Write ``scores.csv``, ``stages.csv`` and ``blockers.csv`` (UTF-8 with BOM) into ``directory``; return their paths."""
+    """Write ``scores.csv``, ``stages.csv``, ``blockers.csv`` and ``opinions.csv`` (UTF-8 with BOM) into ``directory``;
+    return their paths. ``opinions.csv`` lists every 评价意见 of the year for the policy's revision (五(七))."""
     directory.mkdir(parents=True, exist_ok=True)
     return [
         _write_rows(directory / SCORES_CSV, SCORE_COLUMNS, (_score_row(score) for score in report.scores)),
         _write_rows(directory / STAGES_CSV, STAGE_COLUMNS, (_stage_row(stage) for stage in report.stages)),
         _write_rows(directory / BLOCKERS_CSV, BLOCKER_COLUMNS, (_blocker_row(blocker) for blocker in report.blockers)),
+        _write_rows(directory / OPINIONS_CSV, OPINION_COLUMNS, _opinion_rows(report)),
     ]
 
 
@@ -262,6 +344,15 @@ tr.fail td { background: #fff1f0; }
 .chart { overflow-x: auto; margin: 8px 0; }
 .chart svg { max-width: 100%; height: auto; }
 ul.exit { margin: 4px 0; }
+h3 { font-size: 15px; margin: 18px 0 6px; }
+.scroll { overflow-x: auto; margin: 8px 0; }
+table.wide th { white-space: normal; min-width: 3em; vertical-align: bottom; }
+table.wide td:first-child { min-width: 10em; }
+table.narrow { width: auto; min-width: 320px; }
+td.comment { white-space: pre-wrap; word-break: break-word; }
+tr.unevaluated td { color: #57606a; background: #f6f8fa; }
+.unevaluated { color: #57606a; }
+.chart-note { color: #57606a; font-size: 13px; margin: 4px 0 8px; }
 """
 
 _SVG_FONT = 'font-family="PingFang SC, Microsoft YaHei, Noto Sans CJK SC, sans-serif"'
@@ -301,27 +392,41 @@ def _axis(x0: float, plot_w: float, y_top: float, y_bottom: float, ticks: Sequen
     return parts
 
 
+def _unevaluated_note(report: AnnualReport) -> str:
+    """The providers left out of the score chart, in grey: they have no 测评, which is not a fail."""
+    left_out = [score for score in report.scores if not _evaluated(score)]
+    if not left_out:
+        return ""
+    names = "、".join(_e(_unevaluated_entry(score)) for score in left_out)
+    return (
+        f'<p class="chart-note" style="color: {UNEVALUATED_FILL}">'
+        f"未评价（{UNEVALUATED_REASON}，不画入图中，不视为不合格）：{names}</p>"
+    )
+
+
 def _score_chart(report: AnnualReport) -> str:
     name = "各服务单位得分与合格线"
-    if not report.scores:
-        return _no_data(name)
-    labels = [f"{score.provider_name}（{_mode_name(score)}）" for score in report.scores]
+    drawn = [score for score in report.scores if _evaluated(score)]
+    if not drawn:
+        return _no_data(name) + _unevaluated_note(report)
+    labels = [f"{score.provider_name}（{_mode_name(score)}）" for score in drawn]
     x0 = _label_px(labels)
     top, bottom_pad = 30, 28
-    plot_h = _ROW_H * len(report.scores)
+    plot_h = _ROW_H * len(drawn)
     width, height = x0 + _PLOT_W + 70, top + plot_h + bottom_pad
     parts = [_svg_open(width, height, name)]
     parts += _axis(x0, _PLOT_W, top - 4, top + plot_h, [i / 5 for i in range(6)], [str(i * 20) for i in range(6)])
-    for row, (score, label) in enumerate(zip(report.scores, labels, strict=True)):
+    for row, (score, label) in enumerate(zip(drawn, labels, strict=True)):
+        value = score.score if score.score is not None else 0.0
         y = top + row * _ROW_H + (_ROW_H - _BAR_H) / 2
-        bar = max(0.0, min(100.0, score.score)) / 100 * _PLOT_W
-        fill = PASS_FILL if score.passed else FAIL_FILL
-        verdict = _verdict(score)
+        bar = max(0.0, min(100.0, value)) / 100 * _PLOT_W
+        fill = FAIL_FILL if score.status == "不合格" else PASS_FILL
+        verdict = _e(_verdict(score))
         parts.append(
             f'<text x="{x0 - 8}" y="{y + _BAR_H - 3:.1f}" text-anchor="end" fill="#1f2328">{_e(label)}</text>'
             f'<rect x="{x0}" y="{y:.1f}" width="{bar:.1f}" height="{_BAR_H}" fill="{fill}" rx="2">'
-            f"<title>{_e(label)}：{_one(score.score)} 分，{verdict}</title></rect>"
-            f'<text x="{x0 + bar + 6:.1f}" y="{y + _BAR_H - 3:.1f}" fill="#1f2328" font-weight="600">{_one(score.score)}</text>'
+            f"<title>{_e(label)}：{_one(value)} 分，{verdict}</title></rect>"
+            f'<text x="{x0 + bar + 6:.1f}" y="{y + _BAR_H - 3:.1f}" fill="#1f2328" font-weight="600">{_one(value)}</text>'
         )
     mark_x = x0 + max(0.0, min(100.0, report.pass_mark)) / 100 * _PLOT_W
     parts.append(
@@ -331,7 +436,7 @@ def _score_chart(report: AnnualReport) -> str:
         f"合格线 {_e(_mark(report.pass_mark))}</text>"
     )
     parts.append("</svg>")
-    return f'<div class="chart">{"".join(parts)}</div>'
+    return f'<div class="chart">{"".join(parts)}</div>{_unevaluated_note(report)}'
 
 
 def _stage_chart(report: AnnualReport) -> str:
@@ -401,10 +506,35 @@ def _blocker_chart(report: AnnualReport) -> str:
     return f'<div class="chart">{"".join(parts)}</div>'
 
 
+def _weights_text(report: AnnualReport) -> str:
+    """Which parts count: “综合测评 100%；首问响应按时率 仅供参考，不计分；…”."""
+    keys = list(_WEIGHT_NAMES_ZH) + [key for key in report.weights if key not in _WEIGHT_NAMES_ZH]
+    parts = []
+    for key in keys:
+        weight = report.weights.get(key, 0.0)
+        shown = _percent(weight) if weight > 0 else "仅供参考，不计分"
+        parts.append(f"{_e(_WEIGHT_NAMES_ZH.get(key, key))} {_e(shown)}")
+    return "；".join(parts)
+
+
+def _questionnaire_table(report: AnnualReport) -> str:
+    if not report.questionnaire:
+        return _no_data("测评问卷指标")
+    rows = "".join(
+        f'<tr><td>{_e(name)}</td><td class="num">{_e(_mark(points))}</td></tr>' for name, points in report.questionnaire
+    )
+    total = sum(points for _, points in report.questionnaire)
+    return (
+        '<table class="narrow"><thead><tr><th>测评指标</th><th>分值</th></tr></thead>'
+        f'<tbody>{rows}<tr><td><strong>合计</strong></td><td class="num"><strong>{_e(_mark(total))}</strong></td></tr>'
+        "</tbody></table>"
+    )
+
+
 def _explanation(report: AnnualReport) -> str:
     mark = _e(_mark(report.pass_mark))
-    weights = "、".join(
-        f"{_e(_WEIGHT_NAMES_ZH.get(key, key))} {_e(_mark(weight * 100))}%" for key, weight in report.weights.items()
+    raters = "、".join(
+        f"{_e(_RATER_NAMES_ZH.get(key, key))} {_e(_percent(weight))}" for key, weight in report.rater_weights.items()
     )
     by_evaluator: dict[str, list[str]] = {}
     for mode, evaluator in EVALUATOR_BY_MODE.items():
@@ -419,15 +549,27 @@ def _explanation(report: AnnualReport) -> str:
         else "本报告汇总全部评价单位的评价结果。"
     )
     return (
-        "<h2>评价说明</h2><ul>"
-        f"<li>按年度对审批服务单位进行综合评价，满分 100 分，{mark} 分及以上为合格；"
-        f"低于 {mark} 分的服务单位列入退出/整改名单。</li>"
-        f"<li>评分权重：{weights or NO_DATA}。</li>"
+        '<section id="explanation"><h2>评价说明</h2><ul>'
+        f"<li>按年度对审批服务单位进行综合评价，满分 100 分，<strong>{mark} 分及以上为合格</strong>；"
+        f"经测评低于 {mark} 分的服务单位列入退出/整改名单。</li>"
         f"<li>评价分工（工作方案五(六)）：{split}；咨询服务按其对应的服务方式计入评价。{scope}</li>"
-        "<li>“超时”含超过办理时限办结及超过时限仍未办结的事项；“差评”指“不满意”或“非常不满意”的评价；"
-        "“已整改”指服务单位已提交整改说明并办结的差评。</li>"
-        "</ul>"
+        "<li>综合测评：评价单位组织服务对象（企业）和项目招引单位按下表测评问卷逐项打分；"
+        f"两类测评人的测评总分分别取平均，再按测评人权重（{raters or NO_DATA}）合计为综合测评得分。</li>"
+        f"<li>计分权重：{_weights_text(report) if report.weights else NO_DATA}。"
+        "台账数据（首问响应按时率、法定时限按时率、差评整改率）标“仅供参考，不计分”的，只列出供参考，不影响总分。</li>"
+        f"<li><strong>未评价不是不合格</strong>：本年度没有任何综合测评的服务单位不计分，结论为“未评价”，"
+        "不画入得分图，不列入退出/整改名单，另列于“未评价单位”。</li>"
+        "<li>首问响应按时率：在时限内首次联系企业的事项占比（服务时钟）；"
+        "法定时限按时率：自受理起在法定时限内办结的事项占比；"
+        "差评整改率：差评在整改期限内完成整改的占比；逾期整改：超过整改期限才整改或仍未整改的差评。</li>"
+        f"</ul><h3>测评问卷</h3>{_questionnaire_table(report)}</section>"
     )
+
+
+def _row_class(score: ProviderScore) -> str:
+    if not _evaluated(score):
+        return "unevaluated"
+    return "pass" if score.status == "合格" else "fail"
 
 
 def _score_table(report: AnnualReport) -> str:
@@ -437,17 +579,15 @@ def _score_table(report: AnnualReport) -> str:
     body = []
     for score in report.scores:
         cells = _score_row(score)
-        tds = [f"<td>{_e(cells[0])}</td>", f"<td>{_e(cells[1])}</td>"]
-        tds += [f'<td class="num">{_e(cell)}</td>' for cell in cells[2:-1]]
-        verdict_class = "pass" if score.passed else "fail"
-        tds.append(f'<td class="{verdict_class}">{_e(cells[-1])}</td>')
-        row_class = "" if score.passed else ' class="fail"'
+        tds = [f"<td>{_e(cell)}</td>" for cell in cells[:3]]
+        tds += [f'<td class="num">{_e(cell)}</td>' for cell in cells[3:-1]]
+        kind = _row_class(score)
+        tds.append(f'<td class="{kind}">{_e(cells[-1])}</td>')
+        row_class = f' class="{kind}"' if kind != "pass" else ""
         body.append(f"<tr{row_class}>{''.join(tds)}</tr>")
-    passed = sum(1 for score in report.scores if score.passed)
-    total = len(report.scores)
     return (
-        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-        f'<p class="meta">共 {total} 项，合格 {passed} 项，不合格 {total - passed} 项。</p>'
+        f'<div class="scroll"><table class="wide"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+        f'<p class="meta">{_e(_counts(report))}“总分”为“—”的服务单位未评价，不视为不合格。</p>'
     )
 
 
@@ -456,13 +596,69 @@ def _exit_section(report: AnnualReport) -> str:
     if not exits:
         content = "<p>无</p>"
     else:
-        items = "".join(
-            f"<li><strong>{_e(score.provider_name)}</strong>（{_e(_mode_name(score))}，{_one(score.score)} 分，"
-            f"低于合格线 {_one(report.pass_mark - score.score)} 分）</li>"
-            for score in exits
-        )
-        content = f'<ul class="exit">{items}</ul>'
+        items = []
+        for score in exits:
+            value = score.score if score.score is not None else 0.0
+            items.append(
+                f"<li><strong>{_e(score.provider_name)}</strong>（{_e(_mode_name(score))}，{_one(value)} 分，"
+                f"低于合格线 {_one(report.pass_mark - value)} 分）</li>"
+            )
+        content = f'<ul class="exit">{"".join(items)}</ul>'
     return f'<section id="exit-list"><h2>退出/整改名单</h2>{content}</section>'
+
+
+def _unevaluated_section(report: AnnualReport) -> str:
+    unevaluated = report.unevaluated
+    if not unevaluated:
+        content = "<p>无</p>"
+    else:
+        items = "".join(
+            f"<li><strong>{_e(score.provider_name)}</strong>（{_e(_mode_name(score))}，"
+            f"评价单位：{_e(_evaluator_name(score))}，事项 {score.items} 项）：{UNEVALUATED_REASON}</li>"
+            for score in unevaluated
+        )
+        content = (
+            f'<ul class="unevaluated">{items}</ul>'
+            '<p class="meta">未评价的服务单位本年度不计分，不视为不合格，不列入退出/整改名单。</p>'
+        )
+    return f'<section id="unevaluated"><h2>未评价单位</h2>{content}</section>'
+
+
+def _simple_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], *, numeric: frozenset[int] = frozenset(), comment: int | None = None
+) -> str:
+    head = "".join(f"<th>{_e(column)}</th>" for column in header)
+    body = []
+    for row in rows:
+        tds = []
+        for i, cell in enumerate(row):
+            css = ' class="num"' if i in numeric else ' class="comment"' if i == comment else ""
+            tds.append(f"<td{css}>{_e(cell)}</td>")
+        body.append(f"<tr>{''.join(tds)}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _late_section(report: AnnualReport) -> str:
+    rows = [_late_row(score, late) for score in report.scores for late in score.late_rectifications]
+    content = _simple_table(_LATE_COLUMNS, rows) if rows else "<p>无</p>"
+    return f'<section id="late-rectifications"><h2>逾期整改</h2>{content}</section>'
+
+
+def _opinions_section(report: AnnualReport) -> str:
+    parts = ['<p class="meta">综合测评中服务对象和项目招引单位填写的评价意见，供年度修订评价办法（工作方案五(七)）参考。</p>']
+    if not report.scores:
+        parts.append("<p>无</p>")
+    for score in report.scores:
+        parts.append(f"<h3>{_e(score.provider_name)}（{_e(_mode_name(score))}）</h3>")
+        if not score.opinions:
+            parts.append('<p class="unevaluated">无评价意见</p>')
+            continue
+        rows = [
+            [opinion.project_code, _rater_name(opinion.rater), _one(opinion.total), opinion.comment or "（未填写）"]
+            for opinion in score.opinions
+        ]
+        parts.append(_simple_table(OPINION_COLUMNS[2:], rows, numeric=frozenset({2}), comment=3))
+    return f'<section id="opinions"><h2>评价意见</h2>{"".join(parts)}</section>'
 
 
 def _warnings(report: AnnualReport) -> str:
@@ -488,14 +684,17 @@ def render_html(report: AnnualReport) -> str:
         f"<h2>服务单位得分</h2>\n{_score_table(report)}\n"
         f"<h2>各服务单位得分与合格线</h2>\n{_score_chart(report)}\n"
         f"{_exit_section(report)}\n"
+        f"{_unevaluated_section(report)}\n"
+        f"{_late_section(report)}\n"
         f"<h2>各审批阶段按时办结率</h2>\n{_stage_chart(report)}\n"
         f"<h2>堵点/卡点成因</h2>\n{_blocker_chart(report)}\n"
+        f"{_opinions_section(report)}\n"
         "</main>\n</body>\n</html>\n"
     )
 
 
 def write_report(report: AnnualReport, directory: Path) -> list[Path]:
-    """Write ``index.html`` and the CSV files into ``directory`` (created if missing); return their paths."""
+    """Write ``index.html`` and the four CSV files into ``directory`` (created if missing); return their paths."""
     directory.mkdir(parents=True, exist_ok=True)
     index = directory / INDEX_HTML
     index.write_text(render_html(report), encoding="utf-8")

@@ -1,227 +1,245 @@
-"""The ledger (台账) in the store: projects, items and their history, parked events, ratings.
+"""The ledger (台账) in the store: loading and saving only, with the version check.
 
-Every write is idempotent: an item keeps the ids of the events applied to it, and an update only
-applies if the item is still at the version it was read at (two events for one item never
-overwrite each other; the loser reads again).
+``LedgerRepository`` is the port the handlers use; ``MongoLedgerRepository`` is the real adapter
+(MongoDB or the embedded store) and ``MemoryLedgerRepository`` its in-memory fake. Both keep
+records as JSON documents, so the fake also proves every record survives the round trip.
+
+An item is saved only if it is still at the version it was read at: two requests for one item
+never overwrite each other (the loser reads again).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import date, datetime, timedelta
-from typing import Any
-from zoneinfo import ZoneInfo
+import copy
+from datetime import datetime
+from typing import Any, Protocol
 
+from pydantic import BaseModel
 from pymongo import ASCENDING, IndexModel
+from pymongo.errors import DuplicateKeyError
 
-from services.common.domain import ServiceMode, Stage
-from services.common.messages import (
-    Event,
-    ItemBlocked,
-    ItemCompleted,
-    ItemDelivered,
-    ItemEvent,
-    ItemResumed,
-    ItemRouted,
-    ItemSuspended,
-    ItemUnblocked,
-    RatingRectified,
-    RatingSubmitted,
-    Satisfaction,
-    ServiceStarted,
-)
 from services.common.storage import Collection, Store
-from services.evaluation.ledger import FINISHED, InvalidTransition, ItemState, next_state
-from services.evaluation.scoring import ItemRecord, RatingRecord
-
-LOCAL = ZoneInfo("Asia/Shanghai")
-LATE_AFTER = timedelta(days=1)  # a record made more than a day after the fact is flagged as back-filled
+from services.evaluation.ledger import FINISHED, Assessment, LedgerItem, ProjectRecord, RequestOutcome
 
 PROJECTS = Collection("ledger_projects")
 ITEMS = Collection("ledger_items", (IndexModel([("project_code", ASCENDING)]), IndexModel([("state", ASCENDING)])))
-PARKED = Collection("ledger_parked", (IndexModel([("recorded_at", ASCENDING)]),))
-RATINGS = Collection("ratings", (IndexModel([("provider", ASCENDING)]), IndexModel([("project_code", ASCENDING)])))
-COLLECTIONS = (PROJECTS, ITEMS, PARKED, RATINGS)
+ASSESSMENTS = Collection("ledger_assessments", (
+    IndexModel([("project_code", ASCENDING), ("provider", ASCENDING), ("rater", ASCENDING), ("year", ASCENDING)]),
+    IndexModel([("year", ASCENDING)])))
+REQUESTS = Collection("ledger_requests", (IndexModel([("status", ASCENDING), ("recorded_at", ASCENDING)]),))
+COLLECTIONS = (PROJECTS, ITEMS, ASSESSMENTS, REQUESTS)
 
 
 class UnknownSubject(LookupError):
-    """The event names a project, item or rating the ledger has not recorded (yet)."""
+    """The request names a project, item or 测评 the ledger has not recorded (yet)."""
 
 
-def local_day(moment: datetime) -> date:
-    return moment.astimezone(LOCAL).date()
+class LedgerRepository(Protocol):
+    async def ensure(self) -> None: ...
+    async def item(self, key: str) -> LedgerItem | None: ...
+    async def project_items(self, project_code: str) -> list[LedgerItem]: ...
+    async def add_item(self, item: LedgerItem) -> bool:
+        """Stores a new item; False if one with that key exists (a redelivered ``item.routed``)."""
+    async def save_item(self, item: LedgerItem, read_version: int) -> bool:
+        """Stores ``item`` as version ``read_version + 1`` if the stored one is still at ``read_version``."""
+    async def open_items(self) -> list[LedgerItem]: ...
+    async def all_items(self) -> list[LedgerItem]: ...
+    async def project(self, code: str) -> ProjectRecord | None: ...
+    async def add_project(self, project: ProjectRecord) -> None: ...
+    async def close_project(self, code: str, at: datetime) -> bool:
+        """Marks the project delivered; True if this call did it."""
+    async def assessment(self, assessment_id: str) -> Assessment | None: ...
+    async def find_assessment(self, project_code: str, provider: str, rater: str, year: int) -> Assessment | None: ...
+    async def add_assessment(self, assessment: Assessment) -> bool: ...
+    async def rectify_assessment(self, assessment: Assessment) -> bool:
+        """Stores the rectification if the stored 测评 is not rectified yet."""
+    async def assessments(self, year: int | None = None) -> list[Assessment]: ...
+    async def outcome(self, request_id: str) -> RequestOutcome | None: ...
+    async def record_outcome(self, outcome: RequestOutcome) -> None: ...
+    async def refused(self, limit: int = 200) -> list[RequestOutcome]: ...
 
 
-def item_id(project_code: str, item_code: str) -> str:
-    return f"{project_code}/{item_code}"
+_OPEN = {"state": {"$nin": [s.value for s in FINISHED]}}
 
 
-class LedgerRepository:
+def _doc(record: BaseModel, key: str) -> dict[str, Any]:
+    return {"_id": key, **record.model_dump(mode="json")}
+
+
+def _load(model: type[Any], doc: dict[str, Any] | None) -> Any:
+    if doc is None:
+        return None
+    data = {k: v for k, v in doc.items() if k != "_id"}
+    return model.model_validate(data)
+
+
+class MongoLedgerRepository:
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.projects = store.db[PROJECTS.name]
-        self.items = store.db[ITEMS.name]
-        self.parked = store.db[PARKED.name]
-        self.ratings = store.db[RATINGS.name]
+        db = store.db
+        self._projects, self._items = db[PROJECTS.name], db[ITEMS.name]
+        self._assessments, self._requests = db[ASSESSMENTS.name], db[REQUESTS.name]
 
-    async def record_started(self, event: ServiceStarted, now: datetime) -> None:
-        project = event.project
-        await self.projects.update_one({"_id": project.code}, {"$setOnInsert": {
-            "agreement_id": event.agreement_id, "name": project.name, "enterprise": project.enterprise.name,
-            "recruiting_unit": project.recruiting_unit, "signed_on": event.signed_on.isoformat(),
-            "ledger_owner": event.ledger_owner, "items_planned": event.items_planned,
-            "items_routed": event.items_routed, "items_unroutable": event.items_unroutable,
-            "rules_version": event.rules_version, "started_at": event.occurred_at, "recorded_at": now,
-            "delivered_at": None}}, upsert=True)
+    async def ensure(self) -> None:
+        await self.store.ensure(COLLECTIONS)
 
-    async def record_routed(self, event: ItemRouted, now: datetime) -> None:
-        item = event.item
-        await self.items.update_one({"_id": item_id(item.project_code, item.item_code)}, {"$setOnInsert": {
-            "project_code": item.project_code, "item_code": item.item_code, "item_name": item.item_name,
-            "stage": item.stage.value, "mode": item.mode.value, "evaluated_as": item.decision.evaluated_as.value,
-            "evaluator": item.decision.evaluator, "responsible_unit": item.responsible_unit,
-            "approving_authority": item.approving_authority, "time_limit_days": item.time_limit_days,
-            "routed_on": local_day(event.occurred_at).isoformat(), "state": ItemState.ROUTED.value, "version": 0,
-            "applied": [event.event_id], "blockers": [], "pauses": [], "overdue_sent": [], "finished_on": None,
-            "delivered_on": None, "results": [],
-            "history": [{"event_id": event.event_id, "type": event.type, "to": ItemState.ROUTED.value,
-                         "occurred_at": event.occurred_at, "recorded_at": now, "late": False}]}}, upsert=True)
+    async def item(self, key: str) -> LedgerItem | None:
+        return _load(LedgerItem, await self._items.find_one({"_id": key}))  # type: ignore[no-any-return]
 
-    async def apply_progress(self, event: ItemEvent, now: datetime) -> str:
-        """Applies a progress event: ``applied``, ``duplicate`` or ``parked`` (invalid, with the reason)."""
-        ident = item_id(event.project_code, event.item_code)
-        for _ in range(10):
-            doc = await self.items.find_one({"_id": ident})
-            if doc is None:
-                raise UnknownSubject(f"item {ident} is not in the ledger")
-            if event.event_id in doc["applied"]:
-                return "duplicate"
-            try:
-                target = next_state(ItemState(doc["state"]), event.type)
-            except InvalidTransition as exc:
-                await self.park(event, str(exc), now)
-                return "parked"
-            changes = self._changes(doc, event, target, now)
-            entry = {"event_id": event.event_id, "type": event.type, "from": doc["state"], "to": target.value,
-                     "by": event.reported_by, "occurred_at": event.occurred_at, "recorded_at": now,
-                     "late": now - event.occurred_at > LATE_AFTER}
-            result = await self.items.update_one(
-                {"_id": ident, "version": doc["version"]},
-                {"$set": {"state": target.value, **changes}, "$inc": {"version": 1},
-                 "$push": {"applied": event.event_id, "history": entry}})
-            if result.modified_count == 1:
-                return "applied"
-        raise RuntimeError(f"item {ident} kept changing under event {event.event_id}")
+    async def project_items(self, project_code: str) -> list[LedgerItem]:
+        return [_load(LedgerItem, d) async for d in self._items.find({"project_code": project_code}).sort("_id")]
 
-    @staticmethod
-    def _changes(doc: dict[str, Any], event: ItemEvent, target: ItemState, now: datetime) -> dict[str, Any]:
-        day = local_day(event.occurred_at).isoformat()
-        if isinstance(event, ItemBlocked):
-            return {"blockers": [*doc["blockers"], {"event_id": event.event_id, "reason": event.reason,
-                                                    "resolver": event.resolver, "reported_by": event.reported_by,
-                                                    "opened_at": event.occurred_at, "closed_at": None}]}
-        if isinstance(event, ItemUnblocked):
-            blockers = [dict(b) for b in doc["blockers"]]
-            for blocker in blockers:
-                if blocker["closed_at"] is None:
-                    blocker["closed_at"] = event.occurred_at
-            return {"blockers": blockers}
-        if isinstance(event, ItemSuspended):
-            return {"pauses": [*doc["pauses"], {"from": day, "to": None, "reason": event.reason}]}
-        if isinstance(event, ItemResumed):
-            pauses = [dict(p) for p in doc["pauses"]]
-            if pauses and pauses[-1]["to"] is None:
-                pauses[-1]["to"] = day
-            return {"pauses": pauses}
-        if isinstance(event, ItemCompleted):
-            return {"finished_on": day}
-        if isinstance(event, ItemDelivered):
-            return {"delivered_on": day, "results": list(event.results)}
-        return {}
+    async def add_item(self, item: LedgerItem) -> bool:
+        try:
+            await self._items.insert_one(_doc(item, item.key))
+        except DuplicateKeyError:
+            return False
+        return True
 
-    async def park(self, event: Event, reason: str, now: datetime) -> None:
-        await self.parked.update_one({"_id": event.event_id}, {"$setOnInsert": {
-            "event_type": event.type, "project_code": getattr(event, "project_code", None),
-            "item_code": getattr(event, "item_code", None), "reason": reason,
-            "event": event.model_dump(mode="json"), "recorded_at": now}}, upsert=True)
+    async def save_item(self, item: LedgerItem, read_version: int) -> bool:
+        stored = item.model_copy(update={"version": read_version + 1})
+        result = await self._items.replace_one({"_id": item.key, "version": read_version}, _doc(stored, item.key))
+        return result.matched_count == 1
 
-    async def project_to_close(self, project_code: str) -> int | None:
-        """The number of items if every item of the project is delivered and it is not closed yet."""
-        project = await self.projects.find_one({"_id": project_code})
-        if project is None or project.get("delivered_at") is not None:
-            return None
-        items = [d async for d in self.items.find({"project_code": project_code}, {"state": 1})]
-        if not items or any(d["state"] != ItemState.DELIVERED.value for d in items):
-            return None
-        return len(items)
+    async def open_items(self) -> list[LedgerItem]:
+        return [_load(LedgerItem, d) async for d in self._items.find(_OPEN)]
 
-    async def close_project(self, project_code: str, now: datetime) -> None:
-        await self.projects.update_one({"_id": project_code, "delivered_at": None}, {"$set": {"delivered_at": now}})
+    async def all_items(self) -> list[LedgerItem]:
+        return [_load(LedgerItem, d) async for d in self._items.find({})]
 
-    # -- ratings -----------------------------------------------------------------------------
+    async def project(self, code: str) -> ProjectRecord | None:
+        return _load(ProjectRecord, await self._projects.find_one({"_id": code}))  # type: ignore[no-any-return]
 
-    async def record_rating(self, event: RatingSubmitted, now: datetime) -> None:
-        await self.ratings.update_one({"_id": event.event_id}, {"$setOnInsert": {
-            "project_code": event.project_code, "provider": event.provider, "rater": event.rater,
-            "level": event.level.value, "comment": event.comment, "bad": event.level.is_bad,
-            "followup": "open" if event.level.is_bad else None, "rectified_at": None, "rectification": None,
-            "year": local_day(event.occurred_at).year, "occurred_at": event.occurred_at, "recorded_at": now}},
-            upsert=True)
+    async def add_project(self, project: ProjectRecord) -> None:
+        await self._projects.update_one({"_id": project.code}, {"$setOnInsert": project.model_dump(mode="json")},
+                                        upsert=True)
 
-    async def rectify(self, event: RatingRectified, now: datetime) -> str:
-        rating = await self.ratings.find_one({"_id": event.rating_id})
-        if rating is None:
-            raise UnknownSubject(f"rating {event.rating_id} is not recorded")
-        if rating["provider"] != event.provider:
-            await self.park(event, f"评价 {event.rating_id} 针对的是 {rating['provider']}，不是 {event.provider}", now)
-            return "parked"
-        if not rating["bad"]:
-            await self.park(event, f"评价 {event.rating_id} 为“{rating['level']}”，不是差评，无需整改", now)
-            return "parked"
-        await self.ratings.update_one({"_id": event.rating_id, "rectified_at": None}, {"$set": {
-            "followup": "closed", "rectified_at": event.occurred_at, "rectification": event.note}})
-        return "applied"
+    async def close_project(self, code: str, at: datetime) -> bool:
+        result = await self._projects.update_one({"_id": code, "delivered_at": None},
+                                                 {"$set": {"delivered_at": at.isoformat()}})
+        return result.modified_count == 1
 
-    # -- queries -----------------------------------------------------------------------------
+    async def assessment(self, assessment_id: str) -> Assessment | None:
+        return _load(Assessment, await self._assessments.find_one({"_id": assessment_id}))  # type: ignore[no-any-return]
 
-    async def project(self, code: str) -> dict[str, Any] | None:
-        return await self.projects.find_one({"_id": code})
+    async def find_assessment(self, project_code: str, provider: str, rater: str, year: int) -> Assessment | None:
+        doc = await self._assessments.find_one({"project_code": project_code, "provider": provider, "rater": rater,
+                                                "year": year})
+        return _load(Assessment, doc)  # type: ignore[no-any-return]
 
-    async def project_items(self, code: str) -> list[dict[str, Any]]:
-        return [d async for d in self.items.find({"project_code": code}).sort([("_id", ASCENDING)])]
+    async def add_assessment(self, assessment: Assessment) -> bool:
+        try:
+            await self._assessments.insert_one(_doc(assessment, assessment.assessment_id))
+        except DuplicateKeyError:
+            return False
+        return True
 
-    async def open_items(self) -> list[dict[str, Any]]:
-        finished = [s.value for s in FINISHED]
-        return [d async for d in self.items.find({"state": {"$nin": finished}})]
+    async def rectify_assessment(self, assessment: Assessment) -> bool:
+        result = await self._assessments.replace_one({"_id": assessment.assessment_id, "rectified_on": None},
+                                                     _doc(assessment, assessment.assessment_id))
+        return result.matched_count == 1
 
-    async def mark_overdue(self, ident: str, level: str) -> None:
-        await self.items.update_one({"_id": ident, "overdue_sent": {"$ne": level}}, {"$push": {"overdue_sent": level}})
+    async def assessments(self, year: int | None = None) -> list[Assessment]:
+        query = {} if year is None else {"year": year}
+        return [_load(Assessment, d) async for d in self._assessments.find(query)]
 
-    async def all_items(self) -> list[dict[str, Any]]:
-        return [d async for d in self.items.find({})]
+    async def outcome(self, request_id: str) -> RequestOutcome | None:
+        return _load(RequestOutcome, await self._requests.find_one({"_id": request_id}))  # type: ignore[no-any-return]
 
-    async def all_ratings(self) -> list[dict[str, Any]]:
-        return [d async for d in self.ratings.find({})]
+    async def record_outcome(self, outcome: RequestOutcome) -> None:
+        await self._requests.update_one({"_id": outcome.request_id},
+                                        {"$setOnInsert": outcome.model_dump(mode="json")}, upsert=True)
 
-    async def parked_events(self, limit: int = 200) -> Sequence[dict[str, Any]]:
-        return [d async for d in self.parked.find({}).sort([("recorded_at", ASCENDING)]).limit(limit)]
+    async def refused(self, limit: int = 200) -> list[RequestOutcome]:
+        cursor = self._requests.find({"status": "refused"}).sort("recorded_at", ASCENDING).limit(limit)
+        return [_load(RequestOutcome, d) async for d in cursor]
 
 
-def _day(text: object) -> date | None:
-    return date.fromisoformat(str(text)) if text else None
+class MemoryLedgerRepository:
+    """The in-memory fake: the same contract, JSON documents in dicts."""
 
+    def __init__(self) -> None:
+        self.tables: dict[str, dict[str, dict[str, Any]]] = {c.name: {} for c in COLLECTIONS}
 
-def item_record(doc: dict[str, Any]) -> ItemRecord:
-    """A ledger item document as the record the sweep, the ledger view and scoring work on."""
-    return ItemRecord(
-        project_code=str(doc["project_code"]), item_code=str(doc["item_code"]), stage=Stage(doc["stage"]),
-        provider=str(doc["responsible_unit"]), mode=ServiceMode(doc["evaluated_as"]),
-        routed_on=date.fromisoformat(str(doc["routed_on"])), time_limit_days=int(doc["time_limit_days"]),
-        finished_on=_day(doc["finished_on"]),
-        pauses=tuple((date.fromisoformat(p["from"]), _day(p["to"])) for p in doc["pauses"]),
-        blockers=tuple((str(b["reason"]), b["closed_at"] is None) for b in doc["blockers"]))
+    def _table(self, collection: Collection) -> dict[str, dict[str, Any]]:
+        return self.tables[collection.name]
 
+    async def ensure(self) -> None:
+        return None
 
-def rating_record(doc: dict[str, Any]) -> RatingRecord:
-    return RatingRecord(project_code=str(doc["project_code"]), provider=str(doc["provider"]),
-                        level=Satisfaction(str(doc["level"])), rectified=bool(doc.get("rectified_at")))
+    async def item(self, key: str) -> LedgerItem | None:
+        return _load(LedgerItem, copy.deepcopy(self._table(ITEMS).get(key)))  # type: ignore[no-any-return]
+
+    async def project_items(self, project_code: str) -> list[LedgerItem]:
+        return [_load(LedgerItem, copy.deepcopy(d)) for k, d in sorted(self._table(ITEMS).items())
+                if d["project_code"] == project_code]
+
+    async def add_item(self, item: LedgerItem) -> bool:
+        if item.key in self._table(ITEMS):
+            return False
+        self._table(ITEMS)[item.key] = _doc(item, item.key)
+        return True
+
+    async def save_item(self, item: LedgerItem, read_version: int) -> bool:
+        stored = self._table(ITEMS).get(item.key)
+        if stored is None or stored["version"] != read_version:
+            return False
+        self._table(ITEMS)[item.key] = _doc(item.model_copy(update={"version": read_version + 1}), item.key)
+        return True
+
+    async def open_items(self) -> list[LedgerItem]:
+        finished = {s.value for s in FINISHED}
+        return [_load(LedgerItem, copy.deepcopy(d)) for d in self._table(ITEMS).values() if d["state"] not in finished]
+
+    async def all_items(self) -> list[LedgerItem]:
+        return [_load(LedgerItem, copy.deepcopy(d)) for d in self._table(ITEMS).values()]
+
+    async def project(self, code: str) -> ProjectRecord | None:
+        return _load(ProjectRecord, copy.deepcopy(self._table(PROJECTS).get(code)))  # type: ignore[no-any-return]
+
+    async def add_project(self, project: ProjectRecord) -> None:
+        self._table(PROJECTS).setdefault(project.code, _doc(project, project.code))
+
+    async def close_project(self, code: str, at: datetime) -> bool:
+        doc = self._table(PROJECTS).get(code)
+        if doc is None or doc["delivered_at"] is not None:
+            return False
+        doc["delivered_at"] = at.isoformat()
+        return True
+
+    async def assessment(self, assessment_id: str) -> Assessment | None:
+        return _load(Assessment, copy.deepcopy(self._table(ASSESSMENTS).get(assessment_id)))  # type: ignore[no-any-return]
+
+    async def find_assessment(self, project_code: str, provider: str, rater: str, year: int) -> Assessment | None:
+        for doc in self._table(ASSESSMENTS).values():
+            if (doc["project_code"], doc["provider"], doc["rater"], doc["year"]) == (project_code, provider, rater, year):
+                return _load(Assessment, copy.deepcopy(doc))  # type: ignore[no-any-return]
+        return None
+
+    async def add_assessment(self, assessment: Assessment) -> bool:
+        if assessment.assessment_id in self._table(ASSESSMENTS):
+            return False
+        self._table(ASSESSMENTS)[assessment.assessment_id] = _doc(assessment, assessment.assessment_id)
+        return True
+
+    async def rectify_assessment(self, assessment: Assessment) -> bool:
+        stored = self._table(ASSESSMENTS).get(assessment.assessment_id)
+        if stored is None or stored["rectified_on"] is not None:
+            return False
+        self._table(ASSESSMENTS)[assessment.assessment_id] = _doc(assessment, assessment.assessment_id)
+        return True
+
+    async def assessments(self, year: int | None = None) -> list[Assessment]:
+        return [_load(Assessment, copy.deepcopy(d)) for d in self._table(ASSESSMENTS).values()
+                if year is None or d["year"] == year]
+
+    async def outcome(self, request_id: str) -> RequestOutcome | None:
+        return _load(RequestOutcome, copy.deepcopy(self._table(REQUESTS).get(request_id)))  # type: ignore[no-any-return]
+
+    async def record_outcome(self, outcome: RequestOutcome) -> None:
+        self._table(REQUESTS).setdefault(outcome.request_id, _doc(outcome, outcome.request_id))
+
+    async def refused(self, limit: int = 200) -> list[RequestOutcome]:
+        found = sorted((d for d in self._table(REQUESTS).values() if d["status"] == "refused"),
+                       key=lambda d: d["recorded_at"])
+        return [_load(RequestOutcome, copy.deepcopy(d)) for d in found[:limit]]

@@ -60,7 +60,7 @@ def create_notifier(settings: NotifierSettings | None = None, broker_settings: B
     notifier = Notifier(settings=settings, broker=broker, app=FastStream(broker), store=store)
     owns_store = store is None
 
-    async def notify(event: Event) -> None:
+    async def notify(event: Event, final_attempt: bool) -> None:
         assert notifier.repository is not None and notifier.composer is not None and notifier.commit is not None
         if await handle_event(event, notifier.repository, notifier.composer, notifier.commit) and notifier.deliverer:
             notifier.deliverer.wake()  # webhooks stored: deliver now rather than at the next round

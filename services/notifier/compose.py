@@ -16,24 +16,41 @@ from typing import Any
 from services.common.domain import ECON_DEV_BUREAU, OVERDUE_LEVEL_NAMES_ZH, Request, Unit
 from services.common.messages import (
     AgreementRejected,
+    AssessmentRectified,
+    AssessmentSubmitted,
     Enterprise,
     Event,
+    ItemAccepted,
     ItemBlocked,
+    ItemContacted,
     ItemDelivered,
     ItemEvent,
     ItemOverdue,
+    ItemReady,
     ItemRouted,
     ItemUnroutable,
     ProjectDelivered,
-    RatingSubmitted,
+    RequestRefused,
     RulesActivated,
     RulesRejected,
     ServiceStarted,
+    TaskOrderAccepted,
+    TaskOrderClosed,
+    TaskOrderIssued,
     stable_id,
 )
 from services.notifier.plan import UNIT_PREFIX, NotificationPlan, Webhook
 
 REQUESTS = {Request.HANDLE: "办理", Request.CONSULT: "提供咨询"}
+CLOCK_NAMES = {"service": "首问响应时限", "statutory": "法定办理时限"}
+RATER_NAMES = {"enterprise": "服务对象", "recruiting_unit": "项目招引单位"}
+REQUEST_NAMES = {
+    "item.contact": "对接企业", "item.accept": "受理", "item.report_progress": "报告进度", "item.report_blocker": "报告堵点/卡点",
+    "item.resolve_blocker": "解除堵点/卡点", "item.suspend": "中止办理", "item.resume": "恢复办理", "item.complete": "办结",
+    "item.deliver": "移交结果", "task_order.issue": "下发任务单", "task_order.accept": "接收任务单",
+    "assessment.submit": "提交测评", "assessment.rectify": "提交整改说明",
+}
+WITH_PROJECT = (ItemUnroutable, ItemEvent, ProjectDelivered, AssessmentSubmitted, AssessmentRectified, RequestRefused)
 
 
 class MissingContext(LookupError):
@@ -73,7 +90,7 @@ def project_code_of(event: Event) -> str | None:
         return event.project.code
     if isinstance(event, ItemRouted):
         return event.item.project_code
-    if isinstance(event, (ItemUnroutable, ItemEvent, ProjectDelivered, RatingSubmitted)):
+    if isinstance(event, WITH_PROJECT):
         return event.project_code
     return None
 
@@ -81,7 +98,7 @@ def project_code_of(event: Event) -> str | None:
 def item_code_of(event: Event) -> str | None:
     if isinstance(event, ItemRouted):
         return event.item.item_code
-    if isinstance(event, (ItemUnroutable, ItemEvent)):
+    if isinstance(event, (ItemUnroutable, ItemEvent, RequestRefused)):
         return event.item_code
     return None
 
@@ -183,42 +200,71 @@ class Composer:
             ctx |= {"agreement_id": event.agreement_id, "reasons": numbered(event.reasons)}
         elif isinstance(event, ItemRouted):
             routed = event.item
-            order = routed.task_order
             ctx |= {"stage_name": routed.stage_name, "mode_name": routed.mode_name,
                     "request_name": REQUESTS[routed.request],
                     "approving_authority_name": routed.approving_authority_name,
                     "time_limit_days": routed.time_limit_days, "materials": numbered(routed.materials),
                     "materials_count": len(routed.materials), "fee_note": routed.fee_note,
-                    "task_order_number": order.number if order else "",
-                    "task_order_issuer_name": self.unit_name(order.issued_by if order else ECON_DEV_BUREAU),
-                    "task_order_assignee_name": self.unit_name(order.assigned_to) if order else "",
+                    "requires": "、".join(routed.requires) or "无（可立即办理）",
                     "rule_name": routed.decision.rule_name, "rules_version": routed.decision.rules_version}
-            flags["has_task_order"] = order is not None
-            if order is not None:
-                roles["task_order_assignee"] = order.assigned_to
+            flags["has_task_order"] = routed.task_order_required
         elif isinstance(event, ItemUnroutable):
             ctx |= {"item_code": event.item_code, "item_name": event.item_name or "（清单中无此事项）",
                     "responsible_unit_name": "（未分派）", "reason": event.unroutable.reason,
                     "rules_version": event.unroutable.rules_version,
                     "facts": json.dumps(event.unroutable.facts, ensure_ascii=False)}
+            flags["is_not_required"] = event.unroutable.reason_code == "not_required"
+        elif isinstance(event, ItemReady):
+            ctx["waited_for"] = "、".join(event.waited_for) or "无"
+            flags["has_task_order"] = event.task_order_required
+            roles["ledger_owner"] = ECON_DEV_BUREAU
+        elif isinstance(event, (ItemContacted, ItemAccepted)):
+            ctx |= {"reported_by_name": self.unit_name(event.reported_by), "note": event.note or ""}
         elif isinstance(event, ItemBlocked):
             ctx |= {"reason": event.reason, "resolver_name": self.unit_name(event.resolver),
                     "reported_by_name": self.unit_name(event.reported_by)}
             roles["resolver"] = event.resolver
         elif isinstance(event, ItemOverdue):
-            ctx |= {"level_name": OVERDUE_LEVEL_NAMES_ZH[event.level], "due_on": event.due_on.isoformat(),
-                    "working_days_used": event.working_days_used, "time_limit_days": event.time_limit_days}
+            ctx |= {"clock_name": CLOCK_NAMES[event.clock], "level_name": OVERDUE_LEVEL_NAMES_ZH[event.level],
+                    "due_on": event.due_on.isoformat(), "working_days_used": event.working_days_used,
+                    "time_limit_days": event.time_limit_days}
         elif isinstance(event, ItemDelivered):
             ctx |= {"results": numbered(event.results), "note": event.note or ""}
+        elif isinstance(event, TaskOrderIssued):
+            ctx |= {"task_order_number": event.number, "task_order_issuer_name": self.unit_name(event.issued_by),
+                    "task_order_assignee_name": self.unit_name(event.assigned_to), "note": event.note or "",
+                    "issued_how": "按评价规则自动下发" if event.automatic else "下发"}
+            roles |= {"ledger_owner": ECON_DEV_BUREAU, "task_order_assignee": event.assigned_to}
+        elif isinstance(event, TaskOrderAccepted):
+            ctx |= {"task_order_number": event.number, "specialist_name": event.specialist_name,
+                    "specialist_phone": event.specialist_phone}
+            roles["ledger_owner"] = ECON_DEV_BUREAU
+        elif isinstance(event, TaskOrderClosed):
+            ctx["task_order_number"] = event.number
+            roles["ledger_owner"] = ECON_DEV_BUREAU
         elif isinstance(event, ProjectDelivered):
             ctx["items_delivered"] = event.items_delivered
             roles["ledger_owner"] = ECON_DEV_BUREAU
-        elif isinstance(event, RatingSubmitted):
-            ctx |= {"provider_name": self.unit_name(event.provider), "level": event.level.value,
-                    "comment": event.comment or "（无）", "rating_id": event.event_id,
-                    "rater_name": "服务对象" if event.rater == "enterprise" else "项目招引单位"}
+        elif isinstance(event, AssessmentSubmitted):
+            ctx |= {"provider_name": self.unit_name(event.provider), "total": f"{event.total:g}",
+                    "comment": event.comment or "（无）", "assessment_id": event.assessment_id,
+                    "rater_name": RATER_NAMES[event.rater],
+                    "rectify_by": event.rectify_by.isoformat() if event.rectify_by else ""}
             roles["provider"] = event.provider
-            flags["is_bad_rating"] = event.level.is_bad
+            flags["is_bad_rating"] = event.bad
+        elif isinstance(event, AssessmentRectified):
+            ctx |= {"provider_name": self.unit_name(event.provider), "note": event.note,
+                    "assessment_id": event.assessment_id, "late_note": "（逾期整改）" if event.late else ""}
+            roles["provider"] = event.provider
+            flags["is_late"] = event.late
+        elif isinstance(event, RequestRefused):
+            ctx |= {"request_id": event.request_id, "request_name": REQUEST_NAMES.get(event.request_type, event.request_type),
+                    "project_code": event.project_code or "（无）", "item_code": event.item_code or "",
+                    "reason": event.reason, "requested_by_name": self.unit_name(event.requested_by)}
+            if event.requested_by in self.units:
+                roles["sender"] = event.requested_by
+            elif project is not None and event.requested_by == project.enterprise.credit_code:
+                roles["sender"] = project.enterprise
         elif isinstance(event, RulesRejected):
             ctx |= {"attempted_version": event.attempted_version or "（无法读取）",
                     "active_version": event.active_version or "（无）", "directory": event.directory,

@@ -4,17 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from services.common.messages import (
-    AgreementRejected,
-    Event,
-    ItemEvent,
-    ItemRouted,
-    ItemUnroutable,
-    ProjectDelivered,
-    RatingSubmitted,
-    ServiceStarted,
-)
-from services.notifier.compose import Composer, ItemView, MissingContext, ProjectView
+from services.common.messages import AgreementRejected, Event, ItemEvent, ItemRouted, RequestRefused, ServiceStarted
+from services.notifier.compose import WITH_PROJECT, Composer, ItemView, MissingContext, ProjectView
 from services.notifier.group_commit import GroupCommit
 from services.notifier.repository import NotifierRepository
 
@@ -33,7 +24,9 @@ async def handle_event(event: Event, repository: NotifierRepository, composer: C
         routed = event.item
         project = ProjectView(routed.project_code, routed.project_name, routed.enterprise, routed.recruiting_unit)
         item = ItemView(routed.project_code, routed.item_code, routed.item_name, routed.responsible_unit)
-    elif isinstance(event, (ItemUnroutable, ItemEvent, ProjectDelivered, RatingSubmitted)):
+    elif isinstance(event, RequestRefused):  # about a project the ledger may not know either
+        project = await repository.project(event.project_code) if event.project_code else None
+    elif isinstance(event, WITH_PROJECT) and event.project_code is not None:
         project = await repository.project(event.project_code)
         if project is None:
             raise MissingContext(f"project {event.project_code} unknown to the notifier")

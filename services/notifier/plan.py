@@ -31,32 +31,49 @@ VARIABLES: dict[str, tuple[str, ...]] = {
                         "rules_version"),
     "agreement.rejected": (*_PROJECT, "agreement_id", "reasons"),
     "item.routed": (*_ITEM, "stage_name", "mode_name", "request_name", "approving_authority_name", "time_limit_days",
-                    "materials", "materials_count", "fee_note", "task_order_number", "task_order_issuer_name",
-                    "task_order_assignee_name", "rule_name", "rules_version"),
+                    "materials", "materials_count", "fee_note", "requires", "rule_name", "rules_version"),
     "item.unroutable": (*_ITEM, "reason", "rules_version", "facts"),
+    "item.ready": (*_ITEM, "waited_for"),
+    "item.contacted": (*_ITEM, "reported_by_name", "note"),
+    "item.accepted": (*_ITEM, "reported_by_name", "note"),
     "item.blocked": (*_ITEM, "reason", "resolver_name", "reported_by_name"),
-    "item.overdue": (*_ITEM, "level_name", "due_on", "working_days_used", "time_limit_days"),
+    "item.overdue": (*_ITEM, "clock_name", "level_name", "due_on", "working_days_used", "time_limit_days"),
     "item.delivered": (*_ITEM, "results", "note"),
+    "task_order.issued": (*_ITEM, "task_order_number", "task_order_issuer_name", "task_order_assignee_name",
+                          "issued_how", "note"),
+    "task_order.accepted": (*_ITEM, "task_order_number", "specialist_name", "specialist_phone"),
+    "task_order.closed": (*_ITEM, "task_order_number"),
     "project.delivered": (*_PROJECT, "items_delivered"),
-    "rating.submitted": (*_PROJECT, "provider_name", "rater_name", "level", "comment", "rating_id"),
+    "assessment.submitted": (*_PROJECT, "provider_name", "rater_name", "total", "comment", "assessment_id",
+                             "rectify_by"),
+    "assessment.rectified": (*_PROJECT, "provider_name", "note", "assessment_id", "late_note"),
+    "request.refused": ("request_id", "request_name", "project_code", "item_code", "reason", "requested_by_name"),
     "rules.rejected": ("attempted_version", "active_version", "directory", "problems"),
     "rules.activated": ("version", "previous_version", "directory"),
 }
 # Roles that make sense for each event type (who exists in its context).
+_ITEM_ROLES = ("enterprise", "recruiting_unit", "responsible_unit")
 ROLES_BY_EVENT: dict[str, tuple[str, ...]] = {
     "service.started": ("enterprise", "recruiting_unit", "ledger_owner"),
     "agreement.rejected": ("enterprise", "recruiting_unit"),
-    "item.routed": ("enterprise", "recruiting_unit", "responsible_unit", "task_order_assignee"),
+    "item.routed": _ITEM_ROLES,
     "item.unroutable": ("enterprise", "recruiting_unit"),
-    "item.blocked": ("enterprise", "recruiting_unit", "responsible_unit", "resolver"),
-    "item.overdue": ("enterprise", "recruiting_unit", "responsible_unit"),
-    "item.delivered": ("enterprise", "recruiting_unit", "responsible_unit"),
+    "item.ready": (*_ITEM_ROLES, "ledger_owner"),
+    "item.contacted": _ITEM_ROLES,
+    "item.accepted": _ITEM_ROLES,
+    "item.blocked": (*_ITEM_ROLES, "resolver"),
+    "item.overdue": _ITEM_ROLES,
+    "item.delivered": _ITEM_ROLES,
+    "task_order.issued": (*_ITEM_ROLES, "ledger_owner", "task_order_assignee"),
+    "task_order.accepted": (*_ITEM_ROLES, "ledger_owner"),
+    "task_order.closed": (*_ITEM_ROLES, "ledger_owner"),
     "project.delivered": ("enterprise", "recruiting_unit", "ledger_owner"),
-    "rating.submitted": ("enterprise", "recruiting_unit", "provider"),
+    "assessment.submitted": ("enterprise", "recruiting_unit", "provider"),
+    "assessment.rectified": ("enterprise", "recruiting_unit", "provider"),
+    "request.refused": ("sender",),
     "rules.rejected": (),
     "rules.activated": (),
 }
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -66,8 +83,8 @@ class PlanEntry(_Strict):
     """One message of the plan: ``to`` whom, with which title and body."""
 
     to: str = Field(min_length=1)
-    only_if: Literal["has_task_order", "is_bad_rating"] | None = None
-    unless: Literal["has_task_order", "is_bad_rating"] | None = None
+    only_if: Literal["has_task_order", "is_bad_rating", "is_late", "is_not_required"] | None = None
+    unless: Literal["has_task_order", "is_bad_rating", "is_late", "is_not_required"] | None = None
     title: str = Field(min_length=1)
     body: str = Field(min_length=1)
 

@@ -9,8 +9,12 @@ from datetime import UTC, datetime
 from services.common.domain import (
     ECON_DEV_BUREAU,
     MODE_NAMES_ZH,
+    PREVIOUS_STAGE,
     STAGE_NAMES_ZH,
+    CatalogItem,
     Decision,
+    Request,
+    Stage,
     Unroutable,
 )
 from services.common.messages import (
@@ -20,7 +24,6 @@ from services.common.messages import (
     ItemUnroutable,
     RoutedItem,
     ServiceStarted,
-    TaskOrder,
     stable_id,
 )
 from services.common.rule_engine import RoutingEngine
@@ -71,18 +74,25 @@ def route_agreement(agreement: AgreementSigned, engine: RoutingEngine, clock: Cl
 
     routed: list[ItemRouted] = []
     unroutable: list[ItemUnroutable] = []
-    seen: dict[str, int] = {}
+    seen: dict[tuple[str, Request], int] = {}
+    decisions: list[Decision | Unroutable] = []
     for position, planned in enumerate(agreement.plan, start=1):
-        item_id = stable_id(agreement.agreement_id, str(position), planned.item)
-        if planned.item in seen:
-            decision: Decision | Unroutable = Unroutable(
+        line = (planned.item, planned.request)
+        if line in seen:
+            decisions.append(Unroutable(
                 reason_code="duplicate_in_plan", rules_version=engine.version, decided_at=now,
                 facts={"item.code": planned.item, "request": planned.request.value},
-                reason=f"审批策划第 {position} 项与第 {seen[planned.item]} 项重复（{planned.item}），同一事项只分派一次",
-            )
+                reason=f"审批策划第 {position} 项与第 {seen[line]} 项重复（{planned.item}，"
+                       f"{'仅咨询' if planned.request is Request.CONSULT else '办理'}），同一事项只分派一次",
+            ))
         else:
-            seen[planned.item] = position
-            decision = engine.decide(planned.item, planned.request, project.facts, now=now)
+            seen[line] = position
+            decisions.append(engine.decide(planned.item, planned.request, project.facts, now=now))
+    handled = [book.catalog[p.item] for p, d in zip(agreement.plan, decisions, strict=True)
+               if isinstance(d, Decision) and p.request is Request.HANDLE]
+
+    for position, (planned, decision) in enumerate(zip(agreement.plan, decisions, strict=True), start=1):
+        item_id = stable_id(agreement.agreement_id, str(position), planned.item)
 
         if isinstance(decision, Unroutable):
             catalog_item = book.catalog.get(planned.item)
@@ -96,10 +106,6 @@ def route_agreement(agreement: AgreementSigned, engine: RoutingEngine, clock: Cl
             continue
 
         item = book.catalog[planned.item]
-        task_order = None
-        if decision.task_order:
-            task_order = TaskOrder(number=f"RWD-{project.code}-{item.code}", issued_by=ECON_DEV_BUREAU,
-                                   assigned_to=decision.responsible_unit)
         routed.append(ItemRouted(
             event_id=stable_id(item_id, "item.routed"), occurred_at=now, recorded_at=now,
             item=RoutedItem(
@@ -113,7 +119,9 @@ def route_agreement(agreement: AgreementSigned, engine: RoutingEngine, clock: Cl
                 approving_authority=decision.approving_authority,
                 approving_authority_name=book.units[decision.approving_authority].name,
                 materials=item.materials, time_limit_days=item.time_limit_days,
-                fees=item.fees, fee_note=item.fee_note(), task_order=task_order, decision=decision,
+                fees=item.fees, fee_note=item.fee_note(),
+                requires=prerequisites(item, handled) if planned.request is Request.HANDLE else (),
+                task_order_required=decision.task_order, decision=decision,
             ),
         ))
 
@@ -124,3 +132,20 @@ def route_agreement(agreement: AgreementSigned, engine: RoutingEngine, clock: Cl
         items_unroutable=len(unroutable), rules_version=engine.version,
     )
     return RoutingResult(started=started, routed=tuple(routed), unroutable=tuple(unroutable))
+
+
+def prerequisites(item: CatalogItem, planned: list[CatalogItem]) -> tuple[str, ...]:
+    """The planned (handled, routable) items ``item`` waits for, from the catalog's ``requires``.
+
+    A required item that is not planned is not waited for; ``previous_stage`` means every planned
+    item of the nearest earlier stage that has any. Advice-only lines wait for nothing.
+    """
+    codes = {p.code for p in planned}
+    if item.requires == PREVIOUS_STAGE:
+        order = list(Stage)
+        earlier = [p for p in planned if order.index(p.stage) < order.index(item.stage)]
+        if not earlier:
+            return ()
+        nearest = max(order.index(p.stage) for p in earlier)
+        return tuple(sorted(p.code for p in earlier if order.index(p.stage) == nearest))
+    return tuple(code for code in item.requires if code in codes and code != item.code)

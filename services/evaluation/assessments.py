@@ -1,0 +1,90 @@
+"""综合测评 requests checked against the ledger (policy 五(六)). Pure: no I/O.
+
+A 测评 is accepted only from the project's own enterprise (by its 统一社会信用代码) or recruiting
+unit, for a provider that served the project in the 测评's year, once per rater group and year,
+with every indicator of the questionnaire answered within its points. A total below ``bad_below``
+is a 差评: it opens a rectification due ``rectification_days`` working days later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+
+from services.common.messages import AssessmentRectified, AssessmentSubmitted, RectifyAssessment, SubmitAssessment, stable_id
+from services.evaluation.ledger import Assessment, LedgerItem, ProjectRecord, Refused, local_day
+from services.evaluation.scoring import RATER_NAMES_ZH, EvaluationConfig, active_in
+from services.evaluation.working_days import WorkingCalendar
+
+
+def decide_assessment(command: SubmitAssessment, project: ProjectRecord, items: Sequence[LedgerItem],
+                      existing: Assessment | None, config: EvaluationConfig, calendar: WorkingCalendar,
+                      now: datetime, unit_names: Mapping[str, str]) -> tuple[Assessment, AssessmentSubmitted] | Refused:
+    rater = RATER_NAMES_ZH[command.rater]
+    expected = project.credit_code if command.rater == "enterprise" else project.recruiting_unit
+    if command.requested_by != expected:
+        who = unit_names.get(command.requested_by, command.requested_by)
+        return Refused(f"项目 {project.code} 的{rater}测评只能由{rater}"
+                       f"（{project.enterprise if command.rater == 'enterprise' else unit_names.get(expected, expected)}）"
+                       f"提交，{who}不能代为提交")
+    provider = unit_names.get(command.provider, command.provider)
+    served = [i for i in items if i.responsible_unit == command.provider]
+    if not served:
+        return Refused(f"{provider}未承办项目 {project.code} 的任何事项，不能对其测评")
+    day = local_day(command.occurred_at)
+    if command.year > day.year:
+        return Refused(f"{command.year} 年度尚未开始，不能提交该年度的测评")
+    if command.year < day.year and day > config.late_until(command.year):
+        return Refused(f"{command.year} 年度测评已于 {config.late_until(command.year)} 截止，不能再提交")
+    if not any(active_in(i, command.year) for i in served):
+        return Refused(f"{provider}在 {command.year} 年度没有为项目 {project.code} 办理事项，不能测评该年度")
+    if existing is not None:
+        return Refused(f"{rater}已提交过对{provider}在项目 {project.code} 的 {command.year} 年度测评"
+                       f"（编号 {existing.assessment_id}），每年每类评价人只测评一次")
+    indicators = {i.code: i for i in config.questionnaire}
+    unknown = sorted(set(command.scores) - set(indicators))
+    missing = [code for code in indicators if code not in command.scores]
+    if unknown or missing:
+        parts = []
+        if unknown:
+            parts.append(f"问卷中没有指标 {'、'.join(unknown)}")
+        if missing:
+            parts.append(f"缺少指标 {'、'.join(f'{c}（{indicators[c].name}）' for c in missing)}")
+        return Refused("测评内容不完整：" + "；".join(parts))
+    for code, points in command.scores.items():
+        if not 0 <= points <= indicators[code].points:
+            return Refused(f"指标 {code}（{indicators[code].name}）的得分 {points:g} 超出范围 0–{indicators[code].points:g}")
+    total = round(sum(command.scores.values()), 1)
+    bad = total < config.bad_below
+    rectify_by = calendar.add_working_days(day, config.rectification_days) if bad else None
+    assessment = Assessment(
+        assessment_id=command.request_id, project_code=project.code, provider=command.provider, rater=command.rater,
+        requested_by=command.requested_by, operator=command.operator, year=command.year, scores=command.scores,
+        total=total, comment=command.comment, bad=bad, rectify_by=rectify_by, occurred_at=command.occurred_at,
+        recorded_at=now)
+    event = AssessmentSubmitted(
+        event_id=stable_id(command.request_id, "assessment.submitted"), occurred_at=command.occurred_at,
+        recorded_at=now, assessment_id=command.request_id, project_code=project.code, provider=command.provider,
+        rater=command.rater, requested_by=command.requested_by, year=command.year, scores=command.scores, total=total,
+        comment=command.comment, bad=bad, rectify_by=rectify_by)
+    return assessment, event
+
+
+def decide_rectification(command: RectifyAssessment, assessment: Assessment, now: datetime,
+                         unit_names: Mapping[str, str]) -> tuple[Assessment, AssessmentRectified] | Refused:
+    provider = unit_names.get(assessment.provider, assessment.provider)
+    if command.requested_by != assessment.provider:
+        who = unit_names.get(command.requested_by, command.requested_by)
+        return Refused(f"测评 {assessment.assessment_id} 的整改由被评价单位{provider}提交，{who}不能提交")
+    if not assessment.bad:
+        return Refused(f"测评 {assessment.assessment_id} 得分 {assessment.total:g}，不是差评，无需整改")
+    if assessment.rectified_on is not None:
+        return Refused(f"测评 {assessment.assessment_id} 已于 {assessment.rectified_on} 整改")
+    day: date = local_day(command.occurred_at)
+    late = assessment.rectify_by is not None and day > assessment.rectify_by
+    updated = assessment.model_copy(update={"rectified_on": day, "rectification": command.note})
+    event = AssessmentRectified(
+        event_id=stable_id(command.request_id, "assessment.rectified"), occurred_at=command.occurred_at,
+        recorded_at=now, assessment_id=assessment.assessment_id, project_code=assessment.project_code,
+        provider=assessment.provider, note=command.note, late=late)
+    return updated, event
