@@ -1,0 +1,146 @@
+"""The annual 100-point score from the 综合测评 (policy 五(六)), and 测评 requests checked by the ledger."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+
+from services.common.messages import RectifyAssessment, SubmitAssessment
+from services.common.rule_files import RulesError
+from services.evaluation.handlers import handle
+from services.evaluation.ledger import Assessment
+from services.evaluation.scoring import EvaluationConfig, evaluate, load_config, questionnaire_score
+from services.evaluation.working_days import WorkingCalendar
+from tests.unit.ledger_kit import CREDIT, UNITS, at, ledger, request, routed, started
+
+ANSWERS = {"responsiveness": 20, "notice": 20, "efficiency": 25, "attitude": 15, "free_of_charge": 10, "delivery": 10}
+MON = date(2026, 3, 2)
+
+
+def scored(total: float) -> dict[str, float]:
+    """Every indicator at the same share of its points, adding up to ``total``."""
+    return {code: points * total / 100 for code, points in ANSWERS.items()}
+
+
+def assessment(project: str, provider: str, rater: str, total: float, year: int = 2026, *, bad_below: float = 60,
+               comment: str | None = None) -> Assessment:
+    moment = datetime(year, 12, 1, tzinfo=UTC)
+    return Assessment(assessment_id=f"{project}-{provider}-{rater}-{year}", project_code=project, provider=provider,
+                      rater=rater, requested_by="x", year=year, scores=scored(total), total=total, comment=comment,
+                      bad=total < bad_below, occurred_at=moment, recorded_at=moment)
+
+
+async def ledger_items(*pairs: tuple[str, str]) -> list[object]:
+    book = ledger()
+    for project, unit in pairs:
+        await handle(routed(project, "CP-01", MON, unit=unit), book, at(MON))
+    return await book.repo.all_items()  # type: ignore[return-value]
+
+
+def report_of(items: list[object], assessments: list[Assessment], config: EvaluationConfig | None = None,
+              year: int = 2026) -> dict[str, tuple[float | None, str]]:
+    result = evaluate(year, items, assessments, config or EvaluationConfig(), UNITS, WorkingCalendar(),  # type: ignore[arg-type]
+                      date(2026, 12, 31), datetime(2026, 12, 31, tzinfo=UTC))
+    return {s.provider: (s.score, s.status) for s in result.scores}
+
+
+async def test_hand_computed_scores_at_69_9_70_and_70_1_from_the_questionnaire() -> None:
+    items = await ledger_items(("PA-1", "planning_construction_bureau"), ("PB-1", "public_utilities_bureau"),
+                               ("PC-1", "gov_service_bureau"))
+    # enterprise and recruiting unit weigh 0.5 each: (69.8 + 70.0) / 2 = 69.9; (70 + 70) / 2; (70 + 70.2) / 2
+    found = report_of(items, [
+        assessment("PA-1", "planning_construction_bureau", "enterprise", 69.8),
+        assessment("PA-1", "planning_construction_bureau", "recruiting_unit", 70.0),
+        assessment("PB-1", "public_utilities_bureau", "enterprise", 70.0),
+        assessment("PB-1", "public_utilities_bureau", "recruiting_unit", 70.0),
+        assessment("PC-1", "gov_service_bureau", "enterprise", 70.0),
+        assessment("PC-1", "gov_service_bureau", "recruiting_unit", 70.2)])
+    assert found == {"planning_construction_bureau": (69.9, "不合格"), "public_utilities_bureau": (70.0, "合格"),
+                     "gov_service_bureau": (70.1, "合格")}
+
+
+async def test_a_provider_nobody_assessed_this_year_is_unevaluated_not_failed() -> None:
+    items = await ledger_items(("PA-2", "zhenglian_company"), ("PB-2", "planning_construction_bureau"))
+    result = evaluate(2026, items, [assessment("PB-2", "planning_construction_bureau", "enterprise", 90),  # type: ignore[arg-type]
+                                    assessment("PA-2", "zhenglian_company", "enterprise", 10, year=2025)],
+                      EvaluationConfig(), UNITS, WorkingCalendar(), date(2026, 12, 31), datetime.now(UTC))
+    zhenglian = next(s for s in result.scores if s.provider == "zhenglian_company")
+    assert (zhenglian.score, zhenglian.status, zhenglian.assessments) == (None, "未评价", 0)  # 2025's 测评 ignored
+    assert result.exit_list == () and [s.provider for s in result.unevaluated] == ["zhenglian_company"]
+
+
+async def test_ledger_figures_count_only_when_the_file_gives_them_a_weight() -> None:
+    items = await ledger_items(("PA-3", "planning_construction_bureau"))  # ready, never contacted: service late
+    answers = [assessment("PA-3", "planning_construction_bureau", "enterprise", 80)]
+    assert report_of(items, answers) == {"planning_construction_bureau": (80.0, "合格")}
+    weighted = EvaluationConfig(reference_weights={"service_on_time": 0.5, "statutory_on_time": 0, "rectification": 0})
+    assert report_of(items, answers, weighted) == {"planning_construction_bureau": (40.0, "不合格")}  # 0.5 × 80 + 0.5 × 0
+
+
+def test_a_group_nobody_answered_is_left_out_of_the_weighting() -> None:
+    weights = {"enterprise": 0.7, "recruiting_unit": 0.3}
+    assert questionnaire_score({"enterprise": [80.0, 60.0], "recruiting_unit": [90.0]}, weights) == pytest.approx(76.0)
+    assert questionnaire_score({"enterprise": [], "recruiting_unit": [90.0]}, weights) == pytest.approx(90.0)
+    assert questionnaire_score({}, weights) is None
+
+
+def test_a_questionnaire_that_does_not_add_up_to_100_is_refused_with_the_line(rules_copy: Path) -> None:
+    path = rules_copy / "evaluation.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace("points: 25}", "points: 30}"), encoding="utf-8")
+    with pytest.raises(RulesError) as caught:
+        load_config(rules_copy)
+    assert "合计必须为 100" in str(caught.value) and "evaluation.yaml:" in str(caught.value)
+
+
+def test_the_shipped_file_loads_with_the_policy_defaults() -> None:
+    from tests.conftest import RULES
+
+    config = load_config(RULES)
+    assert config.pass_mark == 70 and sum(i.points for i in config.questionnaire) == 100
+    assert config.weights == {"questionnaire": 1.0}
+
+
+async def test_assessments_are_checked_against_the_ledger_and_a_bad_one_opens_a_rectification() -> None:
+    book = ledger()
+    await handle(started("PD-1", MON, recruiting_unit="econ_dev_bureau"), book, at(MON))
+    await handle(routed("PD-1", "CP-01", MON), book, at(MON))
+    day = date(2026, 12, 1)
+
+    def submit(by: str, rater: str = "enterprise", provider: str = "planning_construction_bureau",
+               scores: dict[str, float] | None = None, year: int = 2026, when: date = day) -> SubmitAssessment:
+        return request(SubmitAssessment, when, by, project_code="PD-1", provider=provider, rater=rater, year=year,  # type: ignore[no-any-return]
+                       scores=scores or scored(50), comment="办理进度沟通不及时")
+
+    refusals = {
+        "不能代为提交": submit("91150100MA0000002X"),
+        "未承办项目": submit(CREDIT, provider="public_utilities_bureau"),
+        "超出范围": submit(CREDIT, scores={**ANSWERS, "attitude": 16}),
+        "缺少指标": submit(CREDIT, scores={"notice": 20}),
+        "尚未开始": submit(CREDIT, year=2027),
+        "已于 2027-01-31 截止": submit(CREDIT, year=2026, when=date(2027, 2, 1)),
+    }
+    for expected, ask in refusals.items():
+        assert await handle(ask, book, at(ask.occurred_at.date())) == "refused", expected
+        told = [o.message for o in book.publisher.sent if o.message.type == "request.refused"][-1]  # type: ignore[attr-defined]
+        assert expected in told.reason
+    good = submit(CREDIT)
+    assert await handle(good, book, at(day)) == "applied"
+    [event] = [o.message for o in book.publisher.sent if o.message.type == "assessment.submitted"]  # type: ignore[attr-defined]
+    assert event.total == 50 and event.bad and event.rectify_by == date(2026, 12, 15)  # 10 working days
+    again = submit(CREDIT)
+    assert await handle(again, book, at(day)) == "refused"  # once per rater group and year
+    rectify = request(RectifyAssessment, date(2026, 12, 16), "public_utilities_bureau", assessment_id=good.request_id,
+                      note="已整改")
+    assert await handle(rectify, book, at(date(2026, 12, 16))) == "refused"  # not the provider
+    rectify = request(RectifyAssessment, date(2026, 12, 16), "planning_construction_bureau",
+                      assessment_id=good.request_id, note="建立限时办结台账")
+    assert await handle(rectify, book, at(date(2026, 12, 16))) == "applied"
+    [done] = [o.message for o in book.publisher.sent if o.message.type == "assessment.rectified"]  # type: ignore[attr-defined]
+    assert done.late  # a day after the deadline
+    report = evaluate(2026, await book.repo.all_items(), await book.repo.assessments(2026), EvaluationConfig(), UNITS,
+                      WorkingCalendar(), date(2026, 12, 31), datetime.now(UTC))
+    [score] = report.scores
+    assert score.late_rectifications[0].rectified_on == date(2026, 12, 16)
+    assert score.opinions[0].comment == "办理进度沟通不及时"
