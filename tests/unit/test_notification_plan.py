@@ -44,17 +44,13 @@ def notifications_for(name: str, engine: RoutingEngine) -> list[dict[str, object
 
 def test_an_eligible_project_tells_each_party_what_the_policy_names(engine: RoutingEngine) -> None:
     docs = notifications_for(ALUMINIUM, engine)
+    routed = route_agreement(example(ALUMINIUM), engine).routed
     by_recipient = Counter(str(d["recipient"]) for d in docs)
-    assert by_recipient == {
-        "enterprise:91150100MA0N8XK21Q": 1 + 26,          # service started + one notice per item
-        "unit:econ_dev_bureau": 2,                          # ledger line + recruiting unit's tracking duty
-        "unit:gov_service_bureau": 3,                       # its 帮办代办 items
-        "unit:planning_construction_bureau": 12,
-        "unit:public_utilities_bureau": 3,
-        "unit:zhenglian_company": 8,                        # one task order per 专业跑腿 item
-    }
-    assert all(d["channel"] == "inbox" and d["status"] == "delivered" for d in docs)
-    assert len({d["_id"] for d in docs}) == len(docs)
+    expected = Counter({"enterprise:91150100MA0N8XK21Q": 1 + len(routed),  # service started + one notice per item
+                        "unit:econ_dev_bureau": 2})  # ledger line + the recruiting unit's tracking duty
+    for r in routed:  # each unit hears of its items (专业跑腿 ones too: the task order follows when ready)
+        expected[f"unit:{r.item.responsible_unit}"] += 1
+    assert by_recipient == expected
 
 
 def test_the_one_time_notice_lists_every_material_the_time_limit_and_the_fee_note(engine: RoutingEngine) -> None:
@@ -64,16 +60,46 @@ def test_the_one_time_notice_lists_every_material_the_time_limit_and_the_fee_not
     for material in BOOK.catalog["LT-02"].materials:
         assert material in body
     assert f"请一次性准备以下 {len(BOOK.catalog['LT-02'].materials)} 项材料" in body
-    assert "承诺时限：20 个工作日" in body and "内蒙古政联招商服务有限公司" in body
+    limit = BOOK.catalog["LT-02"].time_limit_days
+    assert f"承诺时限：受理后 {limit} 个工作日" in body and "内蒙古政联招商服务有限公司" in body
     assert "国有建设用地使用权出让价款" in body and "非服务收费" in body
     assert "${" not in body
 
 
-def test_task_order_goes_to_zhenglian_from_econ_dev_bureau(engine: RoutingEngine) -> None:
-    docs = notifications_for(ALUMINIUM, engine)
-    order = next(d for d in docs if d["title"] == "专业跑腿服务任务单 RWD-HLXQ-2026-0031-LT-02")
-    assert order["recipient"] == "unit:zhenglian_company"
-    assert "经济发展招商服务局向贵公司下发" in str(order["body"])
+def test_a_ready_errand_item_asks_econ_dev_bureau_for_the_task_order_which_then_goes_to_zhenglian() -> None:
+    from services.common.messages import ItemReady, TaskOrderAccepted, TaskOrderIssued
+
+    project = example(ALUMINIUM).project
+    view = ProjectView(project.code, project.name, project.enterprise, project.recruiting_unit)
+    item = ItemView(project.code, "PL-04", "建设项目用地预审与选址意见书", "zhenglian_company")
+    common = {"occurred_at": NOW, "recorded_at": NOW, "project_code": project.code, "item_code": "PL-04",
+              "reported_by": "econ_dev_bureau"}
+    ready = COMPOSER.compose(ItemReady(event_id="r1", waited_for=("MA-01",), task_order_required=True, **common),
+                             view, item, NOW)
+    ask = next(d for d in ready if d["role"] == "ledger_owner")
+    assert ask["recipient"] == "unit:econ_dev_bureau" and "task-order issue" in str(ask["body"])
+    assert not any(d["role"] == "responsible_unit" for d in ready)  # 政联公司 waits for the order itself
+    issued = COMPOSER.compose(TaskOrderIssued(event_id="t1", number="RWD-X-PL-04", issued_by="econ_dev_bureau",
+                                              assigned_to="zhenglian_company", **common), view, item, NOW)
+    order = next(d for d in issued if d["role"] == "task_order_assignee")
+    assert order["recipient"] == "unit:zhenglian_company" and order["title"] == "专业跑腿服务任务单 RWD-X-PL-04"
+    assert "经济发展招商服务局下发" in str(order["body"])
+    accepted = COMPOSER.compose(TaskOrderAccepted(event_id="t2", number="RWD-X-PL-04", specialist_name="李专员",
+                                                  specialist_phone="13800000000", **common), view, item, NOW)
+    to_enterprise = next(d for d in accepted if str(d["recipient"]).startswith("enterprise:"))
+    assert "李专员" in str(to_enterprise["body"]) and "13800000000" in str(to_enterprise["body"])
+
+
+def test_a_refused_request_is_told_to_the_unit_that_sent_it() -> None:
+    from services.common.messages import RequestRefused
+
+    refused = COMPOSER.compose(RequestRefused(
+        event_id="x1", occurred_at=NOW, recorded_at=NOW, request_id="req-9", request_type="item.accept",
+        requested_by="public_utilities_bureau", project_code="HLXQ-1", item_code="CP-01",
+        reason="首问负责：事项 CP-01 由规划建设局负责"), None, None, NOW)
+    [doc] = refused
+    assert doc["recipient"] == "unit:public_utilities_bureau" and "未被受理" in str(doc["title"])
+    assert "首问负责" in str(doc["body"]) and "受理" in str(doc["body"])
 
 
 def test_rejection_goes_to_the_recruiting_unit_with_every_reason(engine: RoutingEngine) -> None:
@@ -85,7 +111,7 @@ def test_rejection_goes_to_the_recruiting_unit_with_every_reason(engine: Routing
 def test_unroutable_item_reaches_the_recruiting_unit_and_operators(engine: RoutingEngine) -> None:
     docs = [d for d in notifications_for(CONSULT_UNKNOWN, engine) if d["event_type"] == "item.unroutable"]
     assert {str(d["recipient"]) for d in docs} == {"unit:econ_dev_bureau", "role:operators"}
-    assert all("PL-08" in str(d["body"]) for d in docs)
+    assert all("PL-99" in str(d["body"]) for d in docs)
 
 
 def test_progress_events_name_project_item_and_units() -> None:
@@ -97,9 +123,10 @@ def test_progress_events_name_project_item_and_units() -> None:
     blocked = COMPOSER.compose(ItemBlocked(event_id="b1", reason="消防设计需补充", resolver="public_utilities_bureau",
                                            **common), view, item, NOW)
     assert {str(d["recipient"]) for d in blocked} == {"unit:econ_dev_bureau", "unit:public_utilities_bureau"}
-    overdue = COMPOSER.compose(ItemOverdue(event_id="o1", level="yellow", due_on=date(2026, 4, 1),
+    overdue = COMPOSER.compose(ItemOverdue(event_id="o1", clock="statutory", level="yellow", due_on=date(2026, 4, 1),
                                            working_days_used=10, time_limit_days=10, **common), view, item, NOW)
     assert all("黄牌" in str(d["title"]) for d in overdue) and len(overdue) == 2
+    assert all("法定办理时限已用 10 个工作日" in str(d["body"]) for d in overdue)
     delivered = COMPOSER.compose(ItemDelivered(event_id="d1", results=("施工图审查合格书 呼审字〔2026〕31号",), **common),
                                  view, item, NOW)
     handover = next(d for d in delivered if str(d["recipient"]).startswith("enterprise:"))
@@ -112,7 +139,8 @@ def test_progress_events_name_project_item_and_units() -> None:
 def test_an_unknown_template_variable_is_an_error_with_file_and_line(rules_copy: Path) -> None:
     plan = rules_copy / "notifications.yaml"
     text = plan.read_text(encoding="utf-8")
-    old, new = "${time_limit_days} 个工作日。\n        请一次性准备", "${time_limit} 个工作日。\n        请一次性准备"
+    old, new = "受理后 ${time_limit_days} 个工作日。需待", "受理后 ${time_limit} 个工作日。需待"
+    assert old in text
     plan.write_text(text.replace(old, new), encoding="utf-8")
     with pytest.raises(RulesError) as caught:
         load_plan(rules_copy, BOOK.units)
@@ -148,18 +176,22 @@ def test_backoff_doubles_up_to_the_cap() -> None:
     assert [backoff(n, settings).total_seconds() for n in (1, 2, 3, 4)] == [2, 4, 8, 10]
 
 
-def test_a_bad_rating_asks_the_provider_to_rectify_and_a_good_one_notifies_nobody() -> None:
-    from services.common.messages import RatingSubmitted, Satisfaction
+def test_a_bad_assessment_asks_the_provider_to_rectify_and_a_good_one_notifies_nobody() -> None:
+    from services.common.messages import AssessmentSubmitted
 
     project = example(ALUMINIUM).project
     view = ProjectView(project.code, project.name, project.enterprise, project.recruiting_unit)
 
-    def rating(level: Satisfaction) -> RatingSubmitted:
-        return RatingSubmitted(event_id=f"r-{level.name}", occurred_at=NOW, recorded_at=NOW, project_code=project.code,
-                               provider="planning_construction_bureau", rater="enterprise", level=level, comment="超时")
+    def assessed(total: float) -> AssessmentSubmitted:
+        return AssessmentSubmitted(event_id=f"a-{total}", occurred_at=NOW, recorded_at=NOW, assessment_id=f"a-{total}",
+                                   project_code=project.code, provider="planning_construction_bureau",
+                                   rater="enterprise", requested_by=project.enterprise.credit_code, year=2026,
+                                   scores={}, total=total, comment="超时", bad=total < 60,
+                                   rectify_by=date(2026, 4, 1) if total < 60 else None)
 
-    bad = COMPOSER.compose(rating(Satisfaction.DISSATISFIED), view, None, NOW)
+    bad = COMPOSER.compose(assessed(50), view, None, NOW)
     assert {str(d["recipient"]) for d in bad} == {"unit:planning_construction_bureau", "unit:econ_dev_bureau"}
     notice = next(d for d in bad if d["role"] == "provider")
-    assert "差评整改通知" in str(notice["title"]) and "zeroerrand rectify r-DISSATISFIED" in str(notice["body"])
-    assert COMPOSER.compose(rating(Satisfaction.SATISFIED), view, None, NOW) == []
+    assert "差评整改通知" in str(notice["title"]) and "zeroerrand rectify a-50" in str(notice["body"])
+    assert "2026-04-01 前" in str(notice["body"])
+    assert COMPOSER.compose(assessed(90), view, None, NOW) == []
