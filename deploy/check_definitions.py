@@ -70,7 +70,7 @@ def _binding(source: str, queue: str, routing_key: str) -> dict[str, Any]:
 
 def expected() -> dict[str, Any]:
     """What ``declare_topology`` declares, in the RabbitMQ definitions format."""
-    exchanges = [_exchange(x) for x in (topology.AGREEMENTS, topology.ITEMS, topology.EVENTS, topology.DEAD)]
+    exchanges = [_exchange(x) for x in topology.EXCHANGES]
     queues = [_queue(q) for _, q in topology.BINDINGS]
     bindings = [_binding(x.name, q.name, q.routing()) for x, q in topology.BINDINGS]
     for queue in topology.CONSUMER_QUEUES:

@@ -21,6 +21,7 @@ EVENTS = RabbitExchange("zeroerrand.events", type=ExchangeType.TOPIC, durable=Tr
 # Requests (commands) to the ledger from the units' systems, the enterprise and operators; routing key = type.
 REQUESTS = RabbitExchange("zeroerrand.requests", type=ExchangeType.TOPIC, durable=True)
 DEAD = RabbitExchange("zeroerrand.dead", type=ExchangeType.DIRECT, durable=True)
+EXCHANGES = (AGREEMENTS, ITEMS, EVENTS, REQUESTS, DEAD)
 
 AGREEMENT_SIGNED = "agreement.signed"
 UNROUTABLE_KEY = "unroutable"
@@ -71,7 +72,7 @@ CONSUMER_QUEUES = (ROUTER_QUEUE, NOTIFIER_QUEUE, EVALUATION_QUEUE, LEDGER_REQUES
 
 async def declare_topology(broker: Any) -> None:
     """Declares every exchange, queue, binding and dead-letter queue on a connected broker."""
-    for exchange in (AGREEMENTS, ITEMS, EVENTS, REQUESTS, DEAD):
+    for exchange in EXCHANGES:
         await broker.declare_exchange(exchange)
     for exchange, queue in BINDINGS:
         declared = await broker.declare_queue(queue)
