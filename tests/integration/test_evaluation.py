@@ -1,59 +1,79 @@
-"""The evaluation service on the real RabbitMQ and the embedded store, driven as operators would."""
+"""The evaluation service on the real RabbitMQ and the embedded store, driven as operators would;
+the ledger repository's contract on the fake and the real store."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import sys
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from services.common.messages import ItemAccepted, ItemCompleted, ItemDelivered
+from services.common.messages import AgreementSigned, PlannedItem
 from services.common.settings import BrokerSettings, EvaluationSettings, RouterSettings
 from services.common.storage import Store
 from services.evaluation.app import Evaluation, create_evaluation
-from services.evaluation.repository import COLLECTIONS, LedgerRepository, local_day
-from services.evaluation.working_days import WorkingCalendar
+from services.evaluation.ledger import Assessment, ItemState, ProjectRecord, RequestOutcome, local_day, new_item
+from services.evaluation.repository import LedgerRepository, MemoryLedgerRepository, MongoLedgerRepository
 from services.router.app import Router, create_router
-from services.router.routing import route_agreement
-from tests.conftest import CONSULT_UNKNOWN, example
+from tests.conftest import ALUMINIUM, example
 from tests.integration.test_router_rabbitmq import sign
+from tests.unit.ledger_kit import CREDIT, at, routed
 
 pytestmark = pytest.mark.integration
 
 
-async def test_redelivery_changes_nothing_twice_and_invalid_transitions_are_parked(store: Store, engine: Any) -> None:
-    ledger = LedgerRepository(store)
-    await store.ensure(COLLECTIONS)
-    result = route_agreement(example(CONSULT_UNKNOWN, suffix="ledger"), engine)
-    assert result.started is not None
-    now = datetime.now(UTC)
-    await ledger.record_started(result.started, now)
-    for routed in result.routed:
-        await ledger.record_routed(routed, now)
-        await ledger.record_routed(routed, now)
-    code = result.started.project.code
-    common = {"occurred_at": now, "recorded_at": now, "project_code": code, "item_code": "MA-01",
-              "reported_by": "gov_service_bureau"}
-    accepted = ItemAccepted(event_id="acc-1", **common)
-    assert await ledger.apply_progress(accepted, now) == "applied"
-    assert await ledger.apply_progress(accepted, now) == "duplicate"
-    delivered = ItemDelivered(event_id="del-early", results=("营业执照",), **common)
-    assert await ledger.apply_progress(delivered, now) == "parked"
-    [parked] = await ledger.parked_events()
-    assert parked["_id"] == "del-early" and "不能移交结果" in parked["reason"]
-    backfilled = ItemCompleted(event_id="done-1", **{**common, "occurred_at": now - timedelta(days=3)})
-    assert await ledger.apply_progress(backfilled, now) == "applied"
-    [item] = [d for d in await ledger.project_items(code) if d["item_code"] == "MA-01"]
-    assert item["state"] == "completed" and item["version"] == 2
-    assert [h["type"] for h in item["history"]] == ["item.routed", "item.accepted", "item.completed"]
-    assert [h["late"] for h in item["history"]] == [False, False, True]  # recorded 3 days after the fact
+@pytest.fixture(params=["memory", "store"])
+async def repository(request: pytest.FixtureRequest, store: Store) -> LedgerRepository:
+    """The fake and the real adapter: one contract, one test body."""
+    repo: LedgerRepository = MemoryLedgerRepository() if request.param == "memory" else MongoLedgerRepository(store)
+    await repo.ensure()
+    return repo
+
+
+async def test_the_repository_keeps_records_and_checks_versions(repository: LedgerRepository) -> None:
+    day = date(2026, 11, 2)
+    item = new_item(routed("REPO-1", "CP-01", day))
+    assert await repository.add_item(item) and not await repository.add_item(item)  # a redelivery adds nothing
+    loaded = await repository.item(item.key)
+    assert loaded == item
+    moved = loaded.model_copy(update={"state": ItemState.READY, "ready_on": day})
+    assert await repository.save_item(moved, read_version=0)
+    assert not await repository.save_item(moved, read_version=0)  # stale: another writer came first
+    stored = await repository.item(item.key)
+    assert stored is not None and stored.version == 1 and stored.ready_on == day
+    assert [i.key for i in await repository.open_items()] == [item.key]
+    assert [i.key for i in await repository.project_items("REPO-1")] == [item.key]
+
+    await repository.add_project(ProjectRecord(
+        code="REPO-1", agreement_id="A", name="项目", enterprise="企业", credit_code=CREDIT, recruiting_unit="econ_dev_bureau",
+        signed_on=day, ledger_owner="econ_dev_bureau", items_planned=1, items_routed=1, items_unroutable=0,
+        rules_version="v", started_at=at(day), recorded_at=at(day)))
+    assert await repository.close_project("REPO-1", at(day)) and not await repository.close_project("REPO-1", at(day))
+    project = await repository.project("REPO-1")
+    assert project is not None and project.delivered_at is not None
+
+    assessment = Assessment(assessment_id="as-1", project_code="REPO-1", provider="planning_construction_bureau",
+                            rater="enterprise", requested_by=CREDIT, year=2026, scores={"notice": 10.0}, total=50,
+                            bad=True, rectify_by=day, occurred_at=at(day), recorded_at=at(day))
+    assert await repository.add_assessment(assessment) and not await repository.add_assessment(assessment)
+    assert await repository.find_assessment("REPO-1", "planning_construction_bureau", "enterprise", 2026) == assessment
+    assert await repository.find_assessment("REPO-1", "planning_construction_bureau", "enterprise", 2025) is None
+    rectified = assessment.model_copy(update={"rectified_on": day, "rectification": "已整改"})
+    assert await repository.rectify_assessment(rectified) and not await repository.rectify_assessment(rectified)
+    assert [a.rectified_on for a in await repository.assessments(2026)] == [day]
+
+    outcome = RequestOutcome(request_id="req-1", request_type="item.accept", requested_by="x", status="refused",
+                             reason="首问负责", request={"a": 1}, recorded_at=at(day))
+    await repository.record_outcome(outcome)
+    await repository.record_outcome(outcome.model_copy(update={"status": "applied"}))  # the first outcome stands
+    assert await repository.outcome("req-1") == outcome
+    assert [o.request_id for o in await repository.refused()] == ["req-1"]
 
 
 @pytest.fixture
@@ -88,76 +108,69 @@ async def until(check: Any, timeout: float = 20) -> Any:
         await asyncio.sleep(0.2)
 
 
-async def test_end_to_end_sign_drive_to_delivery_rate_and_report(running: Any, amqp: Any, amqp_url: str,
-                                                                 embedded_uri: str, tap: Any, tmp_path: Path) -> None:
+async def cli_fails(env: dict[str, str], *args: str) -> str:
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.cli", *args,
+                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                                                   env={**os.environ, **env})
+    out, err = await process.communicate()
+    assert process.returncode == 1, f"zeroerrand {' '.join(args)} should have been refused:\n{out.decode()}"
+    return err.decode()
+
+
+def agreement_with_prerequisites() -> AgreementSigned:
+    agreement = example(ALUMINIUM, suffix="e2e")
+    plan = tuple(PlannedItem(item=code) for code in ("MA-01", "MA-02", "LT-01", "LT-02"))
+    return agreement.model_copy(update={"plan": plan})
+
+
+async def test_end_to_end_prerequisites_task_orders_refusals_and_the_report(
+        running: Any, amqp: Any, amqp_url: str, embedded_uri: str, tmp_path: Path) -> None:
     _, _, store = running
-    events = await tap("zeroerrand.events", "project.delivered")
-    ledger = LedgerRepository(store)
-    agreement = example(CONSULT_UNKNOWN, suffix="e2e")
-    code = agreement.project.code
+    repo = MongoLedgerRepository(store)
+    agreement = agreement_with_prerequisites()
+    code, credit = agreement.project.code, agreement.project.enterprise.credit_code
     env = {"ZEROERRAND_AMQP_URL": amqp_url, "MONGODB_URL": embedded_uri, "ZEROERRAND_DATABASE": store.db.name}
     await sign(amqp, agreement)
 
     async def routed_count() -> bool:
-        return len(await ledger.project_items(code)) == 6
+        return len(await repo.project_items(code)) == 4
     assert await until(routed_count)
-
-    today = local_day(datetime.now(UTC))
-    calendar = WorkingCalendar()
-    late_day = calendar.add_working_days(today, 6)  # CP-01 has 3 working days: finished after 6, it is late
-    sweep_day = calendar.add_working_days(today, 5)
-    on_time = ["MA-01", "PL-01", "PL-03", "PL-06", "EP-03"]
-
-    for item in on_time:
-        await cli(env, "item", "accept", code, item)
-    await cli(env, "item", "block", code, "EP-03", "--reason", "消防设计需补充", "--resolver", "public_utilities_bureau")
-
-    async def blocked() -> bool:
-        return any(d["state"] == "blocked" for d in await ledger.project_items(code))
-    assert await until(blocked)
     shown = await cli(env, "ledger", "show", code)
-    assert re.search(r"EP-03 施工图联合审查.*堵点/卡点.*堵点：消防设计需补充（须由公共事业服务局解决）", shown)
-    await cli(env, "item", "unblock", code, "EP-03", "--note", "已补充消防设计专篇")
-    for item in on_time:
-        await cli(env, "item", "complete", code, item)
-        await cli(env, "item", "deliver", code, item, "--result", f"{item} 审批结果")
+    assert re.search(r"MA-02 .*等待 MA-01 办结移交", shown)
+    assert re.search(r"LT-02 .*等待 MA-01、LT-01 办结移交", shown)
+    assert re.search(r"MA-01 .*可办理（待对接企业）\t首问响应 已用 0/2 工作日（计时中）", shown)
 
-    await cli(env, "item", "accept", code, "CP-01")
-    swept = await cli(env, "sweep", "--today", sweep_day.isoformat())
-    assert re.search(rf"{code}/CP-01 红牌", swept) and re.search(rf"{code}/CP-01 黄牌", swept)
-    again = await cli(env, "sweep", "--today", sweep_day.isoformat())
-    assert f"{code}/CP-01" not in again  # each level once
-    late = f"{late_day.isoformat()}T10:00:00+08:00"
-    await cli(env, "item", "complete", code, "CP-01", "--at", late)
-    await cli(env, "item", "deliver", code, "CP-01", "--result", "建筑工程施工许可证", "--at", late)
+    refused = await cli_fails(env, "item", "accept", code, "MA-01", "--by", "planning_construction_bureau")
+    assert "台账拒绝了该请求：首问负责" in refused and "政务服务局负责" in refused
+    waiting = await cli_fails(env, "item", "accept", code, "LT-02", "--by", "zhenglian_company")
+    assert "等待前置事项 MA-01、LT-01" in waiting
+    for step in (["accept"], ["complete"], ["deliver", "--result", "营业执照"]):
+        await cli(env, "item", step[0], code, "MA-01", "--by", "gov_service_bureau", *step[1:])
 
-    [done] = await events.wait_for(1, timeout=30)
-    assert json.loads(done.body)["project_code"] == code
-    assert json.loads(done.body)["items_delivered"] == 6
+    not_econ = await cli_fails(env, "task-order", "issue", code, "MA-02", "--by", "planning_construction_bureau")
+    assert "经济发展招商服务局下发" in not_econ
+    await cli(env, "task-order", "issue", code, "MA-02", "--by", "econ_dev_bureau")
+    await cli(env, "task-order", "accept", code, "MA-02", "--by", "zhenglian_company", "--specialist", "李明",
+              "--phone", "13800001111")
+    shown = await cli(env, "ledger", "show", code)
+    assert re.search(rf"MA-02 .*任务单 RWD-{code}-MA-02 已接收，服务专员 李明（13800001111）", shown)
+    assert re.search(r"MA-01 .*已移交\t首问响应 已用 0/2 工作日（已停止）.*法定时限 已用 0/1 工作日（已停止）", shown)
+    listed = await cli(env, "ledger", "requests")
+    assert "首问负责" in listed and "item.accept" in listed
 
-    await cli(env, "rate", code, "--provider", "gov_service_bureau", "--by", "enterprise", "--level", "非常满意")
-    rated = await cli(env, "rate", code, "--provider", "planning_construction_bureau", "--by", "recruiting_unit",
-                      "--level", "不满意", "--comment", "施工许可超时")
-    rating_id = re.search(r"已提交评价 (\S+)：", rated).group(1)  # type: ignore[union-attr]
-    await cli(env, "rectify", rating_id, "--provider", "planning_construction_bureau", "--note", "已建立限时办结台账")
-    await cli(env, "rate", code, "--provider", "zhenglian_company", "--by", "enterprise", "--level", "满意")
-
-    async def rated_and_rectified() -> bool:
-        docs = await ledger.all_ratings()
-        return len(docs) == 3 and any(d["rectified_at"] for d in docs)
-    assert await until(rated_and_rectified)
-
+    full = ["--score", "responsiveness=20", "--score", "notice=20", "--score", "efficiency=25", "--score",
+            "attitude=15", "--score", "free_of_charge=10", "--score", "delivery=10"]
+    await cli(env, "assess", code, "--provider", "gov_service_bureau", "--rater", "enterprise", "--by", credit, *full,
+              "--comment", "营业执照当天办结")
+    not_theirs = await cli_fails(env, "assess", code, "--provider", "gov_service_bureau", "--rater", "recruiting_unit",
+                                 "--by", "planning_construction_bureau", *full)
+    assert "不能代为提交" in not_theirs
+    year = local_day(datetime.now(UTC)).year
     out = tmp_path / "report"
-    summary = await cli(env, "report", "--year", str(today.year), "--out", str(out), "--today", late_day.isoformat())
-    # 政务服务局 (assist): 3 on time, 非常满意 -> 100; 规划建设局 (joint): 1 of 2 on time, 不满意 (40) rectified ->
-    # 0.5 x 40 + 0.4 x 50 + 0.1 x 100 = 50.0, on the exit list; 政联公司 (errand): 满意 (85) -> 92.5
+    summary = await cli(env, "report", "--year", str(year), "--out", str(out))
     scores = (out / "scores.csv").read_text(encoding="utf-8-sig")
-    assert re.search(r"和林格尔新区政务服务局,帮办代办,3,3,0,.*,100\.0,合格", scores)
-    assert re.search(r"和林格尔新区规划建设局,联审联批,2,1,1,.*,50\.0,不合格", scores)
-    assert re.search(r"内蒙古政联招商服务有限公司,专业跑腿,1,1,0,.*,92\.5,合格", scores)
-    assert summary.strip().splitlines()[-2].startswith("退出/整改名单：和林格尔新区规划建设局")
-    html = (out / "index.html").read_text(encoding="utf-8")
-    assert "合格线" in html and "<svg" in html and "消防设计需补充" in html
-    econ = await cli(env, "report", "--year", str(today.year), "--evaluator", "econ_dev_bureau",
-                     "--out", str(tmp_path / "econ"), "--today", late_day.isoformat())
-    assert "内蒙古政联招商服务有限公司" in econ and "规划建设局" not in econ.split("退出/整改名单")[0]
+    assert re.search(r"和林格尔新区政务服务局,帮办代办,.*,100\.0,合格", scores)
+    assert re.search(r"内蒙古政联招商服务有限公司,专业跑腿,.*,未评价", scores)
+    lines = summary.strip().splitlines()
+    assert "退出/整改名单：无" in summary and "内蒙古政联招商服务有限公司" in lines[-2] + lines[-1]
+    assert "营业执照当天办结" in (out / "opinions.csv").read_text(encoding="utf-8-sig")
