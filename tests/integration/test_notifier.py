@@ -102,19 +102,19 @@ async def test_signing_the_examples_stores_exactly_the_expected_notifications(se
     await sign(amqp, example(ALUMINIUM))
     await sign(amqp, example(INELIGIBLE))
     await sign(amqp, example(CONSULT_UNKNOWN))
-    aluminium = await stored(store, 55 + 8, project="HLXQ-2026-0031")  # 55 in inboxes, 8 task orders by webhook
+    aluminium = await stored(store, 49 + 10, project="HLXQ-2026-0031")  # 49 in inboxes, 10 task orders by webhook
     assert Counter((d["recipient"], d["channel"]) for d in aluminium) == {
-        ("enterprise:91150100MA0N8XK21Q", "inbox"): 27, ("unit:econ_dev_bureau", "inbox"): 2,
-        ("unit:gov_service_bureau", "inbox"): 3, ("unit:planning_construction_bureau", "inbox"): 12,
-        ("unit:public_utilities_bureau", "inbox"): 3, ("unit:zhenglian_company", "inbox"): 8,
-        ("unit:zhenglian_company", "webhook"): 8}
+        ("enterprise:91150100MA0N8XK21Q", "inbox"): 24, ("unit:econ_dev_bureau", "inbox"): 2,
+        ("unit:gov_service_bureau", "inbox"): 2, ("unit:planning_construction_bureau", "inbox"): 8,
+        ("unit:public_utilities_bureau", "inbox"): 3, ("unit:zhenglian_company", "inbox"): 10,
+        ("unit:zhenglian_company", "webhook"): 10}
     notice = next(d for d in aluminium if d["title"] == "一次性告知：建设工程规划许可证")
     for material in load_rulebook(RULES).catalog["EP-02"].materials:
         assert material in notice["body"]
     rejected = await stored(store, 1, project="HLXQ-2026-0052")
     assert [(d["event_type"], d["recipient"]) for d in rejected] == [("agreement.rejected", "unit:econ_dev_bureau")]
-    consult = await stored(store, 17 + 1, project="HLXQ-2026-0058")
-    assert Counter(d["event_type"] for d in consult) == {"service.started": 3, "item.routed": 12 + 1,
+    consult = await stored(store, 17 + 2, project="HLXQ-2026-0058")
+    assert Counter(d["event_type"] for d in consult) == {"service.started": 3, "item.routed": 12 + 2,
                                                          "item.unroutable": 2}
 
 
@@ -122,26 +122,26 @@ async def test_a_redelivered_event_yields_no_duplicate(services: Any, amqp: Any)
     _, _, store = services
     agreement = example(CONSULT_UNKNOWN, suffix="twice")
     await sign(amqp, agreement)
-    first = await stored(store, 18, project=agreement.project.code)
+    first = await stored(store, 19, project=agreement.project.code)
     await sign(amqp, agreement)  # same agreement again: the router re-emits the same event ids
     await asyncio.sleep(2)
-    again = await stored(store, 18, project=agreement.project.code)
-    assert sorted(d["_id"] for d in again) == sorted(d["_id"] for d in first) and len(again) == 18
+    again = await stored(store, 19, project=agreement.project.code)
+    assert sorted(d["_id"] for d in again) == sorted(d["_id"] for d in first) and len(again) == 19
 
 
 async def test_webhooks_are_signed_and_marked_delivered(services: Any, amqp: Any, receiver: Receiver) -> None:
     _, _, store = services
     agreement = example(CONSULT_UNKNOWN, suffix="webhook")
     await sign(amqp, agreement)
-    await receiver.wait_for(1)  # PL-06 is the one item with a task order
+    await receiver.wait_for(2)  # PL-03 and PL-06 are the advice lines 政联公司 gives (专业跑腿)
     headers, body = receiver.requests[0]
     assert verify(SECRET.encode(), headers[TIMESTAMP_HEADER.lower()], body, headers[SIGNATURE_HEADER.lower()])
     payload = json.loads(body)
-    assert payload["title"] == f"专业跑腿服务任务单 RWD-{agreement.project.code}-PL-06"
-    assert payload["recipient"] == "unit:zhenglian_company"
-    found = await stored(store, 18, project=agreement.project.code)
-    [hook] = [d for d in found if d["channel"] == "webhook"]
-    assert (hook["status"], hook["attempts"], hook["last_error"]) == ("delivered", 1, None)
+    assert payload["title"].startswith("新分派审批事项：") and payload["recipient"] == "unit:zhenglian_company"
+    found = await stored(store, 19, project=agreement.project.code)
+    hooks = [d for d in found if d["channel"] == "webhook"]
+    assert len(hooks) == 2
+    assert {(h["status"], h["attempts"], h["last_error"]) for h in hooks} == {("delivered", 1, None)}
 
 
 async def test_a_receiver_that_keeps_failing_leaves_the_notification_failed_with_the_error(
@@ -150,19 +150,19 @@ async def test_a_receiver_that_keeps_failing_leaves_the_notification_failed_with
     receiver.status = 503
     agreement = example(CONSULT_UNKNOWN, suffix="failing")
     await sign(amqp, agreement)
-    await receiver.wait_for(3)
-    [failed] = await stored(store, 1, project=agreement.project.code, status="failed")
-    assert (failed["channel"], failed["attempts"]) == ("webhook", 3)
-    assert failed["last_error"].startswith("HTTP 503")
+    await receiver.wait_for(6)
+    failed = await stored(store, 2, project=agreement.project.code, status="failed")
+    assert {(f["channel"], f["attempts"]) for f in failed} == {("webhook", 3)}
+    assert all(f["last_error"].startswith("HTTP 503") for f in failed)
     await asyncio.sleep(0.5)
-    assert len(receiver.requests) == 3  # no attempt after the final one
+    assert len(receiver.requests) == 6  # no attempt after the final one
 
 
 async def test_a_progress_event_uses_what_the_notifier_remembers(services: Any, amqp: Any) -> None:
     _, _, store = services
     agreement = example(CONSULT_UNKNOWN, suffix="delivered")
     await sign(amqp, agreement)
-    await stored(store, 18, project=agreement.project.code)
+    await stored(store, 19, project=agreement.project.code)
     delivered = ItemDelivered(event_id=f"delivered-{agreement.project.code}", occurred_at=agreement.occurred_at,
                               recorded_at=agreement.occurred_at, project_code=agreement.project.code, item_code="EP-03",
                               reported_by="planning_construction_bureau", results=("施工图审查合格书",))
@@ -184,7 +184,7 @@ async def test_a_malformed_event_is_dead_lettered_with_the_reason(services: Any,
                            routing_key="item.routed")
     [parked] = await dead.wait_for(1)
     assert parked.headers["x-zeroerrand-error-kind"] == "invalid_message"
-    assert "事件消息格式无效" in parked.headers["x-zeroerrand-error"]
+    assert "消息格式无效" in parked.headers["x-zeroerrand-error"]
 
 
 async def test_an_event_about_an_unknown_project_is_retried_then_parked_with_the_reason(
