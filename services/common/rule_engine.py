@@ -15,6 +15,11 @@ durable-rules facts designed around (see ``shared/design.md``):
   compiled version is cached and reused if the same files come back.
 * It is not thread-safe: callers use it from one thread (the event loop's).
 * It has no operator ``$ne`` (silently accepted, never true): inequality is ``$neq``.
+
+A rule that says ``not_required`` is compiled like any other (so the static check sees its cases
+as covered, and its overlaps); deciding it gives ``Unroutable(reason_code="not_required")`` with
+the rule's reason. A retired catalog code gives ``Unroutable(reason_code="retired_item")`` naming
+its replacement.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from services.common.rule_files import (
     RoutingRule,
     RuleBook,
     Test,
+    retired_message,
 )
 
 
@@ -190,6 +196,11 @@ class RoutingEngine:
                *, now: datetime | None = None) -> Decision | Unroutable:
         """Routes one planned item, or says specifically why it cannot be routed."""
         now = now or datetime.now(UTC)
+        retired = self.book.retired.get(item_code)
+        if retired is not None and item_code not in self.book.catalog:
+            return Unroutable(reason_code="retired_item", rules_version=self.version, decided_at=now,
+                              facts={"item.code": item_code, REQUEST_FIELD: request.value},
+                              reason=retired_message(retired, self.book.catalog))
         if item_code not in self.book.catalog:
             return Unroutable(reason_code="unknown_item", rules_version=self.version, decided_at=now,
                               facts={"item.code": item_code, REQUEST_FIELD: request.value},
@@ -234,10 +245,14 @@ class RoutingEngine:
             self._sid = f"s{next(_IDS)}"  # the old session keeps the exception: start afresh
             raise RuleEngineError(f"rule action failed inside durable-rules: {state['exception']}")
 
-    def _decision(self, item_code: str, rule_id: str, facts: dict[str, Any], now: datetime) -> Decision:
+    def _decision(self, item_code: str, rule_id: str, facts: dict[str, Any], now: datetime) -> Decision | Unroutable:
         rule = self.book.rule(rule_id)
         item = self.book.catalog[item_code]
         outcome = rule.then
+        if outcome is None:
+            assert rule.not_required is not None  # a rule says exactly one of them (RoutingRule)
+            return Unroutable(reason_code="not_required", reason=rule.not_required, rules_version=self.version,
+                              facts=facts, decided_at=now)
         unit = item.owner if outcome.unit == OWNER_REF else outcome.unit
         evaluated_as = outcome.evaluation_mode
         return Decision(

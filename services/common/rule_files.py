@@ -1,7 +1,9 @@
 """Operator-edited rule files: ``units.yaml``, ``catalog.yaml`` and ``routing.yaml``.
 
 Loads the YAML keeping line numbers, validates it with Pydantic and cross-checks the files
-against each other. Every problem names the file, the line and the rule or item, in Chinese,
+against each other: owners and units, retired codes (never reused, replaced by a live item),
+what each item requires (known, live, not itself, not of a later stage, no cycle) and the
+routing rules' references. Every problem names the file, the line and the rule or item, in Chinese,
 so an operator can fix it without reading code. Nothing in these files can execute code: they
 are parsed as plain data (no YAML tags) and rule conditions are a closed vocabulary.
 """
@@ -22,9 +24,11 @@ from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError
 
 from services.common.domain import (
+    PREVIOUS_STAGE,
     CatalogItem,
     Jurisdiction,
     Request,
+    RetiredItem,
     ServiceMode,
     Stage,
     Unit,
@@ -160,14 +164,25 @@ class Outcome(_Strict):
 
 
 class RoutingRule(_Strict):
-    """``when`` all conditions hold, and not all of ``unless`` hold, ``then`` decides."""
+    """``when`` all conditions hold, and not all of ``unless`` hold, ``then`` decides.
+
+    Instead of ``then`` a rule may say ``not_required``: the item is not needed in these cases
+    (the text, in Chinese, says why); deciding it parks the item with that reason.
+    """
 
     id: str = Field(pattern=r"^[a-z][a-z0-9_.\-]*$")
     name: str = Field(min_length=1)
     policy: str | None = None
     when: dict[str, Test] = Field(min_length=1)
     unless: dict[str, Test] | None = None
-    then: Outcome
+    then: Outcome | None = None
+    not_required: str | None = Field(default=None, min_length=1, description="why the item is not needed")
+
+    @model_validator(mode="after")
+    def _then_or_not_required(self) -> RoutingRule:
+        if (self.then is None) == (self.not_required is None):
+            raise ValueError("每条规则必须且只能写 then（分派结果）或 not_required（无需办理的理由）二者之一")
+        return self
 
     @field_validator("when", "unless")
     @classmethod
@@ -193,6 +208,7 @@ class UnitsFile(_Strict):
 
 class CatalogFile(_Strict):
     items: tuple[CatalogItem, ...] = Field(min_length=1)
+    retired: tuple[RetiredItem, ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,6 +247,7 @@ class _Source:
 
 
 _COLLECTIONS = {UNITS_FILE: ("units", "单位"), CATALOG_FILE: ("items", "事项"), ROUTING_FILE: ("rules", "规则")}
+_MORE_COLLECTIONS = {CATALOG_FILE: {"retired": "停用事项"}}
 
 
 class _DatesAsText(RoundTripConstructor):
@@ -262,19 +279,35 @@ def read_located(path: Path) -> tuple[_Source, bytes]:
     return _Source(shown, data), raw
 
 
-def validate_located(source: _Source, model: type[_M], collection: str, label: str) -> _M:
-    """Validates a located document; each error names the file, the line and the entry."""
+def validate_located(source: _Source, model: type[_M], collection: str, label: str,
+                     more: Mapping[str, str] | None = None) -> _M:
+    """Validates a located document; each error names the file, the line and the entry.
+
+    ``more`` names further collections of the document (``{"retired": "停用事项"}``) whose
+    entries are named the same way.
+    """
     try:
         return model.model_validate(_plain(source.data))
     except ValidationError as exc:
+        errors = exc.errors()
+        paths = [tuple(p for p in error["loc"] if not (isinstance(p, str) and "[" in p)) for error in errors]
+        # One message per place: the branches of a union (``requires``: a list, or previous_stage)
+        # fail together, and a list whose every entry failed is also reported as too short.
+        messages: dict[tuple[int | str, ...], list[str]] = {}
+        for error, path in zip(errors, paths, strict=True):
+            if error["type"] == "too_short" and any(len(other) > len(path) and other[:len(path)] == path
+                                                    for other in paths):
+                continue
+            message = _message_zh(error)
+            if message not in messages.setdefault(path, []):
+                messages[path].append(message)
         problems = []
-        for error in exc.errors():
-            path = [p for p in error["loc"] if not (isinstance(p, str) and "[" in p)]
-            where = _display_path(path)
-            problems.append(
-                Problem(source.file, source.line(path), source.subject(path, collection, label),
-                        f"{where}: {_message_zh(error)}")
-            )
+        for path, texts in messages.items():
+            subject = source.subject(path, collection, label)
+            for other, other_label in (more or {}).items():
+                subject = subject or source.subject(path, other, other_label)
+            problems.append(Problem(source.file, source.line(path), subject,
+                                    f"{_display_path(path)}: {'；或者 '.join(texts)}"))
         raise RulesError(problems) from None
 
 
@@ -296,6 +329,11 @@ def _message_zh(error: Any) -> str:
     if kind == "enum":
         expected = error.get("ctx", {}).get("expected", "")
         return f"取值 {given!r} 不在允许范围内，应为 {expected}"
+    if kind == "literal_error":
+        expected = error.get("ctx", {}).get("expected", "")
+        return f"取值 {given!r} 不在允许范围内，应为 {expected}"
+    if kind in ("tuple_type", "list_type"):
+        return f"应为列表（每项一行“- 值”，或写成 [值1, 值2]），实际是 {given!r}"
     if kind == "value_error":
         return str(error.get("ctx", {}).get("error", msg))
     return f"{msg}（实际值 {given!r}）"
@@ -324,6 +362,8 @@ class RuleBook:
     project_facts: Mapping[str, FactSpec]
     rules: tuple[RoutingRule, ...]
     rule_lines: Mapping[str, int | None] = field(default_factory=dict)
+    retired: Mapping[str, RetiredItem] = field(default_factory=dict)
+    item_lines: Mapping[str, int | None] = field(default_factory=dict)
 
     def rule(self, rule_id: str) -> RoutingRule:
         return self._rules_by_id[rule_id]
@@ -365,7 +405,7 @@ def load_rulebook(directory: str | Path) -> RuleBook:
     parsed: dict[str, BaseModel] = {}
     for name, model in ((UNITS_FILE, UnitsFile), (CATALOG_FILE, CatalogFile), (ROUTING_FILE, RoutingFile)):
         try:
-            parsed[name] = validate_located(sources[name], model, *_COLLECTIONS[name])
+            parsed[name] = validate_located(sources[name], model, *_COLLECTIONS[name], _MORE_COLLECTIONS.get(name))
         except RulesError as exc:
             problems.extend(exc.problems)
     if problems:
@@ -379,6 +419,7 @@ def load_rulebook(directory: str | Path) -> RuleBook:
 
     units = _unique(units_file.units, "code", sources[UNITS_FILE], "units", "单位", problems)
     catalog = _unique(catalog_file.items, "code", sources[CATALOG_FILE], "items", "事项", problems)
+    retired = _unique(catalog_file.retired, "code", sources[CATALOG_FILE], "retired", "停用事项", problems)
     _unique(routing.rules, "id", sources[ROUTING_FILE], "rules", "规则", problems)
 
     catalog_src = sources[CATALOG_FILE]
@@ -393,9 +434,12 @@ def load_rulebook(directory: str | Path) -> RuleBook:
                                     f"jurisdiction: 写的是 {item.jurisdiction.value}，但审批单位 {owner.code} "
                                     f"的管辖是 {owner.jurisdiction.value}"))
 
+    problems.extend(_check_retired(catalog_file, catalog_src))
+    problems.extend(_check_requires(catalog_file, catalog_src, retired))
+
     routing_src = sources[ROUTING_FILE]
     for index, rule in enumerate(routing.rules):
-        problems.extend(_check_rule(rule, index, routing_src, units, catalog, routing.project_facts))
+        problems.extend(_check_rule(rule, index, routing_src, units, catalog, routing.project_facts, retired))
 
     if problems:
         raise RulesError(problems)
@@ -407,6 +451,8 @@ def load_rulebook(directory: str | Path) -> RuleBook:
         project_facts=dict(routing.project_facts),
         rules=routing.rules,
         rule_lines={rule.id: routing_src.line(["rules", i]) for i, rule in enumerate(routing.rules)},
+        retired=retired,
+        item_lines={item.code: catalog_src.line(["items", i]) for i, item in enumerate(catalog_file.items)},
     )
 
 
@@ -423,18 +469,120 @@ def _unique(entries: Sequence[_T], key: str, source: _Source, collection: str, l
     return seen
 
 
+def retired_message(retired: RetiredItem, catalog: Mapping[str, CatalogItem]) -> str:
+    """``事项 EP-04（人防工程设计审查）已停用：…；请改为 EP-03（施工图联合审查）``."""
+    replacement = catalog.get(retired.replaced_by) if retired.replaced_by else None
+    instead = f"；请改为 {replacement.code}（{replacement.name}）" if replacement else ""
+    return f"事项 {retired.code}（{retired.name}）已停用：{retired.reason.rstrip('。；;.')}{instead}"
+
+
+def _check_retired(catalog_file: CatalogFile, source: _Source) -> list[Problem]:
+    """A retired code is never used again, and points to a live item when it names a replacement."""
+    problems: list[Problem] = []
+    live = {item.code for item in catalog_file.items}
+    retired_codes = {entry.code for entry in catalog_file.retired}
+    for index, entry in enumerate(catalog_file.retired):
+        subject = f"停用事项 {entry.code}"
+        if entry.code in live:
+            problems.append(Problem(source.file, source.line(["retired", index, "code"]), subject,
+                                    f"code: {entry.code} 已停用，但 items 中仍有事项使用该编码（停用的编码不得复用）"))
+        if entry.replaced_by is None:
+            continue
+        line = source.line(["retired", index, "replaced_by"])
+        if entry.replaced_by == entry.code:
+            problems.append(Problem(source.file, line, subject, "replaced_by: 不能由自己替代"))
+        elif entry.replaced_by in live:
+            continue
+        elif entry.replaced_by in retired_codes:
+            problems.append(Problem(source.file, line, subject,
+                                    f"replaced_by: {entry.replaced_by} 也已停用，请改为现行事项编码"))
+        else:
+            problems.append(Problem(source.file, line, subject,
+                                    f"replaced_by: 事项 {entry.replaced_by!r} 不在服务事项清单（items）中"))
+    return problems
+
+
+_STAGE_ORDER = {stage: position for position, stage in enumerate(Stage)}
+
+
+def _check_requires(catalog_file: CatalogFile, source: _Source, retired: Mapping[str, RetiredItem]) -> list[Problem]:
+    """What an item requires exists, is live, is not itself, is of its stage or earlier, and has no cycle."""
+    problems: list[Problem] = []
+    items = {item.code: item for item in catalog_file.items}
+    first_stage = next(iter(Stage))
+    edges: dict[str, list[str]] = {}
+    for index, item in enumerate(catalog_file.items):
+        subject = f"事项 {item.code}"
+        if item.requires == PREVIOUS_STAGE:
+            if item.stage is first_stage:
+                problems.append(Problem(source.file, source.line(["items", index, "requires"]), subject,
+                                        f"requires: {item.stage.value} 是第一个审批阶段，没有上一阶段，"
+                                        f"不能写 {PREVIOUS_STAGE}"))
+            continue
+        for position, code in enumerate(item.requires):
+            line = source.line(["items", index, "requires", position])
+            if code == item.code:
+                problems.append(Problem(source.file, line, subject, "requires: 事项不能依赖自己"))
+            elif code not in items and code in retired:
+                problems.append(Problem(source.file, line, subject,
+                                        f"requires: {retired_message(retired[code], items)}"))
+            elif code not in items:
+                problems.append(Problem(source.file, line, subject,
+                                        f"requires: 事项 {code!r} 不在服务事项清单（items）中"))
+            elif _STAGE_ORDER[items[code].stage] > _STAGE_ORDER[item.stage]:
+                problems.append(Problem(source.file, line, subject,
+                                        f"requires: {code} 属于后面的阶段 {items[code].stage.value}，"
+                                        f"不能作为 {item.stage.value} 阶段事项的前置"))
+            else:
+                edges.setdefault(item.code, []).append(code)
+    lines = {item.code: source.line(["items", index, "requires"]) for index, item in enumerate(catalog_file.items)}
+    for cycle in _cycles(edges):
+        problems.append(Problem(source.file, lines.get(cycle[0]), f"事项 {cycle[0]}",
+                                f"requires: 循环依赖 {' → '.join((*cycle, cycle[0]))}，事项之间的前置关系不能成环"))
+    return problems
+
+
+def _cycles(edges: Mapping[str, Sequence[str]]) -> list[tuple[str, ...]]:
+    """Cycles of the requires graph, each once and starting at its smallest code.
+
+    A depth-first search: at least one cycle through every group of items that wait on each other.
+    """
+    found: set[tuple[str, ...]] = set()
+    done: set[str] = set()
+
+    def visit(code: str, path: list[str]) -> None:
+        if code in path:
+            cycle = path[path.index(code):]
+            start = cycle.index(min(cycle))
+            found.add(tuple(cycle[start:] + cycle[:start]))
+            return
+        if code in done:
+            return
+        path.append(code)
+        for target in edges.get(code, ()):
+            visit(target, path)
+        path.pop()
+        done.add(code)
+
+    for code in sorted(edges):
+        visit(code, [])
+    return sorted(found)
+
+
 def _check_rule(rule: RoutingRule, index: int, source: _Source, units: Mapping[str, Unit],
-                catalog: Mapping[str, CatalogItem], facts: Mapping[str, FactSpec]) -> list[Problem]:
+                catalog: Mapping[str, CatalogItem], facts: Mapping[str, FactSpec],
+                retired: Mapping[str, RetiredItem]) -> list[Problem]:
     subject = f"规则 {rule.id}"
     problems: list[Problem] = []
 
     def problem(path: Sequence[int | str], message: str) -> None:
         problems.append(Problem(source.file, source.line(["rules", index, *path]), subject, message))
 
-    if rule.then.unit != OWNER_REF and rule.then.unit not in units:
-        problem(["then", "unit"], f"then.unit: 单位 {rule.then.unit!r} 不在 {UNITS_FILE} 中")
-    if rule.then.authority is not None and rule.then.authority not in units:
-        problem(["then", "authority"], f"then.authority: 单位 {rule.then.authority!r} 不在 {UNITS_FILE} 中")
+    if rule.then is not None:
+        if rule.then.unit != OWNER_REF and rule.then.unit not in units:
+            problem(["then", "unit"], f"then.unit: 单位 {rule.then.unit!r} 不在 {UNITS_FILE} 中")
+        if rule.then.authority is not None and rule.then.authority not in units:
+            problem(["then", "authority"], f"then.authority: 单位 {rule.then.authority!r} 不在 {UNITS_FILE} 中")
 
     allowed: dict[str, tuple[Iterable[Any], str]] = {
         "item.code": (catalog, CATALOG_FILE),
@@ -459,7 +607,9 @@ def _check_rule(rule: RoutingRule, index: int, source: _Source, units: Mapping[s
             known, where = allowed[name]
             known_set = set(known)
             for value in test.values():
-                if value not in known_set:
+                if name == "item.code" and value not in known_set and value in retired:
+                    problem([part, name], f"{part}.{name}: {retired_message(retired[value], catalog)}")
+                elif value not in known_set:
                     problem([part, name], f"{part}.{name}: {value!r} 不在{where}中")
     return problems
 

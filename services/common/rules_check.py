@@ -1,7 +1,9 @@
 """Static checks run before a rules version goes live.
 
 Every catalog item must route to exactly one rule, for both requests (handle / consult) and for
-every value of the project facts the rules test: no gap, no overlap. The values tried are the
+every value of the project facts the rules test: no gap, no overlap. A ``not_required`` rule
+decides its cases like any other (the item is parked as not needed), so it covers them, and it
+overlaps another rule like any other. The values tried are the
 boundaries the rules themselves name (a threshold, just below it, just above it; every listed
 value and one that is not listed; true and false), which is every distinct case the rules can
 tell apart.
@@ -17,6 +19,7 @@ from typing import Any
 from services.common.domain import Request
 from services.common.rule_engine import RoutingEngine
 from services.common.rule_files import (
+    CATALOG_FILE,
     PROJECT_PREFIX,
     ROUTING_FILE,
     Problem,
@@ -81,7 +84,7 @@ def check_rules(book: RuleBook, engine: RoutingEngine | None = None) -> CheckRep
                 elif len(matched) > 1:
                     overlaps.setdefault(tuple(matched), []).append({"request": request.value, **project})
         for request_value, projects in gaps.items():
-            problems.append(Problem(str(book.directory / "catalog.yaml"), None, f"事项 {item_code}",
+            problems.append(Problem(str(book.directory / CATALOG_FILE), book.item_lines.get(item_code), f"事项 {item_code}",
                                     f"遗漏：诉求为 {request_value} 时没有任何规则适用"
                                     f"{_describe(projects)}"))
         for rules, cases_ in overlaps.items():

@@ -67,7 +67,7 @@ async def settle(amqp: aio_pika.abc.AbstractRobustConnection, expected: dict[str
 
 
 EXPECTED = {
-    ALUMINIUM: {"assist": 3, "joint": 15, "errand": 8, "consult": 0, "unroutable": 0},
+    ALUMINIUM: {"assist": 2, "joint": 11, "errand": 10, "consult": 0, "unroutable": 0},
     COMPUTING: {"assist": 2, "joint": 2, "errand": 6, "consult": 0, "unroutable": 0},
     INELIGIBLE: {"assist": 0, "joint": 0, "errand": 0, "consult": 0, "unroutable": 0},
     CONSULT_UNKNOWN: {"assist": 2, "joint": 2, "errand": 0, "consult": 2, "unroutable": 1},
@@ -113,7 +113,7 @@ async def test_routed_item_message_carries_headers_ids_and_the_full_record(route
     item = RoutedItem.model_validate_json(review.body)
     assert review.message_id == item.item_id
     assert item.project_code == agreement.project.code and item.mode is ServiceMode.ERRAND
-    assert item.task_order is not None and item.task_order.number == f"RWD-{agreement.project.code}-PL-03"
+    assert item.task_order_required and item.approving_authority == "regional_development_reform_commission"
     assert item.materials and item.decision.facts["project.annual_energy_tce"] == 126000
 
 
@@ -154,7 +154,7 @@ async def test_a_malformed_agreement_is_dead_lettered_with_the_reason_and_nothin
     assert first.headers["x-zeroerrand-error-kind"] == "invalid_message"
     assert "消息格式无效" in first.headers["x-zeroerrand-error"] and "project" in first.headers["x-zeroerrand-error"]
     assert first.headers["x-zeroerrand-source-queue"] == ROUTER_QUEUE.name
-    assert len(await items.wait_for(26)) == 26
+    assert len(await items.wait_for(23)) == 23
     assert await settle(amqp, {dead_letter_queue(ROUTER_QUEUE).name: 2}) == {dead_letter_queue(ROUTER_QUEUE).name: 2}
 
 
@@ -197,8 +197,8 @@ async def test_a_broken_rule_file_is_rejected_and_the_last_good_rules_keep_routi
     routed = await items.wait_for(6, where=lambda m: m.type == "approval.item")
     assert {m.headers["x-zeroerrand-rules-version"] for m in routed} == {good_version}
 
-    # an operator's valid edit: consult on 政务服务局 items is evaluated as assist -> renamed rule
-    routing.write_text(good_text.replace("id: consult.gov-service-bureau", "id: consult.gov-service-bureau-v2"),
+    # an operator's valid edit: the consult rule of the city-level energy review is renamed
+    routing.write_text(good_text.replace("id: consult.energy-review-city", "id: consult.energy-review-city-v2"),
                        encoding="utf-8")
     [activated] = await events.wait_for(1, where=lambda m: m.type == "rules.activated")
     new_version = json.loads(activated.body)["version"]
@@ -206,7 +206,7 @@ async def test_a_broken_rule_file_is_rejected_and_the_last_good_rules_keep_routi
     await sign(amqp, example(CONSULT_UNKNOWN, suffix="after-good-rules"))
     latest = await items.wait_for(12, where=lambda m: m.type == "approval.item")
     rules_used = {m.headers["x-zeroerrand-rule"] for m in latest[6:]}
-    assert "consult.gov-service-bureau-v2" in rules_used
+    assert "consult.energy-review-city-v2" in rules_used
     assert {m.headers["x-zeroerrand-rules-version"] for m in latest[6:]} == {new_version}
 
 

@@ -43,10 +43,10 @@ async def test_signed_agreement_yields_one_item_and_one_event_per_planned_item()
     router, fake, dead = build()
     await sign(router, example(ALUMINIUM).model_dump_json().encode())
     items = [o for o in fake.sent if o.exchange is ITEMS]
-    assert len(items) == 26 and not dead
-    assert Counter(o.routing_key.split(".")[0] for o in items) == {"joint": 15, "errand": 8, "assist": 3}
+    assert len(items) == 23 and not dead
+    assert Counter(o.routing_key.split(".")[0] for o in items) == {"joint": 11, "errand": 10, "assist": 2}
     assert Counter(o.message_type for o in fake.sent if o.exchange is not ITEMS) == {"service.started": 1,
-                                                                                      "item.routed": 26}
+                                                                                      "item.routed": 23}
     assert all(o.message_id == o.message.item_id for o in items)  # type: ignore[attr-defined]
 
 
@@ -54,7 +54,7 @@ async def test_unroutable_item_goes_to_the_unroutable_key_with_its_reason() -> N
     router, fake, _ = build()
     await sign(router, example(CONSULT_UNKNOWN).model_dump_json().encode())
     [parked] = [o for o in fake.sent if o.exchange is ITEMS and o.routing_key == UNROUTABLE_KEY]
-    assert parked.headers["x-zeroerrand-item"] == "PL-08"
+    assert parked.headers["x-zeroerrand-item"] == "PL-99"
     assert parked.headers["x-zeroerrand-reason"] == "unknown_item"
 
 

@@ -14,10 +14,10 @@ def test_eligible_industrial_project_routes_every_planned_item(engine: RoutingEn
     agreement = example(ALUMINIUM)
     result = route_agreement(agreement, engine)
     assert result.rejected is None and not result.unroutable
-    assert Counter(r.item.mode.value for r in result.routed) == {"joint": 15, "errand": 8, "assist": 3}
+    assert Counter(r.item.mode.value for r in result.routed) == {"joint": 11, "errand": 10, "assist": 2}
     started = result.started
     assert started is not None
-    assert (started.ledger_owner, started.items_planned, started.items_routed) == ("econ_dev_bureau", 26, 26)
+    assert (started.ledger_owner, started.items_planned, started.items_routed) == ("econ_dev_bureau", 23, 23)
     assert started.rules_version == engine.version
 
 
@@ -30,18 +30,38 @@ def test_routed_item_carries_everything_the_unit_and_enterprise_need(engine: Rou
     assert land.time_limit_days == catalog_item.time_limit_days
     assert land.fees and "国有建设用地使用权出让价款" in land.fee_note and "非服务收费" in land.fee_note
     assert land.responsible_unit_name == "内蒙古政联招商服务有限公司"
-    assert land.task_order is not None
-    assert land.task_order.number == "RWD-HLXQ-2026-0031-LT-02"
-    assert (land.task_order.issued_by, land.task_order.assigned_to) == ("econ_dev_bureau", "zhenglian_company")
+    assert land.task_order_required and land.decision.evaluator == "econ_dev_bureau"
     free = next(r.item for r in result.routed if r.item.item_code == "MA-01")
-    assert free.task_order is None and "无需企业缴纳任何费用" in free.fee_note
+    assert not free.task_order_required and "无需企业缴纳任何费用" in free.fee_note
+
+
+def test_routed_items_wait_for_the_planned_items_the_catalog_says_they_require(engine: RoutingEngine) -> None:
+    result = route_agreement(example(ALUMINIUM), engine)
+    requires = {r.item.item_code: r.item.requires for r in result.routed}
+    assert requires["MA-01"] == () and requires["MA-02"] == requires["MA-03"] == ("MA-01",)
+    assert requires["LT-03"] == ("LT-02",)
+    assert requires["EP-02"] == ("PL-01", "PL-05", "EP-01")  # PL-02 (核准) is not planned: not waited for
+    assert requires["CP-01"] == ("EP-02", "EP-03")
+    assert requires["CA-03"] == ("CP-01", "CP-02", "CP-03", "CP-04")  # previous_stage
+    assert requires["CA-06"] == ("LT-03", "CA-03", "CA-04")
 
 
 def test_large_energy_project_sends_energy_review_to_errand(engine: RoutingEngine) -> None:
     result = route_agreement(example(COMPUTING), engine)
+    assert Counter(r.item.mode.value for r in result.routed) == {"assist": 2, "joint": 2, "errand": 6}
     review = next(r.item for r in result.routed if r.item.item_code == "PL-03")
-    assert (review.mode.value, review.approving_authority) == ("errand", "regional_energy_authority")
-    assert review.approving_authority_name == "内蒙古自治区能源局"
+    assert (review.mode.value, review.approving_authority) == ("errand", "regional_development_reform_commission")
+    assert review.approving_authority_name == "内蒙古自治区发展和改革委员会"
+    assert review.decision.rule_id == "errand.energy-review-regional"
+    water = next(r.item for r in result.routed if r.item.item_code == "PL-08")
+    assert (water.mode.value, water.time_limit_days, water.stage_name) == ("errand", 45, "立项用地规划许可")
+
+
+def test_medium_energy_project_sends_energy_review_to_the_city_commission(engine: RoutingEngine) -> None:
+    result = route_agreement(example(ALUMINIUM), engine)
+    review = next(r.item for r in result.routed if r.item.item_code == "PL-03")
+    assert (review.mode.value, review.approving_authority) == ("errand", "city_development_reform_commission")
+    assert review.approving_authority_name == "呼和浩特市发展和改革委员会"
 
 
 def test_ineligible_agreement_routes_nothing_and_says_why(engine: RoutingEngine) -> None:
@@ -70,9 +90,31 @@ def test_consult_item_and_unknown_code(engine: RoutingEngine) -> None:
     result = route_agreement(example(CONSULT_UNKNOWN), engine)
     assert Counter(r.item.mode.value for r in result.routed) == {"assist": 2, "consult": 2, "joint": 2}
     [parked] = result.unroutable
-    assert (parked.item_code, parked.item_name, parked.unroutable.reason_code) == ("PL-08", None, "unknown_item")
-    consult_errand = next(r.item for r in result.routed if r.item.item_code == "PL-06")
-    assert consult_errand.task_order is not None  # 政联公司 gives advice on a task order too
+    assert (parked.item_code, parked.item_name, parked.unroutable.reason_code) == ("PL-99", None, "unknown_item")
+    for code in ("PL-03", "PL-06"):  # 政联公司 gives advice on a task order too
+        consult_errand = next(r.item for r in result.routed if r.item.item_code == code)
+        assert consult_errand.task_order_required and consult_errand.responsible_unit == "zhenglian_company"
+        assert consult_errand.decision.evaluated_as.value == "errand"
+
+
+def test_a_retired_code_in_a_plan_is_parked_naming_its_replacement(engine: RoutingEngine) -> None:
+    agreement = example(CONSULT_UNKNOWN)
+    agreement = agreement.model_copy(update={"plan": (*agreement.plan, PlannedItem(item="EP-04"))})
+    result = route_agreement(agreement, engine)
+    [retired] = [u for u in result.unroutable if u.item_code == "EP-04"]
+    assert retired.unroutable.reason_code == "retired_item"
+    assert retired.unroutable.reason.startswith("事项 EP-04（人防工程设计审查）已停用：")
+    assert retired.unroutable.reason.endswith("；请改为 EP-03（施工图联合审查）")
+
+
+def test_an_energy_review_a_small_project_does_not_need_is_parked_as_not_required(engine: RoutingEngine) -> None:
+    agreement = example(CONSULT_UNKNOWN)
+    small = agreement.project.model_copy(update={"facts": {"annual_energy_tce": 600, "annual_electricity_10k_kwh": 300}})
+    result = route_agreement(agreement.model_copy(update={"project": small}), engine)
+    [review] = [u for u in result.unroutable if u.item_code == "PL-03"]
+    assert (review.item_name, review.unroutable.reason_code) == ("固定资产投资项目节能审查", "not_required")
+    assert "不单独进行节能审查" in review.unroutable.reason
+    assert Counter(r.item.mode.value for r in result.routed) == {"assist": 2, "consult": 1, "joint": 2}
 
 
 def test_duplicate_plan_line_is_parked_not_routed_twice(engine: RoutingEngine) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from services.common.domain import Decision, Request
+from services.common.domain import Decision, Request, Unroutable
 from services.common.rule_engine import RoutingEngine, RuleEngineError, _Host, compile_ruleset
 from services.common.rule_files import load_rulebook
 from tests.conftest import RULES
@@ -59,5 +59,32 @@ def test_inequality_compiles_to_durable_neq_which_actually_matches() -> None:
 
 def test_an_or_that_matches_twice_still_counts_as_one_rule(engine: RoutingEngine) -> None:
     # `unless` compiles to an `$or`; both branches can hold, which fires the rule twice as a fact
-    facts = engine.facts_for("MA-01", Request.HANDLE, {"annual_energy_tce": 10})
-    assert engine.matching_rules(facts) == ["assist.gov-service-bureau"]
+    facts = engine.facts_for("PL-03", Request.HANDLE, {"annual_energy_tce": 5000, "annual_electricity_10k_kwh": 900})
+    assert engine.matching_rules(facts) == ["errand.energy-review-city"]
+    decision = RoutingEngine(engine.book, cache_size=0).decide(
+        "PL-03", Request.HANDLE, {"annual_energy_tce": 5000, "annual_electricity_10k_kwh": 900})
+    assert isinstance(decision, Decision) and decision.rule_id == "errand.energy-review-city"
+
+
+def test_a_missing_fact_satisfies_neither_a_comparison_nor_its_negation(engine: RoutingEngine) -> None:
+    # The city tier's `unless` (under 1000 t AND under 500 万千瓦时) is negated into an `$or`; without
+    # the electricity fact a small project must match no rule (and be parked for the missing fact),
+    # never slip into the city tier or the not-required rule.
+    facts = engine.facts_for("PL-03", Request.HANDLE, {"annual_energy_tce": 999})
+    assert "project.annual_electricity_10k_kwh" not in facts
+    assert engine.matching_rules(facts) == []
+    with_fact = engine.facts_for("PL-03", Request.HANDLE, {"annual_energy_tce": 1000})
+    assert engine.matching_rules(with_fact) == ["errand.energy-review-city"]
+
+
+def test_a_not_required_rule_compiles_like_any_other_and_decides_as_unroutable(engine: RoutingEngine) -> None:
+    book = engine.book
+    body = compile_ruleset(book)
+    rule = book.rule("not-required.energy-review-small")
+    assert rule.then is None and rule.not_required
+    assert body[rule.id]["run"] == rule.id
+    decision = engine.decide("PL-03", Request.CONSULT, {"annual_energy_tce": 10, "annual_electricity_10k_kwh": 1})
+    assert isinstance(decision, Unroutable)
+    assert (decision.reason_code, decision.reason) == ("not_required", rule.not_required)
+    assert decision.rules_version == book.version
+    assert decision.facts["project.annual_electricity_10k_kwh"] == 1

@@ -18,8 +18,10 @@ def edit(path: Path, old: str, new: str, count: int = 1) -> None:
     path.write_text(text.replace(old, new, count), encoding="utf-8")
 
 
-def line_of(path: Path, needle: str) -> int:
-    return next(i for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if needle in line)
+def line_of(path: Path, needle: str, occurrence: int = 1) -> int:
+    """The line of the ``occurrence``-th line containing ``needle`` (1 = the first)."""
+    found = [i for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if needle in line]
+    return found[occurrence - 1]
 
 
 def problems(directory: Path) -> list[str]:
@@ -29,9 +31,12 @@ def problems(directory: Path) -> list[str]:
 
 
 def test_shipped_rules_pass_the_static_check(engine: object) -> None:
-    report = check_rules(load_rulebook(Path(__file__).parents[2] / "rules"))
+    book = load_rulebook(Path(__file__).parents[2] / "rules")
+    report = check_rules(book)
     assert report.ok, report.problems
-    assert report.cases == 28 * 2 * 3  # items x requests x energy around the 5000 t threshold
+    assert len(book.catalog) == 25 and len(book.retired) == 4
+    # items x requests x (energy around 1000 t and 10000 t) x (electricity around 500 万千瓦时)
+    assert report.cases == 25 * 2 * 6 * 3
 
 
 def test_yaml_syntax_error_names_file_and_line(rules_copy: Path) -> None:
@@ -83,17 +88,17 @@ def test_duplicate_item_code_is_rejected_with_its_line(rules_copy: Path) -> None
 
 def test_undeclared_project_fact_is_rejected(rules_copy: Path) -> None:
     routing = rules_copy / "routing.yaml"
-    edit(routing, "project.annual_energy_tce: {gte: 5000}", "project.energy: {gte: 5000}")
-    found = problems(rules_copy)
-    assert any("[规则 assist.gov-service-bureau]" in p and "项目事实 'energy' 未在 project_facts 中声明" in p
-               for p in found)
+    edit(routing, "project.annual_energy_tce: {gte: 10000}", "project.energy: {gte: 10000}")
+    line = line_of(routing, "project.energy: {gte: 10000}")
+    assert problems(rules_copy) == [
+        f"{routing}:{line} [规则 errand.energy-review-regional] when.project.energy: 项目事实 'energy' 未在 project_facts 中声明"
+    ]
 
 
 def test_planted_gap_is_found_by_the_static_check(rules_copy: Path) -> None:
     routing = rules_copy / "routing.yaml"
     # the errand rule now covers only `outside`: every dispatched agency's item falls through
-    edit(routing, "item.jurisdiction: [outside, dispatched]\n    then:\n      mode: errand",
-         "item.jurisdiction: [outside]\n    then:\n      mode: errand")
+    edit(routing, "item.jurisdiction: [outside, dispatched]\n    unless:", "item.jurisdiction: [outside]\n    unless:")
     found = problems(rules_copy)
     assert any("[事项 MA-02] 遗漏：诉求为 handle 时没有任何规则适用" in p for p in found)
     assert not any("诉求为 consult" in p for p in found)
@@ -101,12 +106,178 @@ def test_planted_gap_is_found_by_the_static_check(rules_copy: Path) -> None:
 
 def test_planted_overlap_is_found_by_the_static_check(rules_copy: Path) -> None:
     routing = rules_copy / "routing.yaml"
-    # without its exception, the assist rule also matches a large project's energy review
-    edit(routing, "    unless:                      # 年综合能耗 5000 吨标准煤以上的节能审查由自治区能源局审批\n"
-                  "      item.code: PL-03\n      project.annual_energy_tce: {gte: 5000}\n", "")
+    # without its exception, the errand rule also matches every energy review
+    edit(routing, "    unless:                      # 节能审查按能耗分级，由下面的 energy-review 规则决定\n"
+                  "      item.code: PL-03\n    then:\n      mode: errand\n", "    then:\n      mode: errand\n")
     found = problems(rules_copy)
     overlap = [p for p in found if "重叠" in p]
-    assert len(overlap) == 1
-    assert "[规则 assist.gov-service-bureau 与 errand.energy-review-regional]" in overlap[0]
-    assert "事项 PL-03" in overlap[0] and "annual_energy_tce=5000" in overlap[0]
-    assert f"{routing}:{line_of(routing, 'id: assist.gov-service-bureau')}" in overlap[0]
+    assert len(overlap) == 3 and len(found) == 3
+    regional = next(p for p in overlap if "errand.energy-review-regional" in p)
+    assert "[规则 errand.energy-review-regional 与 errand.outside-or-dispatched]" in regional
+    assert "事项 PL-03" in regional and "annual_energy_tce=10000" in regional
+    assert f"{routing}:{line_of(routing, 'id: errand.energy-review-regional')}" in regional
+    assert any("[规则 errand.energy-review-city 与 errand.outside-or-dispatched]" in p for p in overlap)
+    assert any("[规则 errand.outside-or-dispatched 与 not-required.energy-review-small]" in p for p in overlap)
+
+
+# ---- not_required rules ------------------------------------------------------------------------
+
+NOT_REQUIRED_RULE = "  # ---- 无需办理（办理和咨询都适用）"
+
+
+def test_removing_the_not_required_rule_leaves_a_gap_for_small_projects(rules_copy: Path) -> None:
+    routing = rules_copy / "routing.yaml"
+    text = routing.read_text(encoding="utf-8")
+    routing.write_text(text[:text.index(NOT_REQUIRED_RULE)], encoding="utf-8")
+    found = problems(rules_copy)
+    assert len(found) == 2, found
+    for request in ("handle", "consult"):
+        [gap] = [p for p in found if f"诉求为 {request} 时" in p]
+        catalog = rules_copy / "catalog.yaml"
+        assert gap.startswith(f"{catalog}:{line_of(catalog, 'code: PL-03')} [事项 PL-03] 遗漏：")
+        assert "annual_energy_tce=999.5" in gap and "annual_electricity_10k_kwh=499.5" in gap
+        assert "annual_energy_tce=1000" not in gap and "annual_electricity_10k_kwh=500" not in gap
+
+
+def test_a_not_required_rule_that_overlaps_another_rule_is_found(rules_copy: Path) -> None:
+    routing = rules_copy / "routing.yaml"
+    text = routing.read_text(encoding="utf-8")
+    start = text.index(NOT_REQUIRED_RULE)
+    routing.write_text(text[:start] + text[start:].replace("annual_electricity_10k_kwh: {lt: 500}",
+                                                           "annual_electricity_10k_kwh: {lt: 600}"), encoding="utf-8")
+    found = problems(rules_copy)
+    assert len(found) == 2 and all("重叠" in p and "事项 PL-03" in p for p in found)
+    assert any("[规则 errand.energy-review-city 与 not-required.energy-review-small]" in p for p in found)
+    assert any("[规则 consult.energy-review-city 与 not-required.energy-review-small]" in p for p in found)
+    assert all("annual_electricity_10k_kwh=500" in p for p in found)
+
+
+def test_a_rule_with_both_then_and_not_required_is_rejected(rules_copy: Path) -> None:
+    routing = rules_copy / "routing.yaml"
+    edit(routing, "    not_required: 项目年", "    then: {mode: assist, unit: gov_service_bureau}\n    not_required: 项目年")
+    line = line_of(routing, "id: not-required.energy-review-small")
+    assert problems(rules_copy) == [
+        f"{routing}:{line} [规则 not-required.energy-review-small] rules[11]: 每条规则必须且只能写 then（分派结果）"
+        "或 not_required（无需办理的理由）二者之一"
+    ]
+
+
+def test_a_rule_with_neither_then_nor_not_required_is_rejected(rules_copy: Path) -> None:
+    routing = rules_copy / "routing.yaml"
+    text = routing.read_text(encoding="utf-8")
+    routing.write_text(text[:text.index("    not_required: 项目年")], encoding="utf-8")
+    line = line_of(routing, "id: not-required.energy-review-small")
+    [found] = problems(rules_copy)
+    assert found.startswith(f"{routing}:{line} [规则 not-required.energy-review-small] rules[11]: 每条规则必须且只能写")
+
+
+def test_a_rule_naming_a_retired_code_is_told_the_replacement(rules_copy: Path) -> None:
+    routing = rules_copy / "routing.yaml"
+    edit(routing, "      item.code: PL-03\n      project.annual_energy_tce: {gte: 10000}",
+         "      item.code: CP-05\n      project.annual_energy_tce: {gte: 10000}")
+    line = line_of(routing, "item.code: CP-05")
+    found = problems(rules_copy)
+    assert f"{routing}:{line} [规则 errand.energy-review-regional] when.item.code: 事项 CP-05（取水许可）已停用：" in found[0]
+    assert found[0].endswith("；请改为 PL-08（取水许可）")
+
+
+# ---- the catalog: basis, retired codes, requires -------------------------------------------------
+
+
+def test_an_item_without_its_basis_is_rejected(rules_copy: Path) -> None:
+    catalog = rules_copy / "catalog.yaml"
+    edit(catalog, "      time_limit: 《中华人民共和国市场主体", "      time_limt: 《中华人民共和国市场主体")
+    found = problems(rules_copy)
+    assert f"{catalog}:{line_of(catalog, 'basis:')} [事项 MA-01] items[1].basis.time_limit: 缺少必填字段" in found
+    assert (f"{catalog}:{line_of(catalog, 'time_limt:')} [事项 MA-01] items[1].basis.time_limt: "
+            "不认识的字段（拼写错误？）") in found
+
+
+def test_requires_written_as_a_single_code_is_one_problem_on_its_line(rules_copy: Path) -> None:
+    catalog = rules_copy / "catalog.yaml"
+    edit(catalog, "    requires: [LT-02]\n", "    requires: LT-02\n")
+    line = line_of(catalog, "requires: LT-02")
+    [found] = problems(rules_copy)
+    assert found.startswith(f"{catalog}:{line} [事项 LT-03] items[6].requires: ")
+    assert "应为列表" in found and "previous_stage" in found
+
+
+def test_a_retired_code_reused_by_a_live_item_is_rejected(rules_copy: Path) -> None:
+    catalog = rules_copy / "catalog.yaml"
+    edit(catalog, "  - code: CA-02\n    name: 规划条件核实", "  - code: CA-04\n    name: 规划条件核实")
+    assert problems(rules_copy) == [
+        f"{catalog}:{line_of(catalog, 'code: CA-04', 2)} [停用事项 CA-04] code: CA-04 已停用，"
+        "但 items 中仍有事项使用该编码（停用的编码不得复用）"
+    ]
+
+
+def test_a_retired_entry_with_an_unknown_replacement_is_rejected(rules_copy: Path) -> None:
+    catalog = rules_copy / "catalog.yaml"
+    edit(catalog, "    replaced_by: PL-08\n", "    replaced_by: PL-09\n")
+    assert problems(rules_copy) == [
+        f"{catalog}:{line_of(catalog, 'replaced_by: PL-09')} [停用事项 CP-05] "
+        "replaced_by: 事项 'PL-09' 不在服务事项清单（items）中"
+    ]
+
+
+def test_a_retired_entry_missing_its_reason_names_the_retired_code(rules_copy: Path) -> None:
+    catalog = rules_copy / "catalog.yaml"
+    text = catalog.read_text(encoding="utf-8")
+    start = text.index("  - code: EP-04\n")
+    reason = text.index("    reason:", start)
+    catalog.write_text(text[:reason] + text[text.index("\n", reason) + 1:], encoding="utf-8")
+    assert problems(rules_copy) == [
+        f"{catalog}:{line_of(catalog, 'code: EP-04')} [停用事项 EP-04] retired[2].reason: 缺少必填字段"
+    ]
+
+
+def test_requiring_an_unknown_code_is_rejected(rules_copy: Path) -> None:
+    catalog = rules_copy / "catalog.yaml"
+    edit(catalog, "    requires: [LT-02]\n", "    requires: [LT-09]\n")
+    assert problems(rules_copy) == [
+        f"{catalog}:{line_of(catalog, 'requires: [LT-09]')} [事项 LT-03] requires: 事项 'LT-09' 不在服务事项清单（items）中"
+    ]
+
+
+def test_requiring_a_retired_code_names_the_replacement(rules_copy: Path) -> None:
+    catalog = rules_copy / "catalog.yaml"
+    edit(catalog, "    requires: [CA-03]\n", "    requires: [CA-01]\n")
+    [found] = problems(rules_copy)
+    assert found.startswith(f"{catalog}:{line_of(catalog, 'requires: [CA-01]')} [事项 CA-04] requires: "
+                            "事项 CA-01（建设工程消防验收）已停用：")
+    assert found.endswith("；请改为 CA-03（联合竣工验收）")
+
+
+def test_requiring_itself_is_rejected(rules_copy: Path) -> None:
+    catalog = rules_copy / "catalog.yaml"
+    edit(catalog, "    requires: [LT-02]\n", "    requires: [LT-03]\n")
+    assert problems(rules_copy) == [
+        f"{catalog}:{line_of(catalog, 'requires: [LT-03]')} [事项 LT-03] requires: 事项不能依赖自己"
+    ]
+
+
+def test_requiring_an_item_of_a_later_stage_is_rejected(rules_copy: Path) -> None:
+    catalog = rules_copy / "catalog.yaml"
+    edit(catalog, "    requires: [MA-01, LT-01]\n", "    requires:\n      - MA-01\n      - LT-01\n      - PL-05\n")
+    assert problems(rules_copy) == [
+        f"{catalog}:{line_of(catalog, '- PL-05')} [事项 LT-02] requires: PL-05 属于后面的阶段 project_land_planning，"
+        "不能作为 land_transfer 阶段事项的前置"
+    ]
+
+
+def test_a_requires_cycle_is_rejected(rules_copy: Path) -> None:
+    catalog = rules_copy / "catalog.yaml"
+    edit(catalog, "    requires: [PL-05]\n", "    requires: [PL-05, EP-02]\n")
+    assert problems(rules_copy) == [
+        f"{catalog}:{line_of(catalog, 'requires: [PL-05, EP-02]')} [事项 EP-01] requires: 循环依赖 EP-01 → EP-02 → EP-01，"
+        "事项之间的前置关系不能成环"
+    ]
+
+
+def test_previous_stage_on_a_first_stage_item_is_rejected(rules_copy: Path) -> None:
+    catalog = rules_copy / "catalog.yaml"
+    edit(catalog, "    requires: [MA-01]\n", "    requires: previous_stage\n")
+    assert problems(rules_copy) == [
+        f"{catalog}:{line_of(catalog, 'requires: previous_stage')} [事项 MA-02] requires: market_access 是第一个审批阶段，"
+        "没有上一阶段，不能写 previous_stage"
+    ]
