@@ -374,11 +374,16 @@ def _item_request(kind: str, project: str, item: str, by: str, operator: str | N
     from services.common import messages as m
     from services.common.domain import Request
 
-    model = {"contact": m.ContactEnterprise, "accept": m.AcceptItem, "progress": m.ReportProgress,
+    models: dict[str, type[m.ItemCommand]] = {
+             "contact": m.ContactEnterprise, "accept": m.AcceptItem, "progress": m.ReportProgress,
              "block": m.ReportBlocker, "unblock": m.ResolveBlocker, "suspend": m.SuspendItem, "resume": m.ResumeItem,
              "complete": m.CompleteItem, "deliver": m.DeliverResults, "issue": m.IssueTaskOrder,
-             "accept_order": m.AcceptTaskOrder}[kind]
-    _submit(model, wait, f"{project}/{item} 的请求 {kind}（{by}）", project_code=project,
+             "accept_order": m.AcceptTaskOrder}
+    model = models[kind]
+    from services.evaluation.ledger import ACTION_NAMES_ZH
+
+    action = ACTION_NAMES_ZH[str(model.model_fields["type"].default)]
+    _submit(model, wait, f"“{action}”请求：{project}/{item}（{by}）", project_code=project,
             item_code=item, requested_by=by, operator=operator, occurred_at=_when(at),
             request=Request.CONSULT if consult else None, **fields)
 
