@@ -100,6 +100,10 @@ class BrokerPublisher:
         # confirms, returned and nacked messages raise the same DeliveryError.
         channel = await exchange.channel.get_underlay_channel()
         properties = aiormq.spec.Basic.Properties(
+            # RabbitMQ refuses a user_id other than the connection's own user: subscribers can trust
+            # it to say which service published (the notifier and the ledger accept events only
+            # from the services' users)
+            user_id=channel.connection.url.user,
             delivery_mode=PERSISTENT,
             message_id=out.message_id,
             message_type=out.message_type,

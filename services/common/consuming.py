@@ -121,21 +121,32 @@ class Inflight:
 
 def consume_events(broker: RabbitBroker, queue: RabbitQueue, inflight: Inflight,
                    handle: Callable[[Any, bool], Awaitable[None]], *, description: str,
-                   exchange: RabbitExchange = EVENTS, adapter: TypeAdapter[Any] = ANY_EVENT) -> Any:
+                   exchange: RabbitExchange = EVENTS, adapter: TypeAdapter[Any] = ANY_EVENT,
+                   trusted_publishers: frozenset[str] | None = None) -> Any:
     """Subscribes ``handle`` to ``exchange`` (default ``zeroerrand.events``) on ``queue``: the
     consumer pattern of the notifier and the evaluation service (events, and the ledger's requests).
 
     Each delivery is decoded with ``adapter`` (else parked at once with the reason), handled in its
     own task, and acknowledged only after ``handle(message, final_attempt)`` returns; a failure is
     retried with back-off and parked with the error on its last attempt (``final_attempt`` tells the
-    handler it is the last one). Returns the subscriber, which the service stops first on shutdown
-    before draining ``inflight``.
+    handler it is the last one). With ``trusted_publishers``, a message whose AMQP ``user_id`` (which
+    RabbitMQ validates against the publishing connection's user) is not one of them is parked at
+    once, unread: only the router and the ledger may announce what happened. Returns the
+    subscriber, which the service stops first on shutdown before draining ``inflight``.
     """
     subscriber = broker.subscriber(queue, exchange, ack_policy=AckPolicy.MANUAL, decoder=keep_raw_body,
                                    title=exchange.name, description=description)
 
     async def process(message: RabbitMessage) -> None:
         raw = message.raw_message
+        publisher = getattr(raw, "user_id", None)
+        if trusted_publishers is not None and publisher not in trusted_publishers:
+            trusted = ", ".join(sorted(trusted_publishers))
+            await park(broker, queue, raw, kind="untrusted_publisher",
+                       reason=f"发布者 {publisher!r} 不是可信的服务（只接受 {trusted} 发布的事件），"
+                              f"单位应向 zeroerrand.requests 提交请求 / untrusted publisher")
+            await message.ack()
+            return
         try:
             decoded: Any = adapter.validate_json(message.body)
         except ValidationError as exc:

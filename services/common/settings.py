@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -11,11 +12,20 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class BrokerSettings(BaseSettings):
-    """``ZEROERRAND_AMQP_URL``: the RabbitMQ every service and the CLI talk to."""
+    """``ZEROERRAND_AMQP_URL``: the RabbitMQ every service and the CLI talk to.
+
+    ``ZEROERRAND_TRUSTED_PUBLISHERS``: the RabbitMQ users whose events the notifier and the ledger
+    accept on ``zeroerrand.events`` (the router's and the evaluation service's; a JSON list).
+    Default: the user of ``amqp_url`` (one user for every service, as in local development).
+    """
 
     model_config = SettingsConfigDict(env_prefix="ZEROERRAND_")
 
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    trusted_publishers: list[str] | None = None
+
+    def trusted(self) -> frozenset[str]:
+        return frozenset(self.trusted_publishers or [urlsplit(self.amqp_url).username or "guest"])
 
 
 class RouterSettings(BaseSettings):

@@ -1,4 +1,5 @@
-"""Wiring of the evaluation service: the ledger follows the events; overdue items are swept."""
+"""Wiring of the evaluation service: the ledger follows the router's events, checks the requests of
+units, enterprises and operators and publishes what it recorded; overdue clocks are swept."""
 
 from __future__ import annotations
 
@@ -72,7 +73,8 @@ def create_evaluation(settings: EvaluationSettings | None = None, broker_setting
         await handle(message, service.ledger, datetime.now(UTC), final_attempt)
 
     events = consume_events(broker, EVALUATION_QUEUE, service.inflight, record,
-                            description="Keeps the ledger (台账) from the router's events.")
+                            description="Keeps the ledger (台账) from the router's events.",
+                            trusted_publishers=broker_settings.trusted())
     requests = consume_events(broker, LEDGER_REQUESTS_QUEUE, service.inflight, record, exchange=REQUESTS,
                               adapter=ANY_COMMAND,
                               description="Checks the units' requests against the ledger, then publishes the events.")

@@ -66,7 +66,8 @@ def create_notifier(settings: NotifierSettings | None = None, broker_settings: B
             notifier.deliverer.wake()  # webhooks stored: deliver now rather than at the next round
 
     subscriber = consume_events(broker, NOTIFIER_QUEUE, notifier.inflight, notify,
-                                description="Stores and delivers notifications.")
+                                description="Stores and delivers notifications.",
+                                trusted_publishers=broker_settings.trusted())
 
     @notifier.app.on_startup
     async def start() -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aio_pika
 import pytest
@@ -24,6 +26,7 @@ from services.notifier.repository import NotifierRepository
 from services.notifier.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from services.router.app import Router, create_router
 from tests.conftest import ALUMINIUM, CONSULT_UNKNOWN, INELIGIBLE, RULES, example
+from tests.integration.conftest import _rabbitmqctl
 from tests.integration.test_router_rabbitmq import sign
 
 pytestmark = pytest.mark.integration
@@ -168,7 +171,7 @@ async def test_a_progress_event_uses_what_the_notifier_remembers(services: Any, 
                               reported_by="planning_construction_bureau", results=("施工图审查合格书",))
     channel = await amqp.channel(publisher_confirms=True)
     exchange = await channel.get_exchange("zeroerrand.events")
-    await exchange.publish(aio_pika.Message(delivered.model_dump_json().encode(), delivery_mode=2),
+    await exchange.publish(aio_pika.Message(delivered.model_dump_json().encode(), delivery_mode=2, user_id="guest"),
                            routing_key="item.delivered")
     found = await stored(store, 2, event_id=delivered.event_id)
     assert {d["role"] for d in found} == {"enterprise", "recruiting_unit"}
@@ -180,7 +183,7 @@ async def test_a_malformed_event_is_dead_lettered_with_the_reason(services: Any,
     dead = await tap("zeroerrand.dead", NOTIFIER_QUEUE.name)
     channel = await amqp.channel(publisher_confirms=True)
     exchange = await channel.get_exchange("zeroerrand.events")
-    await exchange.publish(aio_pika.Message(b'{"type": "item.routed", "event_id": 1}', delivery_mode=2),
+    await exchange.publish(aio_pika.Message(b'{"type": "item.routed", "event_id": 1}', delivery_mode=2, user_id="guest"),
                            routing_key="item.routed")
     [parked] = await dead.wait_for(1)
     assert parked.headers["x-zeroerrand-error-kind"] == "invalid_message"
@@ -195,9 +198,38 @@ async def test_an_event_about_an_unknown_project_is_retried_then_parked_with_the
                            results=("营业执照",))
     channel = await amqp.channel(publisher_confirms=True)
     exchange = await channel.get_exchange("zeroerrand.events")
-    await exchange.publish(aio_pika.Message(orphan.model_dump_json().encode(), delivery_mode=2),
+    await exchange.publish(aio_pika.Message(orphan.model_dump_json().encode(), delivery_mode=2, user_id="guest"),
                            routing_key="item.delivered")
     [parked] = await dead.wait_for(1, timeout=30)
     assert parked.headers["x-zeroerrand-error-kind"] == "processing_failed"
     assert "HLXQ-NOWHERE unknown to the notifier" in parked.headers["x-zeroerrand-error"]
     assert json.loads(parked.body)["event_id"] == "orphan-1"
+
+
+async def test_an_event_not_published_by_the_services_is_parked_unread(services: Any, amqp_url: str, tap: Any) -> None:
+    """A unit's system that publishes an event itself (instead of a request to the ledger) is not
+    believed: RabbitMQ validates the user_id, and only the services' users are trusted."""
+    _, _, store = services
+    dead = await tap("zeroerrand.dead", NOTIFIER_QUEUE.name)
+    user, password = f"unit-{uuid.uuid4().hex[:6]}", "unit-secret"
+    vhost = urlsplit(amqp_url).path.lstrip("/")
+    _rabbitmqctl("add_user", user, password)
+    try:
+        _rabbitmqctl("set_permissions", "-p", unquote(vhost), user, "", "zeroerrand\\..*", "")
+        parts = urlsplit(amqp_url)
+        url = urlunsplit((parts.scheme, f"{user}:{password}@{parts.hostname}:{parts.port or 5672}", parts.path, "", ""))
+        forged = ItemDelivered(event_id="forged-1", occurred_at=datetime.now(UTC), recorded_at=datetime.now(UTC),
+                               project_code="HLXQ-2026-0031", item_code="MA-01", reported_by="gov_service_bureau",
+                               results=("营业执照",))
+        async with await aio_pika.connect_robust(url) as connection:
+            channel = await connection.channel(publisher_confirms=True)
+            exchange = await channel.get_exchange("zeroerrand.events", ensure=False)
+            for user_id in (user, None):  # with its own (validated) user id, and with none
+                await exchange.publish(aio_pika.Message(forged.model_dump_json().encode(), delivery_mode=2,
+                                                        user_id=user_id), routing_key="item.delivered")
+    finally:
+        _rabbitmqctl("delete_user", user)
+    parked = await dead.wait_for(2)
+    assert {m.headers["x-zeroerrand-error-kind"] for m in parked} == {"untrusted_publisher"}
+    assert all("不是可信的服务" in m.headers["x-zeroerrand-error"] for m in parked)
+    assert await NotifierRepository(store).find(event_id="forged-1") == []
