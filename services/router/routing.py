@@ -95,7 +95,7 @@ def route_agreement(agreement: AgreementSigned, engine: RoutingEngine, clock: Cl
         item_id = stable_id(agreement.agreement_id, str(position), planned.item)
 
         if isinstance(decision, Unroutable):
-            catalog_item = book.catalog.get(planned.item)
+            catalog_item = book.catalog.get(planned.item) or book.retired.get(planned.item)
             unroutable.append(ItemUnroutable(
                 event_id=stable_id(item_id, "item.unroutable"), occurred_at=now, recorded_at=now,
                 item_id=item_id, agreement_id=agreement.agreement_id, project_code=project.code,

@@ -125,6 +125,17 @@ def test_duplicate_plan_line_is_parked_not_routed_twice(engine: RoutingEngine) -
     assert len(duplicate) == 1 and "第 8 项与第 1 项重复" in duplicate[0].unroutable.reason
 
 
+def test_advice_on_an_item_and_handling_it_are_two_lines_not_a_duplicate(engine: RoutingEngine) -> None:
+    agreement = example(CONSULT_UNKNOWN)  # PL-06 is planned as advice only
+    agreement = agreement.model_copy(update={"plan": (*agreement.plan, PlannedItem(item="PL-06"))})
+    result = route_agreement(agreement, engine)
+    lines = sorted((r.item.request.value, r.item.mode.value) for r in result.routed if r.item.item_code == "PL-06")
+    assert lines == [("consult", "consult"), ("handle", "errand")]
+    assert not [u for u in result.unroutable if u.unroutable.reason_code == "duplicate_in_plan"]
+    advice = next(r.item for r in result.routed if r.item.item_code == "PL-06" and r.item.request.value == "consult")
+    assert advice.requires == ()  # advice waits for nothing
+
+
 def test_same_agreement_gives_the_same_ids_every_time(engine: RoutingEngine) -> None:
     first = route_agreement(example(CONSULT_UNKNOWN), engine)
     again = route_agreement(example(CONSULT_UNKNOWN), engine)
