@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from services.common.bus import Publisher, event_out
+from services.common.domain import Request
 from services.common.messages import (
     AcceptItem,
     AcceptTaskOrder,
@@ -60,7 +61,7 @@ from services.evaluation.ledger import (
     overdue,
 )
 from services.evaluation.repository import LedgerRepository, UnknownSubject
-from services.evaluation.scoring import EvaluationConfig
+from services.evaluation.scoring import RATER_NAMES_ZH, EvaluationConfig
 from services.evaluation.working_days import WorkingCalendar
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,12 @@ async def on_item_routed(event: ItemRouted, ledger: Ledger, now: datetime, final
     return "recorded" if added else "duplicate"
 
 
+def _delivered(items: Sequence[LedgerItem]) -> dict[str, date]:
+    """The handled lines delivered so far, by item code (an advice-only line satisfies no prerequisite)."""
+    return {i.item_code: i.delivered_on for i in items
+            if i.request is Request.HANDLE and i.state is ItemState.DELIVERED and i.delivered_on is not None}
+
+
 # -- what the ledger decides by itself -----------------------------------------------------------
 
 
@@ -118,8 +125,7 @@ async def settle(project_code: str, ledger: Ledger, now: datetime) -> None:
     """Makes ready what no longer waits (issuing task orders when the rules say so) and closes the
     project once every line is delivered. Idempotent: the sweep runs it again for waiting items."""
     items = await ledger.repo.project_items(project_code)
-    delivered: dict[str, date] = {i.item_code: i.delivered_on for i in items
-                                  if i.state is ItemState.DELIVERED and i.delivered_on is not None}
+    delivered = _delivered(items)
     for item in items:
         current: LedgerItem | None = item
         ready = become_ready(item, delivered, now)
@@ -223,8 +229,7 @@ async def on_item_request(command: ItemCommand, ledger: Ledger, now: datetime, f
             return await _refuse(command, f"项目 {command.project_code} 的事项 {command.item_code} 同时有“办理”和“仅咨询”"
                                           "两条，请指明是哪一条（request: handle 或 consult）", ledger, now, **where)
         item = lines[0]
-        delivered = {i.item_code: i.delivered_on for i in items if i.delivered_on is not None}
-        outcome = decide(item, command, now, ledger.unit_names, delivered)
+        outcome = decide(item, command, now, ledger.unit_names, _delivered(items))
         if isinstance(outcome, Refused):
             return await _refuse(command, outcome.reason, ledger, now, **where)
         if isinstance(outcome, Duplicate):
@@ -259,7 +264,10 @@ async def on_assessment(command: SubmitAssessment, ledger: Ledger, now: datetime
     if isinstance(decided, Refused):
         return await _refuse(command, decided.reason, ledger, now, project_code=command.project_code)
     assessment, event = decided
-    await ledger.repo.add_assessment(assessment)
+    if not await ledger.repo.add_assessment(assessment):  # another 测评 of the same rater group came first
+        return await _refuse(command, f"{RATER_NAMES_ZH[command.rater]}已提交过对该单位在项目 {command.project_code} 的 "
+                                      f"{command.year} 年度测评，每年每类评价人只测评一次", ledger, now,
+                             project_code=command.project_code)
     await _publish(ledger, [event])
     return await _applied(command, [event], ledger, now)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -330,9 +330,16 @@ def become_ready(item: LedgerItem, delivered: Mapping[str, date], now: datetime)
     if item.state is not ItemState.WAITING or item.waiting_for(set(delivered)):
         return None
     day = max([item.routed_on, *(delivered[code] for code in item.requires)])
-    event = _ledger_event(item, ItemReady, "item.ready", now, waited_for=item.requires,
+    at = _moment(day, now)
+    event = _ledger_event(item, ItemReady, "item.ready", at, waited_for=item.requires,
                           task_order_required=item.task_order_required)
-    return _record(item, event.type, ItemState.READY, now, now, [event], ready_on=day)
+    return _record(item, event.type, ItemState.READY, at, now, [event], ready_on=day)
+
+
+def _moment(day: date, now: datetime) -> datetime:
+    """When something the ledger decides happened: ``now``, or the start of ``day`` if that was
+    earlier (the ledger caught up with a backlog), so back-filled reports of that day still fit."""
+    return now if day >= local_day(now) else datetime.combine(day, time.min, LOCAL)
 
 
 def task_order_number(item: LedgerItem) -> str:
@@ -349,7 +356,7 @@ def issue_task_order(item: LedgerItem, now: datetime, *, automatic: bool,
     if item.state is ItemState.WAITING:
         return Refused(f"事项 {item.item_code} 尚在等待前置事项，暂不具备办理条件，不能下发任务单"
                        "（方案四(三)：根据审批手续办理实际下发）")
-    at = command.occurred_at if command else now
+    at = command.occurred_at if command else _moment(item.ready_on or local_day(now), now)
     fields = {"number": task_order_number(item), "issued_by": ECON_DEV_BUREAU, "assigned_to": item.responsible_unit,
               "automatic": automatic, "note": command.note if command else "按评价规则自动下发"}
     if command is None:

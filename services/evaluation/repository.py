@@ -24,7 +24,9 @@ from services.evaluation.ledger import FINISHED, Assessment, LedgerItem, Project
 PROJECTS = Collection("ledger_projects")
 ITEMS = Collection("ledger_items", (IndexModel([("project_code", ASCENDING)]), IndexModel([("state", ASCENDING)])))
 ASSESSMENTS = Collection("ledger_assessments", (
-    IndexModel([("project_code", ASCENDING), ("provider", ASCENDING), ("rater", ASCENDING), ("year", ASCENDING)]),
+    # one 测评 per project, provider, rater group and year, even when two arrive at once
+    IndexModel([("project_code", ASCENDING), ("provider", ASCENDING), ("rater", ASCENDING), ("year", ASCENDING)],
+               unique=True, name="one_assessment_per_rater_and_year"),
     IndexModel([("year", ASCENDING)])))
 REQUESTS = Collection("ledger_requests", (IndexModel([("status", ASCENDING), ("recorded_at", ASCENDING)]),))
 COLLECTIONS = (PROJECTS, ITEMS, ASSESSMENTS, REQUESTS)
@@ -50,7 +52,8 @@ class LedgerRepository(Protocol):
         """Marks the project delivered; True if this call did it."""
     async def assessment(self, assessment_id: str) -> Assessment | None: ...
     async def find_assessment(self, project_code: str, provider: str, rater: str, year: int) -> Assessment | None: ...
-    async def add_assessment(self, assessment: Assessment) -> bool: ...
+    async def add_assessment(self, assessment: Assessment) -> bool:
+        """Stores a new 测评; False if its id, or its project, provider, rater group and year, exist."""
     async def rectify_assessment(self, assessment: Assessment) -> bool:
         """Stores the rectification if the stored 测评 is not rectified yet."""
     async def assessments(self, year: int | None = None) -> list[Assessment]: ...
@@ -217,7 +220,9 @@ class MemoryLedgerRepository:
         return None
 
     async def add_assessment(self, assessment: Assessment) -> bool:
-        if assessment.assessment_id in self._table(ASSESSMENTS):
+        a = assessment
+        if a.assessment_id in self._table(ASSESSMENTS) or await self.find_assessment(a.project_code, a.provider,
+                                                                                    a.rater, a.year):
             return False
         self._table(ASSESSMENTS)[assessment.assessment_id] = _doc(assessment, assessment.assessment_id)
         return True

@@ -62,6 +62,8 @@ async def test_the_repository_keeps_records_and_checks_versions(repository: Ledg
                             rater="enterprise", requested_by=CREDIT, year=2026, scores={"notice": 10.0}, total=50,
                             bad=True, rectify_by=day, occurred_at=at(day), recorded_at=at(day))
     assert await repository.add_assessment(assessment) and not await repository.add_assessment(assessment)
+    same_rater = assessment.model_copy(update={"assessment_id": "as-2"})  # arrived at the same time
+    assert not await repository.add_assessment(same_rater) and await repository.assessment("as-2") is None
     assert await repository.find_assessment("REPO-1", "planning_construction_bureau", "enterprise", 2026) == assessment
     assert await repository.find_assessment("REPO-1", "planning_construction_bureau", "enterprise", 2025) is None
     rectified = assessment.model_copy(update={"rectified_on": day, "rectification": "已整改"})

@@ -229,3 +229,30 @@ async def test_requests_to_an_unknown_item_are_retried_then_refused(model: Any) 
         await handle(ask, book, at(MON), final=False)
     assert await handle(ask, book, at(MON), final=True) == "refused"
     assert "台账中没有项目 NOPE-1" in sent(book, "request.refused")[-1].reason
+
+
+async def test_an_advice_line_delivered_does_not_stand_for_the_handled_item() -> None:
+    book = ledger()
+    await handle(routed("PRJ10", "PL-06", MON), book, at(MON))
+    await handle(routed("PRJ10", "PL-06", MON, request=Request.CONSULT), book, at(MON))
+    await handle(routed("PRJ10", "CA-05", MON, requires=("PL-06",)), book, at(MON))
+    for model, extra in ((CompleteItem, {}), (DeliverResults, {"results": ("咨询意见",)})):
+        await handle(request(model, MON, PLAN, project_code="PRJ10", item_code="PL-06", request=Request.CONSULT,
+                             **extra), book, at(MON))
+    assert (await item(book, "PRJ10/PL-06/consult")).state is ItemState.DELIVERED
+    assert (await item(book, "PRJ10/CA-05")).state is ItemState.WAITING
+
+
+async def test_a_ledger_catching_up_dates_readiness_to_the_delivery_so_back_filled_reports_fit() -> None:
+    book = ledger()
+    await handle(routed("PRJ11", "EP-01", MON), book, at(MON))
+    await handle(routed("PRJ11", "EP-02", MON, requires=("EP-01",)), book, at(MON))
+    tue, fri = date(2026, 11, 3), date(2026, 11, 6)
+    for model, extra in ((AcceptItem, {}), (CompleteItem, {}), (DeliverResults, {"results": ("批复",)})):
+        # the units reported on Tuesday; the ledger, behind, records it on Friday
+        assert await handle(request(model, tue, PLAN, project_code="PRJ11", item_code="EP-01", **extra), book,
+                            at(fri)) == "applied"
+    ready = await item(book, "PRJ11/EP-02")
+    assert ready.ready_on == tue and ready.last_day == tue
+    accepted = request(AcceptItem, date(2026, 11, 4), PLAN, project_code="PRJ11", item_code="EP-02")
+    assert await handle(accepted, book, at(fri)) == "applied"  # a Wednesday report, recorded on Friday
