@@ -57,6 +57,7 @@ from services.evaluation.ledger import (
     become_ready,
     decide,
     issue_task_order,
+    item_key,
     new_item,
     overdue,
 )
@@ -123,21 +124,11 @@ def _delivered(items: Sequence[LedgerItem]) -> dict[str, date]:
 
 async def settle(project_code: str, ledger: Ledger, now: datetime) -> None:
     """Makes ready what no longer waits (issuing task orders when the rules say so) and closes the
-    project once every line is delivered. Idempotent: the sweep runs it again for waiting items."""
+    project once every line is delivered. Idempotent: a redelivered request runs it again."""
     items = await ledger.repo.project_items(project_code)
     delivered = _delivered(items)
     for item in items:
-        current: LedgerItem | None = item
-        ready = become_ready(item, delivered, now)
-        if ready is not None:
-            await _publish(ledger, ready.events)
-            current = await _save(ledger, ready.item, item.version)
-        if (current is not None and ledger.config.auto_issue_task_orders and current.state is ItemState.READY
-                and current.task_order_required and current.task_order is None):
-            issued = issue_task_order(current, now, automatic=True)
-            if isinstance(issued, Applied):
-                await _publish(ledger, issued.events)
-                await _save(ledger, issued.item, current.version)
+        await _promote(item, delivered, ledger, now)
     if items and all(i.state is ItemState.DELIVERED for i in items):
         project = await ledger.repo.project(project_code)
         if project is not None and project.delivered_at is None:
@@ -147,14 +138,31 @@ async def settle(project_code: str, ledger: Ledger, now: datetime) -> None:
             await ledger.repo.close_project(project_code, now)
 
 
+async def _promote(item: LedgerItem, delivered: Mapping[str, date], ledger: Ledger, now: datetime) -> None:
+    """``waiting`` → ``ready`` if nothing is pending; then the automatic task order, if the rules say so."""
+    current: LedgerItem | None = item
+    ready = become_ready(item, delivered, now)
+    if ready is not None:
+        await _publish(ledger, ready.events)
+        current = await _save(ledger, ready.item, item.version)
+    if (current is not None and ledger.config.auto_issue_task_orders and current.state is ItemState.READY
+            and current.task_order_required and current.task_order is None):
+        issued = issue_task_order(current, now, automatic=True)
+        if isinstance(issued, Applied):
+            await _publish(ledger, issued.events)
+            await _save(ledger, issued.item, current.version)
+
+
 async def sweep(ledger: Ledger, today: date, now: datetime) -> list[Event]:
     """Announces each overdue level the running clock of an open item has reached, once per clock
-    and level; settles projects whose items still wait (in case a crash left one waiting)."""
+    and level. Also makes ready any waiting item whose prerequisites are all delivered (a safety
+    net: the request that delivered the last one does it, unless it failed for good), with one
+    look-up of those prerequisites for all waiting items."""
     announced: list[Event] = []
-    waiting: set[str] = set()
+    waiting: list[LedgerItem] = []
     for item in await ledger.repo.open_items():
         if item.state is ItemState.WAITING:
-            waiting.add(item.project_code)
+            waiting.append(item)
             continue
         found = overdue(item, ledger.calendar, today, ledger.config.service_response_days, now)
         if found is None:
@@ -162,8 +170,12 @@ async def sweep(ledger: Ledger, today: date, now: datetime) -> list[Event]:
         await _publish(ledger, found.events)
         if await _save(ledger, found.item, item.version) is not None:
             announced.extend(found.events)
-    for project_code in sorted(waiting):
-        await settle(project_code, ledger, now)
+    needed = sorted({item_key(i.project_code, code) for i in waiting for code in i.requires})
+    done = {i.key: i for i in await ledger.repo.items(needed) if i.state is ItemState.DELIVERED}
+    for item in waiting:
+        delivered = {code: d.delivered_on for code in item.requires
+                     if (d := done.get(item_key(item.project_code, code))) is not None and d.delivered_on is not None}
+        await _promote(item, delivered, ledger, now)
     return announced
 
 

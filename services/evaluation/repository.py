@@ -11,6 +11,7 @@ never overwrite each other (the loser reads again).
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -40,6 +41,8 @@ class LedgerRepository(Protocol):
     async def ensure(self) -> None: ...
     async def item(self, key: str) -> LedgerItem | None: ...
     async def project_items(self, project_code: str) -> list[LedgerItem]: ...
+    async def items(self, keys: Sequence[str]) -> list[LedgerItem]:
+        """The stored items among ``keys`` (one look-up)."""
     async def add_item(self, item: LedgerItem) -> bool:
         """Stores a new item; False if one with that key exists (a redelivered ``item.routed``)."""
     async def save_item(self, item: LedgerItem, read_version: int) -> bool:
@@ -91,6 +94,11 @@ class MongoLedgerRepository:
 
     async def project_items(self, project_code: str) -> list[LedgerItem]:
         return [_load(LedgerItem, d) async for d in self._items.find({"project_code": project_code}).sort("_id")]
+
+    async def items(self, keys: Sequence[str]) -> list[LedgerItem]:
+        if not keys:
+            return []
+        return [_load(LedgerItem, d) async for d in self._items.find({"_id": {"$in": list(keys)}})]
 
     async def add_item(self, item: LedgerItem) -> bool:
         try:
@@ -176,6 +184,10 @@ class MemoryLedgerRepository:
     async def project_items(self, project_code: str) -> list[LedgerItem]:
         return [_load(LedgerItem, copy.deepcopy(d)) for k, d in sorted(self._table(ITEMS).items())
                 if d["project_code"] == project_code]
+
+    async def items(self, keys: Sequence[str]) -> list[LedgerItem]:
+        table = self._table(ITEMS)
+        return [_load(LedgerItem, copy.deepcopy(table[k])) for k in keys if k in table]
 
     async def add_item(self, item: LedgerItem) -> bool:
         if item.key in self._table(ITEMS):

@@ -43,6 +43,7 @@ class WorkingCalendar:
 
     def __init__(self) -> None:
         self.missing_years: set[int] = set()
+        self._cumulative: dict[int, list[int]] = {}
 
     @property
     def warnings(self) -> tuple[str, ...]:
@@ -50,12 +51,34 @@ class WorkingCalendar:
         return tuple(_missing_year_message(year) for year in sorted(self.missing_years))
 
     def is_workday(self, day: date) -> bool:
+        return self._year(day.year)[day.timetuple().tm_yday] > self._year(day.year)[day.timetuple().tm_yday - 1]
+
+    def _year(self, year: int) -> list[int]:
+        """Cumulative working days of ``year``: entry k counts the working days among its first k days.
+
+        Built once per year, so counting the working days between two dates is two look-ups however
+        far apart they are (a year of ledger items is swept every few minutes)."""
+        found = self._cumulative.get(year)
+        if found is None:
+            found = [0]
+            day = date(year, 1, 1)
+            while day.year == year:
+                found.append(found[-1] + self._calendar_says(day))
+                day += _ONE_DAY
+            self._cumulative[year] = found
+        return found
+
+    def _calendar_says(self, day: date) -> bool:
         if day.year not in self.missing_years:
             try:
                 return bool(chinese_calendar.is_workday(day))
             except NotImplementedError:
                 self._note_missing_year(day.year)
         return day.weekday() < 5
+
+    def _upto(self, day: date) -> int:
+        """Working days from the start of ``day``'s year up to and including ``day``."""
+        return self._year(day.year)[day.timetuple().tm_yday]
 
     def _note_missing_year(self, year: int) -> None:
         self.missing_years.add(year)
@@ -68,12 +91,13 @@ class WorkingCalendar:
 
     def working_days_between(self, start: date, end: date) -> int:
         """Working days d with start < d <= end; 0 if end <= start."""
-        count = 0
-        day = start + _ONE_DAY
-        while day <= end:
-            if self.is_workday(day):
-                count += 1
-            day += _ONE_DAY
+        if end <= start:
+            return 0
+        if start.year == end.year:
+            return self._upto(end) - self._upto(start)
+        count = self._year(start.year)[-1] - self._upto(start) + self._upto(end)
+        for year in range(start.year + 1, end.year):
+            count += self._year(year)[-1]
         return count
 
     def add_working_days(self, start: date, days: int) -> date:
@@ -82,14 +106,17 @@ class WorkingCalendar:
 
     def working_days_used(self, start: date, today: date, pauses: Sequence[Pause] = ()) -> int:
         """Working days in (start, today] not inside a pause (open pauses run up to today)."""
-        intervals = _closed_intervals(pauses, today)
-        count = 0
-        day = start + _ONE_DAY
-        while day <= today:
-            if self.is_workday(day) and not _paused(day, intervals):
-                count += 1
-            day += _ONE_DAY
-        return count
+        count = self.working_days_between(start, today)
+        covered: list[tuple[date, date]] = []  # the pauses clipped to (start, today] and merged
+        for from_day, to_day in sorted(_closed_intervals(pauses, today)):
+            low, high = max(from_day, start), min(to_day, today)
+            if high <= low:
+                continue
+            if covered and low <= covered[-1][1]:
+                covered[-1] = (covered[-1][0], max(covered[-1][1], high))
+            else:
+                covered.append((low, high))
+        return count - sum(self.working_days_between(low, high) for low, high in covered)
 
     def due_date(self, start: date, limit_days: int, pauses: Sequence[Pause] = (), today: date | None = None) -> date:
         """The date on which `limit_days` unpaused working days after `start` have elapsed.

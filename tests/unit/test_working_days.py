@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 
@@ -149,3 +149,22 @@ def test_due_date_crossing_into_a_year_without_data_uses_the_fallback_there() ->
     # 2026-12-31 (Thu) is a working day; 2027-01-01 (Fri) has no data and counts as Mon–Fri
     assert cal.add_working_days(date(2026, 12, 30), 2) == date(2027, 1, 1)
     assert cal.missing_years == {2027}
+
+
+def test_counting_by_year_tables_agrees_with_walking_day_by_day() -> None:
+    """The look-up tables give what a day-by-day walk gives: random spans and pauses over 2025–2027."""
+    import random
+
+    calendar, rng = WorkingCalendar(), random.Random(7)
+    base = date(2025, 1, 1)
+    for _ in range(300):
+        start = base + timedelta(days=rng.randint(0, 900))
+        today = start + timedelta(days=rng.randint(0, 200))
+        pauses = []
+        for _ in range(rng.randint(0, 3)):
+            begin = start + timedelta(days=rng.randint(-10, 150))
+            pauses.append((begin, None if rng.random() < 0.2 else begin + timedelta(days=rng.randint(-2, 40))))
+        walked = sum(1 for n in range(1, (today - start).days + 1)
+                     if calendar.is_workday(d := start + timedelta(days=n))
+                     and not any(a < d <= (b or today) for a, b in pauses))
+        assert calendar.working_days_used(start, today, pauses) == walked, (start, today, pauses)
