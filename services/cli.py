@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import typer
 
@@ -240,6 +241,7 @@ def catalog_list(as_json: Annotated[bool, typer.Option("--json", help="输出 JS
 notifications_app = typer.Typer(help="通知记录 / stored notifications.", no_args_is_help=True)
 app.add_typer(notifications_app, name="notifications")
 
+LOCAL = ZoneInfo("Asia/Shanghai")  # the New Area's time: what people read is in it
 STATUS_ZH = {"delivered": "已送达", "pending": "待投递", "sending": "投递中", "failed": "投递失败"}
 
 
@@ -271,7 +273,7 @@ def notifications_list(
         return
     typer.echo(f"共 {len(found)} 条通知")
     for doc in found:
-        when = doc["created_at"].astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        when = doc["created_at"].astimezone(LOCAL).strftime("%Y-%m-%d %H:%M:%S")
         state = STATUS_ZH.get(doc["status"], doc["status"])
         extra = f"（{doc['attempts']} 次尝试：{doc['last_error']}）" if doc.get("last_error") else ""
         typer.echo(f"{when}  {doc['event_type']:<18} {doc['channel']:<7} {state}{extra}  "
@@ -296,6 +298,15 @@ Operator = Annotated[str | None, typer.Option("--operator", help="代该单位�
 Consult = Annotated[bool, typer.Option("--consult", help="指“仅咨询”那一条（同一事项既办理又咨询时）")]
 At = Annotated[str | None, typer.Option("--at", help="发生时间（ISO 格式，补录时用；默认现在）")]
 Wait = Annotated[float, typer.Option("--wait", help="等待台账处理结果的秒数（0：不等待）")]
+
+
+def _day(text: str) -> Any:
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        _fail(f"不是日期：{text!r}（应写成 YYYY-MM-DD，如 2026-10-09）")
 
 
 def _when(at: str | None) -> Any:
@@ -501,6 +512,21 @@ def assess(project: Project, provider: Annotated[str, typer.Option(help="被测�
                       provider=provider, rater=rater, requested_by=by, operator=operator, occurred_at=moment,
                       year=year or local_day(moment).year, scores=scores, comment=comment)
     typer.echo(f"测评编号 {command.request_id}")
+    if wait > 0:
+        stored = asyncio.run(_assessment(command.request_id))
+        if stored is not None and stored.bad:
+            typer.echo(f"测评总分 {stored.total:g}，低于差评线：{provider} 须于 {stored.rectify_by} 前整改"
+                       f"（zeroerrand rectify {command.request_id} --by {provider} --note ...）")
+        elif stored is not None:
+            typer.echo(f"测评总分 {stored.total:g}")
+
+
+async def _assessment(assessment_id: str) -> Any:
+    from services.common.storage import store_session
+    from services.evaluation.repository import COLLECTIONS, MongoLedgerRepository
+
+    async with store_session(collections=COLLECTIONS) as store:
+        return await MongoLedgerRepository(store).assessment(assessment_id)
 
 
 @app.command()
@@ -531,7 +557,7 @@ def _ledger(store: Any, publisher: Any) -> Any:
 @app.command()
 def sweep(today: Annotated[str | None, typer.Option(help="按哪一天计算（YYYY-MM-DD，默认今天）")] = None) -> None:
     """立即检查一遍超时事项（首问响应与法定时限），发出预警/黄牌/红牌（评价服务也会定时检查）。"""
-    from datetime import UTC, date, datetime
+    from datetime import UTC, datetime
 
     from services.common.bus import BrokerPublisher, make_broker
     from services.common.storage import store_session
@@ -541,7 +567,10 @@ def sweep(today: Annotated[str | None, typer.Option(help="按哪一天计算（Y
     from services.evaluation.repository import COLLECTIONS
 
     now = datetime.now(UTC)
-    day = date.fromisoformat(today) if today else local_day(now)
+    day = _day(today) if today else local_day(now)
+    if day > local_day(now):
+        _fail(f"--today {day} 晚于今天：超时提醒会真实发给各单位，只能按今天或以前计算；"
+              f"要预览以后的时钟，请用 zeroerrand ledger show 项目编码 --today {day}")
 
     async def run() -> list[Any]:
         broker = make_broker(BrokerSettings().amqp_url)
@@ -564,7 +593,7 @@ def ledger_show(project: Project,
                 as_json: Annotated[bool, typer.Option("--json", help="输出 JSON")] = False) -> None:
     """项目台账：每个事项的阶段、服务方式、承办单位、状态、等待的前置事项、两个时钟（首问响应、法定时限）、
     任务单、堵点及须由谁解决、超时预警。"""
-    from datetime import UTC, date, datetime
+    from datetime import UTC, datetime
 
     from services.common.settings import EvaluationSettings
     from services.common.storage import store_session
@@ -581,7 +610,7 @@ def ledger_show(project: Project,
     head, items = asyncio.run(load())
     if head is None:
         _fail(f"台账中没有项目 {project}")
-    day = date.fromisoformat(today) if today else local_day(datetime.now(UTC))
+    day = _day(today) if today else local_day(datetime.now(UTC))
     calendar = WorkingCalendar()
     config = load_config(EvaluationSettings().rules_dir)
     book = _book(None)
@@ -653,7 +682,7 @@ def ledger_requests(limit: Annotated[int, typer.Option(help="最多显示条数"
     found = asyncio.run(load())
     typer.echo(f"共 {len(found)} 条被拒绝的请求")
     for outcome in found:
-        typer.echo(f"{outcome.recorded_at:%Y-%m-%d %H:%M}  {outcome.request_type:<22} {outcome.requested_by}  "
+        typer.echo(f"{outcome.recorded_at.astimezone(LOCAL):%Y-%m-%d %H:%M}  {outcome.request_type:<22} {outcome.requested_by}  "
                    f"{outcome.request_id}：{outcome.reason}")
 
 
@@ -665,7 +694,7 @@ def report(year: Annotated[int, typer.Option(help="评价年度")],
            today: Annotated[str | None, typer.Option(help="按哪一天判断未办结事项是否超时（默认今天）")] = None) -> None:
     """年度综合评价：每个服务单位、每种服务方式的综合测评得分（70 分合格）、未评价单位、退出/整改名单、
     评价意见，台账数据作参考；图表（HTML）与 CSV。"""
-    from datetime import UTC, date, datetime
+    from datetime import UTC, datetime
 
     from services.common.settings import EvaluationSettings
     from services.common.storage import store_session
@@ -690,7 +719,7 @@ def report(year: Annotated[int, typer.Option(help="评价年度")],
 
     items, assessments = asyncio.run(load())
     now = datetime.now(UTC)
-    day = date.fromisoformat(today) if today else local_day(now)
+    day = _day(today) if today else local_day(now)
     result = evaluate(year, items, assessments, config, book.units, WorkingCalendar(), day, now, evaluator=evaluator)
     directory = out or Path("reports") / (f"{year}-{evaluator}" if evaluator else str(year))
     written = write_report(result, directory)

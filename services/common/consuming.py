@@ -157,7 +157,10 @@ def consume_events(broker: RabbitBroker, queue: RabbitQueue, inflight: Inflight,
             await handle(decoded, is_last_attempt(raw))
         except Exception as exc:
             ident = getattr(decoded, "event_id", None) or getattr(decoded, "request_id", None)
-            log.warning("message %s (%s) on %s not handled yet: %r", ident, decoded.type, queue.name, exc)
+            # a LookupError is the expected race of events that arrive before what they refer to
+            # (an item.ready before its item.routed): retried at once, so not worth a warning
+            level = logging.INFO if isinstance(exc, LookupError) else logging.WARNING
+            log.log(level, "message %s (%s) on %s not handled yet: %r", ident, decoded.type, queue.name, exc)
             await retry_or_park(broker, queue, message, exc)
             return
         await message.ack()

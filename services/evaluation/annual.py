@@ -54,7 +54,7 @@ class ProviderScore:
     questionnaire: float | None  # the groups' means weighted by rater_weights
     service_rate: float | None  # reference: % of service clocks on time
     statutory_rate: float | None  # reference: % of statutory clocks on time
-    rectification_rate: float | None  # reference: % of 差评 rectified by their deadline (None without 差评)
+    rectification_rate: float | None  # reference: % of 差评 rectified by their deadline (None while none is due)
     bad: int  # 差评 of the year
     rectified: int  # rectified (on time or late)
     late_rectifications: tuple[LateRectification, ...]

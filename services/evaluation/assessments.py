@@ -13,7 +13,7 @@ from datetime import date, datetime
 
 from services.common.messages import AssessmentRectified, AssessmentSubmitted, RectifyAssessment, SubmitAssessment, stable_id
 from services.evaluation.ledger import Assessment, LedgerItem, ProjectRecord, Refused, local_day
-from services.evaluation.scoring import RATER_NAMES_ZH, EvaluationConfig, active_in
+from services.evaluation.scoring import RATER_NAMES_ZH, EvaluationConfig
 from services.evaluation.working_days import WorkingCalendar
 
 
@@ -36,8 +36,9 @@ def decide_assessment(command: SubmitAssessment, project: ProjectRecord, items: 
         return Refused(f"{command.year} 年度尚未开始，不能提交该年度的测评")
     if command.year < day.year and day > config.late_until(command.year):
         return Refused(f"{command.year} 年度测评已于 {config.late_until(command.year)} 截止，不能再提交")
-    if not any(active_in(i, command.year) for i in served):
-        return Refused(f"{provider}在 {command.year} 年度没有为项目 {project.code} 办理事项，不能测评该年度")
+    if not any(serving_in(i, command.year) for i in served):
+        return Refused(f"{provider}在 {command.year} 年度没有为项目 {project.code} 承办可办理的事项"
+                       "（其事项尚在等待前置事项），不能测评该年度")
     if existing is not None:
         return Refused(f"{rater}已提交过对{provider}在项目 {project.code} 的 {command.year} 年度测评"
                        f"（编号 {existing.assessment_id}），每年每类评价人只测评一次")
@@ -88,3 +89,11 @@ def decide_rectification(command: RectifyAssessment, assessment: Assessment, now
         recorded_at=now, assessment_id=assessment.assessment_id, project_code=assessment.project_code,
         provider=assessment.provider, note=command.note, late=late)
     return updated, event
+
+
+def serving_in(item: LedgerItem, year: int) -> bool:
+    """The provider owed the enterprise service on ``item`` during ``year``: it was ready (the service
+    clock had started) by the year's end and not finished before the year began. A unit whose items
+    only wait for others has not served yet; one that never answered a ready item has."""
+    return (item.ready_on is not None and item.ready_on.year <= year
+            and (item.finished_on is None or item.finished_on.year >= year))

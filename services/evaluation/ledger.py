@@ -409,7 +409,9 @@ def decide(item: LedgerItem, command: ItemCommand, now: datetime, unit_names: Ma
     if isinstance(command, ResolveBlocker):
         allowed |= {b.resolver for b in item.open_blockers}
     if command.requested_by not in allowed:
-        return Refused(f"首问负责：事项 {item.item_code}（{item.item_name}）由{_name(unit_names, owner)}负责，"
+        others = "、".join(_name(unit_names, u) for u in sorted(allowed - {owner}))
+        also = f"（堵点也可由须解决的{others}解除）" if others else ""
+        return Refused(f"首问负责：事项 {item.item_code}（{item.item_name}）由{_name(unit_names, owner)}负责{also}，"
                        f"{who}不能{action}")
     if item.state is ItemState.WAITING:
         pending = "、".join(item.waiting_for(set(delivered))) or "（前置事项）"
@@ -598,15 +600,18 @@ def overdue_levels(used: int, limit: int) -> list[str]:
 
 def overdue(item: LedgerItem, calendar: WorkingCalendar, today: date, service_days: int,
             now: datetime) -> Applied | None:
-    """Announces each level the running clock has reached, once per clock and level."""
+    """Announces the level the running clock has reached, once per clock and level; when a sweep
+    finds several new levels at once (a 1-day limit, or no sweep for a while), only the highest is
+    announced and the lower ones count as passed."""
     clock = running_clock(item)
     if clock is None:
         return None
     reading = clock_readings(item, calendar, today, service_days)[clock]
-    events = [_ledger_event(item, ItemOverdue, f"item.overdue/{clock}/{level}", now, clock=clock, level=level,
-                            due_on=reading.due_on, working_days_used=reading.used, time_limit_days=reading.limit)
-              for level in overdue_levels(reading.used, reading.limit) if f"{clock}:{level}" not in item.overdue_sent]
-    if not events:
+    new = [level for level in overdue_levels(reading.used, reading.limit) if f"{clock}:{level}" not in item.overdue_sent]
+    if not new:
         return None
-    sent = (*item.overdue_sent, *(f"{clock}:{e.level}" for e in events))
-    return Applied(item.model_copy(update={"overdue_sent": sent}), tuple(events))
+    level = new[-1]
+    event = _ledger_event(item, ItemOverdue, f"item.overdue/{clock}/{level}", now, clock=clock, level=level,
+                          due_on=reading.due_on, working_days_used=reading.used, time_limit_days=reading.limit)
+    sent = (*item.overdue_sent, *(f"{clock}:{passed}" for passed in new))
+    return Applied(item.model_copy(update={"overdue_sent": sent}), (event,))

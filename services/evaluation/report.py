@@ -15,6 +15,7 @@ import math
 import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from services.common.domain import ECON_DEV_BUREAU, EVALUATOR_BY_MODE, GOV_SERVICE_BUREAU, MODE_NAMES_ZH, STAGE_NAMES_ZH
 from services.evaluation.annual import AnnualReport, BlockerCause, LateRectification, ProviderScore, StageTimeliness
@@ -43,6 +44,7 @@ BLOCKER_FILL = "#f4b183"
 BLOCKER_OPEN_FILL = "#c55a11"
 
 NO_DATA = "无数据"
+LOCAL = ZoneInfo("Asia/Shanghai")
 UNEVALUATED = "未评价"
 UNEVALUATED_REASON = "本年度无综合测评"
 NOT_RECTIFIED = "未整改"
@@ -671,7 +673,7 @@ def _warnings(report: AnnualReport) -> str:
 def render_html(report: AnnualReport) -> str:
     """The report as one self-contained HTML page (inline CSS and SVG; no scripts, external fonts or links)."""
     page_title = _e(title(report))
-    generated = _e(report.generated_at.strftime("%Y-%m-%d %H:%M"))
+    generated = _e(report.generated_at.astimezone(LOCAL).strftime("%Y-%m-%d %H:%M（北京时间）"))
     return (
         "<!DOCTYPE html>\n"
         '<html lang="zh-CN">\n<head>\n<meta charset="utf-8">\n'

@@ -134,6 +134,7 @@ class _Tally:
     bad: int = 0
     rectified: int = 0
     rectified_on_time: int = 0
+    rectifications_due: int = 0  # rectified, or past the deadline: a 差评 still within it is not counted yet
     late: list[LateRectification] = field(default_factory=list)
     opinions: list[Opinion] = field(default_factory=list)
 
@@ -187,7 +188,9 @@ def evaluate(year: int, items: Iterable[LedgerItem], assessments: Iterable[Asses
                 due = record.rectify_by or today
                 if record.rectified_on is not None and record.rectified_on <= due:
                     tally.rectified_on_time += 1
+                    tally.rectifications_due += 1
                 elif record.rectified_on is not None or today > due:
+                    tally.rectifications_due += 1
                     tally.late.append(LateRectification(record.assessment_id, record.project_code, due,
                                                         record.rectified_on))
 
@@ -199,7 +202,7 @@ def evaluate(year: int, items: Iterable[LedgerItem], assessments: Iterable[Asses
         questionnaire = questionnaire_score(t.by_group, config.rater_weights)
         references: dict[str, float | None] = {
             "service_on_time": _rate(*t.service), "statutory_on_time": _rate(*t.statutory),
-            "rectification": 100 * t.rectified_on_time / t.bad if t.bad else None,
+            "rectification": 100 * t.rectified_on_time / t.rectifications_due if t.rectifications_due else None,
         }
         score: float | None = None
         status: Status = "未评价"

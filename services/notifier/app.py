@@ -48,7 +48,7 @@ class Notifier:
 def load_composer(settings: NotifierSettings) -> Composer:
     """The plan, the directory and the unit names; ``RulesError`` lists every problem."""
     book = load_rulebook(settings.rules_dir)
-    return Composer(load_plan(settings.rules_dir, book.units), book.units)
+    return Composer(load_plan(settings.rules_dir, book.units), book.units, book.catalog)
 
 
 def create_notifier(settings: NotifierSettings | None = None, broker_settings: BrokerSettings | None = None,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from services.common.domain import ECON_DEV_BUREAU, OVERDUE_LEVEL_NAMES_ZH, Request, Unit
+from services.common.domain import ECON_DEV_BUREAU, OVERDUE_LEVEL_NAMES_ZH, CatalogItem, Request, Unit
 from services.common.messages import (
     AgreementRejected,
     AssessmentRectified,
@@ -27,7 +27,10 @@ from services.common.messages import (
     ItemEvent,
     ItemOverdue,
     ItemReady,
+    ItemResumed,
     ItemRouted,
+    ItemSuspended,
+    ItemUnblocked,
     ItemUnroutable,
     ProjectDelivered,
     RequestRefused,
@@ -104,8 +107,13 @@ def item_code_of(event: Event) -> str | None:
 
 
 class Composer:
-    def __init__(self, plan: NotificationPlan, units: Mapping[str, Unit]) -> None:
-        self.plan, self.units = plan, units
+    def __init__(self, plan: NotificationPlan, units: Mapping[str, Unit],
+                 catalog: Mapping[str, CatalogItem] | None = None) -> None:
+        self.plan, self.units, self.catalog = plan, units, catalog or {}
+
+    def items_named(self, codes: Sequence[str]) -> str:
+        """Item codes as the enterprise reads them: 名称（编码）."""
+        return "、".join(f"{self.catalog[c].name}（{c}）" if c in self.catalog else c for c in codes)
 
     def unit_name(self, code: str) -> str:
         unit = self.units.get(code)
@@ -126,7 +134,7 @@ class Composer:
             recipient = self._recipient(entry.to, roles)
             if recipient is None:
                 continue
-            title = string.Template(entry.title).safe_substitute(context)
+            title = string.Template(entry.title).safe_substitute(context).strip()
             body = string.Template(entry.body).safe_substitute(context).strip()
             for channel, address in recipient.channels:
                 documents.append({
@@ -205,21 +213,25 @@ class Composer:
                     "approving_authority_name": routed.approving_authority_name,
                     "time_limit_days": routed.time_limit_days, "materials": numbered(routed.materials),
                     "materials_count": len(routed.materials), "fee_note": routed.fee_note,
-                    "requires": "、".join(routed.requires) or "无（可立即办理）",
+                    "requires": f"需待{self.items_named(routed.requires)}办结后办理" if routed.requires
+                    else "无前置事项，可立即办理",
                     "rule_name": routed.decision.rule_name, "rules_version": routed.decision.rules_version}
             flags["has_task_order"] = routed.task_order_required
         elif isinstance(event, ItemUnroutable):
-            ctx |= {"item_code": event.item_code, "item_name": event.item_name or "（清单中无此事项）",
+            ctx |= {"item_code": event.item_code, "item_name": event.item_name or "清单中无此事项",
                     "responsible_unit_name": "（未分派）", "reason": event.unroutable.reason,
                     "rules_version": event.unroutable.rules_version,
                     "facts": json.dumps(event.unroutable.facts, ensure_ascii=False)}
             flags["is_not_required"] = event.unroutable.reason_code == "not_required"
         elif isinstance(event, ItemReady):
-            ctx["waited_for"] = "、".join(event.waited_for) or "无"
+            ctx["waited_for"] = (f"前置事项{self.items_named(event.waited_for)}已办结" if event.waited_for
+                                 else "该事项无前置事项")
             flags["has_task_order"] = event.task_order_required
             roles["ledger_owner"] = ECON_DEV_BUREAU
-        elif isinstance(event, (ItemContacted, ItemAccepted)):
-            ctx |= {"reported_by_name": self.unit_name(event.reported_by), "note": event.note or ""}
+        elif isinstance(event, (ItemContacted, ItemAccepted, ItemUnblocked, ItemResumed)):
+            ctx |= {"reported_by_name": self.unit_name(event.reported_by), "note": event.note or "无"}
+        elif isinstance(event, ItemSuspended):
+            ctx |= {"reported_by_name": self.unit_name(event.reported_by), "reason": event.reason}
         elif isinstance(event, ItemBlocked):
             ctx |= {"reason": event.reason, "resolver_name": self.unit_name(event.resolver),
                     "reported_by_name": self.unit_name(event.reported_by)}
@@ -232,7 +244,8 @@ class Composer:
             ctx |= {"results": numbered(event.results), "note": event.note or ""}
         elif isinstance(event, TaskOrderIssued):
             ctx |= {"task_order_number": event.number, "task_order_issuer_name": self.unit_name(event.issued_by),
-                    "task_order_assignee_name": self.unit_name(event.assigned_to), "note": event.note or "",
+                    "task_order_assignee_name": self.unit_name(event.assigned_to),
+                    "task_order_assignee": event.assigned_to, "note": f"任务要求：{event.note}。" if event.note else "",
                     "issued_how": "按评价规则自动下发" if event.automatic else "下发"}
             roles |= {"ledger_owner": ECON_DEV_BUREAU, "task_order_assignee": event.assigned_to}
         elif isinstance(event, TaskOrderAccepted):
@@ -246,7 +259,8 @@ class Composer:
             ctx["items_delivered"] = event.items_delivered
             roles["ledger_owner"] = ECON_DEV_BUREAU
         elif isinstance(event, AssessmentSubmitted):
-            ctx |= {"provider_name": self.unit_name(event.provider), "total": f"{event.total:g}",
+            ctx |= {"provider_name": self.unit_name(event.provider), "provider": event.provider,
+                    "total": f"{event.total:g}",
                     "comment": event.comment or "（无）", "assessment_id": event.assessment_id,
                     "rater_name": RATER_NAMES[event.rater],
                     "rectify_by": event.rectify_by.isoformat() if event.rectify_by else ""}
@@ -265,6 +279,7 @@ class Composer:
                 roles["sender"] = event.requested_by
             elif project is not None and event.requested_by == project.enterprise.credit_code:
                 roles["sender"] = project.enterprise
+                ctx["requested_by_name"] = project.enterprise.name
         elif isinstance(event, RulesRejected):
             ctx |= {"attempted_version": event.attempted_version or "（无法读取）",
                     "active_version": event.active_version or "（无）", "directory": event.directory,

@@ -8,7 +8,7 @@ import os
 import re
 import sys
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +157,8 @@ async def test_end_to_end_prerequisites_task_orders_refusals_and_the_report(
     shown = await cli(env, "ledger", "show", code)
     assert re.search(rf"MA-02 .*任务单 RWD-{code}-MA-02 已接收，服务专员 李明（13800001111）", shown)
     assert re.search(r"MA-01 .*已移交\t首问响应 已用 0/2 工作日（已停止）.*法定时限 已用 0/1 工作日（已停止）", shown)
+    future = (datetime.now(UTC) + timedelta(days=3)).date().isoformat()
+    assert "晚于今天" in await cli_fails(env, "sweep", "--today", future)  # it would send real cards
     listed = await cli(env, "ledger", "requests")
     assert "首问负责" in listed and "item.accept" in listed
 

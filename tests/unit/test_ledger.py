@@ -206,9 +206,22 @@ async def test_clocks_across_national_day_2026_with_make_up_days_and_suspensions
     # from 10-10: 10-12 and 10-13 count, 10-14 and 10-15 are paused, 10-16 counts: 3 of 5, due 10-20
     assert (statutory.used, statutory.due_on) == (3, date(2026, 10, 20))
     assert await sweep(book, date(2026, 10, 16), at(date(2026, 10, 16))) == []
+    warned = await sweep(book, date(2026, 10, 19), at(date(2026, 10, 19)))  # 4 of 5: one day left
+    assert [(e.clock, e.level, e.due_on) for e in warned] == [("statutory", "warning", date(2026, 10, 20))]
     late = await sweep(book, date(2026, 10, 20), at(date(2026, 10, 20)))
-    assert [(e.clock, e.level) for e in late] == [("statutory", "warning"), ("statutory", "yellow")]
+    assert [(e.clock, e.level) for e in late] == [("statutory", "yellow")]
     assert await sweep(book, date(2026, 10, 20), at(date(2026, 10, 20))) == []  # each level once
+    jumped = await sweep(book, date(2026, 10, 23), at(date(2026, 10, 23)))  # 8 of 5: the red card alone
+    assert [(e.clock, e.level) for e in jumped] == [("statutory", "red")]
+
+
+async def test_a_sweep_that_finds_several_new_levels_announces_only_the_highest() -> None:
+    book = ledger()
+    await handle(routed("PRJ12", "MA-01", MON, limit=1, unit="gov_service_bureau"), book, at(MON))
+    await handle(request(AcceptItem, MON, "gov_service_bureau", project_code="PRJ12", item_code="MA-01"), book, at(MON))
+    [card] = await sweep(book, date(2026, 11, 3), at(date(2026, 11, 3)))  # 1 of 1: warning and yellow reached
+    assert (card.level, card.working_days_used) == ("yellow", 1)
+    assert (await item(book, "PRJ12/MA-01")).overdue_sent == ("statutory:warning", "statutory:yellow")
 
 
 def test_overdue_levels_warning_yellow_red() -> None:

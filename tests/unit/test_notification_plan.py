@@ -21,7 +21,7 @@ from tests.conftest import ALUMINIUM, CONSULT_UNKNOWN, INELIGIBLE, RULES, exampl
 
 NOW = datetime(2026, 3, 18, 9, 0, tzinfo=UTC)
 BOOK = load_rulebook(RULES)
-COMPOSER = Composer(load_plan(RULES, BOOK.units), BOOK.units)
+COMPOSER = Composer(load_plan(RULES, BOOK.units), BOOK.units, BOOK.catalog)
 
 
 def notifications_for(name: str, engine: RoutingEngine) -> list[dict[str, object]]:
@@ -63,6 +63,7 @@ def test_the_one_time_notice_lists_every_material_the_time_limit_and_the_fee_not
     limit = BOOK.catalog["LT-02"].time_limit_days
     assert f"承诺时限：受理后 {limit} 个工作日" in body and "内蒙古政联招商服务有限公司" in body
     assert "国有建设用地使用权出让价款" in body and "非服务收费" in body
+    assert "需待企业设立登记（MA-01）、建设用地规划条件出具（LT-01）办结后办理" in body
     assert "${" not in body
 
 
@@ -139,7 +140,8 @@ def test_progress_events_name_project_item_and_units() -> None:
 def test_an_unknown_template_variable_is_an_error_with_file_and_line(rules_copy: Path) -> None:
     plan = rules_copy / "notifications.yaml"
     text = plan.read_text(encoding="utf-8")
-    old, new = "受理后 ${time_limit_days} 个工作日。需待", "受理后 ${time_limit} 个工作日。需待"
+    old = "受理后 ${time_limit_days} 个工作日；${requires}。\n        请一次性准备"
+    new = old.replace("${time_limit_days}", "${time_limit}")
     assert old in text
     plan.write_text(text.replace(old, new), encoding="utf-8")
     with pytest.raises(RulesError) as caught:
@@ -195,3 +197,17 @@ def test_a_bad_assessment_asks_the_provider_to_rectify_and_a_good_one_notifies_n
     assert "差评整改通知" in str(notice["title"]) and "zeroerrand rectify a-50" in str(notice["body"])
     assert "2026-04-01 前" in str(notice["body"])
     assert COMPOSER.compose(assessed(90), view, None, NOW) == []
+
+
+def test_a_suspension_tells_the_enterprise_what_to_supply() -> None:
+    from services.common.messages import ItemSuspended
+
+    project = example(ALUMINIUM).project
+    view = ProjectView(project.code, project.name, project.enterprise, project.recruiting_unit)
+    item = ItemView(project.code, "PL-01", "企业投资项目备案", "gov_service_bureau")
+    docs = COMPOSER.compose(ItemSuspended(event_id="s1", occurred_at=NOW, recorded_at=NOW, project_code=project.code,
+                                          item_code="PL-01", reported_by="gov_service_bureau",
+                                          reason="请补充项目符合产业政策的承诺书"), view, item, NOW)
+    notice = next(d for d in docs if str(d["recipient"]).startswith("enterprise:"))
+    assert notice["title"] == "请补正材料：企业投资项目备案" and "请补充项目符合产业政策的承诺书" in str(notice["body"])
+    assert "不计入办理时限" in str(notice["body"])

@@ -144,3 +144,28 @@ async def test_assessments_are_checked_against_the_ledger_and_a_bad_one_opens_a_
     [score] = report.scores
     assert score.late_rectifications[0].rectified_on == date(2026, 12, 16)
     assert score.opinions[0].comment == "办理进度沟通不及时"
+
+
+async def test_a_unit_whose_items_only_wait_has_not_served_and_cannot_be_assessed_yet() -> None:
+    book = ledger()
+    await handle(started("PE-1", MON), book, at(MON))
+    await handle(routed("PE-1", "EP-02", MON, requires=("EP-01",)), book, at(MON))
+    await handle(routed("PE-1", "EP-01", MON, unit="public_utilities_bureau"), book, at(MON))
+    waiting = request(SubmitAssessment, date(2026, 12, 1), CREDIT, project_code="PE-1", rater="enterprise", year=2026,
+                      provider="planning_construction_bureau", scores=scored(90))
+    assert await handle(waiting, book, at(date(2026, 12, 1))) == "refused"
+    told = [o.message for o in book.publisher.sent if o.message.type == "request.refused"][-1]  # type: ignore[attr-defined]
+    assert "尚在等待前置事项" in told.reason
+    silent = request(SubmitAssessment, date(2026, 12, 1), CREDIT, project_code="PE-1", rater="enterprise", year=2026,
+                     provider="public_utilities_bureau", scores=scored(30), comment="一直没人联系我们")
+    assert await handle(silent, book, at(date(2026, 12, 1))) == "applied"  # ready and never answered: it served badly
+
+
+async def test_a_bad_assessment_within_its_deadline_does_not_count_against_rectification_yet() -> None:
+    items = await ledger_items(("PF-1", "planning_construction_bureau"))
+    pending = assessment("PF-1", "planning_construction_bureau", "enterprise", 50)
+    pending = pending.model_copy(update={"rectify_by": date(2027, 1, 15)})
+    result = evaluate(2026, items, [pending], EvaluationConfig(), UNITS, WorkingCalendar(),  # type: ignore[arg-type]
+                      date(2026, 12, 31), datetime(2026, 12, 31, tzinfo=UTC))
+    [score] = result.scores
+    assert (score.bad, score.rectification_rate, score.late_rectifications) == (1, None, ())
