@@ -21,7 +21,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from services.common.settings import StoreSettings
 
@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 DUPLICATE_KEY = 11000
 EMBEDDED_SERVER = Path(__file__).with_name("embedded_mongo.py")
+
+
+class StoreSchemaError(RuntimeError):
+    """The store holds data or indexes this version cannot use as they are; the message says what."""
 
 
 class StoreUnavailable(RuntimeError):
@@ -131,10 +135,30 @@ class Store:
         return self._embedded is not None
 
     async def ensure(self, collections: Iterable[Collection]) -> None:
-        """Creates the declared indexes (idempotent)."""
+        """Creates the declared indexes (idempotent). The code's definition wins: an index an
+        earlier version made on the same keys with other options (say, not yet unique) is dropped
+        and made again; if that fails too (duplicates under a new unique index), ``StoreSchemaError``
+        says which collection and index, and why."""
         for collection in collections:
-            if collection.indexes:
-                await self.db[collection.name].create_indexes(list(collection.indexes))
+            target = self.db[collection.name]
+            for index in collection.indexes:
+                try:
+                    await target.create_indexes([index])
+                except OperationFailure:
+                    await self._redefine(collection.name, index)
+
+    async def _redefine(self, collection: str, index: IndexModel) -> None:
+        target = self.db[collection]
+        keys = list(index.document["key"].items())
+        for name, info in (await target.index_information()).items():
+            if name != "_id_" and list(info["key"]) == keys:
+                log.warning("index %s of %s differs from this version's definition: made again", name, collection)
+                await target.drop_index(name)
+        try:
+            await target.create_indexes([index])
+        except OperationFailure as exc:
+            raise StoreSchemaError(f"存储集合 {collection} 的索引 {index.document.get('name')}（{keys}）无法按本版本的定义建立："
+                                   f"{exc}；请先处理重复或冲突的数据 / index cannot be created") from exc
 
     async def insert_new(self, collection: str, documents: Sequence[Mapping[str, Any]]) -> int:
         """Inserts the documents not already stored (by ``_id`` or a unique index); returns how many."""
@@ -175,11 +199,15 @@ async def open_store(settings: StoreSettings | None = None, collections: Iterabl
     store = Store(client, settings.database, embedded)
     try:
         await client.admin.command("ping")
-        await store.ensure(collections)
     except Exception as exc:
         await store.close()
         where = "内置服务器" if embedded else uri
         raise StoreUnavailable(f"无法连接存储（{where}）/ store unreachable: {exc!r}") from exc
+    try:
+        await store.ensure(collections)
+    except BaseException:
+        await store.close()
+        raise
     return store
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from services.common.storage import Store
+import pytest
+from pymongo import ASCENDING, IndexModel
+
+from services.common.storage import Collection, Store, StoreSchemaError
 from services.notifier.compose import ItemView, ProjectView
 from services.notifier.repository import COLLECTIONS, NotifierRepository
 from services.router.routing import route_agreement
@@ -27,6 +30,21 @@ async def test_indexes_are_created_and_creating_them_again_is_harmless(store: St
     await store.ensure(COLLECTIONS)
     names = {index["name"] async for index in await store.db["notifications"].list_indexes()}
     assert "status_1_channel_1_next_attempt_at_1" in names and "event_id_1" in names
+
+
+async def test_an_index_an_earlier_version_defined_otherwise_is_made_again(store: Store) -> None:
+    keys = [("project_code", ASCENDING), ("provider", ASCENDING)]
+    await store.db["upgrade"].create_indexes([IndexModel(keys)])  # as an earlier version made it
+    await store.db["upgrade"].insert_many([{"project_code": "P", "provider": "a"}, {"project_code": "P", "provider": "b"}])
+    await store.ensure([Collection("upgrade", (IndexModel(keys, unique=True, name="one_per_provider"),))])
+    info = await store.db["upgrade"].index_information()
+    assert info["one_per_provider"]["unique"] and "project_code_1_provider_1" not in info
+    await store.db["upgrade"].insert_one({"project_code": "Q", "provider": "a"})
+    await store.db["clash"].insert_many([{"project_code": "P", "provider": "a"}, {"project_code": "P", "provider": "a"}])
+    await store.db["clash"].create_indexes([IndexModel(keys)])
+    with pytest.raises(StoreSchemaError) as caught:  # duplicates under a new unique index: said, not hidden
+        await store.ensure([Collection("clash", (IndexModel(keys, unique=True, name="one_per_provider"),))])
+    assert "clash" in str(caught.value) and "one_per_provider" in str(caught.value)
 
 
 async def test_a_redelivered_write_changes_nothing_twice(store: Store) -> None:
