@@ -728,7 +728,13 @@ def report(year: Annotated[int, typer.Option(help="评价年度")],
 
 
 def main() -> None:
-    app(prog_name="zeroerrand")
+    from services.common.storage import StoreSchemaError, StoreUnavailable
+
+    try:
+        app(prog_name="zeroerrand")
+    except (StoreUnavailable, StoreSchemaError) as exc:  # said in a line, not a traceback
+        typer.echo(str(exc), err=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from services.common.storage import Store, open_store
 from services.common.topology import EVALUATION_QUEUE, LEDGER_REQUESTS_QUEUE, REQUESTS, declare_topology
 from services.evaluation.handlers import Ledger, handle, sweep
 from services.evaluation.ledger import local_day
+from services.evaluation.migrations import upgrade
 from services.evaluation.repository import COLLECTIONS, MongoLedgerRepository
 from services.evaluation.scoring import load_config
 from services.evaluation.working_days import WorkingCalendar
@@ -88,6 +89,7 @@ def create_evaluation(settings: EvaluationSettings | None = None, broker_setting
             service.store = await open_store(store_settings, COLLECTIONS)
         else:
             await service.store.ensure(COLLECTIONS)
+        await upgrade(service.store)  # a ledger the first version wrote
         service.ledger = Ledger(MongoLedgerRepository(service.store), publisher, service.calendar, config,
                                 {code: unit.name for code, unit in units.items()})
         await broker.connect()

@@ -342,8 +342,9 @@ def _moment(day: date, now: datetime) -> datetime:
     return now if day >= local_day(now) else datetime.combine(day, time.min, LOCAL)
 
 
-def task_order_number(item: LedgerItem) -> str:
-    return "RWD-" + item.key.replace("/", "-")
+def task_order_number(key: str) -> str:
+    """The task order's number, from the ledger line's key: RWD-<project>-<item>[-consult]."""
+    return "RWD-" + key.replace("/", "-")
 
 
 def issue_task_order(item: LedgerItem, now: datetime, *, automatic: bool,
@@ -357,7 +358,7 @@ def issue_task_order(item: LedgerItem, now: datetime, *, automatic: bool,
         return Refused(f"事项 {item.item_code} 尚在等待前置事项，暂不具备办理条件，不能下发任务单"
                        "（方案四(三)：根据审批手续办理实际下发）")
     at = command.occurred_at if command else _moment(item.ready_on or local_day(now), now)
-    fields = {"number": task_order_number(item), "issued_by": ECON_DEV_BUREAU, "assigned_to": item.responsible_unit,
+    fields = {"number": task_order_number(item.key), "issued_by": ECON_DEV_BUREAU, "assigned_to": item.responsible_unit,
               "automatic": automatic, "note": command.note if command else "按评价规则自动下发"}
     if command is None:
         event = _ledger_event(item, TaskOrderIssued, "task_order.issued", at, **fields)

@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
-from services.common.storage import Collection, Store
+from services.common.storage import Collection, Store, StoreSchemaError
 from services.evaluation.ledger import FINISHED, Assessment, LedgerItem, ProjectRecord, RequestOutcome
 
 PROJECTS = Collection("ledger_projects")
@@ -76,7 +76,13 @@ def _load(model: type[Any], doc: dict[str, Any] | None) -> Any:
     if doc is None:
         return None
     data = {k: v for k, v in doc.items() if k != "_id"}
-    return model.model_validate(data)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise StoreSchemaError(
+            f"台账记录 {doc.get('_id')!r} 不是本版本的格式（{exc.error_count()} 处不符）：若它由旧版本写入，"
+            "启动一次评价服务（zeroerrand evaluation 或 zeroerrand up）即会升级 / ledger record of another "
+            f"version: {exc.errors()[0]['loc']}") from exc
 
 
 class MongoLedgerRepository:

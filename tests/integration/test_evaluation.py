@@ -19,6 +19,7 @@ from services.common.settings import BrokerSettings, EvaluationSettings, RouterS
 from services.common.storage import Store
 from services.evaluation.app import Evaluation, create_evaluation
 from services.evaluation.ledger import Assessment, ItemState, ProjectRecord, RequestOutcome, local_day, new_item
+from services.evaluation.repository import COLLECTIONS as COLLECTIONS_OF_LEDGER
 from services.evaluation.repository import LedgerRepository, MemoryLedgerRepository, MongoLedgerRepository
 from services.router.app import Router, create_router
 from tests.conftest import ALUMINIUM, example
@@ -178,3 +179,56 @@ async def test_end_to_end_prerequisites_task_orders_refusals_and_the_report(
     lines = summary.strip().splitlines()
     assert "退出/整改名单：无" in summary and "内蒙古政联招商服务有限公司" in lines[-2] + lines[-1]
     assert "营业执照当天办结" in (out / "opinions.csv").read_text(encoding="utf-8-sig")
+
+
+def first_version_item(project: str, code: str, state: str, **fields: Any) -> dict[str, Any]:
+    """A ledger item as the first version stored it (clock from routing, 好差评 era)."""
+    routed = datetime(2026, 3, 18, 2, tzinfo=UTC)
+    return {"_id": f"{project}/{code}", "project_code": project, "item_code": code, "item_name": f"事项{code}",
+            "stage": "construction_permit", "mode": fields.pop("mode", "joint"),
+            "evaluated_as": fields.pop("evaluated_as", "joint"), "evaluator": "gov_service_bureau",
+            "responsible_unit": fields.pop("unit", "planning_construction_bureau"),
+            "approving_authority": "planning_construction_bureau", "time_limit_days": 5, "routed_on": "2026-03-18",
+            "state": state, "version": len(fields.get("history", [])), "applied": ["routed-1"], "blockers": [],
+            "pauses": [], "overdue_sent": [], "finished_on": None, "delivered_on": None, "results": [],
+            "history": [{"event_id": "routed-1", "type": "item.routed", "to": "routed", "occurred_at": routed,
+                         "recorded_at": routed, "late": False}], **fields}
+
+
+async def test_a_ledger_the_first_version_wrote_is_upgraded_once_and_then_read(store: Store) -> None:
+    from services.evaluation.migrations import upgrade
+
+    await store.ensure(COLLECTIONS_OF_LEDGER)
+    accepted_at = datetime(2026, 3, 20, 2, tzinfo=UTC)
+    blocked = first_version_item("OLD-1", "CP-01", "blocked", overdue_sent=["warning", "yellow"],
+                                 blockers=[{"event_id": "b-1", "reason": "消防", "resolver": "public_utilities_bureau",
+                                            "reported_by": "planning_construction_bureau", "opened_at": accepted_at,
+                                            "closed_at": None}])
+    blocked["history"] += [{"event_id": "acc-1", "type": "item.accepted", "from": "routed", "to": "accepted",
+                            "by": "planning_construction_bureau", "occurred_at": accepted_at,
+                            "recorded_at": accepted_at, "late": False},
+                           {"event_id": "b-1", "type": "item.blocked", "from": "accepted", "to": "blocked",
+                            "by": "planning_construction_bureau", "occurred_at": accepted_at,
+                            "recorded_at": accepted_at, "late": False}]
+    errand = first_version_item("OLD-1", "PL-04", "routed", mode="errand", evaluated_as="errand",
+                                unit="zhenglian_company")
+    await store.db["ledger_items"].insert_many([blocked, errand])
+    await store.db["ledger_projects"].insert_one({
+        "_id": "OLD-1", "agreement_id": "A-OLD", "name": "旧项目", "enterprise": "旧企业", "recruiting_unit": "econ_dev_bureau",
+        "signed_on": "2026-03-18", "ledger_owner": "econ_dev_bureau", "items_planned": 2, "items_routed": 2,
+        "items_unroutable": 0, "rules_version": "v1", "started_at": accepted_at, "recorded_at": accepted_at,
+        "delivered_at": None})
+    await store.db["notifier_projects"].insert_one({"_id": "OLD-1", "name": "旧项目", "recruiting_unit": "econ_dev_bureau",
+                                                    "enterprise": {"name": "旧企业", "credit_code": CREDIT}})
+    assert await upgrade(store) == 3
+    assert await upgrade(store) == 0  # once
+    repo = MongoLedgerRepository(store)
+    item = await repo.item("OLD-1/CP-01")
+    assert item is not None and item.state is ItemState.BLOCKED and item.resume_to is ItemState.IN_PROGRESS
+    assert item.accepted_on == date(2026, 3, 20) and item.blockers[0].resolver == "public_utilities_bureau"
+    assert item.overdue_sent == ("statutory:warning", "statutory:yellow")
+    order = await repo.item("OLD-1/PL-04")
+    assert order is not None and order.state is ItemState.READY and order.ready_on == date(2026, 3, 18)
+    assert order.task_order is not None and order.task_order.automatic and order.task_order.number == "RWD-OLD-1-PL-04"
+    project = await repo.project("OLD-1")
+    assert project is not None and project.credit_code == CREDIT

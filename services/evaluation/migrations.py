@@ -1,0 +1,111 @@
+"""Upgrading a ledger written by the first version (clock from routing, no prerequisites, 好差评).
+
+Run at the evaluation service's start (idempotent: only documents of the old shape are touched).
+
+* An item of the old shape becomes a ledger line with nothing to wait for; ``routed`` becomes
+  ``ready`` from its routing day; 受理 is read from its history (the statutory clock starts there
+  now); a 专业跑腿 item gets the task order the old router issued at signing, recorded as automatic;
+  levels already announced count as announced on the statutory clock, so nothing is sent twice.
+* A project of the old shape gets its code and, from the notifier's read model when it is there,
+  the enterprise's 统一社会信用代码 (needed for its 测评).
+* Old 好差评 ratings (collection ``ratings``) are left as they were: a five-level answer is not a
+  测评 of the questionnaire, so they do not count in the new evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime
+from typing import Any
+
+from services.common.domain import ECON_DEV_BUREAU, Request, ServiceMode
+from services.common.storage import Store
+from services.evaluation.ledger import (
+    Blocker,
+    HistoryEntry,
+    ItemState,
+    LedgerItem,
+    Pause,
+    TaskOrderRecord,
+    local_day,
+    task_order_number,
+)
+from services.evaluation.repository import ITEMS, PROJECTS
+
+log = logging.getLogger(__name__)
+
+_STATES = {"routed": ItemState.READY}
+
+
+def _state(name: str | None) -> ItemState | None:
+    if name is None:
+        return None
+    return _STATES[name] if name in _STATES else ItemState(name)
+
+
+def _day(value: Any) -> date | None:
+    if value in (None, ""):
+        return None
+    return local_day(value) if isinstance(value, datetime) else date.fromisoformat(str(value))
+
+
+def upgrade_item(doc: dict[str, Any]) -> LedgerItem:
+    """An item document of the first version as a ledger line of this one. Pure."""
+    state = _state(doc["state"])
+    assert state is not None
+    routed_on = date.fromisoformat(str(doc["routed_on"]))
+    history = tuple(HistoryEntry(
+        request_id=h.get("event_id"), type=h["type"], from_state=_state(h.get("from")),
+        to_state=_state(h["to"]) or ItemState.READY, by=h.get("by") or ECON_DEV_BUREAU,
+        occurred_at=h["occurred_at"], recorded_at=h["recorded_at"], late=bool(h.get("late"))) for h in doc["history"])
+    accepted_on = next((local_day(h.occurred_at) for h in history if h.type == "item.accepted"), None)
+    task_order = None
+    if doc["evaluated_as"] == ServiceMode.ERRAND.value:
+        key = str(doc["_id"])
+        closed = state is ItemState.DELIVERED
+        task_order = TaskOrderRecord(
+            number=task_order_number(key), issued_by=ECON_DEV_BUREAU,
+            assigned_to=doc["responsible_unit"], automatic=True, issued_on=routed_on,
+            state="closed" if closed else ("accepted" if accepted_on else "issued"),
+            accepted_on=accepted_on, closed_on=_day(doc.get("delivered_on")) if closed else None)
+    working = state in (ItemState.BLOCKED, ItemState.SUSPENDED)
+    return LedgerItem(
+        key=str(doc["_id"]), project_code=doc["project_code"], item_code=doc["item_code"], request=Request.HANDLE,
+        item_name=doc["item_name"], stage=doc["stage"], mode=doc["mode"], evaluated_as=doc["evaluated_as"],
+        evaluator=doc["evaluator"], responsible_unit=doc["responsible_unit"],
+        approving_authority=doc["approving_authority"], time_limit_days=int(doc["time_limit_days"]),
+        task_order_required=task_order is not None, state=state, version=int(doc.get("version", 0)),
+        routed_on=routed_on, ready_on=routed_on, contacted_on=accepted_on, accepted_on=accepted_on,
+        finished_on=_day(doc.get("finished_on")), delivered_on=_day(doc.get("delivered_on")),
+        resume_to=ItemState.IN_PROGRESS if working else None,
+        pauses=tuple(Pause(from_day=date.fromisoformat(p["from"]), to_day=_day(p.get("to")), reason=p["reason"])
+                     for p in doc.get("pauses", [])),
+        blockers=tuple(Blocker(id=b["event_id"], reason=b["reason"], resolver=b["resolver"],
+                               reported_by=b["reported_by"], opened_on=_day(b["opened_at"]) or routed_on,
+                               closed_on=_day(b.get("closed_at"))) for b in doc.get("blockers", [])),
+        task_order=task_order, overdue_sent=tuple(f"statutory:{level}" for level in doc.get("overdue_sent", [])),
+        results=tuple(doc.get("results", [])), applied=tuple(doc.get("applied", [])), history=history)
+
+
+async def upgrade(store: Store) -> int:
+    """Upgrades every ledger document of the old shape; returns how many were changed."""
+    changed = 0
+    items = store.db[ITEMS.name]
+    async for doc in items.find({"key": {"$exists": False}}):
+        item = upgrade_item(doc)
+        result = await items.replace_one({"_id": doc["_id"], "key": {"$exists": False}},
+                                         {"_id": item.key, **item.model_dump(mode="json")})
+        changed += result.modified_count
+    projects, known = store.db[PROJECTS.name], store.db["notifier_projects"]
+    async for doc in projects.find({"code": {"$exists": False}}):
+        remembered = await known.find_one({"_id": doc["_id"]}) or {}
+        credit = (remembered.get("enterprise") or {}).get("credit_code", "")
+        update = {"code": doc["_id"], "credit_code": credit}
+        for field in ("started_at", "recorded_at", "delivered_at"):
+            if isinstance(doc.get(field), datetime):
+                update[field] = doc[field].isoformat()
+        result = await projects.update_one({"_id": doc["_id"], "code": {"$exists": False}}, {"$set": update})
+        changed += result.modified_count
+    if changed:
+        log.warning("upgraded %d ledger documents written by the first version of the ledger", changed)
+    return changed
