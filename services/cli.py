@@ -374,7 +374,7 @@ async def _await_outcome(request_id: str, wait: float) -> Any:
         deadline = loop.time() + wait
         while loop.time() < deadline:
             found = await repo.outcome(request_id)
-            if found is not None:
+            if found is not None and found.status != "pending":
                 return found
             await asyncio.sleep(0.2)
     return None
@@ -618,7 +618,7 @@ def ledger_show(project: Project,
     def short(code: str) -> str:
         return book.units[code].short_name if code in book.units else code
 
-    delivered = {i.item_code for i in items if i.state is ItemState.DELIVERED}
+    delivered = {i.item_code for i in items if i.state is ItemState.DELIVERED and i.request is Request.HANDLE}
     rows = []
     for item in sorted(items, key=lambda i: (list(Stage).index(i.stage), i.item_code, i.request.value)):
         clocks = clock_readings(item, calendar, day, config.service_response_days)

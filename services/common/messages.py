@@ -12,7 +12,7 @@ import uuid
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from services.common.domain import (
     Decision,
@@ -196,21 +196,34 @@ class Command(Message):
     who served whom, the year) and only then publishes the past-tense event; a refused request is
     parked with its reason and ``request.refused`` tells the sender.
 
-    ``requested_by`` is the unit code of the sender (for an enterprise's 测评, its 统一社会信用代码);
-    ``operator`` names a person who acted for that unit (recorded as such in the ledger).
+    ``request_id`` is the sender's idempotency key: the same request sent again changes nothing,
+    and an id once used cannot be used for another request. ``requested_by`` is the unit code of the
+    sender (for an enterprise's 测评, its 统一社会信用代码); ``operator`` names a person who acted for
+    that unit (recorded as such in the ledger). Times carry their offset.
     """
 
     type: str
     request_id: str = Field(min_length=1, max_length=200)
-    requested_at: datetime
-    occurred_at: datetime = Field(description="when it happened (a back-filled report says so)")
-    requested_by: str = Field(min_length=1, max_length=200)
-    operator: str | None = Field(default=None, max_length=200)
+    requested_at: AwareDatetime
+    occurred_at: AwareDatetime = Field(description="when it happened (a back-filled report says so)")
+    requested_by: str = Field(min_length=1, max_length=64)
+    operator: str | None = Field(default=None, max_length=100)
+
+    @field_validator("requested_at", "occurred_at")
+    @classmethod
+    def _plausible(cls, moment: datetime) -> datetime:
+        if not 2000 <= moment.year <= 2100:
+            raise ValueError("时间须在 2000 至 2100 年之间")
+        return moment
+
+
+Code = Annotated[str, Field(min_length=1, max_length=64)]
+Text = Annotated[str, Field(min_length=1, max_length=2000)]
 
 
 class ItemCommand(Command):
-    project_code: str
-    item_code: str
+    project_code: Code
+    item_code: Code
     request: Request | None = Field(default=None, description="which plan line, when an item has both a consult "
                                                                "and a handle line")
 
@@ -219,72 +232,72 @@ class ContactEnterprise(ItemCommand):
     """首问负责: the responsible unit has contacted the enterprise (stops the service clock)."""
 
     type: Literal["item.contact"] = "item.contact"
-    note: str | None = None
+    note: Text | None = None
 
 
 class AcceptItem(ItemCommand):
     """受理: starts the statutory clock (《行政许可法》第四十二条)."""
 
     type: Literal["item.accept"] = "item.accept"
-    note: str | None = None
+    note: Text | None = None
 
 
 class ReportProgress(ItemCommand):
     type: Literal["item.report_progress"] = "item.report_progress"
-    note: str = Field(min_length=1)
+    note: Text
 
 
 class ReportBlocker(ItemCommand):
     """A 堵点/卡点 that ``resolver`` (a unit code) must resolve."""
 
     type: Literal["item.report_blocker"] = "item.report_blocker"
-    reason: str = Field(min_length=1)
-    resolver: str = Field(min_length=1)
+    reason: Text
+    resolver: Code
 
 
 class ResolveBlocker(ItemCommand):
     type: Literal["item.resolve_blocker"] = "item.resolve_blocker"
-    note: str | None = None
+    note: Text | None = None
 
 
 class SuspendItem(ItemCommand):
     """Waiting for the enterprise (补正材料, or the project paused): the running clock stops."""
 
     type: Literal["item.suspend"] = "item.suspend"
-    reason: str = Field(min_length=1)
+    reason: Text
 
 
 class ResumeItem(ItemCommand):
     type: Literal["item.resume"] = "item.resume"
-    note: str | None = None
+    note: Text | None = None
 
 
 class CompleteItem(ItemCommand):
     type: Literal["item.complete"] = "item.complete"
-    note: str | None = None
+    note: Text | None = None
 
 
 class DeliverResults(ItemCommand):
     """一次性完整移交: hand every result to the enterprise at once."""
 
     type: Literal["item.deliver"] = "item.deliver"
-    results: tuple[str, ...] = Field(min_length=1)
-    note: str | None = None
+    results: tuple[Annotated[str, Field(min_length=1, max_length=500)], ...] = Field(min_length=1, max_length=50)
+    note: Text | None = None
 
 
 class IssueTaskOrder(ItemCommand):
     """经济发展招商服务局 issues the 专业跑腿 task order for a ready errand item (policy 四(三))."""
 
     type: Literal["task_order.issue"] = "task_order.issue"
-    note: str | None = None
+    note: Text | None = None
 
 
 class AcceptTaskOrder(ItemCommand):
     """政联公司 accepts the task order and names its 服务专员."""
 
     type: Literal["task_order.accept"] = "task_order.accept"
-    specialist_name: str = Field(min_length=1)
-    specialist_phone: str = Field(min_length=1)
+    specialist_name: str = Field(min_length=1, max_length=100)
+    specialist_phone: str = Field(min_length=1, max_length=50)
 
 
 class SubmitAssessment(Command):
@@ -292,11 +305,11 @@ class SubmitAssessment(Command):
     ``evaluation.yaml`` for one provider of one project; ``scores`` maps indicator code to points."""
 
     type: Literal["assessment.submit"] = "assessment.submit"
-    project_code: str
-    provider: str
+    project_code: Code
+    provider: Code
     rater: Literal["enterprise", "recruiting_unit"]
     year: int = Field(ge=2000, le=2100)
-    scores: dict[str, float]
+    scores: dict[Code, float] = Field(max_length=50)
     comment: str | None = Field(default=None, max_length=2000, description="评价意见")
 
 
@@ -304,8 +317,8 @@ class RectifyAssessment(Command):
     """The provider closes the rectification a 差评 opened."""
 
     type: Literal["assessment.rectify"] = "assessment.rectify"
-    assessment_id: str
-    note: str = Field(min_length=1)
+    assessment_id: str = Field(min_length=1, max_length=200)
+    note: Text
 
 
 AnyCommand = Annotated[

@@ -9,10 +9,10 @@ is a 差评: it opens a rectification due ``rectification_days`` working days la
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime
+from datetime import date, datetime, time
 
 from services.common.messages import AssessmentRectified, AssessmentSubmitted, RectifyAssessment, SubmitAssessment, stable_id
-from services.evaluation.ledger import Assessment, LedgerItem, ProjectRecord, Refused, local_day
+from services.evaluation.ledger import FUTURE_TOLERANCE, LOCAL, Assessment, LedgerItem, ProjectRecord, Refused, local_day
 from services.evaluation.scoring import RATER_NAMES_ZH, EvaluationConfig
 from services.evaluation.working_days import WorkingCalendar
 
@@ -20,6 +20,8 @@ from services.evaluation.working_days import WorkingCalendar
 def decide_assessment(command: SubmitAssessment, project: ProjectRecord, items: Sequence[LedgerItem],
                       existing: Assessment | None, config: EvaluationConfig, calendar: WorkingCalendar,
                       now: datetime, unit_names: Mapping[str, str]) -> tuple[Assessment, AssessmentSubmitted] | Refused:
+    if command.occurred_at - now > FUTURE_TOLERANCE:
+        return Refused(f"发生时间 {command.occurred_at.isoformat(timespec='minutes')} 晚于当前时间，不能提交测评")
     rater = RATER_NAMES_ZH[command.rater]
     expected = project.credit_code if command.rater == "enterprise" else project.recruiting_unit
     if command.requested_by != expected:
@@ -31,10 +33,10 @@ def decide_assessment(command: SubmitAssessment, project: ProjectRecord, items: 
     served = [i for i in items if i.responsible_unit == command.provider]
     if not served:
         return Refused(f"{provider}未承办项目 {project.code} 的任何事项，不能对其测评")
-    day = local_day(command.occurred_at)
-    if command.year > day.year:
+    day, today = local_day(command.occurred_at), local_day(now)  # the deadline is the ledger's day, not the sender's
+    if command.year > today.year:
         return Refused(f"{command.year} 年度尚未开始，不能提交该年度的测评")
-    if command.year < day.year and day > config.late_until(command.year):
+    if command.year < today.year and today > config.late_until(command.year):
         return Refused(f"{command.year} 年度测评已于 {config.late_until(command.year)} 截止，不能再提交")
     if not any(serving_in(i, command.year) for i in served):
         return Refused(f"{provider}在 {command.year} 年度没有为项目 {project.code} 承办可办理的事项"
@@ -63,12 +65,28 @@ def decide_assessment(command: SubmitAssessment, project: ProjectRecord, items: 
         requested_by=command.requested_by, operator=command.operator, year=command.year, scores=command.scores,
         total=total, comment=command.comment, bad=bad, rectify_by=rectify_by, occurred_at=command.occurred_at,
         recorded_at=now)
-    event = AssessmentSubmitted(
-        event_id=stable_id(command.request_id, "assessment.submitted"), occurred_at=command.occurred_at,
-        recorded_at=now, assessment_id=command.request_id, project_code=project.code, provider=command.provider,
-        rater=command.rater, requested_by=command.requested_by, year=command.year, scores=command.scores, total=total,
-        comment=command.comment, bad=bad, rectify_by=rectify_by)
-    return assessment, event
+    return assessment, submitted(assessment)
+
+
+def submitted(assessment: Assessment) -> AssessmentSubmitted:
+    """The event of a stored 测评 (the same every time it is announced)."""
+    a = assessment
+    return AssessmentSubmitted(
+        event_id=stable_id(a.assessment_id, "assessment.submitted"), occurred_at=a.occurred_at,
+        recorded_at=a.recorded_at, assessment_id=a.assessment_id, project_code=a.project_code, provider=a.provider,
+        rater=a.rater, requested_by=a.requested_by, year=a.year, scores=a.scores, total=a.total, comment=a.comment,
+        bad=a.bad, rectify_by=a.rectify_by)
+
+
+def rectified(assessment: Assessment) -> AssessmentRectified:
+    """The event of a stored rectification."""
+    a = assessment
+    assert a.rectified_by_request is not None and a.rectified_on is not None
+    return AssessmentRectified(
+        event_id=stable_id(a.rectified_by_request, "assessment.rectified"),
+        occurred_at=datetime.combine(a.rectified_on, time(12), LOCAL), recorded_at=a.recorded_at,
+        assessment_id=a.assessment_id, project_code=a.project_code, provider=a.provider,
+        note=a.rectification or "", late=a.rectify_by is not None and a.rectified_on > a.rectify_by)
 
 
 def decide_rectification(command: RectifyAssessment, assessment: Assessment, now: datetime,
@@ -81,9 +99,14 @@ def decide_rectification(command: RectifyAssessment, assessment: Assessment, now
         return Refused(f"测评 {assessment.assessment_id} 得分 {assessment.total:g}，不是差评，无需整改")
     if assessment.rectified_on is not None:
         return Refused(f"测评 {assessment.assessment_id} 已于 {assessment.rectified_on} 整改")
+    if command.occurred_at - now > FUTURE_TOLERANCE:
+        return Refused(f"发生时间 {command.occurred_at.isoformat(timespec='minutes')} 晚于当前时间，不能提交整改说明")
     day: date = local_day(command.occurred_at)
+    if day < local_day(assessment.occurred_at):
+        return Refused(f"整改日期 {day} 早于测评日期 {local_day(assessment.occurred_at)}")
     late = assessment.rectify_by is not None and day > assessment.rectify_by
-    updated = assessment.model_copy(update={"rectified_on": day, "rectification": command.note})
+    updated = assessment.model_copy(update={"rectified_on": day, "rectification": command.note,
+                                            "rectified_by_request": command.request_id})
     event = AssessmentRectified(
         event_id=stable_id(command.request_id, "assessment.rectified"), occurred_at=command.occurred_at,
         recorded_at=now, assessment_id=assessment.assessment_id, project_code=assessment.project_code,

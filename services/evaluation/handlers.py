@@ -10,6 +10,7 @@ first and saved after, under ids that stay the same if a crash makes it happen t
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ from services.common.messages import (
     SuspendItem,
     stable_id,
 )
-from services.evaluation.assessments import decide_assessment, decide_rectification
+from services.evaluation.assessments import decide_assessment, decide_rectification, rectified, submitted
 from services.evaluation.ledger import (
     Applied,
     Duplicate,
@@ -182,39 +183,49 @@ async def sweep(ledger: Ledger, today: date, now: datetime) -> list[Event]:
 # -- requests ---------------------------------------------------------------------------------
 
 
+async def on_request(command: Command, ledger: Ledger, now: datetime, final: bool) -> str:
+    """Every request: claimed under its id first (the same request again is replayed, another one
+    reusing the id is refused), then checked against the ledger by its own handler."""
+    body = command.model_dump(mode="json")
+    fingerprint = hashlib.sha256(command.model_dump_json().encode()).hexdigest()
+    claimed = await ledger.repo.claim(RequestOutcome(
+        request_id=command.request_id, request_type=command.type, requested_by=command.requested_by,
+        fingerprint=fingerprint, status="pending", request=body, recorded_at=now))
+    where = _subject(command)
+    if claimed.fingerprint != fingerprint:
+        reason = (f"请求编号 {command.request_id} 已用于另一个请求（{claimed.request_type}，{claimed.requested_by}），"
+                  "每个请求须使用新的编号")
+        await _tell_refused(command, reason, ledger, now, stable_id(command.request_id, "request.refused", fingerprint),
+                            **where)
+        return "refused"
+    if claimed.status == "refused":  # told again: its event may not have gone out before a crash
+        await _tell_refused(command, claimed.reason or "", ledger, now, **where)
+        return "refused"
+    return await REQUEST_HANDLERS[type(command)](command, ledger, now, final)
+
+
+def _subject(command: Command) -> dict[str, str | None]:
+    return {"project_code": getattr(command, "project_code", None), "item_code": getattr(command, "item_code", None)}
+
+
 async def _refuse(command: Command, reason: str, ledger: Ledger, now: datetime, project_code: str | None = None,
                   item_code: str | None = None) -> str:
-    await ledger.repo.record_outcome(RequestOutcome(
-        request_id=command.request_id, request_type=command.type, requested_by=command.requested_by,
-        status="refused", reason=reason, request=command.model_dump(mode="json"), recorded_at=now))
-    await _tell_refused(command, reason, ledger, now, project_code, item_code)
+    await ledger.repo.record_outcome(command.request_id, "refused", reason)
+    await _tell_refused(command, reason, ledger, now, project_code=project_code, item_code=item_code)
     log.info("request %s (%s by %s) refused: %s", command.request_id, command.type, command.requested_by, reason)
     return "refused"
 
 
-async def _tell_refused(command: Command, reason: str, ledger: Ledger, now: datetime, project_code: str | None,
-                        item_code: str | None) -> None:
+async def _tell_refused(command: Command, reason: str, ledger: Ledger, now: datetime, event_id: str | None = None,
+                        project_code: str | None = None, item_code: str | None = None) -> None:
     await _publish(ledger, [RequestRefused(
-        event_id=stable_id(command.request_id, "request.refused"), occurred_at=now, recorded_at=now,
+        event_id=event_id or stable_id(command.request_id, "request.refused"), occurred_at=now, recorded_at=now,
         request_id=command.request_id, request_type=command.type, requested_by=command.requested_by,
         operator=command.operator, project_code=project_code, item_code=item_code, reason=reason)])
 
 
-async def _already(command: Command, ledger: Ledger, now: datetime) -> bool:
-    """A request already refused is told again (its event may not have gone out before a crash)."""
-    prior = await ledger.repo.outcome(command.request_id)
-    if prior is None or prior.status != "refused":
-        return False
-    await _tell_refused(command, prior.reason or "", ledger, now, getattr(command, "project_code", None),
-                        getattr(command, "item_code", None))
-    return True
-
-
-async def _applied(command: Command, events: Sequence[Event], ledger: Ledger, now: datetime) -> str:
-    await ledger.repo.record_outcome(RequestOutcome(
-        request_id=command.request_id, request_type=command.type, requested_by=command.requested_by,
-        status="applied", events=tuple(e.event_id for e in events), request=command.model_dump(mode="json"),
-        recorded_at=now))
+async def _applied(command: Command, events: Sequence[Event], ledger: Ledger) -> str:
+    await ledger.repo.record_outcome(command.request_id, "applied", events=[e.event_id for e in events])
     return "applied"
 
 
@@ -226,8 +237,6 @@ def _unknown(what: str, final: bool) -> str:
 
 
 async def on_item_request(command: ItemCommand, ledger: Ledger, now: datetime, final: bool) -> str:
-    if await _already(command, ledger, now):
-        return "refused"
     where = {"project_code": command.project_code, "item_code": command.item_code}
     for _ in range(_RETRIES):
         items = await ledger.repo.project_items(command.project_code)
@@ -244,27 +253,28 @@ async def on_item_request(command: ItemCommand, ledger: Ledger, now: datetime, f
         outcome = decide(item, command, now, ledger.unit_names, _delivered(items))
         if isinstance(outcome, Refused):
             return await _refuse(command, outcome.reason, ledger, now, **where)
-        if isinstance(outcome, Duplicate):
+        if isinstance(outcome, Duplicate):  # applied before: announce it again, finish what followed
             events = [_EVENTS.validate_python(e) for e in outcome.events]
             await _publish(ledger, events)
             await settle(command.project_code, ledger, now)
-            await _applied(command, events, ledger, now)
+            await _applied(command, events, ledger)
             return "duplicate"
         if await _save(ledger, outcome.item, item.version) is None:
             continue  # another request changed the item: decide again on what is stored now
         await _publish(ledger, outcome.events)
         if outcome.item.state is ItemState.DELIVERED:
             await settle(command.project_code, ledger, now)
-        return await _applied(command, outcome.events, ledger, now)
+        return await _applied(command, outcome.events, ledger)
     raise RuntimeError(f"item {command.project_code}/{command.item_code} kept changing under {command.request_id}")
 
 
 async def on_assessment(command: SubmitAssessment, ledger: Ledger, now: datetime, final: bool) -> str:
-    if await _already(command, ledger, now):
-        return "refused"
     stored = await ledger.repo.assessment(command.request_id)
-    if stored is not None:  # applied before a crash: announce it again
-        return await _redo_assessment(command, ledger, now)
+    if stored is not None:  # this very request was applied before a crash: announce what is stored
+        event = submitted(stored)
+        await _publish(ledger, [event])
+        await _applied(command, [event], ledger)
+        return "duplicate"
     project = await ledger.repo.project(command.project_code)
     if project is None:
         reason = _unknown(f"台账中没有项目 {command.project_code}", final)
@@ -281,40 +291,28 @@ async def on_assessment(command: SubmitAssessment, ledger: Ledger, now: datetime
                                       f"{command.year} 年度测评，每年每类评价人只测评一次", ledger, now,
                              project_code=command.project_code)
     await _publish(ledger, [event])
-    return await _applied(command, [event], ledger, now)
-
-
-async def _redo_assessment(command: SubmitAssessment, ledger: Ledger, now: datetime) -> str:
-    project = await ledger.repo.project(command.project_code)
-    assert project is not None
-    items = await ledger.repo.project_items(command.project_code)
-    decided = decide_assessment(command, project, items, None, ledger.config, ledger.calendar, now, ledger.unit_names)
-    if isinstance(decided, Refused):  # the ledger moved on since; what was stored stands
-        return "duplicate"
-    await _publish(ledger, [decided[1]])
-    await _applied(command, [decided[1]], ledger, now)
-    return "duplicate"
+    return await _applied(command, [event], ledger)
 
 
 async def on_rectification(command: RectifyAssessment, ledger: Ledger, now: datetime, final: bool) -> str:
-    if await _already(command, ledger, now):
-        return "refused"
     assessment = await ledger.repo.assessment(command.assessment_id)
     if assessment is None:
         reason = _unknown(f"台账中没有测评 {command.assessment_id}", final)
         return await _refuse(command, reason, ledger, now)
-    prior = await ledger.repo.outcome(command.request_id)
+    if assessment.rectified_by_request == command.request_id:  # applied before a crash: announce it again
+        event = rectified(assessment)
+        await _publish(ledger, [event])
+        await _applied(command, [event], ledger)
+        return "duplicate"
     decided = decide_rectification(command, assessment, now, ledger.unit_names)
     if isinstance(decided, Refused):
-        if prior is not None:  # this very request rectified it before a crash
-            return "duplicate"
         return await _refuse(command, decided.reason, ledger, now, project_code=assessment.project_code)
     updated, event = decided
     if not await ledger.repo.rectify_assessment(updated):
         return await _refuse(command, f"测评 {assessment.assessment_id} 已整改", ledger, now,
                              project_code=assessment.project_code)
     await _publish(ledger, [event])
-    return await _applied(command, [event], ledger, now)
+    return await _applied(command, [event], ledger)
 
 
 Handler = Callable[[Any, Ledger, datetime, bool], Awaitable[str]]
@@ -322,12 +320,15 @@ Handler = Callable[[Any, Ledger, datetime, bool], Awaitable[str]]
 ITEM_REQUESTS: tuple[type[ItemCommand], ...] = (
     ContactEnterprise, AcceptItem, ReportProgress, ReportBlocker, ResolveBlocker, SuspendItem, ResumeItem,
     CompleteItem, DeliverResults, IssueTaskOrder, AcceptTaskOrder)
-HANDLERS: dict[type[Message], Handler] = {
-    ServiceStarted: on_service_started,
-    ItemRouted: on_item_routed,
+REQUEST_HANDLERS: dict[type[Command], Handler] = {
     **{request: on_item_request for request in ITEM_REQUESTS},
     SubmitAssessment: on_assessment,
     RectifyAssessment: on_rectification,
+}
+HANDLERS: dict[type[Message], Handler] = {
+    ServiceStarted: on_service_started,
+    ItemRouted: on_item_routed,
+    **dict.fromkeys(REQUEST_HANDLERS, on_request),
 }
 
 

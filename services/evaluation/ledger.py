@@ -249,17 +249,21 @@ class Assessment(_Record):
     rectify_by: date | None = None
     rectified_on: date | None = None
     rectification: str | None = None
+    rectified_by_request: str | None = None
     occurred_at: datetime
     recorded_at: datetime
 
 
 class RequestOutcome(_Record):
-    """What became of a request: ``applied`` or ``refused`` (with the reason), for its sender."""
+    """What became of a request, for its sender: ``pending`` while it is being handled, then
+    ``applied`` or ``refused`` (with the reason). ``fingerprint`` (a hash of the request) tells a
+    request sent again from another request that reuses its id."""
 
     request_id: str
     request_type: str
     requested_by: str
-    status: str
+    fingerprint: str
+    status: Literal["pending", "applied", "refused"]
     reason: str | None = None
     events: tuple[str, ...] = ()
     request: dict[str, Any]

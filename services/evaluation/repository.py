@@ -61,7 +61,10 @@ class LedgerRepository(Protocol):
         """Stores the rectification if the stored 测评 is not rectified yet."""
     async def assessments(self, year: int | None = None) -> list[Assessment]: ...
     async def outcome(self, request_id: str) -> RequestOutcome | None: ...
-    async def record_outcome(self, outcome: RequestOutcome) -> None: ...
+    async def claim(self, outcome: RequestOutcome) -> RequestOutcome:
+        """Records a request as ``pending`` unless its id is known; returns what is stored for the id."""
+    async def record_outcome(self, request_id: str, status: str, reason: str | None = None,
+                             events: Sequence[str] = ()) -> None: ...
     async def refused(self, limit: int = 200) -> list[RequestOutcome]: ...
 
 
@@ -163,9 +166,19 @@ class MongoLedgerRepository:
     async def outcome(self, request_id: str) -> RequestOutcome | None:
         return _load(RequestOutcome, await self._requests.find_one({"_id": request_id}))  # type: ignore[no-any-return]
 
-    async def record_outcome(self, outcome: RequestOutcome) -> None:
-        await self._requests.update_one({"_id": outcome.request_id},
-                                        {"$setOnInsert": outcome.model_dump(mode="json")}, upsert=True)
+    async def claim(self, outcome: RequestOutcome) -> RequestOutcome:
+        try:
+            await self._requests.insert_one(_doc(outcome, outcome.request_id))
+        except DuplicateKeyError:
+            stored = await self.outcome(outcome.request_id)
+            assert stored is not None
+            return stored
+        return outcome
+
+    async def record_outcome(self, request_id: str, status: str, reason: str | None = None,
+                             events: Sequence[str] = ()) -> None:
+        await self._requests.update_one({"_id": request_id},
+                                        {"$set": {"status": status, "reason": reason, "events": list(events)}})
 
     async def refused(self, limit: int = 200) -> list[RequestOutcome]:
         cursor = self._requests.find({"status": "refused"}).sort("recorded_at", ASCENDING).limit(limit)
@@ -259,8 +272,15 @@ class MemoryLedgerRepository:
     async def outcome(self, request_id: str) -> RequestOutcome | None:
         return _load(RequestOutcome, copy.deepcopy(self._table(REQUESTS).get(request_id)))  # type: ignore[no-any-return]
 
-    async def record_outcome(self, outcome: RequestOutcome) -> None:
-        self._table(REQUESTS).setdefault(outcome.request_id, _doc(outcome, outcome.request_id))
+    async def claim(self, outcome: RequestOutcome) -> RequestOutcome:
+        stored = self._table(REQUESTS).setdefault(outcome.request_id, _doc(outcome, outcome.request_id))
+        return _load(RequestOutcome, copy.deepcopy(stored))  # type: ignore[no-any-return]
+
+    async def record_outcome(self, request_id: str, status: str, reason: str | None = None,
+                             events: Sequence[str] = ()) -> None:
+        stored = self._table(REQUESTS).get(request_id)
+        if stored is not None:
+            stored.update(status=status, reason=reason, events=list(events))
 
     async def refused(self, limit: int = 200) -> list[RequestOutcome]:
         found = sorted((d for d in self._table(REQUESTS).values() if d["status"] == "refused"),

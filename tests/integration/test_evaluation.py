@@ -71,11 +71,14 @@ async def test_the_repository_keeps_records_and_checks_versions(repository: Ledg
     assert await repository.rectify_assessment(rectified) and not await repository.rectify_assessment(rectified)
     assert [a.rectified_on for a in await repository.assessments(2026)] == [day]
 
-    outcome = RequestOutcome(request_id="req-1", request_type="item.accept", requested_by="x", status="refused",
-                             reason="首问负责", request={"a": 1}, recorded_at=at(day))
-    await repository.record_outcome(outcome)
-    await repository.record_outcome(outcome.model_copy(update={"status": "applied"}))  # the first outcome stands
-    assert await repository.outcome("req-1") == outcome
+    pending = RequestOutcome(request_id="req-1", request_type="item.accept", requested_by="x", fingerprint="f1",
+                             status="pending", request={"a": 1}, recorded_at=at(day))
+    assert await repository.claim(pending) == pending
+    other = pending.model_copy(update={"fingerprint": "f2", "request_type": "item.deliver"})
+    assert await repository.claim(other) == pending  # the id is taken: what is stored comes back
+    await repository.record_outcome("req-1", "refused", "首问负责")
+    stored = await repository.outcome("req-1")
+    assert stored is not None and (stored.status, stored.reason, stored.fingerprint) == ("refused", "首问负责", "f1")
     assert [o.request_id for o in await repository.refused()] == ["req-1"]
 
 

@@ -3,7 +3,7 @@ both clocks, task orders, refusals told to the sender, redelivered requests."""
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -269,3 +269,29 @@ async def test_a_ledger_catching_up_dates_readiness_to_the_delivery_so_back_fill
     assert ready.ready_on == tue and ready.last_day == tue
     accepted = request(AcceptItem, date(2026, 11, 4), PLAN, project_code="PRJ11", item_code="EP-02")
     assert await handle(accepted, book, at(fri)) == "applied"  # a Wednesday report, recorded on Friday
+
+
+async def test_a_request_id_serves_one_request_only() -> None:
+    book = ledger()
+    await handle(routed("PRJ13", "CP-01", MON), book, at(MON))
+    await handle(routed("PRJ13", "CP-02", MON), book, at(MON))
+    first = request(AcceptItem, MON, PLAN, project_code="PRJ13", item_code="CP-01")
+    assert await handle(first, book, at(MON)) == "applied"
+    reused = first.model_copy(update={"item_code": "CP-02"})  # another request under the same id
+    assert await handle(reused, book, at(MON)) == "refused"
+    assert "已用于另一个请求" in sent(book, "request.refused")[-1].reason
+    assert (await item(book, "PRJ13/CP-02")).state is ItemState.READY  # nothing changed
+    assert (await book.repo.outcome(first.request_id)).status == "applied"  # type: ignore[union-attr]
+    assert await handle(first, book, at(MON)) == "duplicate"  # the same request again is still a replay
+
+
+def test_requests_must_carry_an_offset_plausible_times_and_bounded_text() -> None:
+    from pydantic import ValidationError
+
+    from services.common.messages import ReportProgress
+
+    good = request(ReportProgress, MON, PLAN, project_code="PRJ14", item_code="CP-01", note="进展").model_dump()
+    for change in ({"occurred_at": datetime(2026, 11, 2, 10)}, {"occurred_at": datetime(1, 1, 1, tzinfo=UTC)},
+                   {"note": "长" * 2001}, {"project_code": "P" * 65}):
+        with pytest.raises(ValidationError):
+            ReportProgress.model_validate({**good, **change})

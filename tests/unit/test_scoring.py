@@ -169,3 +169,34 @@ async def test_a_bad_assessment_within_its_deadline_does_not_count_against_recti
                       date(2026, 12, 31), datetime(2026, 12, 31, tzinfo=UTC))
     [score] = result.scores
     assert (score.bad, score.rectification_rate, score.late_rectifications) == (1, None, ())
+
+
+async def test_replays_announce_what_is_stored_and_dates_are_checked() -> None:
+    book = ledger()
+    await handle(started("PG-1", MON), book, at(MON))
+    await handle(routed("PG-1", "CP-01", MON), book, at(MON))
+    day = date(2026, 12, 1)
+    good = request(SubmitAssessment, day, CREDIT, project_code="PG-1", provider="planning_construction_bureau",
+                   rater="enterprise", year=2026, scores=scored(100))
+    assert await handle(good, book, at(day)) == "applied"
+    forged = good.model_copy(update={"scores": scored(0), "comment": "改口"})
+    assert await handle(forged, book, at(day)) == "refused"  # same id, other content
+    assert await handle(good, book, at(day)) == "duplicate"
+    announced = [o.message for o in book.publisher.sent if o.message.type == "assessment.submitted"]  # type: ignore[attr-defined]
+    assert [(e.total, e.bad) for e in announced] == [(100, False), (100, False)]
+    future = request(SubmitAssessment, date(2026, 12, 20), CREDIT, project_code="PG-1", rater="recruiting_unit",
+                     provider="planning_construction_bureau", year=2026, scores=scored(50))
+    assert await handle(future, book, at(day)) == "refused"
+    bad = request(SubmitAssessment, day, "econ_dev_bureau", project_code="PG-1", rater="recruiting_unit",
+                  provider="planning_construction_bureau", year=2026, scores=scored(50))
+    assert await handle(bad, book, at(day)) == "applied"
+    backdated = request(RectifyAssessment, date(2026, 11, 20), "planning_construction_bureau",
+                        assessment_id=bad.request_id, note="已整改")
+    assert await handle(backdated, book, at(day)) == "refused"
+    told = [o.message for o in book.publisher.sent if o.message.type == "request.refused"][-1]  # type: ignore[attr-defined]
+    assert "早于测评日期" in told.reason
+    rectify = request(RectifyAssessment, day, "planning_construction_bureau", assessment_id=bad.request_id, note="已整改")
+    assert await handle(rectify, book, at(day)) == "applied"
+    assert await handle(rectify, book, at(day)) == "duplicate"
+    again = [o.message for o in book.publisher.sent if o.message.type == "assessment.rectified"]  # type: ignore[attr-defined]
+    assert len(again) == 2 and again[0].event_id == again[1].event_id and not again[1].late
