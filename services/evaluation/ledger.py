@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
 
-from services.common.domain import ECON_DEV_BUREAU, OVERDUE_LEVEL_NAMES_ZH, Request, ServiceMode, Stage
+from services.common.domain import ECON_DEV_BUREAU, Request, ServiceMode, Stage
 from services.common.messages import (
     AcceptItem,
     AcceptTaskOrder,
@@ -582,9 +582,6 @@ def running_clock(item: LedgerItem) -> Clock | None:
     if state in _WORKING:
         return "statutory"
     return None
-
-
-OVERDUE_LEVELS = tuple(OVERDUE_LEVEL_NAMES_ZH)
 
 
 def overdue_levels(used: int, limit: int) -> list[str]:
