@@ -391,9 +391,9 @@ def _item_request(kind: str, project: str, item: str, by: str, operator: str | N
              "complete": m.CompleteItem, "deliver": m.DeliverResults, "issue": m.IssueTaskOrder,
              "accept_order": m.AcceptTaskOrder}
     model = models[kind]
-    from services.evaluation.ledger import ACTION_NAMES_ZH
+    from services.common.domain import REQUEST_NAMES_ZH
 
-    action = ACTION_NAMES_ZH[str(model.model_fields["type"].default)]
+    action = REQUEST_NAMES_ZH[str(model.model_fields["type"].default)]
     _submit(model, wait, f"“{action}”请求：{project}/{item}（{by}）", project_code=project,
             item_code=item, requested_by=by, operator=operator, occurred_at=_when(at),
             request=Request.CONSULT if consult else None, **fields)

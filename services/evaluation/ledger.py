@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
 
-from services.common.domain import ECON_DEV_BUREAU, Request, ServiceMode, Stage
+from services.common.domain import ECON_DEV_BUREAU, REQUEST_NAMES_ZH, Request, ServiceMode, Stage
 from services.common.messages import (
     AcceptItem,
     AcceptTaskOrder,
@@ -380,13 +380,6 @@ def issue_task_order(item: LedgerItem, now: datetime, *, automatic: bool,
 
 # -- requests from units ---------------------------------------------------------------------
 
-ACTION_NAMES_ZH = {
-    "item.contact": "对接企业", "item.accept": "受理", "item.report_progress": "报告进度", "item.report_blocker": "报告堵点/卡点",
-    "item.resolve_blocker": "解除堵点/卡点", "item.suspend": "中止办理", "item.resume": "恢复办理", "item.complete": "办结",
-    "item.deliver": "移交结果", "task_order.issue": "下发任务单", "task_order.accept": "接收任务单",
-}
-
-
 def _name(names: Mapping[str, str], code: str) -> str:
     return names.get(code, code)
 
@@ -396,7 +389,7 @@ def decide(item: LedgerItem, command: ItemCommand, now: datetime, unit_names: Ma
     """Checks one request against the item (首问负责, state, dates) and applies it, or says why not."""
     if command.request_id in item.applied:
         return Duplicate(tuple(e for h in item.history if h.request_id == command.request_id for e in h.events))
-    action = ACTION_NAMES_ZH[command.type]
+    action = REQUEST_NAMES_ZH[command.type]
     who = _name(unit_names, command.requested_by)
     if command.occurred_at - now > FUTURE_TOLERANCE:
         return Refused(f"发生时间 {command.occurred_at.isoformat(timespec='minutes')} 晚于当前时间，不能{action}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from services.common.domain import ECON_DEV_BUREAU, OVERDUE_LEVEL_NAMES_ZH, CatalogItem, Request, Unit
+from services.common.domain import ECON_DEV_BUREAU, OVERDUE_LEVEL_NAMES_ZH, REQUEST_NAMES_ZH, CatalogItem, Request, Unit
 from services.common.messages import (
     AgreementRejected,
     AssessmentRectified,
@@ -47,12 +47,6 @@ from services.notifier.plan import UNIT_PREFIX, NotificationPlan, Webhook
 REQUESTS = {Request.HANDLE: "办理", Request.CONSULT: "提供咨询"}
 CLOCK_NAMES = {"service": "首问响应时限", "statutory": "法定办理时限"}
 RATER_NAMES = {"enterprise": "服务对象", "recruiting_unit": "项目招引单位"}
-REQUEST_NAMES = {
-    "item.contact": "对接企业", "item.accept": "受理", "item.report_progress": "报告进度", "item.report_blocker": "报告堵点/卡点",
-    "item.resolve_blocker": "解除堵点/卡点", "item.suspend": "中止办理", "item.resume": "恢复办理", "item.complete": "办结",
-    "item.deliver": "移交结果", "task_order.issue": "下发任务单", "task_order.accept": "接收任务单",
-    "assessment.submit": "提交测评", "assessment.rectify": "提交整改说明",
-}
 WITH_PROJECT = (ItemUnroutable, ItemEvent, ProjectDelivered, AssessmentSubmitted, AssessmentRectified, RequestRefused)
 
 
@@ -272,7 +266,7 @@ class Composer:
             roles["provider"] = event.provider
             flags["is_late"] = event.late
         elif isinstance(event, RequestRefused):
-            ctx |= {"request_id": event.request_id, "request_name": REQUEST_NAMES.get(event.request_type, event.request_type),
+            ctx |= {"request_id": event.request_id, "request_name": REQUEST_NAMES_ZH.get(event.request_type, event.request_type),
                     "project_code": event.project_code or "（无）", "item_code": event.item_code or "",
                     "reason": event.reason, "requested_by_name": self.unit_name(event.requested_by)}
             if event.requested_by in self.units:
