@@ -1,6 +1,7 @@
 """The zero-errand domain: stages, service modes, units, catalog items, routing decisions.
 
-Pure data and rules of the policy; no I/O. Names follow ``shared/domain.md``.
+Pure data and rules of the policy (《内蒙古和林格尔新区优化招商引资“企业零跑腿”服务工作方案》: stages 二(二),
+modes 四, evaluation 五(六)); no I/O.
 """
 
 from __future__ import annotations

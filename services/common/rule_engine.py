@@ -1,6 +1,6 @@
 """The durable-rules adapter: compiles a ``RuleBook`` into a JSON ruleset and decides items.
 
-durable-rules facts designed around (see ``shared/design.md``):
+durable-rules 2.0.28 facts designed around (each reproduced in ``tests/unit/test_rule_engine.py``):
 
 * A rule's action is only ever a name bound by ``get_action``; the rule files compile to the
   JSON ruleset form, so nothing in them can run code.
