@@ -541,28 +541,17 @@ def rectify(assessment_id: Annotated[str, typer.Argument(help="差评的测评�
             operator=operator, note=note, occurred_at=_when(at))
 
 
-def _ledger(store: Any, publisher: Any) -> Any:
-    from services.common.settings import EvaluationSettings
-    from services.evaluation.handlers import Ledger
-    from services.evaluation.repository import MongoLedgerRepository
-    from services.evaluation.scoring import load_config
-    from services.evaluation.working_days import WorkingCalendar
-
-    settings = EvaluationSettings()
-    units = _book(settings.rules_dir).units
-    return Ledger(MongoLedgerRepository(store), publisher, WorkingCalendar(), load_config(settings.rules_dir),
-                  {code: unit.name for code, unit in units.items()})
-
-
 @app.command()
 def sweep(today: Annotated[str | None, typer.Option(help="按哪一天计算（YYYY-MM-DD，默认今天）")] = None) -> None:
     """立即检查一遍超时事项（首问响应与法定时限），发出预警/黄牌/红牌（评价服务也会定时检查）。"""
     from datetime import UTC, datetime
 
     from services.common.bus import BrokerPublisher, make_broker
+    from services.common.settings import EvaluationSettings
     from services.common.storage import store_session
     from services.common.topology import declare_topology
     from services.evaluation import handlers
+    from services.evaluation.app import ledger_on, read_rules
     from services.evaluation.ledger import CLOCK_NAMES_ZH, local_day
     from services.evaluation.repository import COLLECTIONS
 
@@ -572,12 +561,17 @@ def sweep(today: Annotated[str | None, typer.Option(help="按哪一天计算（Y
         _fail(f"--today {day} 晚于今天：超时提醒会真实发给各单位，只能按今天或以前计算；"
               f"要预览以后的时钟，请用 zeroerrand ledger show 项目编码 --today {day}")
 
+    try:
+        rules = read_rules(EvaluationSettings().rules_dir)
+    except RulesError as exc:
+        _fail([f"规则文件有 {len(exc.problems)} 处错误："] + [f"  {p}" for p in exc.problems])
+
     async def run() -> list[Any]:
         broker = make_broker(BrokerSettings().amqp_url)
         async with store_session(collections=COLLECTIONS) as store, broker:
             await broker.connect()
             await declare_topology(broker)
-            return await handlers.sweep(_ledger(store, BrokerPublisher(broker)), day, now)
+            return await handlers.sweep(ledger_on(store, BrokerPublisher(broker), rules), day, now)
 
     found = asyncio.run(run())
     typer.echo(f"按 {day} 计算，发出 {len(found)} 条超时提醒")

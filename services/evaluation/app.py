@@ -8,11 +8,12 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from faststream import FastStream
 from faststream.rabbit import RabbitBroker
 
-from services.common.bus import BrokerPublisher, make_broker
+from services.common.bus import BrokerPublisher, Publisher, make_broker
 from services.common.consuming import ANY_COMMAND, Inflight, consume_events
 from services.common.messages import Message
 from services.common.rule_files import load_rulebook
@@ -23,7 +24,7 @@ from services.evaluation.handlers import Ledger, handle, sweep
 from services.evaluation.ledger import local_day
 from services.evaluation.migrations import upgrade
 from services.evaluation.repository import COLLECTIONS, MongoLedgerRepository
-from services.evaluation.scoring import load_config
+from services.evaluation.scoring import EvaluationConfig, load_config
 from services.evaluation.working_days import WorkingCalendar
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,19 @@ class Evaluation:
                 await asyncio.wait_for(self.stop_sweeping.wait(), self.settings.sweep_interval_s)
 
 
+def read_rules(rules_dir: Path) -> tuple[EvaluationConfig, dict[str, str]]:
+    """``evaluation.yaml`` and the unit names of ``units.yaml``; ``RulesError`` lists every problem."""
+    units = load_rulebook(rules_dir).units
+    return load_config(rules_dir), {code: unit.name for code, unit in units.items()}
+
+
+def ledger_on(store: Store, publisher: Publisher, rules: tuple[EvaluationConfig, dict[str, str]],
+              calendar: WorkingCalendar | None = None) -> Ledger:
+    """The ledger the handlers work with, on a store: for the service and for the CLI's sweep."""
+    config, unit_names = rules
+    return Ledger(MongoLedgerRepository(store), publisher, calendar or WorkingCalendar(), config, unit_names)
+
+
 def create_evaluation(settings: EvaluationSettings | None = None, broker_settings: BrokerSettings | None = None,
                       store_settings: StoreSettings | None = None, store: Store | None = None) -> Evaluation:
     settings = settings or EvaluationSettings()
@@ -83,15 +97,13 @@ def create_evaluation(settings: EvaluationSettings | None = None, broker_setting
     @service.app.on_startup
     async def start() -> None:
         # the rules first: a broken evaluation.yaml or units.yaml stops the service with the reason
-        config = load_config(settings.rules_dir)
-        units = load_rulebook(settings.rules_dir).units
+        rules = read_rules(settings.rules_dir)
         if service.store is None:
             service.store = await open_store(store_settings, COLLECTIONS)
         else:
             await service.store.ensure(COLLECTIONS)
         await upgrade(service.store)  # a ledger the first version wrote
-        service.ledger = Ledger(MongoLedgerRepository(service.store), publisher, service.calendar, config,
-                                {code: unit.name for code, unit in units.items()})
+        service.ledger = ledger_on(service.store, publisher, rules, service.calendar)
         await broker.connect()
         await declare_topology(broker)
 

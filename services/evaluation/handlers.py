@@ -109,8 +109,13 @@ async def on_service_started(event: ServiceStarted, ledger: Ledger, now: datetim
 
 
 async def on_item_routed(event: ItemRouted, ledger: Ledger, now: datetime, final: bool) -> str:
-    added = await ledger.repo.add_item(new_item(event))
-    await settle(event.item.project_code, ledger, now)
+    """A new ledger line; ready at once unless a prerequisite is still to be delivered (a redelivery
+    finishes what a crash left undone)."""
+    item = new_item(event)
+    added = await ledger.repo.add_item(item)
+    items = await ledger.repo.project_items(item.project_code)
+    stored = next((i for i in items if i.key == item.key), item)
+    await _promote(stored, _delivered(items), ledger, now)
     return "recorded" if added else "duplicate"
 
 

@@ -51,7 +51,8 @@ class WorkingCalendar:
         return tuple(_missing_year_message(year) for year in sorted(self.missing_years))
 
     def is_workday(self, day: date) -> bool:
-        return self._year(day.year)[day.timetuple().tm_yday] > self._year(day.year)[day.timetuple().tm_yday - 1]
+        counts, n = self._year(day.year), day.timetuple().tm_yday
+        return counts[n] > counts[n - 1]
 
     def _year(self, year: int) -> list[int]:
         """Cumulative working days of ``year``: entry k counts the working days among its first k days.
