@@ -2,7 +2,8 @@
 # Sets up everything the project needs on a fresh machine (idempotent):
 #   - a Python 3.11/3.12 virtualenv in .venv with the project and its test tools
 #     (durable-rules 2.0.28 does not import on 3.13)
-#   - a Python 3.13 virtualenv in .venv-mongoeco with the embedded MongoDB-compatible store
+#   - the embedded store: FerretDB 1.24.2 built with Go into .venv/bin/ferretdb, and the
+#     PostgreSQL server it keeps its data in (installed from the distribution if missing)
 #   - a running RabbitMQ on 127.0.0.1:5672 (installed from the distribution if missing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,22 +36,30 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[dev]"
 
-# The embedded MongoDB-compatible server (mongoeco) needs Python 3.13, in its own environment;
-# the services start it as a child process when MONGODB_URL is not set.
-if [ ! -x .venv-mongoeco/bin/python ]; then
-  if PY313=$(find_python 13 13); then
-    echo "setup: creating .venv-mongoeco with $PY313"
-    "$PY313" -m venv .venv-mongoeco
-  elif [ -n "${MONGODB_URL:-}" ]; then
-    echo "setup: no Python 3.13: the embedded store is not installed; the services use MONGODB_URL"
+# The embedded store (used when MONGODB_URL is not set): FerretDB, a MongoDB wire-protocol
+# server, on a private PostgreSQL cluster the services start under var/store. FerretDB is built
+# from its Go module at a pinned version; its build reads the version from a generated file
+# (upstream's `task gen-version`), which the module archive leaves empty, so it is written here.
+FERRETDB_VERSION=v1.24.2
+if ! .venv/bin/ferretdb --version 2>/dev/null | grep -qx "version: $FERRETDB_VERSION"; then
+  command -v go >/dev/null 2>&1 || { echo "setup: need Go (1.22 or newer) to build FerretDB for the embedded store" >&2; exit 1; }
+  echo "setup: building FerretDB $FERRETDB_VERSION"
+  src=$(go mod download -json "github.com/FerretDB/FerretDB@$FERRETDB_VERSION" |
+        .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
+  build=$(mktemp -d)
+  cp -r "$src/." "$build" && chmod -R u+w "$build"
+  echo "$FERRETDB_VERSION" > "$build/build/version/version.txt"
+  (cd "$build" && CGO_ENABLED=0 go build -trimpath -o "$OLDPWD/.venv/bin/ferretdb" ./cmd/ferretdb)
+  rm -rf "$build"
+fi
+if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 && ! command -v pg_config >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing postgresql"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
   else
-    echo "setup: need Python 3.13 for the embedded store, or MONGODB_URL pointing at a MongoDB" >&2
+    echo "setup: the embedded store needs PostgreSQL's server programs; install postgresql, or set MONGODB_URL" >&2
     exit 1
   fi
-fi
-if [ -x .venv-mongoeco/bin/python ]; then
-  .venv-mongoeco/bin/python -m pip install --quiet --upgrade pip
-  .venv-mongoeco/bin/python -m pip install --quiet "mongoeco[wire]==4.11.0"
 fi
 
 # RabbitMQ: the services and the integration tests need it.

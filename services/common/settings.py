@@ -43,9 +43,11 @@ class StoreSettings(BaseSettings):
     """Where the services keep their data.
 
     ``MONGODB_URL`` (or ``ZEROERRAND_MONGODB_URL``) selects a real MongoDB (production: a replica
-    set). Without it, the embedded MongoDB-compatible server is started as a child process:
-    ``ZEROERRAND_EMBEDDED_PYTHON`` names its Python 3.13 interpreter (default: the one
-    ``scripts/setup.sh`` installs in ``.venv-mongoeco``) and ``ZEROERRAND_DATA_DIR`` its directory.
+    set). Without it, the embedded store (FerretDB on a private PostgreSQL cluster) is started as a
+    child process, its data in ``ZEROERRAND_DATA_DIR/store``: ``ZEROERRAND_FERRETDB`` names the
+    FerretDB binary (default: the one ``scripts/setup.sh`` builds into ``.venv/bin``) and
+    ``ZEROERRAND_POSTGRES_BIN`` the directory of PostgreSQL's ``postgres`` and ``initdb``
+    (default: ``pg_config --bindir``, else the newest ``/usr/lib/postgresql/N/bin``).
     """
 
     model_config = SettingsConfigDict(env_prefix="ZEROERRAND_")
@@ -53,7 +55,8 @@ class StoreSettings(BaseSettings):
     mongodb_url: str | None = Field(default=None, validation_alias=AliasChoices("MONGODB_URL", "ZEROERRAND_MONGODB_URL"))
     database: str = "zeroerrand"
     data_dir: Path = PROJECT_ROOT / "var"
-    embedded_python: Path = PROJECT_ROOT / ".venv-mongoeco" / "bin" / "python"
+    ferretdb: Path = PROJECT_ROOT / ".venv" / "bin" / "ferretdb"
+    postgres_bin: Path | None = None
     embedded_start_timeout_s: float = 60.0
 
 

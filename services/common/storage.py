@@ -1,19 +1,28 @@
-"""The storage adapter: PyMongo's async client on MongoDB, or on the embedded compatible server.
+"""The storage adapter: PyMongo's async client on MongoDB, or on the embedded store.
 
 The one module that knows how the data is kept. It uses only what both MongoDB and the embedded
-``mongoeco`` server support: CRUD, unique indexes, upserts, ``find_one_and_update`` and simple
-aggregations. No transactions (mongoeco reports a standalone server, on which real MongoDB
-refuses them) and no change streams. Idempotency comes from unique keys: every stored document
-has a deterministic ``_id`` or a unique index, and a duplicate insert is a no-op.
+store (FerretDB 1.24 on PostgreSQL) support: CRUD, unique indexes, upserts,
+``find_one_and_update`` and simple aggregations. No transactions and no change streams.
+Idempotency comes from unique keys: every stored document has a deterministic ``_id`` or a
+unique index, and a duplicate insert is a no-op.
+
+FerretDB keeps each collection as a PostgreSQL table of ``jsonb`` documents and turns an equality
+filter on a top-level field into ``_jsonb->'field' @> value``, which the B-tree indexes it makes
+for ``create_index`` cannot serve (it never pushes a sort down either). So on the embedded store
+``Store.ensure`` also gives every collection a GIN index on ``_id`` and on the first field of each
+declared index, made straight in that PostgreSQL: the same reads, by index instead of by
+scanning the table (``explain`` shows a Bitmap Index Scan).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +37,7 @@ from services.common.settings import StoreSettings
 log = logging.getLogger(__name__)
 
 DUPLICATE_KEY = 11000
-EMBEDDED_SERVER = Path(__file__).with_name("embedded_mongo.py")
+EMBEDDED_SERVER = Path(__file__).with_name("embedded_store.py")
 
 
 class StoreSchemaError(RuntimeError):
@@ -47,51 +56,71 @@ class Collection:
     indexes: tuple[IndexModel, ...] = ()
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a store answers: the MongoDB URI, and for the embedded store the PostgreSQL under it
+    (``host`` is its socket directory), to which the adapter adds the indexes FerretDB's queries use."""
+
+    uri: str
+    postgres: Mapping[str, Any] | None = None
+
+
 class EmbeddedServer:
-    """The ``mongoeco`` child process, on a SQLite file under the data directory."""
+    """The embedded store (``embedded_store.py``: FerretDB on a private PostgreSQL) as a child process."""
 
-    def __init__(self, python: Path, data_file: Path, timeout_s: float) -> None:
-        self.python, self.data_file, self.timeout_s = python, data_file, timeout_s
+    def __init__(self, ferretdb: Path, data_dir: Path, timeout_s: float, postgres_bin: Path | None = None) -> None:
+        self.ferretdb, self.data_dir, self.timeout_s, self.postgres_bin = ferretdb, data_dir, timeout_s, postgres_bin
         self._process: asyncio.subprocess.Process | None = None
-        self.uri: str | None = None
+        self.endpoint: Endpoint | None = None
 
-    async def start(self) -> str:
-        if not self.python.exists():
+    async def start(self) -> Endpoint:
+        if not self.ferretdb.exists():
             raise StoreUnavailable(
-                f"没有可用的 MongoDB：未设置 MONGODB_URL，内置服务器的 Python 3.13 解释器 {self.python} 也不存在。"
-                "请运行 scripts/setup.sh（安装内置的 mongoeco），或设置 MONGODB_URL 指向 MongoDB。"
-                f" / no store: MONGODB_URL unset and {self.python} missing; run scripts/setup.sh or set MONGODB_URL")
-        self.data_file.parent.mkdir(parents=True, exist_ok=True)
+                f"没有可用的 MongoDB：未设置 MONGODB_URL，内置存储的 FerretDB 程序 {self.ferretdb} 也不存在。"
+                "请运行 scripts/setup.sh（构建内置存储），或设置 MONGODB_URL 指向 MongoDB。"
+                f" / no store: MONGODB_URL unset and {self.ferretdb} missing; run scripts/setup.sh or set MONGODB_URL")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, str(EMBEDDED_SERVER), "--data-dir", str(self.data_dir), "--ferretdb", str(self.ferretdb),
+                   "--start-timeout", str(self.timeout_s)]
+        if self.postgres_bin is not None:
+            command += ["--postgres-bin", str(self.postgres_bin)]
         self._process = await asyncio.create_subprocess_exec(
-            str(self.python), str(EMBEDDED_SERVER), "--path", str(self.data_file),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            *command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert self._process.stdout is not None
         try:
-            line = await asyncio.wait_for(self._process.stdout.readline(), self.timeout_s)
-            self.uri = str(json.loads(line)["uri"])
-        except (TimeoutError, ValueError, KeyError) as exc:
+            line = await asyncio.wait_for(self._process.stdout.readline(), self.timeout_s + 15)
+            started = json.loads(line)
+            if "error" in started:
+                raise StoreUnavailable(f"内置存储未能启动 / embedded store did not start: {started['error']}")
+            self.endpoint = Endpoint(str(started["uri"]), started["postgres"])
+        except (TimeoutError, ValueError, KeyError, TypeError) as exc:
             error = await self._stop_and_read_errors()
-            raise StoreUnavailable(f"内置 MongoDB 兼容服务器未能启动 / embedded server did not start: {exc!r} {error}") from exc
-        self.address_file.write_text(json.dumps({"uri": self.uri, "pid": self._process.pid}), encoding="utf-8")
-        log.info("embedded store (mongoeco) on %s, data in %s", self.uri, self.data_file)
-        return self.uri
+            raise StoreUnavailable(f"内置存储未能启动 / embedded store did not start: {exc!r} {error}") from exc
+        except StoreUnavailable:
+            await self._stop_and_read_errors()
+            raise
+        self.address_file.write_text(json.dumps({"uri": self.endpoint.uri, "postgres": dict(self.endpoint.postgres or {}),
+                                                 "pid": self._process.pid}), encoding="utf-8")
+        log.info("embedded store (FerretDB on PostgreSQL) on %s, data in %s", self.endpoint.uri, self.data_dir)
+        return self.endpoint
 
     @property
     def address_file(self) -> Path:
-        """Where a running embedded server says its address, so the CLI joins it instead of
-        starting a second server on the same file."""
-        return self.data_file.with_suffix(".address.json")
+        """Where a running embedded store says its address, so the CLI joins it instead of
+        starting a second one on the same data."""
+        return self.data_dir / "address.json"
 
-    async def running_uri(self) -> str | None:
-        """The address of a live embedded server on this data file, if one runs."""
+    async def running(self) -> Endpoint | None:
+        """The address of a live embedded store on this data directory, if one runs."""
         try:
-            uri = str(json.loads(self.address_file.read_text(encoding="utf-8"))["uri"])
-        except (OSError, ValueError, KeyError):
+            found = json.loads(self.address_file.read_text(encoding="utf-8"))
+            endpoint = Endpoint(str(found["uri"]), found.get("postgres"))
+        except (OSError, ValueError, KeyError, TypeError):
             return None
-        probe: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, serverSelectionTimeoutMS=1500)
+        probe: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(endpoint.uri, serverSelectionTimeoutMS=1500)
         try:
             await probe.admin.command("ping")
-            return uri
+            return endpoint
         except Exception:
             return None
         finally:
@@ -101,8 +130,12 @@ class EmbeddedServer:
         if self._process is None:
             return ""
         with contextlib.suppress(ProcessLookupError):
+            self._process.terminate()
+        try:
+            _, err = await asyncio.wait_for(self._process.communicate(), 10)
+        except TimeoutError:
             self._process.kill()
-        _, err = await self._process.communicate()
+            _, err = await self._process.communicate()
         return err.decode(errors="replace")[-2000:]
 
     async def stop(self) -> None:
@@ -112,9 +145,9 @@ class EmbeddedServer:
         with contextlib.suppress(OSError):
             self.address_file.unlink()
         assert process.stdin is not None
-        process.stdin.close()  # the server stops when its stdin closes
+        process.stdin.close()  # the store stops when its stdin closes
         try:
-            await asyncio.wait_for(process.wait(), 15)
+            await asyncio.wait_for(process.wait(), 10)
         except TimeoutError:
             log.warning("embedded store did not stop in time; killing it")
             process.kill()
@@ -125,20 +158,25 @@ class Store:
     """One database on one client; ``open_store`` makes it and ``close`` releases everything."""
 
     def __init__(self, client: AsyncMongoClient[dict[str, Any]], database: str,
-                 embedded: EmbeddedServer | None = None) -> None:
+                 embedded: EmbeddedServer | None = None, postgres: Mapping[str, Any] | None = None) -> None:
         self.client = client
+        self.database = database
         self.db: AsyncDatabase[dict[str, Any]] = client[database]
         self._embedded = embedded
+        self._postgres = postgres
 
     @property
     def embedded(self) -> bool:
-        return self._embedded is not None
+        """Whether this is the embedded store (FerretDB on PostgreSQL), owned here or joined."""
+        return self._postgres is not None
 
     async def ensure(self, collections: Iterable[Collection]) -> None:
         """Creates the declared indexes (idempotent). The code's definition wins: an index an
         earlier version made on the same keys with other options (say, not yet unique) is dropped
         and made again; if that fails too (duplicates under a new unique index), ``StoreSchemaError``
-        says which collection and index, and why."""
+        says which collection and index, and why. On the embedded store, each collection also gets
+        the GIN indexes its queries use there (see the module's docstring)."""
+        collections = list(collections)
         for collection in collections:
             target = self.db[collection.name]
             for index in collection.indexes:
@@ -146,6 +184,37 @@ class Store:
                     await target.create_indexes([index])
                 except OperationFailure:
                     await self._redefine(collection.name, index)
+        if self._postgres is not None:
+            await self._ensure_containment_indexes(collections)
+
+    async def _ensure_containment_indexes(self, collections: Sequence[Collection]) -> None:
+        import psycopg  # only the embedded store needs it
+        from psycopg import sql
+
+        existing = set(await self.db.list_collection_names())
+        for collection in collections:
+            if collection.name not in existing:
+                with contextlib.suppress(OperationFailure):  # made meanwhile by another process
+                    await self.db.create_collection(collection.name)
+        pg = dict(self._postgres or {})
+        async with await psycopg.AsyncConnection.connect(
+                host=pg["host"], port=pg["port"], user=pg["user"], dbname=pg["dbname"], autocommit=True) as conn:
+            for collection in collections:
+                row = await (await conn.execute(
+                    sql.SQL("SELECT _jsonb->>'table' FROM {}.{} WHERE _jsonb->>'_id' = %s").format(
+                        sql.Identifier(self.database), sql.Identifier("_ferretdb_database_metadata")),
+                    (collection.name,))).fetchone()
+                if row is None:
+                    raise StoreSchemaError(f"内置存储中找不到集合 {collection.name} 的表 / no table for {collection.name}")
+                for field in containment_fields(collection):
+                    name = "ze_" + hashlib.sha1(f"{row[0]}.{field}".encode()).hexdigest()[:16] + "_gin"
+                    try:
+                        await conn.execute(sql.SQL(
+                            "CREATE INDEX IF NOT EXISTS {} ON {}.{} USING gin ((_jsonb -> {}) jsonb_path_ops)").format(
+                            sql.Identifier(name), sql.Identifier(self.database), sql.Identifier(row[0]),
+                            sql.Literal(field)))
+                    except psycopg.errors.UniqueViolation:
+                        pass  # another process made the same index at the same moment
 
     async def _redefine(self, collection: str, index: IndexModel) -> None:
         target = self.db[collection]
@@ -181,27 +250,38 @@ class Store:
             await self._embedded.stop()
 
 
+def containment_fields(collection: Collection) -> list[str]:
+    """The fields whose equality filters get a GIN index on the embedded store: ``_id`` and the
+    first field of each declared index (the others narrow an already small set)."""
+    fields = ["_id"]
+    for index in collection.indexes:
+        first = next(iter(index.document["key"]))
+        if first not in fields and "." not in first:
+            fields.append(first)
+    return fields
+
+
 async def open_store(settings: StoreSettings | None = None, collections: Iterable[Collection] = ()) -> Store:
-    """Connects to ``MONGODB_URL``, or starts the embedded server, and creates the indexes."""
+    """Connects to ``MONGODB_URL``, or starts (or joins) the embedded store, and creates the indexes."""
     settings = settings or StoreSettings()
     embedded = None
     if settings.mongodb_url:
-        uri = settings.mongodb_url
+        endpoint = Endpoint(settings.mongodb_url)
     else:
-        embedded = EmbeddedServer(settings.embedded_python, settings.data_dir / "zeroerrand.sqlite3",
-                                  settings.embedded_start_timeout_s)
-        running = await embedded.running_uri()
+        embedded = EmbeddedServer(settings.ferretdb, settings.data_dir / "store", settings.embedded_start_timeout_s,
+                                  settings.postgres_bin)
+        running = await embedded.running()
         if running is not None:  # e.g. `zeroerrand up` runs it: join, do not own
-            uri, embedded = running, None
+            endpoint, embedded = running, None
         else:
-            uri = await embedded.start()
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, serverSelectionTimeoutMS=10_000, tz_aware=True)
-    store = Store(client, settings.database, embedded)
+            endpoint = await embedded.start()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(endpoint.uri, serverSelectionTimeoutMS=10_000, tz_aware=True)
+    store = Store(client, settings.database, embedded, endpoint.postgres)
     try:
         await client.admin.command("ping")
     except Exception as exc:
         await store.close()
-        where = "内置服务器" if embedded else uri
+        where = "内置存储" if endpoint.postgres is not None else endpoint.uri
         raise StoreUnavailable(f"无法连接存储（{where}）/ store unreachable: {exc!r}") from exc
     try:
         await store.ensure(collections)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from services.common.settings import BrokerSettings, RouterSettings, StoreSettings
-from services.common.storage import EmbeddedServer, Store, StoreUnavailable
+from services.common.storage import EmbeddedServer, Endpoint, Store, StoreUnavailable
 from services.common.topology import CONSUMER_QUEUES, dead_letter_queue
 from services.router.app import Router, create_router
 
@@ -142,17 +143,25 @@ async def router(amqp_url: str, rules_copy: Path, clean_queues: None) -> AsyncIt
 
 
 @pytest.fixture(scope="session")
-async def embedded_uri(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    """One embedded mongoeco server for the session, on a fresh SQLite file."""
+async def embedded_endpoint() -> AsyncIterator[Endpoint]:
+    """One embedded store (FerretDB on PostgreSQL) for the session, on a fresh data directory."""
     settings = StoreSettings()
-    server = EmbeddedServer(settings.embedded_python, tmp_path_factory.mktemp("store") / "test.sqlite3",
-                            settings.embedded_start_timeout_s)
+    # as root, PostgreSQL runs as the postgres user, which must be able to enter the directory
+    data = Path(tempfile.mkdtemp(prefix="zeroerrand-test-store-"))
+    data.chmod(0o755)
+    server = EmbeddedServer(settings.ferretdb, data / "store", settings.embedded_start_timeout_s, settings.postgres_bin)
     try:
-        uri = await server.start()
+        endpoint = await server.start()
     except StoreUnavailable as exc:
         pytest.fail(f"the embedded store cannot start (run scripts/setup.sh): {exc}")
-    yield uri
+    yield endpoint
     await server.stop()
+    shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def embedded_uri(embedded_endpoint: Endpoint) -> str:
+    return embedded_endpoint.uri
 
 
 def _store_targets() -> list[str]:
@@ -160,12 +169,13 @@ def _store_targets() -> list[str]:
 
 
 @pytest.fixture(params=_store_targets())
-async def store(request: pytest.FixtureRequest, embedded_uri: str) -> AsyncIterator[Store]:
+async def store(request: pytest.FixtureRequest, embedded_endpoint: Endpoint) -> AsyncIterator[Store]:
     """A fresh database for one test, on every store this run can reach (never skipped)."""
-    uri = embedded_uri if request.param == "embedded" else str(StoreSettings().mongodb_url)
+    embedded = request.param == "embedded"
+    uri = embedded_endpoint.uri if embedded else str(StoreSettings().mongodb_url)
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, serverSelectionTimeoutMS=10_000, tz_aware=True)
     database = f"zeroerrand_test_{uuid.uuid4().hex[:10]}"
-    instance = Store(client, database)
+    instance = Store(client, database, postgres=embedded_endpoint.postgres if embedded else None)
     await client.admin.command("ping")
     yield instance
     if request.param == "mongodb":
