@@ -3,7 +3,8 @@
 RabbitMQ refuses to redeclare a queue or exchange with different arguments (PRECONDITION_FAILED),
 and every service declares the whole topology at start, so the definitions the cluster imports at
 boot must say exactly what the code declares: the same exchanges, queues (type, durability,
-arguments, value types included), dead-letter queues and bindings, in vhost ``zeroerrand``,
+arguments, value types included), dead-letter queues and bindings (to queues and to exchanges),
+in vhost ``zeroerrand``,
 and no users (users and their passwords are created separately, see deploy/README.md).
 
 Usage, from the repository root:
@@ -57,12 +58,12 @@ def _queue(queue: Any) -> dict[str, Any]:
     }
 
 
-def _binding(source: str, queue: str, routing_key: str) -> dict[str, Any]:
+def _binding(source: str, destination: str, routing_key: str, destination_type: str = "queue") -> dict[str, Any]:
     return {
         "source": source,
         "vhost": VHOST,
-        "destination": queue,
-        "destination_type": "queue",
+        "destination": destination,
+        "destination_type": destination_type,
         "routing_key": routing_key,
         "arguments": {},
     }
@@ -73,6 +74,8 @@ def expected() -> dict[str, Any]:
     exchanges = [_exchange(x) for x in topology.EXCHANGES]
     queues = [_queue(q) for _, q in topology.BINDINGS]
     bindings = [_binding(x.name, q.name, q.routing()) for x, q in topology.BINDINGS]
+    bindings += [_binding(source.name, destination.name, key, "exchange")
+                 for source, destination, key in topology.EXCHANGE_BINDINGS]
     for queue in topology.CONSUMER_QUEUES:
         dead = topology.dead_letter_queue(queue)
         queues.append(_queue(dead))
@@ -173,7 +176,7 @@ def main() -> int:
     print(f"OK: {DEFINITIONS.relative_to(DEPLOY.parent)} matches services/common/topology.py: vhost {VHOST}, "
           f"{len(wanted['exchanges'])} exchanges, {len(wanted['queues'])} quorum queues "
           f"({len(topology.CONSUMER_QUEUES)} + {len(topology.CONSUMER_QUEUES)} dead-letter), "
-          f"{len(wanted['bindings'])} bindings, no users")
+          f"{len(wanted['bindings'])} bindings ({len(topology.EXCHANGE_BINDINGS)} exchange to exchange), no users")
     return 0
 
 

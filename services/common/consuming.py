@@ -21,12 +21,30 @@ from faststream.rabbit import RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
 from pydantic import TypeAdapter, ValidationError
 
-from services.common.messages import AnyCommand, AnyEvent
+from services.common.messages import ROUTED_ITEM_TYPE, AnyCommand, AnyEvent, RoutedItem, item_routed
 from services.common.topology import DEAD, DELIVERY_LIMIT, EVENTS
 
 log = logging.getLogger(__name__)
 ANY_EVENT = TypeAdapter[Any](AnyEvent)
 ANY_COMMAND = TypeAdapter[Any](AnyCommand)
+
+# (AMQP type, body) -> the message; raises pydantic's ValidationError on a body that does not fit
+Decoder = Callable[[str | None, bytes], Any]
+
+
+def decode_event(message_type: str | None, body: bytes) -> Any:
+    """An event from ``zeroerrand.events``. A routed item (AMQP type ``approval.item``, a
+    ``RoutedItem`` the exchange binding brings over from ``zeroerrand.items``) is the
+    ``item.routed`` event it stands for, with the same id on every copy (``item_routed``)."""
+    if message_type == ROUTED_ITEM_TYPE:
+        return item_routed(RoutedItem.model_validate_json(body))
+    return ANY_EVENT.validate_json(body)
+
+
+def decode_command(message_type: str | None, body: bytes) -> Any:
+    """A request to the ledger from ``zeroerrand.requests`` (its body says its type)."""
+    return ANY_COMMAND.validate_json(body)
+
 
 ERROR_HEADER = "x-zeroerrand-error"
 ERROR_KIND_HEADER = "x-zeroerrand-error-kind"
@@ -121,12 +139,12 @@ class Inflight:
 
 def consume_events(broker: RabbitBroker, queue: RabbitQueue, inflight: Inflight,
                    handle: Callable[[Any, bool], Awaitable[None]], *, description: str,
-                   exchange: RabbitExchange = EVENTS, adapter: TypeAdapter[Any] = ANY_EVENT,
+                   exchange: RabbitExchange = EVENTS, decode: Decoder = decode_event,
                    trusted_publishers: frozenset[str] | None = None) -> Any:
     """Subscribes ``handle`` to ``exchange`` (default ``zeroerrand.events``) on ``queue``: the
     consumer pattern of the notifier and the evaluation service (events, and the ledger's requests).
 
-    Each delivery is decoded with ``adapter`` (else parked at once with the reason), handled in its
+    Each delivery is decoded with ``decode`` (else parked at once with the reason), handled in its
     own task, and acknowledged only after ``handle(message, final_attempt)`` returns; a failure is
     retried with back-off and parked with the error on its last attempt (``final_attempt`` tells the
     handler it is the last one). With ``trusted_publishers``, a message whose AMQP ``user_id`` (which
@@ -148,7 +166,7 @@ def consume_events(broker: RabbitBroker, queue: RabbitQueue, inflight: Inflight,
             await message.ack()
             return
         try:
-            decoded: Any = adapter.validate_json(message.body)
+            decoded: Any = decode(getattr(raw, "type", None), message.body)
         except ValidationError as exc:
             await park(broker, queue, raw, kind="invalid_message", reason=f"消息格式无效 / invalid message: {exc}")
             await message.ack()

@@ -4,6 +4,10 @@ Events are past tense and carry ``type`` (also their routing key on ``zeroerrand
 ``event_id`` (unique, deterministic where a redelivery must produce the same id), when the
 thing happened (``occurred_at``) and when it was recorded (``recorded_at``). Downstream systems
 drop duplicates by ``event_id`` (events) and by AMQP ``message_id`` (routed items).
+
+A routed item is published once, as a ``RoutedItem`` on ``zeroerrand.items``; the exchange binding
+to ``zeroerrand.events`` brings that same message to the events' consumers, which read it as the
+``ItemRouted`` event :func:`item_routed` derives from it (nobody publishes ``item.routed`` itself).
 """
 
 from __future__ import annotations
@@ -151,9 +155,24 @@ class RoutedItem(Message):
     decision: Decision
 
 
+ROUTED_ITEM_TYPE = "approval.item"
+"""The AMQP ``type`` of a ``RoutedItem`` message (on ``zeroerrand.items``, and by the exchange
+binding on ``zeroerrand.events``)."""
+
+
 class ItemRouted(Event):
+    """An item was routed: what the notifier and the ledger make of a ``RoutedItem`` message."""
+
     type: Literal["item.routed"] = "item.routed"
     item: RoutedItem
+
+
+def item_routed(item: RoutedItem) -> ItemRouted:
+    """The ``item.routed`` event a routed item stands for, the same from every copy of the message:
+    its id derives from the item id, its times are the decision's (a redelivered item, or the
+    item routed again from a redelivered agreement, has the same event id)."""
+    at = item.decision.decided_at
+    return ItemRouted(event_id=stable_id(item.item_id, "item.routed"), occurred_at=at, recorded_at=at, item=item)
 
 
 class ItemUnroutable(Event):

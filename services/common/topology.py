@@ -3,6 +3,10 @@
 Every service declares the whole topology at start (declaring is idempotent), so a message
 published before its consumer ever ran waits in that consumer's durable queue instead of being
 returned. Queues are quorum queues with a delivery limit and a dead-letter queue each.
+
+``zeroerrand.items`` is bound to ``zeroerrand.events`` with ``#``: every item the router
+publishes once, for downstream systems, also reaches every queue bound to the events (the
+notifier's and the ledger's), as the same message (body, ``message_id``, validated ``user_id``).
 """
 
 from __future__ import annotations
@@ -58,6 +62,11 @@ LEDGER_REQUESTS_QUEUE = _quorum("zeroerrand.evaluation.requests", "#")
 MODE_QUEUES = {mode: _quorum(f"zeroerrand.items.{mode.value}", f"{mode.value}.#") for mode in ServiceMode}
 UNROUTABLE_QUEUE = _quorum("zeroerrand.items.unroutable", UNROUTABLE_KEY)
 
+# (source, destination, routing key): exchange-to-exchange bindings every service declares. Routed
+# items (``{mode}.{unit}``) and parked ones (``unroutable``) arrive on the events exchange with
+# their own routing key, never as ``item.routed`` / ``item.unroutable``.
+EXCHANGE_BINDINGS: tuple[tuple[RabbitExchange, RabbitExchange, str], ...] = ((ITEMS, EVENTS, "#"),)
+
 # (exchange, queue) pairs every service declares.
 BINDINGS: tuple[tuple[RabbitExchange, RabbitQueue], ...] = (
     (AGREEMENTS, ROUTER_QUEUE),
@@ -72,8 +81,10 @@ CONSUMER_QUEUES = (ROUTER_QUEUE, NOTIFIER_QUEUE, EVALUATION_QUEUE, LEDGER_REQUES
 
 async def declare_topology(broker: Any) -> None:
     """Declares every exchange, queue, binding and dead-letter queue on a connected broker."""
-    for exchange in EXCHANGES:
-        await broker.declare_exchange(exchange)
+    exchanges = {exchange.name: await broker.declare_exchange(exchange) for exchange in EXCHANGES}
+    for source, destination, routing_key in EXCHANGE_BINDINGS:
+        # aio-pika: the destination binds to the source (a robust exchange restores it on reconnect)
+        await exchanges[destination.name].bind(exchanges[source.name], routing_key=routing_key)
     for exchange, queue in BINDINGS:
         declared = await broker.declare_queue(queue)
         await declared.bind(exchange.name, routing_key=queue.routing())

@@ -14,7 +14,7 @@ from faststream import FastStream
 from faststream.rabbit import RabbitBroker
 
 from services.common.bus import BrokerPublisher, Publisher, make_broker
-from services.common.consuming import ANY_COMMAND, Inflight, consume_events
+from services.common.consuming import Inflight, consume_events, decode_command
 from services.common.messages import Message
 from services.common.rule_files import load_rulebook
 from services.common.settings import BrokerSettings, EvaluationSettings, StoreSettings
@@ -91,7 +91,7 @@ def create_evaluation(settings: EvaluationSettings | None = None, broker_setting
                             description="Keeps the ledger (台账) from the router's events.",
                             trusted_publishers=broker_settings.trusted())
     requests = consume_events(broker, LEDGER_REQUESTS_QUEUE, service.inflight, record, exchange=REQUESTS,
-                              adapter=ANY_COMMAND,
+                              decode=decode_command,
                               description="Checks the units' requests against the ledger, then publishes the events.")
 
     @service.app.on_startup

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 
 from services.common.bus import Outgoing, Publisher, event_out
-from services.common.messages import AgreementSigned, ItemRouted, ItemUnroutable
+from services.common.messages import ROUTED_ITEM_TYPE, AgreementSigned, ItemRouted, ItemUnroutable, RoutedItem
 from services.common.topology import ITEMS, UNROUTABLE_KEY
 from services.router.active_rules import ActiveRules
 from services.router.routing import RoutingResult, route_agreement
@@ -15,25 +15,31 @@ log = logging.getLogger(__name__)
 
 
 def outgoing_for(result: RoutingResult) -> list[Outgoing]:
-    """Every message one agreement produces: items on ``zeroerrand.items``, events on ``.events``."""
-    out: list[Outgoing] = []
+    """Every message one agreement produces, one per item: ``service.started`` (or the rejection)
+    on ``zeroerrand.events``, then each item on ``zeroerrand.items``.
+
+    The exchange binding ``zeroerrand.items`` → ``zeroerrand.events`` (``#``) brings each item
+    message to the events' consumers too, so nothing is published twice. The started event goes
+    first on the same channel, so every queue gets it before the project's items.
+    """
     if result.rejected is not None:
         return [event_out(result.rejected)]
     assert result.started is not None
-    out.append(event_out(result.started))
-    for routed in result.routed:
-        out.append(_item_out(routed))
-        out.append(event_out(routed))
-    for parked in result.unroutable:
-        out.append(Outgoing(ITEMS, UNROUTABLE_KEY, parked, parked.item_id, parked.type,
-                            {"x-zeroerrand-project": parked.project_code, "x-zeroerrand-item": parked.item_code,
-                             "x-zeroerrand-reason": parked.unroutable.reason_code}))
-        out.append(event_out(parked))
+    out = [event_out(result.started)]
+    out.extend(item_out(routed.item) for routed in result.routed)
+    out.extend(unroutable_out(parked) for parked in result.unroutable)
     return out
 
 
-def _item_out(routed: ItemRouted) -> Outgoing:
-    item = routed.item
+def unroutable_out(parked: ItemUnroutable) -> Outgoing:
+    """A parked item: the ``item.unroutable`` event itself, on ``zeroerrand.items`` with key ``unroutable``."""
+    return Outgoing(ITEMS, UNROUTABLE_KEY, parked, parked.item_id, parked.type,
+                    {"x-zeroerrand-project": parked.project_code, "x-zeroerrand-item": parked.item_code,
+                     "x-zeroerrand-reason": parked.unroutable.reason_code})
+
+
+def item_out(item: RoutedItem) -> Outgoing:
+    """The item for downstream systems: key ``{mode}.{unit}``, its id as the AMQP message id."""
     headers = {
         "x-zeroerrand-project": item.project_code,
         "x-zeroerrand-item": item.item_code,
@@ -42,7 +48,7 @@ def _item_out(routed: ItemRouted) -> Outgoing:
         "x-zeroerrand-rule": item.decision.rule_id,
         "x-zeroerrand-rules-version": item.decision.rules_version,
     }
-    return Outgoing(ITEMS, item.decision.routing_key, item, item.item_id, "approval.item", headers)
+    return Outgoing(ITEMS, item.decision.routing_key, item, item.item_id, ROUTED_ITEM_TYPE, headers)
 
 
 async def handle_agreement_signed(agreement: AgreementSigned, rules: ActiveRules, publisher: Publisher) -> RoutingResult:

@@ -24,6 +24,7 @@ from services.common.messages import (
     ItemUnroutable,
     RoutedItem,
     ServiceStarted,
+    item_routed,
     stable_id,
 )
 from services.common.rule_engine import RoutingEngine
@@ -106,24 +107,21 @@ def route_agreement(agreement: AgreementSigned, engine: RoutingEngine, clock: Cl
             continue
 
         item = book.catalog[planned.item]
-        routed.append(ItemRouted(
-            event_id=stable_id(item_id, "item.routed"), occurred_at=now, recorded_at=now,
-            item=RoutedItem(
-                item_id=item_id, agreement_id=agreement.agreement_id,
-                project_code=project.code, project_name=project.name, enterprise=project.enterprise,
-                recruiting_unit=project.recruiting_unit,
-                item_code=item.code, item_name=item.name, stage=item.stage, stage_name=STAGE_NAMES_ZH[item.stage],
-                request=planned.request, mode=decision.mode, mode_name=MODE_NAMES_ZH[decision.mode],
-                responsible_unit=decision.responsible_unit,
-                responsible_unit_name=book.units[decision.responsible_unit].name,
-                approving_authority=decision.approving_authority,
-                approving_authority_name=book.units[decision.approving_authority].name,
-                materials=item.materials, time_limit_days=item.time_limit_days,
-                fees=item.fees, fee_note=item.fee_note(),
-                requires=prerequisites(item, handled) if planned.request is Request.HANDLE else (),
-                task_order_required=decision.task_order, decision=decision,
-            ),
-        ))
+        routed.append(item_routed(RoutedItem(
+            item_id=item_id, agreement_id=agreement.agreement_id,
+            project_code=project.code, project_name=project.name, enterprise=project.enterprise,
+            recruiting_unit=project.recruiting_unit,
+            item_code=item.code, item_name=item.name, stage=item.stage, stage_name=STAGE_NAMES_ZH[item.stage],
+            request=planned.request, mode=decision.mode, mode_name=MODE_NAMES_ZH[decision.mode],
+            responsible_unit=decision.responsible_unit,
+            responsible_unit_name=book.units[decision.responsible_unit].name,
+            approving_authority=decision.approving_authority,
+            approving_authority_name=book.units[decision.approving_authority].name,
+            materials=item.materials, time_limit_days=item.time_limit_days,
+            fees=item.fees, fee_note=item.fee_note(),
+            requires=prerequisites(item, handled) if planned.request is Request.HANDLE else (),
+            task_order_required=decision.task_order, decision=decision,
+        )))
 
     started = ServiceStarted(
         event_id=stable_id(agreement.agreement_id, "service.started"), occurred_at=now, recorded_at=now,

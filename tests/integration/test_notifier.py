@@ -190,6 +190,20 @@ async def test_a_malformed_event_is_dead_lettered_with_the_reason(services: Any,
     assert "消息格式无效" in parked.headers["x-zeroerrand-error"]
 
 
+async def test_a_routed_item_that_does_not_fit_is_dead_lettered_from_the_events_queue(
+        services: Any, amqp: Any, tap: Any) -> None:
+    """A routed item reaches the notifier by the binding zeroerrand.items -> zeroerrand.events."""
+    dead = await tap("zeroerrand.dead", NOTIFIER_QUEUE.name)
+    channel = await amqp.channel(publisher_confirms=True)
+    exchange = await channel.get_exchange("zeroerrand.items")
+    await exchange.publish(aio_pika.Message(b'{"item_id": "half-an-item"}', delivery_mode=2, user_id="guest",
+                                            type="approval.item", message_id="half-an-item"),
+                           routing_key="joint.planning_construction_bureau")
+    [parked] = await dead.wait_for(1)
+    assert parked.headers["x-zeroerrand-error-kind"] == "invalid_message" and parked.message_id == "half-an-item"
+    assert parked.routing_key == NOTIFIER_QUEUE.name and parked.type == "approval.item"
+
+
 async def test_an_event_about_an_unknown_project_is_retried_then_parked_with_the_reason(
         services: Any, amqp: Any, tap: Any) -> None:
     dead = await tap("zeroerrand.dead", NOTIFIER_QUEUE.name)

@@ -9,6 +9,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aio_pika
 import pytest
@@ -26,6 +27,7 @@ from services.common.topology import (
     dead_letter_queue,
 )
 from services.router.app import Router
+from services.router.routing import route_agreement
 from tests.conftest import ALUMINIUM, COMPUTING, CONSULT_UNKNOWN, EXAMPLES, INELIGIBLE, example
 from tests.integration.conftest import queue_depth
 
@@ -94,10 +96,48 @@ async def test_signing_an_example_lands_exactly_the_expected_items_on_each_queue
         assert len(events.messages) == 1
         return
     received = await events.wait_for(1 + routed_total + EXPECTED[name]["unroutable"])
-    expected_events = {"service.started": 1, "item.routed": routed_total, "item.unroutable": EXPECTED[name]["unroutable"]}
+    # the items themselves, by the exchange binding: approval.item for item.routed, the parked ones as is
+    expected_events = {"service.started": 1, "approval.item": routed_total, "item.unroutable": EXPECTED[name]["unroutable"]}
     assert Counter(m.type for m in received) == +Counter(expected_events)
     started = json.loads(next(m for m in received if m.type == "service.started").body)
     assert (started["project"]["code"], started["ledger_owner"]) == (agreement.project.code, "econ_dev_bureau")
+    await asyncio.sleep(0.5)
+    assert len(events.messages) == len(received)  # nothing twice
+
+
+async def test_each_item_is_published_once_and_reaches_downstream_and_the_events_as_the_same_message(
+        router: Router, amqp: Any, amqp_url: str, tap: Any) -> None:
+    """The contract downstream systems rely on: a queue bound to ``zeroerrand.items`` with
+    ``{mode}.{unit}`` gets each of that unit's items once, the RoutedItem with a deterministic
+    message id; the events' consumers get the same message (user id kept) after the project's start."""
+    planning = await tap("zeroerrand.items", "joint.planning_construction_bureau")
+    downstream = await tap("zeroerrand.items")
+    events = await tap("zeroerrand.events")
+    agreement = example(ALUMINIUM, suffix="once")
+    routed = [r.item for r in route_agreement(agreement, router.rules.engine).routed]
+    planning_ids = {i.item_id for i in routed if i.decision.routing_key == "joint.planning_construction_bureau"}
+    assert len(planning_ids) == 8
+    await sign(amqp, agreement)
+
+    got = await planning.wait_for(len(planning_ids))
+    await downstream.wait_for(len(routed))
+    arrived = await events.wait_for(1 + len(routed))
+    await asyncio.sleep(0.5)  # then a moment more to catch duplicates
+    assert len(planning.messages) == len(planning_ids) and len(downstream.messages) == len(routed)
+    assert len(events.messages) == 1 + len(routed)
+    assert {m.message_id for m in got} == planning_ids
+    assert all(m.type == "approval.item" and m.routing_key == "joint.planning_construction_bureau" for m in got)
+    assert {RoutedItem.model_validate_json(m.body).item_id for m in got} == planning_ids
+    assert {m.message_id for m in downstream.messages} == {i.item_id for i in routed}
+
+    user = urlsplit(amqp_url).username or "guest"
+    assert {m.user_id for m in arrived} == {user}  # what the notifier and the ledger check
+    first = min(arrived, key=lambda m: m.delivery_tag or 0)
+    assert first.type == "service.started"  # published first on the same channel
+    copies = {m.message_id: m for m in arrived if m.type == "approval.item"}
+    for item in downstream.messages:
+        copy = copies[item.message_id]
+        assert (copy.body, copy.routing_key, copy.headers) == (item.body, item.routing_key, item.headers)
 
 
 async def test_routed_item_message_carries_headers_ids_and_the_full_record(router: Router, amqp: Any, tap: Any) -> None:

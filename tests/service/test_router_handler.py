@@ -15,7 +15,7 @@ from faststream.rabbit.annotations import RabbitMessage
 
 from services.common.bus import MemoryPublisher
 from services.common.settings import RouterSettings
-from services.common.topology import AGREEMENT_SIGNED, AGREEMENTS, DEAD, ITEMS, ROUTER_QUEUE, UNROUTABLE_KEY
+from services.common.topology import AGREEMENT_SIGNED, AGREEMENTS, DEAD, EVENTS, ITEMS, ROUTER_QUEUE, UNROUTABLE_KEY
 from services.router.app import Router, create_router
 from tests.conftest import ALUMINIUM, CONSULT_UNKNOWN, INELIGIBLE, RULES, example
 
@@ -39,23 +39,26 @@ async def sign(router: Router, payload: bytes) -> None:
         await router.drain()
 
 
-async def test_signed_agreement_yields_one_item_and_one_event_per_planned_item() -> None:
+async def test_signed_agreement_yields_one_message_per_planned_item_after_the_started_event() -> None:
+    """One publish per item: the exchange binding, not a second publish, brings it to the events."""
     router, fake, dead = build()
     await sign(router, example(ALUMINIUM).model_dump_json().encode())
-    items = [o for o in fake.sent if o.exchange is ITEMS]
-    assert len(items) == 23 and not dead
+    assert not dead
+    first, *items = fake.sent
+    assert (first.exchange, first.message_type) == (EVENTS, "service.started")  # before the project's items
+    assert len(items) == 23 and all(o.exchange is ITEMS and o.message_type == "approval.item" for o in items)
     assert Counter(o.routing_key.split(".")[0] for o in items) == {"joint": 11, "errand": 10, "assist": 2}
-    assert Counter(o.message_type for o in fake.sent if o.exchange is not ITEMS) == {"service.started": 1,
-                                                                                      "item.routed": 23}
     assert all(o.message_id == o.message.item_id for o in items)  # type: ignore[attr-defined]
 
 
-async def test_unroutable_item_goes_to_the_unroutable_key_with_its_reason() -> None:
+async def test_unroutable_item_goes_to_the_unroutable_key_with_its_reason_once() -> None:
     router, fake, _ = build()
     await sign(router, example(CONSULT_UNKNOWN).model_dump_json().encode())
-    [parked] = [o for o in fake.sent if o.exchange is ITEMS and o.routing_key == UNROUTABLE_KEY]
+    [parked] = [o for o in fake.sent if o.message_type == "item.unroutable"]
+    assert (parked.exchange, parked.routing_key) == (ITEMS, UNROUTABLE_KEY)
     assert parked.headers["x-zeroerrand-item"] == "PL-99"
     assert parked.headers["x-zeroerrand-reason"] == "unknown_item"
+    assert [o.message_type for o in fake.sent].count("service.started") == 1 and len(fake.sent) == 1 + 6 + 1
 
 
 async def test_ineligible_agreement_only_emits_the_rejection() -> None:
