@@ -709,7 +709,8 @@ def report(year: Annotated[int, typer.Option(help="评价年度")],
     async def load() -> tuple[list[Any], list[Any]]:
         async with store_session(collections=COLLECTIONS) as store:
             repo = MongoLedgerRepository(store)
-            return await repo.all_items(), await repo.assessments(year)
+            assessments = await repo.assessments(year)
+            return await repo.year_items(year, [a.project_code for a in assessments]), assessments
 
     items, assessments = asyncio.run(load())
     now = datetime.now(UTC)

@@ -1,6 +1,10 @@
 """Upgrading a ledger written by the first version (clock from routing, no prerequisites, 好差评).
 
-Run at the evaluation service's start (idempotent: only documents of the old shape are touched).
+Run at the evaluation service's start (idempotent: only documents of the old shape are touched,
+and the schema version reached is kept in ``ledger_meta``, so the look-up is done once per store).
+
+* An item written before version 2 gets ``open`` (not completed or delivered), which the overdue
+  sweep looks items up by.
 
 * An item of the old shape becomes a ledger line with nothing to wait for; ``routed`` becomes
   ``ready`` from its routing day; 受理 is read from its history (the statutory clock starts there
@@ -21,6 +25,7 @@ from typing import Any
 from services.common.domain import ECON_DEV_BUREAU, Request, ServiceMode
 from services.common.storage import Store
 from services.evaluation.ledger import (
+    FINISHED,
     Blocker,
     HistoryEntry,
     ItemState,
@@ -30,11 +35,12 @@ from services.evaluation.ledger import (
     local_day,
     task_order_number,
 )
-from services.evaluation.repository import ITEMS, PROJECTS
+from services.evaluation.repository import ITEMS, META, PROJECTS, item_doc
 
 log = logging.getLogger(__name__)
 
 _STATES = {"routed": ItemState.READY}
+FINISHED_STATES = {state.value for state in FINISHED}
 
 
 def _state(name: str | None) -> ItemState | None:
@@ -87,14 +93,25 @@ def upgrade_item(doc: dict[str, Any]) -> LedgerItem:
         results=tuple(doc.get("results", [])), applied=tuple(doc.get("applied", [])), history=history)
 
 
+SCHEMA_VERSION = 2  # 2: items carry ``open`` for the overdue sweep's indexed look-up
+
+
 async def upgrade(store: Store) -> int:
-    """Upgrades every ledger document of the old shape; returns how many were changed."""
+    """Upgrades every ledger document of an older shape; returns how many were changed. Looks only
+    once per store: the version reached is kept in ``ledger_meta``."""
+    meta = store.db[META.name]
+    reached = (await meta.find_one({"_id": "schema"}) or {}).get("version", 0)
+    if reached >= SCHEMA_VERSION:
+        return 0
     changed = 0
     items = store.db[ITEMS.name]
     async for doc in items.find({"key": {"$exists": False}}):
         item = upgrade_item(doc)
-        result = await items.replace_one({"_id": doc["_id"], "key": {"$exists": False}},
-                                         {"_id": item.key, **item.model_dump(mode="json")})
+        result = await items.replace_one({"_id": doc["_id"], "key": {"$exists": False}}, item_doc(item))
+        changed += result.modified_count
+    async for doc in items.find({"open": {"$exists": False}}):
+        result = await items.update_one({"_id": doc["_id"], "open": {"$exists": False}},
+                                        {"$set": {"open": doc["state"] not in FINISHED_STATES}})
         changed += result.modified_count
     projects, known = store.db[PROJECTS.name], store.db["notifier_projects"]
     async for doc in projects.find({"code": {"$exists": False}}):
@@ -106,6 +123,7 @@ async def upgrade(store: Store) -> int:
                 update[field] = doc[field].isoformat()
         result = await projects.update_one({"_id": doc["_id"], "code": {"$exists": False}}, {"$set": update})
         changed += result.modified_count
+    await meta.update_one({"_id": "schema"}, {"$max": {"version": SCHEMA_VERSION}}, upsert=True)
     if changed:
-        log.warning("upgraded %d ledger documents written by the first version of the ledger", changed)
+        log.warning("upgraded %d ledger documents written by an earlier version of the ledger", changed)
     return changed

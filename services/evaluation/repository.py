@@ -20,17 +20,22 @@ from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
 from services.common.storage import Collection, Store, StoreSchemaError
-from services.evaluation.ledger import FINISHED, Assessment, LedgerItem, ProjectRecord, RequestOutcome
+from services.evaluation.ledger import Assessment, LedgerItem, ProjectRecord, RequestOutcome
 
 PROJECTS = Collection("ledger_projects")
-ITEMS = Collection("ledger_items", (IndexModel([("project_code", ASCENDING)]), IndexModel([("state", ASCENDING)])))
+# ``open`` (not completed or delivered) is stored beside the item for the overdue sweep's look-up;
+# ``routed_on`` serves the year's items of the report
+ITEMS = Collection("ledger_items", (IndexModel([("project_code", ASCENDING)]), IndexModel([("open", ASCENDING)]),
+                                    IndexModel([("routed_on", ASCENDING)])))
 ASSESSMENTS = Collection("ledger_assessments", (
     # one 测评 per project, provider, rater group and year, even when two arrive at once
     IndexModel([("project_code", ASCENDING), ("provider", ASCENDING), ("rater", ASCENDING), ("year", ASCENDING)],
                unique=True, name="one_assessment_per_rater_and_year"),
     IndexModel([("year", ASCENDING)])))
 REQUESTS = Collection("ledger_requests", (IndexModel([("status", ASCENDING), ("recorded_at", ASCENDING)]),))
-COLLECTIONS = (PROJECTS, ITEMS, ASSESSMENTS, REQUESTS)
+# which upgrades the ledger has had (``migrations.upgrade``), so a start does not look again
+META = Collection("ledger_meta")
+COLLECTIONS = (PROJECTS, ITEMS, ASSESSMENTS, REQUESTS, META)
 
 
 class UnknownSubject(LookupError):
@@ -49,6 +54,9 @@ class LedgerRepository(Protocol):
         """Stores ``item`` as version ``read_version + 1`` if the stored one is still at ``read_version``."""
     async def open_items(self) -> list[LedgerItem]: ...
     async def all_items(self) -> list[LedgerItem]: ...
+    async def year_items(self, year: int, projects: Sequence[str] = ()) -> list[LedgerItem]:
+        """The items active in ``year`` (routed by its end, not finished before it began), and every
+        item of ``projects`` (those with a 测评 of the year), for the annual evaluation."""
     async def project(self, code: str) -> ProjectRecord | None: ...
     async def add_project(self, project: ProjectRecord) -> None: ...
     async def close_project(self, code: str, at: datetime) -> bool:
@@ -68,17 +76,27 @@ class LedgerRepository(Protocol):
     async def refused(self, limit: int = 200) -> list[RequestOutcome]: ...
 
 
-_OPEN = {"state": {"$nin": [s.value for s in FINISHED]}}
+DERIVED = ("_id", "open")  # stored for look-ups, not part of the record
 
 
 def _doc(record: BaseModel, key: str) -> dict[str, Any]:
     return {"_id": key, **record.model_dump(mode="json")}
 
 
+def item_doc(item: LedgerItem, key: str | None = None) -> dict[str, Any]:
+    return {**_doc(item, key or item.key), "open": item.is_open}
+
+
+def year_filter(year: int) -> dict[str, Any]:
+    """``scoring.active_in`` as a query (dates are stored as ISO strings, which sort as dates)."""
+    return {"routed_on": {"$lte": f"{year}-12-31"},
+            "$or": [{"finished_on": None}, {"finished_on": {"$gte": f"{year}-01-01"}}]}
+
+
 def _load(model: type[Any], doc: dict[str, Any] | None) -> Any:
     if doc is None:
         return None
-    data = {k: v for k, v in doc.items() if k != "_id"}
+    data = {k: v for k, v in doc.items() if k not in DERIVED}
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -107,25 +125,37 @@ class MongoLedgerRepository:
     async def items(self, keys: Sequence[str]) -> list[LedgerItem]:
         if not keys:
             return []
-        return [_load(LedgerItem, d) async for d in self._items.find({"_id": {"$in": list(keys)}})]
+        # by project: an equality every store serves from an index (FerretDB does not push ``$in`` down)
+        wanted = set(keys)
+        found: list[LedgerItem] = []
+        for project_code in sorted({key.split("/", 1)[0] for key in wanted}):
+            found += [_load(LedgerItem, d) async for d in self._items.find({"project_code": project_code})
+                      if d["_id"] in wanted]
+        return found
 
     async def add_item(self, item: LedgerItem) -> bool:
         try:
-            await self._items.insert_one(_doc(item, item.key))
+            await self._items.insert_one(item_doc(item))
         except DuplicateKeyError:
             return False
         return True
 
     async def save_item(self, item: LedgerItem, read_version: int) -> bool:
         stored = item.model_copy(update={"version": read_version + 1})
-        result = await self._items.replace_one({"_id": item.key, "version": read_version}, _doc(stored, item.key))
+        result = await self._items.replace_one({"_id": item.key, "version": read_version}, item_doc(stored))
         return result.matched_count == 1
 
     async def open_items(self) -> list[LedgerItem]:
-        return [_load(LedgerItem, d) async for d in self._items.find(_OPEN)]
+        return [_load(LedgerItem, d) async for d in self._items.find({"open": True})]
 
     async def all_items(self) -> list[LedgerItem]:
         return [_load(LedgerItem, d) async for d in self._items.find({})]
+
+    async def year_items(self, year: int, projects: Sequence[str] = ()) -> list[LedgerItem]:
+        found = {d["_id"]: d async for d in self._items.find(year_filter(year))}
+        for code in sorted(set(projects)):
+            found.update({d["_id"]: d async for d in self._items.find({"project_code": code})})
+        return [_load(LedgerItem, d) for _, d in sorted(found.items())]
 
     async def project(self, code: str) -> ProjectRecord | None:
         return _load(ProjectRecord, await self._projects.find_one({"_id": code}))  # type: ignore[no-any-return]
@@ -211,22 +241,27 @@ class MemoryLedgerRepository:
     async def add_item(self, item: LedgerItem) -> bool:
         if item.key in self._table(ITEMS):
             return False
-        self._table(ITEMS)[item.key] = _doc(item, item.key)
+        self._table(ITEMS)[item.key] = item_doc(item)
         return True
 
     async def save_item(self, item: LedgerItem, read_version: int) -> bool:
         stored = self._table(ITEMS).get(item.key)
         if stored is None or stored["version"] != read_version:
             return False
-        self._table(ITEMS)[item.key] = _doc(item.model_copy(update={"version": read_version + 1}), item.key)
+        self._table(ITEMS)[item.key] = item_doc(item.model_copy(update={"version": read_version + 1}))
         return True
 
     async def open_items(self) -> list[LedgerItem]:
-        finished = {s.value for s in FINISHED}
-        return [_load(LedgerItem, copy.deepcopy(d)) for d in self._table(ITEMS).values() if d["state"] not in finished]
+        return [_load(LedgerItem, copy.deepcopy(d)) for d in self._table(ITEMS).values() if d["open"]]
 
     async def all_items(self) -> list[LedgerItem]:
         return [_load(LedgerItem, copy.deepcopy(d)) for d in self._table(ITEMS).values()]
+
+    async def year_items(self, year: int, projects: Sequence[str] = ()) -> list[LedgerItem]:
+        wanted = set(projects)
+        return [_load(LedgerItem, copy.deepcopy(d)) for _, d in sorted(self._table(ITEMS).items())
+                if d["project_code"] in wanted or (d["routed_on"] <= f"{year}-12-31"
+                                                   and (d["finished_on"] is None or d["finished_on"] >= f"{year}-01-01"))]
 
     async def project(self, code: str) -> ProjectRecord | None:
         return _load(ProjectRecord, copy.deepcopy(self._table(PROJECTS).get(code)))  # type: ignore[no-any-return]

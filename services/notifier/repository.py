@@ -16,6 +16,8 @@ from services.common.messages import AgreementRejected, Enterprise, Event, ItemR
 from services.common.storage import Collection, Store
 from services.notifier.compose import ItemView, ProjectView
 
+# the kinds of recipient key a notification has: unit:CODE, enterprise:CREDIT_CODE, role:NAME
+RECIPIENT_KINDS = ("unit", "enterprise", "role")
 NOTIFICATIONS = Collection("notifications", (
     IndexModel([("status", ASCENDING), ("channel", ASCENDING), ("next_attempt_at", ASCENDING)]),
     IndexModel([("project_code", ASCENDING), ("created_at", DESCENDING)]),
@@ -95,11 +97,17 @@ class NotifierRepository:
         return await self.store.insert_new(NOTIFICATIONS.name, documents)
 
     async def claim_due(self, now: datetime, lease: timedelta) -> dict[str, Any] | None:
-        """Takes one webhook notification due for an attempt, leasing it so no other worker does."""
-        return await self._notifications.find_one_and_update(
-            {"channel": "webhook", "status": {"$in": ["pending", "sending"]}, "next_attempt_at": {"$lte": now}},
-            {"$set": {"status": "sending", "next_attempt_at": now + lease, "updated_at": now}},
-            sort=[("next_attempt_at", ASCENDING)], return_document=ReturnDocument.AFTER)
+        """Takes one webhook notification due for an attempt, leasing it so no other worker does:
+        a pending one first, else one whose earlier lease ran out (its worker died). One equality
+        on ``status`` per look-up, so every store serves it from an index."""
+        for status in ("pending", "sending"):
+            claimed = await self._notifications.find_one_and_update(
+                {"status": status, "channel": "webhook", "next_attempt_at": {"$lte": now}},
+                {"$set": {"status": "sending", "next_attempt_at": now + lease, "updated_at": now}},
+                sort=[("next_attempt_at", ASCENDING)], return_document=ReturnDocument.AFTER)
+            if claimed is not None:
+                return claimed
+        return None
 
     async def delivered(self, notification_id: str, attempts: int, now: datetime) -> None:
         await self._notifications.update_one(
@@ -117,14 +125,22 @@ class NotifierRepository:
 
     async def find(self, *, project: str | None = None, recipient: str | None = None, status: str | None = None,
                    event_id: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """Notifications, oldest first, by project, recipient (``unit:CODE``, ``enterprise:CREDIT_CODE``,
+        ``role:NAME`` or the bare code, which is looked up under each kind), status and event.
+        Every condition is an equality, so an index serves each look-up."""
         query: dict[str, Any] = {}
         if project:
             query["project_code"] = project
-        if recipient:
-            query["recipient"] = recipient if ":" in recipient else {"$regex": f"^[a-z_]+:{recipient}$"}
         if status:
             query["status"] = status
         if event_id:
             query["event_id"] = event_id
-        cursor = self._notifications.find(query).sort([("created_at", ASCENDING), ("_id", ASCENDING)]).limit(limit)
-        return [doc async for doc in cursor]
+        keys = [recipient] if recipient and ":" in recipient else [f"{kind}:{recipient}" for kind in RECIPIENT_KINDS]
+        order = [("created_at", ASCENDING), ("_id", ASCENDING)]
+        if not recipient:
+            return [doc async for doc in self._notifications.find(query).sort(order).limit(limit)]
+        found: list[dict[str, Any]] = []
+        for key in keys:
+            found += [doc async for doc in self._notifications.find({**query, "recipient": key}).sort(order).limit(limit)]
+        found.sort(key=lambda doc: (doc["created_at"], doc["_id"]))
+        return found[:limit]
