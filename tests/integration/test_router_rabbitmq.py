@@ -13,10 +13,11 @@ from urllib.parse import urlsplit
 
 import aio_pika
 import pytest
+from faststream.rabbit import ExchangeType
 
 from services.common.bus import BrokerPublisher, Outgoing, PublishError, make_broker
 from services.common.domain import ServiceMode
-from services.common.messages import AgreementSigned, RoutedItem
+from services.common.messages import AgreementSigned, Message, RoutedItem
 from services.common.topology import (
     AGREEMENT_SIGNED,
     AGREEMENTS,
@@ -259,3 +260,68 @@ async def test_a_publish_nobody_can_receive_raises_instead_of_vanishing(amqp_url
         with pytest.raises(PublishError, match="nowhere"):
             await BrokerPublisher(broker).publish_all(
                 [Outgoing(nowhere, "x", example(ALUMINIUM), "id-1", "agreement.signed")])
+
+
+class Blob(Message):
+    text: str
+
+
+HERE = RabbitExchange("zeroerrand.test.here", type=ExchangeType.TOPIC, durable=True)
+
+
+def blobs(prefix: str, count: int) -> list[Outgoing]:
+    return [Outgoing(HERE, f"{prefix}.{i}", Blob(text=f"{prefix} {i}"), f"{prefix}-{i}", "test.blob") for i in range(count)]
+
+
+@pytest.fixture(params=["batch", "one-by-one"])
+def write_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The batch writer, and the per-message path taken with an aiormq it does not know."""
+    if request.param == "one-by-one":
+        monkeypatch.setattr("services.common.bus._can_write_batches", lambda channel: False)
+    return str(request.param)
+
+
+async def test_a_batch_with_a_returned_message_raises_and_the_channel_stays_in_step_with_the_broker(
+        amqp_url: str, tap: Any, write_mode: str) -> None:
+    here = await tap(HERE.name)
+    broker = make_broker(amqp_url)
+    nowhere = RabbitExchange("zeroerrand.test.nowhere", durable=False, auto_delete=True)
+    async with broker:
+        await broker.connect()
+        await broker.declare_exchange(nowhere)
+        publisher = BrokerPublisher(broker)
+        batch = blobs("first", 5)
+        batch[2] = Outgoing(nowhere, "x", Blob(text="nobody"), "lost-1", "test.blob")
+        with pytest.raises(PublishError, match=r"1 of 5 publishes failed; first: test\.blob to zeroerrand\.test\.nowhere"):
+            await publisher.publish_all(batch)
+        assert [m.message_id for m in await here.wait_for(4)] == ["first-0", "first-1", "first-3", "first-4"]
+
+        # after the return, every confirm still finds its message: a body bigger than a frame, then
+        # twenty batches at once
+        big = Blob(text="长" * 100_000)  # 300 kB: several body frames
+        await publisher.publish_all([Outgoing(HERE, "big", big, "big-1", "test.blob")])
+        await asyncio.gather(*(publisher.publish_all(blobs(f"many{k}", 10)) for k in range(20)))
+        received = await here.wait_for(4 + 1 + 200)
+        assert json.loads(next(m for m in received if m.message_id == "big-1").body)["text"] == big.text
+        assert {m.user_id for m in received} == {urlsplit(amqp_url).username or "guest"}
+        assert {m.delivery_mode for m in received} == {aio_pika.DeliveryMode.PERSISTENT}
+        channel = await (await broker.declare_exchange(HERE)).channel.get_underlay_channel()
+        assert channel.confirmations == {} and channel.message_id_delivery_tag == {}  # nothing kept
+
+
+async def test_a_batch_the_broker_refuses_in_part_raises_with_the_nacks(amqp_url: str, amqp: Any,
+                                                                        write_mode: str) -> None:
+    channel = await amqp.channel()
+    full = await channel.declare_exchange("zeroerrand.test.full", aio_pika.ExchangeType.TOPIC, durable=True)
+    queue = await channel.declare_queue(exclusive=True, arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+    await queue.bind(full, "#")
+    broker = make_broker(amqp_url)
+    async with broker:
+        await broker.connect()
+        target = RabbitExchange("zeroerrand.test.full", type=ExchangeType.TOPIC, durable=True)
+        batch = [Outgoing(target, "k", Blob(text=str(i)), f"full-{i}", "test.blob") for i in range(3)]
+        with pytest.raises(PublishError, match="2 of 3 publishes failed") as raised:
+            await BrokerPublisher(broker).publish_all(batch)
+        assert "DeliveryError" in repr(raised.value.__cause__)
+        await BrokerPublisher(broker).publish_all([])  # nothing to do
+    await channel.close()
