@@ -27,7 +27,7 @@ PL-06 as advice): 27 items, all routable.
     (``VmRSS`` of /proc/PID/status); then agreements for ``--rss-items`` items are published (500
     confirms in flight) while it routes, and when the last item has arrived ``VmRSS`` and the peak
     ``VmHWM`` are read again. Meanwhile the mode, unroutable and event queues are purged every
-    second, so the broker holds no backlog of four copies of every item. The child's own rate over
+    second, so the broker holds no backlog of four copies of every item (not during (3)). The child's own rate over
     that run (first to last item, CPU of the child per item) is printed too.
 (3) Signing latency, on the same child afterwards: from just before publishing ``agreement.signed``
     (persistent, confirmed, as ``zeroerrand sign`` does) to the arrival of the last of its 27 items
@@ -505,6 +505,12 @@ def bench_decisions(engine: RoutingEngine, agreement: AgreementSigned, seconds: 
 # -- the run ------------------------------------------------------------------------------------------
 
 
+def cpu_per_item(rounds: Sequence[Timed], n: int) -> str:
+    own = sum(t.own_cpu for t in rounds) / len(rounds) * 1e6 / n
+    broker = sum(t.broker_cpu for t in rounds) / len(rounds) * 1e6 / n
+    return f"{own:.0f} + {broker:.0f} µs"
+
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
@@ -524,6 +530,7 @@ async def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     print(f"machine: {machine()}")
+    print(f"load average before: {Path('/proc/loadavg').read_text().strip()} (anything else running skews the figures)")
     engine = load_checked(RULES)
     base = base_agreement(engine)
     per_round = max(1, round(args.items / 27))
@@ -546,8 +553,8 @@ async def main() -> None:
             relays.append(relay)
             routers.append(router)
             for name, t in (("pipelined relay", relay), ("router", router)):
-                print(f"  round {r + 1} {name:<16} {n / t.seconds:>7,.0f} items/s  ({t.seconds:.3f} s; CPU: this process "
-                      f"{t.own_cpu:.2f} s, RabbitMQ {t.broker_cpu:.2f} s)")
+                print(f"  round {r + 1} {name:<16} {n / t.seconds:>7,.0f} items/s  ({t.seconds:.3f} s; CPU per item: "
+                      f"this process {t.own_cpu * 1e6 / n:.0f} µs, RabbitMQ {t.broker_cpu * 1e6 / n:.0f} µs)")
             print(f"  round {r + 1} router ÷ relay = {relay.seconds / router.seconds:.2f}")
         best_relay = min(t.seconds for t in relays)
         best_router = min(t.seconds for t in routers)
@@ -574,6 +581,9 @@ async def main() -> None:
                 print(f"  its rate meanwhile: {mem.items / mem.seconds:,.0f} items/s (first to last item, while "
                       f"this process published the agreements); child CPU {mem.child_cpu_s * 1e6 / mem.items:.0f} µs/item")
 
+                stop_purging.set()  # a bench chore, not production's load: not while latencies are taken
+                await purging
+                await purge(connection, BACKLOG_QUEUES)
                 print(f"\n(3) signing latency, 27-item agreements, same child, {WARM_UP} warm-up agreements first")
                 await signing_latency(connection, sink, copies(base, WARM_UP, "W"), 1)
                 latencies = Latencies(
@@ -603,7 +613,8 @@ async def main() -> None:
     checks: list[tuple[str, Callable[[], bool], str]] = [
         ("router ÷ pipelined relay ≥ 1.0 (best round of each)", lambda: best_relay / best_router >= 1.0,
          f"{n / best_router:,.0f} ÷ {n / best_relay:,.0f} items/s = {best_relay / best_router:.2f} "
-         f"(per round: {', '.join(f'{x:.2f}' for x in ratios)})"),
+         f"(per round: {', '.join(f'{x:.2f}' for x in ratios)}); CPU per item, mean of the rounds, this process + "
+         f"RabbitMQ: relay {cpu_per_item(relays, n)}, router {cpu_per_item(routers, n)}"),
         ("signing p99 ≤ 150 ms, one at a time", lambda: p99_one <= 0.150,
          f"p50 {ms(percentile(latencies.sequential, 50))}, p99 {ms(p99_one)}; "
          f"{args.concurrency} at a time: p50 {ms(percentile(latencies.concurrent, 50))}, "
@@ -612,7 +623,8 @@ async def main() -> None:
          f"VmRSS {mem.rss_after_kb * 1024 / 1e6:.1f} MB ({mem.rss_after_kb / 1024:.1f} MiB), "
          f"peak {mem.peak_kb * 1024 / 1e6:.1f} MB; at start {mem.rss_ready_kb * 1024 / 1e6:.1f} MB"),
     ]
-    print("\nsummary")
+    print(f"\nload average after: {Path('/proc/loadavg').read_text().strip()}")
+    print("summary")
     for goal, met, figures in checks:
         print(f"  {'met    ' if met() else 'NOT met'}  {goal}: {figures}")
 
