@@ -197,7 +197,7 @@ class EmbeddedStore:
             if self.postgres.poll() is not None:
                 raise StartError(f"PostgreSQL 未能启动，见 {self.data_dir / 'postgresql.log'} / PostgreSQL exited "
                                  f"({self.postgres.returncode}): {self._tail('postgresql.log')}")
-            ready = subprocess.run([str(self.pg_bin / "pg_isready"), "--host", str(self.socket_dir),
+            ready = subprocess.run([str(self.pg_bin / "pg_isready"), "--host", str(self.socket_dir), "--username", PG_ROLE,
                                     "--port", str(PG_PORT), "--quiet"], check=False, env=self._pg_env())
             if ready.returncode == 0:
                 return

@@ -66,7 +66,9 @@ class NotifierSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ZEROERRAND_NOTIFIER_")
 
     rules_dir: Path = PROJECT_ROOT / "rules"
-    prefetch: int = Field(default=16, ge=1, description="events in flight")
+    # at most 64: PyMongo 4.20's async client was seen to stall with ~100 operations in flight on
+    # one client (replies left unread in the socket); two group-commit batches of 16 fill the store
+    prefetch: int = Field(default=32, ge=1, le=64, description="events in flight")
     webhook_secret: SecretStr = Field(default=SecretStr("zeroerrand-dev-secret"),
                                       description="HMAC-SHA256 key of the webhook signature; set it in production")
     webhook_timeout_s: float = Field(default=5.0, gt=0)
@@ -83,5 +85,5 @@ class EvaluationSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ZEROERRAND_EVALUATION_")
 
     rules_dir: Path = PROJECT_ROOT / "rules"
-    prefetch: int = Field(default=16, ge=1)
+    prefetch: int = Field(default=16, ge=1, le=64, description="events in flight (and requests, on their own queue)")
     sweep_interval_s: float = Field(default=300.0, gt=0, description="how often overdue items are looked for")

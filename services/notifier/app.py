@@ -81,7 +81,8 @@ def create_notifier(settings: NotifierSettings | None = None, broker_settings: B
         else:
             await notifier.store.ensure(COLLECTIONS)
         notifier.repository = NotifierRepository(notifier.store)
-        notifier.commit = GroupCommit(notifier.repository, max_batch=settings.prefetch)
+        # two batches on their way at once: one fills while the other is written
+        notifier.commit = GroupCommit(notifier.repository, max_batch=max(1, settings.prefetch // 2), max_flushes=2)
         await broker.connect()
         await declare_topology(broker)
 

@@ -14,7 +14,7 @@ async def handle_event(event: Event, repository: NotifierRepository, composer: C
                        now: datetime | None = None) -> bool:
     """Stores the notifications the plan asks for (with other events' writes); returns once stored,
     saying whether any of them waits for delivery (a webhook)."""
-    upserts, new_project = repository.remember(event)
+    read_model, new_project = repository.remember(event)
     project: ProjectView | None = None
     item: ItemView | None = None
     if isinstance(event, (ServiceStarted, AgreementRejected)):
@@ -35,7 +35,7 @@ async def handle_event(event: Event, repository: NotifierRepository, composer: C
             if item is None:
                 raise MissingContext(f"item {event.project_code}/{event.item_code} unknown to the notifier")
     documents = composer.compose(event, project, item, now or datetime.now(UTC))
-    await commit.submit(upserts, documents)
+    await commit.submit(read_model, documents)
     if new_project is not None:
         repository.remembered(new_project)
     return any(d["channel"] != "inbox" for d in documents)

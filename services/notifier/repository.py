@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 
 from services.common.messages import AgreementRejected, Enterprise, Event, ItemRouted, ServiceStarted
 from services.common.storage import Collection, Store
@@ -39,41 +39,39 @@ class NotifierRepository:
 
     # -- read model --------------------------------------------------------------------------
 
-    def remember(self, event: Event) -> tuple[dict[str, list[UpdateOne]], str | None]:
-        """The upserts that keep what later notifications need about projects and items (idempotent),
-        and the project they write for the first time in this process, if any."""
-        upserts: dict[str, list[UpdateOne]] = {}
+    def remember(self, event: Event) -> tuple[dict[str, list[dict[str, Any]]], str | None]:
+        """The read-model documents later notifications need about projects and items, and the
+        project they write for the first time in this process, if any. The first document of a
+        project or item stays, as in the ledger (a redelivery or a second signing of the same
+        agreement carries the same facts), so storing them is a plain insert, never a read first."""
+        documents: dict[str, list[dict[str, Any]]] = {}
         code: str | None = None
         if isinstance(event, (ServiceStarted, AgreementRejected)):
             project = event.project
             code = project.code
-            self._project_upsert(upserts, code, project.name, project.enterprise, project.recruiting_unit)
+            self._project_document(documents, code, project.name, project.enterprise, project.recruiting_unit)
         elif isinstance(event, ItemRouted):
             item = event.item
             code = item.project_code
-            self._project_upsert(upserts, code, item.project_name, item.enterprise, item.recruiting_unit)
-            upserts.setdefault(ITEMS.name, []).append(UpdateOne(
-                {"_id": f"{item.project_code}/{item.item_code}"},
-                {"$set": {"project_code": item.project_code, "item_code": item.item_code,
-                          "item_name": item.item_name, "responsible_unit": item.responsible_unit}},
-                upsert=True))
-        return upserts, (code if PROJECTS.name in upserts else None)
+            self._project_document(documents, code, item.project_name, item.enterprise, item.recruiting_unit)
+            documents.setdefault(ITEMS.name, []).append(
+                {"_id": f"{item.project_code}/{item.item_code}", "project_code": item.project_code,
+                 "item_code": item.item_code, "item_name": item.item_name, "responsible_unit": item.responsible_unit})
+        return documents, (code if PROJECTS.name in documents else None)
 
-    async def apply(self, upserts: dict[str, list[UpdateOne]]) -> None:
-        for collection, operations in upserts.items():
-            await self.store.db[collection].bulk_write(operations, ordered=False)
+    async def apply(self, documents: dict[str, list[dict[str, Any]]]) -> None:
+        for collection, batch in documents.items():
+            await self.store.insert_new(collection, batch)
 
-    def _project_upsert(self, upserts: dict[str, list[UpdateOne]], code: str, name: str, enterprise: Enterprise,
-                        recruiting_unit: str) -> None:
-        if code in self._known_projects:  # written once per process; a repeat would change nothing
+    def _project_document(self, documents: dict[str, list[dict[str, Any]]], code: str, name: str,
+                          enterprise: Enterprise, recruiting_unit: str) -> None:
+        if code in self._known_projects:  # stored once per process; a repeat would change nothing
             return
-        upserts.setdefault(PROJECTS.name, []).append(UpdateOne(
-            {"_id": code},
-            {"$set": {"name": name, "enterprise": enterprise.model_dump(mode="json"), "recruiting_unit": recruiting_unit}},
-            upsert=True))
+        documents.setdefault(PROJECTS.name, []).append(
+            {"_id": code, "name": name, "enterprise": enterprise.model_dump(mode="json"), "recruiting_unit": recruiting_unit})
 
     def remembered(self, project_code: str) -> None:
-        """Notes a project whose upsert is stored, so it is not written again."""
+        """Notes a project whose document is stored, so it is not written again."""
         self._known_projects.add(project_code)
 
     async def project(self, code: str) -> ProjectView | None:

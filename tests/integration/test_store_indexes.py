@@ -96,8 +96,8 @@ async def test_every_read_is_served_by_an_index(recorded_store: tuple[Store, Rec
     recorder.commands.clear()
     notifier = NotifierRepository(store)
     await notifier.add([notification(5000)])
-    upserts, _ = notifier.remember(routed("P-001", "X-01", day))
-    await notifier.apply(upserts)
+    read_model, _ = notifier.remember(routed("P-001", "X-01", day))
+    await notifier.apply(read_model)
     assert await notifier.project("P-001") == ProjectView("P-001", project("P-001").name, project("P-001").enterprise,
                                                           project("P-001").recruiting_unit)
     assert isinstance(await notifier.item("P-001", "X-01"), ItemView)
