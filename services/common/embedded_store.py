@@ -189,7 +189,10 @@ class EmbeddedStore:
             [str(self.pg_bin / "postgres"), "-D", str(self.pg_data), "-p", str(PG_PORT),
              "-c", "listen_addresses=", "-c", f"unix_socket_directories={self.socket_dir}",
              "-c", "unix_socket_permissions=0700", "-c", "logging_collector=off",
-             "-c", "max_connections=200"],
+             "-c", "max_connections=200",
+             # FerretDB's filters name the field as a parameter (_jsonb->$1 @> $2): a cached generic
+             # plan cannot match the expression indexes, so always plan with the values
+             "-c", "plan_cache_mode=force_custom_plan"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self._pg_env(),
             preexec_fn=lambda: _die_with_parent(signal.SIGINT), **self._as_pg_user())
         deadline = time.monotonic() + self.start_timeout_s

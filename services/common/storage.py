@@ -210,7 +210,8 @@ class Store:
                     name = "ze_" + hashlib.sha1(f"{row[0]}.{field}".encode()).hexdigest()[:16] + "_gin"
                     try:
                         await conn.execute(sql.SQL(
-                            "CREATE INDEX IF NOT EXISTS {} ON {}.{} USING gin ((_jsonb -> {}) jsonb_path_ops)").format(
+                            "CREATE INDEX IF NOT EXISTS {} ON {}.{} USING gin ((_jsonb -> {}) jsonb_path_ops)"
+                            " WITH (fastupdate = off)").format(
                             sql.Identifier(name), sql.Identifier(self.database), sql.Identifier(row[0]),
                             sql.Literal(field)))
                     except psycopg.errors.UniqueViolation:
