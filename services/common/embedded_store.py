@@ -304,8 +304,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
     def watch_stdin() -> None:  # EOF: the parent is gone; never outlive it holding the data
-        with contextlib.suppress(OSError, ValueError):
-            sys.stdin.buffer.read()
+        # os.read, not sys.stdin: a daemon thread blocked in a buffered read holds its lock and
+        # makes the interpreter abort at exit
+        with contextlib.suppress(OSError):
+            while os.read(0, 65536):
+                pass
         stop.set()
 
     threading.Thread(target=watch_stdin, daemon=True).start()

@@ -1,0 +1,156 @@
+"""The embedded store as a process: it stops within 5 s, even while busy, on SIGTERM or when
+the process that started it dies, and leaves neither FerretDB nor PostgreSQL behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.common.settings import StoreSettings
+from services.common.storage import EMBEDDED_SERVER
+
+pytestmark = pytest.mark.integration
+
+STOP_LIMIT_S = 5.0
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    # as root, PostgreSQL runs as the postgres user, which must be able to enter the directory
+    path = Path(tempfile.mkdtemp(prefix="zeroerrand-stop-"))
+    path.chmod(0o755)
+    yield path / "store"
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def start_command(data: Path) -> list[str]:
+    settings = StoreSettings()
+    command = [sys.executable, str(EMBEDDED_SERVER), "--data-dir", str(data), "--ferretdb", str(settings.ferretdb)]
+    if settings.postgres_bin:
+        command += ["--postgres-bin", str(settings.postgres_bin)]
+    return command
+
+
+def servers_of(data: Path) -> list[int]:
+    """PIDs of the FerretDB and PostgreSQL processes that serve ``data``."""
+    found = subprocess.run(["pgrep", "-f", str(data)], capture_output=True, text=True).stdout.split()
+    return [int(pid) for pid in found if int(pid) != os.getpid()]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    return not (status.exists() and "\nState:\tZ" in status.read_text())
+
+
+def load(uri: str) -> subprocess.Popen[bytes]:
+    """A client process writing to the store as fast as it can (four concurrent writers)."""
+    script = textwrap.dedent(f"""
+        import asyncio
+        from pymongo import AsyncMongoClient
+        async def writer(db, k):
+            n = 0
+            while True:
+                await db.busy.insert_many([{{"k": k, "n": n + i, "body": "x" * 2000}} for i in range(200)])
+                await db.busy.update_many({{"k": k}}, {{"$inc": {{"seen": 1}}}})
+                n += 200
+        async def main():
+            db = AsyncMongoClient({uri!r})["load"]
+            await asyncio.gather(*(writer(db, k) for k in range(4)), return_exceptions=True)
+        asyncio.run(main())
+    """)
+    return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_gone(pids: list[int], limit_s: float) -> float:
+    t0 = time.monotonic()
+    while any(alive(pid) for pid in pids):
+        if time.monotonic() - t0 > limit_s + 10:
+            break
+        time.sleep(0.02)
+    return time.monotonic() - t0
+
+
+def test_sigterm_stops_the_busy_store_within_5_seconds(data_dir: Path) -> None:
+    store = subprocess.Popen(start_command(data_dir), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert store.stdout is not None
+    started = json.loads(store.stdout.readline())
+    servers = servers_of(data_dir)
+    assert len(servers) >= 2, servers  # FerretDB and the PostgreSQL postmaster (and its workers)
+    writer = load(started["uri"])
+    try:
+        time.sleep(3)  # busy: four writers, inserts and updates in flight
+        assert writer.poll() is None
+        store.send_signal(signal.SIGTERM)
+        took = wait_gone([store.pid, *servers], STOP_LIMIT_S)
+        store.wait(5)
+    finally:
+        writer.kill()
+    assert took <= STOP_LIMIT_S, f"took {took:.1f} s"
+    assert not [pid for pid in servers_of(data_dir) if alive(pid)]
+    assert store.returncode == 0
+
+
+def test_the_store_stops_when_the_process_that_started_it_is_killed(data_dir: Path, tmp_path: Path) -> None:
+    # the parent starts the store with a pipe on its stdin (as the services do), then is killed -9
+    parent_script = textwrap.dedent(f"""
+        import subprocess, sys, time
+        store = subprocess.Popen({start_command(data_dir)!r}, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        sys.stdout.write(store.stdout.readline().decode()); sys.stdout.flush()
+        time.sleep(600)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", parent_script], stdout=subprocess.PIPE)
+    assert parent.stdout is not None
+    started = json.loads(parent.stdout.readline())
+    supervisor = started["pid"]
+    servers = servers_of(data_dir)
+    writer = load(started["uri"])
+    try:
+        time.sleep(2)
+        parent.kill()
+        parent.wait(5)
+        took = wait_gone([supervisor, *servers], STOP_LIMIT_S)
+    finally:
+        writer.kill()
+    assert took <= STOP_LIMIT_S, f"took {took:.1f} s"
+    assert not [pid for pid in servers_of(data_dir) if alive(pid)]
+
+
+def test_the_servers_stop_when_the_supervisor_itself_is_killed(data_dir: Path) -> None:
+    store = subprocess.Popen(start_command(data_dir), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert store.stdout is not None
+    json.loads(store.stdout.readline())
+    servers = servers_of(data_dir)
+    store.kill()  # no chance to stop anything: the kernel tells both servers (PR_SET_PDEATHSIG)
+    store.wait(5)
+    took = wait_gone(servers, STOP_LIMIT_S)
+    assert took <= STOP_LIMIT_S, f"took {took:.1f} s"
+
+
+def test_a_second_start_on_the_same_data_is_refused_with_the_reason(data_dir: Path) -> None:
+    first = subprocess.Popen(start_command(data_dir), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert first.stdout is not None
+    json.loads(first.stdout.readline())
+    try:
+        second = subprocess.run(start_command(data_dir), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                timeout=60)
+        assert second.returncode == 1
+        error = json.loads(second.stdout.splitlines()[-1])["error"]
+        assert "PostgreSQL" in error and "postgresql.log" in error
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(10)
