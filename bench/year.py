@@ -131,9 +131,13 @@ async def main() -> None:
         watched = ("zeroerrand.router.agreements", "zeroerrand.notifier.events", "zeroerrand.evaluation.events",
                    "zeroerrand.evaluation.requests")
         quiet = 0
+        busy_until = dict.fromkeys(watched, 0.0)  # when each queue was last seen with work
         while quiet < 3:  # three looks in a row with nothing waiting or in flight
             await asyncio.sleep(0.5)
             depths = queue_depths(vhost)
+            for queue in watched:
+                if depths.get(queue, 0):
+                    busy_until[queue] = time.perf_counter() - t0
             quiet = quiet + 1 if all(depths.get(q, 0) == 0 for q in watched) else 0
             if up.poll() is not None:
                 raise RuntimeError(f"zeroerrand up stopped: {(data / 'up.log').read_text()[-3000:]}")
@@ -157,6 +161,8 @@ async def main() -> None:
               f"{counts['notifier_items']:,} notifier read-model items; parked: {dead or 'none'}")
         print(f"  {counts['ledger_items'] / elapsed:,.0f} items/s, {counts['notifications'] / elapsed:,.0f} notifications/s "
               f"(goal: the year in under 600 s)")
+        print("  each queue last seen with work at: " + ", ".join(
+            f"{q.removeprefix('zeroerrand.')} {t:.1f} s" for q, t in busy_until.items()))
 
         report_s, report_out = timed([CLI, "report", "--year", str(args.year), "--out", str(data / "report")], env, 3)
         print(f"zeroerrand report --year {args.year}: {report_s:.2f} s median of 3 (goal < 10 s); "

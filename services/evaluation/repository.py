@@ -10,6 +10,7 @@ never overwrite each other (the loser reads again).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Sequence
 from datetime import datetime
@@ -161,8 +162,10 @@ class MongoLedgerRepository:
         return _load(ProjectRecord, await self._projects.find_one({"_id": code}))  # type: ignore[no-any-return]
 
     async def add_project(self, project: ProjectRecord) -> None:
-        await self._projects.update_one({"_id": project.code}, {"$setOnInsert": project.model_dump(mode="json")},
-                                        upsert=True)
+        # the first record stays (a redelivery carries the same facts): an insert, not an upsert,
+        # which on the embedded store costs a look-up and a transaction
+        with contextlib.suppress(DuplicateKeyError):
+            await self._projects.insert_one(_doc(project, project.code))
 
     async def close_project(self, code: str, at: datetime) -> bool:
         result = await self._projects.update_one({"_id": code, "delivered_at": None},
