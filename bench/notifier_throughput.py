@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import aio_pika
 from pymongo import AsyncMongoClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +39,7 @@ from services.common.bus import BrokerPublisher, event_out, make_broker  # noqa:
 from services.common.rule_files import load_rulebook  # noqa: E402
 from services.common.settings import BrokerSettings, NotifierSettings, StoreSettings  # noqa: E402
 from services.common.storage import EmbeddedServer, Endpoint, Store  # noqa: E402
-from services.common.topology import declare_topology  # noqa: E402
+from services.common.topology import NOTIFIER_QUEUE, declare_topology  # noqa: E402
 from services.notifier.app import create_notifier  # noqa: E402
 from services.notifier.compose import Composer, ItemView, ProjectView  # noqa: E402
 from services.notifier.plan import load_plan  # noqa: E402
@@ -104,12 +105,24 @@ async def notifier_run(store: Store, url: str, events: list[Any], prefetch: int)
     started: list[float] = []
     notifier.app.on_startup(lambda: started.append(time.perf_counter()))
     await notifier.app.start()
+    # done when the queue has nothing ready and nothing is in flight: every event acknowledged,
+    # which the notifier does only once its notifications are stored. (Not by counting documents:
+    # FerretDB counts by reading the whole collection, and polling that would be most of its work.)
+    connection = await aio_pika.connect(url)
     try:
-        while await store.db[NOTIFICATIONS.name].estimated_document_count() < expected:  # cheap: no scan
-            await asyncio.sleep(0.02)
-        return time.perf_counter() - started[0], expected
+        channel = await connection.channel()
+        while True:
+            queue = await channel.declare_queue(NOTIFIER_QUEUE.name, passive=True)
+            if not queue.declaration_result.message_count and not notifier.inflight._tasks:
+                break
+            await asyncio.sleep(0.01)
+        elapsed = time.perf_counter() - started[0]
     finally:
+        await connection.close()
         await notifier.app.stop()
+    stored = await store.db[NOTIFICATIONS.name].count_documents({})
+    assert stored == expected, f"{stored} notifications stored, {expected} expected"
+    return elapsed, expected
 
 
 async def main() -> None:

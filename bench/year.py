@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import aio_pika
 from pymongo import AsyncMongoClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,18 +131,26 @@ async def main() -> None:
         published = time.perf_counter() - t0
         watched = ("zeroerrand.router.agreements", "zeroerrand.notifier.events", "zeroerrand.evaluation.events",
                    "zeroerrand.evaluation.requests")
-        quiet = 0
+        # Drained when no queue has a message ready (a passive declare: cheap) and then, asked once,
+        # none has one in flight either (rabbitmqctl, which costs a CPU-second: not polled).
         busy_until = dict.fromkeys(watched, 0.0)  # when each queue was last seen with work
-        while quiet < 3:  # three looks in a row with nothing waiting or in flight
-            await asyncio.sleep(0.5)
-            depths = queue_depths(vhost)
-            for queue in watched:
-                if depths.get(queue, 0):
-                    busy_until[queue] = time.perf_counter() - t0
-            quiet = quiet + 1 if all(depths.get(q, 0) == 0 for q in watched) else 0
+        connection = await aio_pika.connect(url)
+        channel = await connection.channel()
+        while True:
+            await asyncio.sleep(0.2)
+            ready = {q: (await channel.declare_queue(q, passive=True)).declaration_result.message_count for q in watched}
+            now = time.perf_counter() - t0
+            for queue, count in ready.items():
+                if count:
+                    busy_until[queue] = now
             if up.poll() is not None:
                 raise RuntimeError(f"zeroerrand up stopped: {(data / 'up.log').read_text()[-3000:]}")
-        elapsed = time.perf_counter() - t0 - 1.0  # the last two quiet looks are not work
+            if not any(ready.values()):
+                finished = time.perf_counter()
+                if all(queue_depths(vhost).get(q, 0) == 0 for q in watched):
+                    break
+        await connection.close()
+        elapsed = finished - t0
         dead = {q: n for q, n in queue_depths(vhost).items() if q.endswith(".dead") and n}
 
         import json

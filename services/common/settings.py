@@ -67,8 +67,9 @@ class NotifierSettings(BaseSettings):
 
     rules_dir: Path = PROJECT_ROOT / "rules"
     # at most 64: PyMongo 4.20's async client was seen to stall with ~100 operations in flight on
-    # one client (replies left unread in the socket); two group-commit batches of 16 fill the store
-    prefetch: int = Field(default=32, ge=1, le=64, description="events in flight")
+    # one client (replies left unread in the socket); the look-ups are limited apart (16 at once),
+    # and two group-commit batches of 32 keep the store busy
+    prefetch: int = Field(default=64, ge=1, le=64, description="events in flight")
     webhook_secret: SecretStr = Field(default=SecretStr("zeroerrand-dev-secret"),
                                       description="HMAC-SHA256 key of the webhook signature; set it in production")
     webhook_timeout_s: float = Field(default=5.0, gt=0)

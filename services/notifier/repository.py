@@ -6,6 +6,7 @@ the enterprise and the unit, which those events do not carry.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from services.common.messages import AgreementRejected, Enterprise, Event, ItemR
 from services.common.storage import Collection, Store
 from services.notifier.compose import ItemView, ProjectView
 
+READ_CONCURRENCY = 16
 # the kinds of recipient key a notification has: unit:CODE, enterprise:CREDIT_CODE, role:NAME
 RECIPIENT_KINDS = ("unit", "enterprise", "role")
 NOTIFICATIONS = Collection("notifications", (
@@ -36,6 +38,9 @@ class NotifierRepository:
         self._projects = store.db[PROJECTS.name]
         self._items = store.db[ITEMS.name]
         self._known_projects: set[str] = set()
+        # the read-model look-ups of events in flight, at most this many at once: PyMongo 4.20's
+        # async client was seen to stall with ~100 operations in flight on one client
+        self._lookups = asyncio.Semaphore(READ_CONCURRENCY)
 
     # -- read model --------------------------------------------------------------------------
 
@@ -75,14 +80,16 @@ class NotifierRepository:
         self._known_projects.add(project_code)
 
     async def project(self, code: str) -> ProjectView | None:
-        doc = await self._projects.find_one({"_id": code})
+        async with self._lookups:
+            doc = await self._projects.find_one({"_id": code})
         if doc is None:
             return None
         return ProjectView(code=code, name=doc["name"], enterprise=Enterprise.model_validate(doc["enterprise"]),
                            recruiting_unit=doc["recruiting_unit"])
 
     async def item(self, project_code: str, item_code: str) -> ItemView | None:
-        doc = await self._items.find_one({"_id": f"{project_code}/{item_code}"})
+        async with self._lookups:
+            doc = await self._items.find_one({"_id": f"{project_code}/{item_code}"})
         if doc is None:
             return None
         return ItemView(project_code=project_code, item_code=item_code, item_name=doc["item_name"],
