@@ -1,7 +1,8 @@
 """The evaluation service layer: each message type maps to one function (no ``isinstance`` chains).
 
-Events from the router (``service.started``, ``item.routed``) open ledger lines. Requests from the
-units, the enterprise and operators are checked against the ledger by the pure aggregate; an
+Events from the router (``service.started``, and ``item.routed``, which is each routed item's own
+message read as that event) open ledger lines. Requests from the units, the enterprise and
+operators are checked against the ledger by the pure aggregate; an
 applied request is saved, then its events are published; a refused one is recorded with its
 reason and ``request.refused`` tells the sender. What the ledger decides by itself (an item
 becomes ready, an automatic task order, an overdue level, the project delivered) is published
