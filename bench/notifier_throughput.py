@@ -6,7 +6,8 @@ directory) or on ``--mongodb-url``, and a private RabbitMQ vhost created and del
 (a) raw ``insert_one`` of the very notification documents the notifier will store for these events
     (same shape and size), into a collection with the same indexes, one after another: the rate
     the server itself sustains for such documents;
-(b) the notifier service: N ``item.routed`` events (real routed items of the example agreements)
+(b) the notifier service: N routed items (real ones of the example agreement, published once on
+    ``zeroerrand.items`` as the router does, reaching the notifier's queue by the exchange binding)
     pre-loaded on its queue, then the service started and timed until every notification they
     yield is stored. Printed as events/s and notifications/s, and events/s against (a).
 
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from services.common.agreement_files import load_agreement, to_event  # noqa: E402
-from services.common.bus import BrokerPublisher, event_out, make_broker  # noqa: E402
+from services.common.bus import BrokerPublisher, make_broker  # noqa: E402
 from services.common.rule_files import load_rulebook  # noqa: E402
 from services.common.settings import BrokerSettings, NotifierSettings, StoreSettings  # noqa: E402
 from services.common.storage import Collection, EmbeddedServer, Endpoint, Store  # noqa: E402
@@ -45,6 +46,7 @@ from services.notifier.compose import Composer, ItemView, ProjectView  # noqa: E
 from services.notifier.plan import load_plan  # noqa: E402
 from services.notifier.repository import COLLECTIONS, NOTIFICATIONS  # noqa: E402
 from services.router.active_rules import load_checked  # noqa: E402
+from services.router.handlers import item_out  # noqa: E402
 from services.router.routing import route_agreement  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "agreements" / "hl-2026-0031-aluminium-frames.yaml"
@@ -99,7 +101,8 @@ async def notifier_run(store: Store, url: str, events: list[Any], prefetch: int)
     async with loader:
         await loader.connect()
         await declare_topology(loader)
-        await BrokerPublisher(loader).publish_all([event_out(e) for e in events])
+        # as the router sends them: each routed item once, on zeroerrand.items (to the events by the binding)
+        await BrokerPublisher(loader).publish_all([item_out(e.item) for e in events])
     expected = sum(1 + 1 for _ in events)  # enterprise notice + the unit's item or task order (inbox only)
     notifier = create_notifier(NotifierSettings(prefetch=prefetch), BrokerSettings(amqp_url=url), store=store)
     logging.getLogger("faststream.access.rabbit").disabled = True
