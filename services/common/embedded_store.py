@@ -8,17 +8,23 @@ directory::
     DATA_DIR/ferretdb/     FerretDB's state
     DATA_DIR/*.log         the two servers' logs
 
-PostgreSQL listens on a Unix socket only, in a private directory (no TCP port, trust
-authentication for that socket alone); FerretDB listens on ``127.0.0.1``. When the store is ready
-this process prints one JSON line on stdout::
+Neither server listens on TCP: each has a Unix socket in a private directory (mode 0700) under
+the system's temporary directory, so only this user (and root) can reach the data; PostgreSQL
+trusts that socket alone. When the store is ready this process writes ``DATA_DIR/address.json``
+(atomically) and prints the same JSON line on stdout::
 
-    {"uri": "mongodb://127.0.0.1:PORT/", "postgres": {"host": SOCKET_DIR, "port": 5432,
-     "user": "zeroerrand", "dbname": "ferretdb"}, "pid": PID}
+    {"uri": "mongodb://%2Ftmp%2Fzeroerrand-db-...%2Fferretdb.sock", "postgres": {"host": SOCKET_DIR,
+     "port": 5432, "user": "zeroerrand", "dbname": "ferretdb"}, "pid": PID, "data_dir": DATA_DIR}
+
+One store per data directory: it holds ``DATA_DIR/store.lock`` while it runs. Processes that use
+it register in ``DATA_DIR/clients/PID``; when the process that started it closes its standard input
+(it stopped, or died), the store keeps serving while a registered process is alive, then stops.
 
 It stops both servers (FerretDB first, then PostgreSQL by its fast shutdown, by the immediate one
-if that takes too long) within 5 s when it gets SIGTERM or SIGINT, when its standard input closes
-(its parent is gone, even by a crash), or when either server exits on its own. If this process
-itself is killed, the kernel sends both servers their stop signal (``PR_SET_PDEATHSIG``).
+if that takes too long) within 5 s when it gets SIGTERM or SIGINT, when its users are gone as
+above, or when either server exits on its own (the reason goes to ``DATA_DIR/store.log``). If this
+process itself is killed, the kernel sends both servers their stop signal (``PR_SET_PDEATHSIG``).
+It is started in a session of its own, so a Ctrl-C meant for the services does not reach it.
 
 PostgreSQL refuses to run as root: as root, the cluster runs as the ``postgres`` system user
 (``ZEROERRAND_POSTGRES_OS_USER``), which then owns ``DATA_DIR/postgresql``.
@@ -31,6 +37,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import fcntl
 import json
 import os
 import pwd
@@ -44,6 +51,8 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
+from urllib.parse import quote
 
 PG_PORT = 5432  # the socket's name only: PostgreSQL has no TCP listener here
 PG_ROLE = "zeroerrand"
@@ -58,11 +67,19 @@ class StartError(RuntimeError):
     """The store could not start; the message says what and what to do."""
 
 
-def postgres_bin_dir(configured: str | None = None) -> Path:
-    """The directory holding ``postgres`` and ``initdb``: the one given, else ``pg_config
-    --bindir``, else the newest ``/usr/lib/postgresql/N/bin`` (Debian's layout)."""
+def postgres_bin_dir(configured: str | None = None, data: Path | None = None) -> Path:
+    """The directory holding ``postgres`` and ``initdb``: the one given; else, for an existing
+    cluster, Debian's ``/usr/lib/postgresql/N/bin`` of the version it was made with; else
+    ``pg_config --bindir``; else the newest ``/usr/lib/postgresql/N/bin``."""
     if configured:
+        if not (Path(configured) / "postgres").exists():
+            raise StartError(f"ZEROERRAND_POSTGRES_BIN={configured} 中没有 postgres 程序：请指向 PostgreSQL 的 bin 目录"
+                             f"（如 /usr/lib/postgresql/15/bin）/ no postgres in ZEROERRAND_POSTGRES_BIN={configured}")
         return Path(configured)
+    if data is not None and (data / "PG_VERSION").exists():
+        made_with = (data / "PG_VERSION").read_text().strip()
+        if (Path("/usr/lib/postgresql") / made_with / "bin" / "postgres").exists():
+            return Path("/usr/lib/postgresql") / made_with / "bin"
     pg_config = shutil.which("pg_config")
     if pg_config:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
@@ -83,18 +100,31 @@ def _die_with_parent(sig: int) -> None:
     _libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
+def live_clients(data_dir: Path) -> list[int]:
+    """The registered processes (``DATA_DIR/clients/PID``) that are still alive."""
+    alive = []
+    for entry in (data_dir / "clients").glob("*"):
+        if entry.name.isdigit() and Path(f"/proc/{entry.name}").exists():
+            alive.append(int(entry.name))
+        else:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+    return alive
+
+
 class EmbeddedStore:
     """The two servers of one data directory."""
 
-    def __init__(self, data_dir: Path, ferretdb: Path, pg_bin: Path, host: str = "127.0.0.1",
-                 port: int = 0, start_timeout_s: float = 60.0) -> None:
+    def __init__(self, data_dir: Path, ferretdb: Path, pg_bin: str | None, start_timeout_s: float = 60.0) -> None:
         self.data_dir = data_dir.resolve()
-        self.ferretdb, self.pg_bin = ferretdb, pg_bin
-        self.host, self.port, self.start_timeout_s = host, port, start_timeout_s
+        self.ferretdb, self.start_timeout_s = ferretdb, start_timeout_s
         self.pg_data = self.data_dir / "postgresql"
-        self.socket_dir: Path | None = None
+        self.pg_bin = postgres_bin_dir(pg_bin, self.pg_data)
+        self.socket_dir: Path | None = None  # PostgreSQL's
+        self.run_dir: Path | None = None  # FerretDB's
         self.postgres: subprocess.Popen[bytes] | None = None
         self.ferret: subprocess.Popen[bytes] | None = None
+        self._lock: IO[bytes] | None = None
         self.os_user = self._os_user()
 
     @staticmethod
@@ -112,24 +142,55 @@ class EmbeddedStore:
     # --- start -------------------------------------------------------------------------------
 
     def start(self) -> dict[str, object]:
-        for binary in (self.ferretdb, self.pg_bin / "postgres", self.pg_bin / "initdb"):
+        if not (self.ferretdb.is_file() and os.access(self.ferretdb, os.X_OK)):
+            raise StartError(f"内置存储的 FerretDB 程序 {self.ferretdb} 不存在或不可执行：请运行 scripts/setup.sh，"
+                             f"或用 ZEROERRAND_FERRETDB 指明它 / {self.ferretdb} is not an executable FerretDB")
+        for binary in (self.pg_bin / "postgres", self.pg_bin / "initdb"):
             if not binary.exists():
                 raise StartError(f"内置存储缺少程序 {binary}：请运行 scripts/setup.sh / missing {binary}")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
         self._check_reachable()
+        self._remove_stale_run_dirs()
         self.socket_dir = Path(tempfile.mkdtemp(prefix="zeroerrand-pg-"))
         self._own(self.socket_dir)
-        fresh = not (self.pg_data / "PG_VERSION").exists()
+        self.run_dir = Path(tempfile.mkdtemp(prefix="zeroerrand-db-"))  # 0700, this user's
+        (self.data_dir / "run.json").write_text(json.dumps([str(self.socket_dir), str(self.run_dir)]))
+        (self.data_dir / "clients").mkdir(exist_ok=True)
+        fresh = not (self.pg_data / "global" / "pg_control").exists()
         if fresh:
             self._initdb()
         self._start_postgres()
         if fresh or not self._database_exists():
             self._pg_tool("createdb", "--host", str(self.socket_dir), "--port", str(PG_PORT),
                           "--username", PG_ROLE, PG_DATABASE)
-        self._start_ferretdb()
-        return {"uri": f"mongodb://{self.host}:{self.port}/",
-                "postgres": {"host": str(self.socket_dir), "port": PG_PORT, "user": PG_ROLE, "dbname": PG_DATABASE},
-                "pid": os.getpid()}
+        socket_path = self._start_ferretdb()
+        address = {"uri": "mongodb://" + quote(str(socket_path), safe=""),
+                   "postgres": {"host": str(self.socket_dir), "port": PG_PORT, "user": PG_ROLE, "dbname": PG_DATABASE},
+                   "pid": os.getpid(), "data_dir": str(self.data_dir)}
+        staging = self.data_dir / "address.json.new"
+        staging.write_text(json.dumps(address), encoding="utf-8")
+        staging.replace(self.data_dir / "address.json")  # never seen half-written
+        return address
+
+    def _take_lock(self) -> None:
+        self._lock = (self.data_dir / "store.lock").open("wb")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            self._lock = None
+            raise StartError(f"另一个内置存储正在使用数据目录 {self.data_dir}：请连接它（服务和命令会自动连接），"
+                             f"不要再启动一个 / another embedded store runs on {self.data_dir}") from None
+
+    def _remove_stale_run_dirs(self) -> None:
+        """Socket directories a killed store left behind (we hold the lock: nobody uses them)."""
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            for stale in json.loads((self.data_dir / "run.json").read_text()):
+                if Path(stale).name.startswith("zeroerrand-"):
+                    shutil.rmtree(stale, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (self.data_dir / "address.json").unlink()
 
     def _check_reachable(self) -> None:
         if self.os_user is None:
@@ -164,8 +225,12 @@ class EmbeddedStore:
         return env
 
     def _initdb(self) -> None:
+        if self.pg_data.is_file():
+            raise StartError(f"{self.pg_data} 是文件，不是 PostgreSQL 数据目录：请移走它 / not a directory")
         if self.pg_data.exists() and any(self.pg_data.iterdir()):
-            raise StartError(f"{self.pg_data} 不是空目录，也不是 PostgreSQL 数据目录 / not a PostgreSQL data directory")
+            raise StartError(f"{self.pg_data} 不是完整的 PostgreSQL 数据目录（没有 global/pg_control），也不是空目录："
+                             "请检查它是不是别处拷来的、未建完的数据；确认无用后移走它，内置存储会重新建立 / "
+                             "not a complete PostgreSQL data directory")
         self.pg_data.mkdir(exist_ok=True)
         self._own(self.pg_data)
         self._pg_tool("initdb", "--pgdata", str(self.pg_data), "--username", PG_ROLE, "--auth", "trust",
@@ -180,64 +245,75 @@ class EmbeddedStore:
                               **self._as_pg_user())  # type: ignore[call-overload]
         return str(done.stdout).strip() == "1"
 
+    def _log(self, name: str) -> tuple[IO[bytes], int]:
+        """The log file opened for appending, and where this start's lines begin in it."""
+        path = self.data_dir / name
+        handle = path.open("ab")
+        if self.os_user is not None and name.startswith("postgresql"):
+            os.chown(path, self.os_user.pw_uid, self.os_user.pw_gid)
+        return handle, handle.tell()
+
     def _start_postgres(self) -> None:
         assert self.socket_dir is not None
-        log = (self.data_dir / "postgresql.log").open("ab")
-        if self.os_user is not None:
-            os.chown(self.data_dir / "postgresql.log", self.os_user.pw_uid, self.os_user.pw_gid)
-        self.postgres = subprocess.Popen(  # type: ignore[call-overload]
-            [str(self.pg_bin / "postgres"), "-D", str(self.pg_data), "-p", str(PG_PORT),
-             "-c", "listen_addresses=", "-c", f"unix_socket_directories={self.socket_dir}",
-             "-c", "unix_socket_permissions=0700", "-c", "logging_collector=off",
-             "-c", "max_connections=200",
-             # FerretDB's filters name the field as a parameter (_jsonb->$1 @> $2): a cached generic
-             # plan cannot match the expression indexes, so always plan with the values
-             "-c", "plan_cache_mode=force_custom_plan"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self._pg_env(),
-            preexec_fn=lambda: _die_with_parent(signal.SIGINT), **self._as_pg_user())
+        log, offset = self._log("postgresql.log")
+        with log:
+            self.postgres = subprocess.Popen(  # type: ignore[call-overload]
+                [str(self.pg_bin / "postgres"), "-D", str(self.pg_data), "-p", str(PG_PORT),
+                 "-c", "listen_addresses=", "-c", f"unix_socket_directories={self.socket_dir}",
+                 "-c", "unix_socket_permissions=0700", "-c", "logging_collector=off",
+                 "-c", "max_connections=200",
+                 # FerretDB's filters name the field as a parameter (_jsonb->$1 @> $2): a cached generic
+                 # plan cannot match the expression indexes, so always plan with the values
+                 "-c", "plan_cache_mode=force_custom_plan"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self._pg_env(),
+                preexec_fn=lambda: _die_with_parent(signal.SIGINT), **self._as_pg_user())
         deadline = time.monotonic() + self.start_timeout_s
         while True:
             if self.postgres.poll() is not None:
                 raise StartError(f"PostgreSQL 未能启动，见 {self.data_dir / 'postgresql.log'} / PostgreSQL exited "
-                                 f"({self.postgres.returncode}): {self._tail('postgresql.log')}")
+                                 f"({self.postgres.returncode}): {self._tail('postgresql.log', offset)}")
             ready = subprocess.run([str(self.pg_bin / "pg_isready"), "--host", str(self.socket_dir), "--username", PG_ROLE,
-                                    "--port", str(PG_PORT), "--quiet"], check=False, env=self._pg_env())
+                                    "--dbname", "postgres", "--port", str(PG_PORT), "--quiet"], check=False, env=self._pg_env())
             if ready.returncode == 0:
                 return
             if time.monotonic() > deadline:
-                raise StartError(f"PostgreSQL 在 {self.start_timeout_s:.0f} 秒内未就绪 / not ready in time")
+                raise StartError(f"PostgreSQL 在 {self.start_timeout_s:.0f} 秒内未就绪 / not ready in time: "
+                                 f"{self._tail('postgresql.log', offset)}")
             time.sleep(0.05)
 
-    def _start_ferretdb(self) -> None:
-        assert self.socket_dir is not None
+    def _start_ferretdb(self) -> Path:
+        assert self.socket_dir is not None and self.run_dir is not None
         state = self.data_dir / "ferretdb"
         state.mkdir(exist_ok=True)
-        for _attempt in range(3):
-            port = self.port or _free_port(self.host)
-            log = (self.data_dir / "ferretdb.log").open("ab")
+        socket_path = self.run_dir / "ferretdb.sock"
+        log, offset = self._log("ferretdb.log")
+        with log:
             self.ferret = subprocess.Popen(
                 [str(self.ferretdb), "--handler=postgresql",
                  f"--postgresql-url=postgres://{PG_ROLE}@/{PG_DATABASE}?host={self.socket_dir}&port={PG_PORT}",
-                 f"--listen-addr={self.host}:{port}", "--debug-addr=-", "--telemetry=disable",
-                 f"--state-dir={state}", "--log-level=warn", "--log-format=text"],
+                 "--listen-addr=", f"--listen-unix={socket_path}", "--debug-addr=-", "--telemetry=disable",
+                 f"--state-dir={state}", "--log-level=error", "--log-format=text"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 preexec_fn=lambda: _die_with_parent(signal.SIGTERM))
-            deadline = time.monotonic() + self.start_timeout_s
-            while self.ferret.poll() is None and time.monotonic() < deadline:
-                with contextlib.suppress(OSError), socket.create_connection((self.host, port), timeout=0.5):
-                    self.port = port
-                    return
-                time.sleep(0.05)
-            if self.ferret.poll() is None:
-                raise StartError(f"FerretDB 在 {self.start_timeout_s:.0f} 秒内未就绪 / FerretDB not ready in time")
-            if self.port:  # a fixed port that is taken: no second try
-                break
-        raise StartError(f"FerretDB 未能启动，见 {self.data_dir / 'ferretdb.log'} / FerretDB exited: "
-                         f"{self._tail('ferretdb.log')}")
+        deadline = time.monotonic() + self.start_timeout_s
+        while self.ferret.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as probe:
+                probe.settimeout(0.5)
+                probe.connect(str(socket_path))
+                return socket_path
+            time.sleep(0.05)
+        if self.ferret.poll() is None:
+            raise StartError(f"FerretDB 在 {self.start_timeout_s:.0f} 秒内未就绪 / FerretDB not ready in time: "
+                             f"{self._tail('ferretdb.log', offset)}")
+        raise StartError(f"FerretDB 未能启动，见 {self.data_dir / 'ferretdb.log'} / FerretDB exited "
+                         f"({self.ferret.returncode}): {self._tail('ferretdb.log', offset)}")
 
-    def _tail(self, name: str) -> str:
-        with contextlib.suppress(OSError):
-            return (self.data_dir / name).read_text(errors="replace")[-1500:]
+    def _tail(self, name: str, offset: int) -> str:
+        """What this start wrote to a log (not an earlier run's lines), its last lines."""
+        with contextlib.suppress(OSError), (self.data_dir / name).open("rb") as log:
+            log.seek(offset)
+            lines = log.read().decode(errors="replace").strip().splitlines()
+            return " | ".join(lines[-8:])[-1500:]
         return ""
 
     # --- run and stop ------------------------------------------------------------------------
@@ -252,10 +328,15 @@ class EmbeddedStore:
     def stop(self) -> None:
         """FerretDB first (no new writes), then PostgreSQL: fast shutdown, immediate if it lags."""
         deadline = time.monotonic() + STOP_BUDGET_S
+        with contextlib.suppress(OSError):
+            (self.data_dir / "address.json").unlink()
         _stop(self.ferret, [(signal.SIGTERM, 1.5), (signal.SIGKILL, 0.5)], deadline)
         _stop(self.postgres, [(signal.SIGINT, 2.0), (signal.SIGQUIT, 0.8), (signal.SIGKILL, 0.5)], deadline)
-        if self.socket_dir is not None:
-            shutil.rmtree(self.socket_dir, ignore_errors=True)
+        for directory in (self.socket_dir, self.run_dir):
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
+        if self._lock is not None:
+            self._lock.close()  # releases the data directory
 
 
 def _stop(process: subprocess.Popen[bytes] | None, steps: Sequence[tuple[int, float]], deadline: float) -> None:
@@ -270,10 +351,10 @@ def _stop(process: subprocess.Popen[bytes] | None, steps: Sequence[tuple[int, fl
             process.wait(max(0.05, min(wait_s, deadline - time.monotonic())))
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
+def _record(data_dir: Path, line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+    with contextlib.suppress(OSError), (data_dir / "store.log").open("a", encoding="utf-8") as log:
+        log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -281,9 +362,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data-dir", required=True, type=Path)
     parser.add_argument("--ferretdb", required=True, type=Path, help="the FerretDB 1.24 binary")
     parser.add_argument("--postgres-bin", default=os.environ.get("ZEROERRAND_POSTGRES_BIN"),
-                        help="directory of postgres/initdb (default: pg_config --bindir, /usr/lib/postgresql/N/bin)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="FerretDB's port; 0 picks a free one")
+                        help="directory of postgres/initdb (default: the cluster's version under /usr/lib/postgresql, "
+                             "pg_config --bindir, the newest /usr/lib/postgresql/N/bin)")
     parser.add_argument("--start-timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
 
@@ -291,8 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        store = EmbeddedStore(args.data_dir, args.ferretdb, postgres_bin_dir(args.postgres_bin),
-                              args.host, args.port, args.start_timeout)
+        store = EmbeddedStore(args.data_dir, args.ferretdb, args.postgres_bin, args.start_timeout)
     except StartError as exc:
         print(json.dumps({"error": str(exc)}, ensure_ascii=False), flush=True)
         return 1
@@ -303,23 +382,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps({"error": str(exc)}, ensure_ascii=False), flush=True)
         return 1
 
-    def watch_stdin() -> None:  # EOF: the parent is gone; never outlive it holding the data
+    owner_gone = threading.Event()
+
+    def watch_stdin() -> None:  # EOF: the process that started the store stopped or died
         # os.read, not sys.stdin: a daemon thread blocked in a buffered read holds its lock and
         # makes the interpreter abort at exit
         with contextlib.suppress(OSError):
             while os.read(0, 65536):
                 pass
-        stop.set()
+        owner_gone.set()
 
     threading.Thread(target=watch_stdin, daemon=True).start()
     reason = None
+    unused = 0  # consecutive looks, once the owner is gone, with no registered process alive
     while not stop.wait(0.2):
         reason = store.exited()
         if reason:
             break
+        if owner_gone.is_set():
+            unused = 0 if live_clients(store.data_dir) else unused + 1
+            if unused >= 3:
+                break
     store.stop()
     if reason:
-        print(f"embedded store: {reason}; stopped", file=sys.stderr, flush=True)
+        _record(store.data_dir, f"embedded store: {reason}; stopped")
         return 1
     return 0
 

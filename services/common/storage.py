@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -59,63 +62,100 @@ class Collection:
 @dataclass(frozen=True)
 class Endpoint:
     """Where a store answers: the MongoDB URI, and for the embedded store the PostgreSQL under it
-    (``host`` is its socket directory), to which the adapter adds the indexes FerretDB's queries use."""
+    (``host`` is its socket directory), to which the adapter adds the indexes FerretDB's queries
+    use, and the embedded store's own process."""
 
     uri: str
     postgres: Mapping[str, Any] | None = None
+    pid: int | None = None
 
 
 class EmbeddedServer:
-    """The embedded store (``embedded_store.py``: FerretDB on a private PostgreSQL) as a child process."""
+    """The embedded store of one data directory (``embedded_store.py``: FerretDB on a private
+    PostgreSQL), as this process uses it: joined if it runs, else started (and then owned).
+
+    Every process that uses it registers in ``DATA_DIR/clients/PID`` first, so that the store
+    outlives the process that started it while others still use it (a CLI command that started it,
+    then ``zeroerrand up`` joined). Starting is serialised by ``DATA_DIR/starting.lock``: two
+    processes that find no store at once start one, and the second joins it.
+    """
 
     def __init__(self, ferretdb: Path, data_dir: Path, timeout_s: float, postgres_bin: Path | None = None) -> None:
-        self.ferretdb, self.data_dir, self.timeout_s, self.postgres_bin = ferretdb, data_dir, timeout_s, postgres_bin
+        self.ferretdb, self.data_dir, self.timeout_s, self.postgres_bin = ferretdb, data_dir.resolve(), timeout_s, postgres_bin
         self._process: asyncio.subprocess.Process | None = None
         self.endpoint: Endpoint | None = None
+
+    async def open(self) -> Endpoint:
+        """Joins the running store of this data directory, or starts it."""
+        self.register()
+        found = await self.running()
+        if found is not None:
+            self.endpoint = found
+            return found
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with (self.data_dir / "starting.lock").open("wb") as lock:
+            await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)  # another process may be starting it
+            found = await self.running()
+            if found is not None:
+                self.endpoint = found
+                return found
+            return await self.start()
+
+    def register(self) -> None:
+        clients = self.data_dir / "clients"
+        clients.mkdir(parents=True, exist_ok=True)
+        (clients / str(os.getpid())).touch()
+
+    def unregister(self) -> None:
+        with contextlib.suppress(OSError):
+            (self.data_dir / "clients" / str(os.getpid())).unlink()
 
     async def start(self) -> Endpoint:
         if not self.ferretdb.exists():
             raise StoreUnavailable(
                 f"没有可用的 MongoDB：未设置 MONGODB_URL，内置存储的 FerretDB 程序 {self.ferretdb} 也不存在。"
-                "请运行 scripts/setup.sh（构建内置存储），或设置 MONGODB_URL 指向 MongoDB。"
+                "请运行 scripts/setup.sh（构建内置存储），或设置 MONGODB_URL 指向 MongoDB，或用 ZEROERRAND_FERRETDB 指明它。"
                 f" / no store: MONGODB_URL unset and {self.ferretdb} missing; run scripts/setup.sh or set MONGODB_URL")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, str(EMBEDDED_SERVER), "--data-dir", str(self.data_dir), "--ferretdb", str(self.ferretdb),
                    "--start-timeout", str(self.timeout_s)]
         if self.postgres_bin is not None:
             command += ["--postgres-bin", str(self.postgres_bin)]
+        # a session of its own: a Ctrl-C for this process group must not stop the store before the
+        # services have finished with it (it stops when they are done: see embedded_store.py)
         self._process = await asyncio.create_subprocess_exec(
-            *command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            *command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         assert self._process.stdout is not None
         try:
-            line = await asyncio.wait_for(self._process.stdout.readline(), self.timeout_s + 15)
+            line = await asyncio.wait_for(self._process.stdout.readline(), self.timeout_s * 2 + 15)
             started = json.loads(line)
             if "error" in started:
                 raise StoreUnavailable(f"内置存储未能启动 / embedded store did not start: {started['error']}")
-            self.endpoint = Endpoint(str(started["uri"]), started["postgres"])
+            self.endpoint = Endpoint(str(started["uri"]), started["postgres"], int(started["pid"]))
         except (TimeoutError, ValueError, KeyError, TypeError) as exc:
             error = await self._stop_and_read_errors()
             raise StoreUnavailable(f"内置存储未能启动 / embedded store did not start: {exc!r} {error}") from exc
         except StoreUnavailable:
             await self._stop_and_read_errors()
             raise
-        self.address_file.write_text(json.dumps({"uri": self.endpoint.uri, "postgres": dict(self.endpoint.postgres or {}),
-                                                 "pid": self._process.pid}), encoding="utf-8")
-        log.info("embedded store (FerretDB on PostgreSQL) on %s, data in %s", self.endpoint.uri, self.data_dir)
+        log.info("embedded store (FerretDB on PostgreSQL) at %s, data in %s", self.endpoint.uri, self.data_dir)
         return self.endpoint
 
     @property
     def address_file(self) -> Path:
-        """Where a running embedded store says its address, so the CLI joins it instead of
-        starting a second one on the same data."""
+        """Where the running embedded store says its address (it writes the file itself)."""
         return self.data_dir / "address.json"
 
     async def running(self) -> Endpoint | None:
-        """The address of a live embedded store on this data directory, if one runs."""
+        """The live embedded store of this data directory, if one runs: its address file names a
+        live process that serves this directory (not a stale file, not another store's) and it answers."""
         try:
             found = json.loads(self.address_file.read_text(encoding="utf-8"))
-            endpoint = Endpoint(str(found["uri"]), found.get("postgres"))
+            endpoint = Endpoint(str(found["uri"]), found.get("postgres"), int(found["pid"]))
+            cmdline = Path(f"/proc/{endpoint.pid}/cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if found.get("data_dir") != str(self.data_dir) or str(self.data_dir).encode() not in cmdline:
             return None
         probe: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(endpoint.uri, serverSelectionTimeoutMS=1500)
         try:
@@ -125,6 +165,11 @@ class EmbeddedServer:
             return None
         finally:
             await probe.close()
+
+    def alive(self) -> bool:
+        """Whether the store this process uses still runs."""
+        pid = self.endpoint.pid if self.endpoint else None
+        return pid is not None and Path(f"/proc/{pid}").exists() and not _zombie(pid)
 
     async def _stop_and_read_errors(self) -> str:
         if self._process is None:
@@ -139,19 +184,37 @@ class EmbeddedServer:
         return err.decode(errors="replace")[-2000:]
 
     async def stop(self) -> None:
+        """Leaves the store: it stops once no registered process uses it (at once if none does)."""
+        self.unregister()
         process, self._process = self._process, None
         if process is None or process.returncode is not None:
             return
-        with contextlib.suppress(OSError):
-            self.address_file.unlink()
         assert process.stdin is not None
-        process.stdin.close()  # the store stops when its stdin closes
+        process.stdin.close()  # this process, which started it, is done with it
+        if self.data_dir.exists() and _others(self.data_dir):
+            log.info("embedded store left running for the other processes that use it")
+            return
         try:
             await asyncio.wait_for(process.wait(), 10)
         except TimeoutError:
-            log.warning("embedded store did not stop in time; killing it")
-            process.kill()
+            log.warning("embedded store did not stop in time; stopping it")
+            process.terminate()
             await process.wait()
+
+
+def _zombie(pid: int) -> bool:
+    with contextlib.suppress(OSError):
+        return "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    return False
+
+
+def _others(data_dir: Path) -> list[int]:
+    """Other live processes registered as using the embedded store of ``data_dir``."""
+    found = []
+    for entry in (data_dir / "clients").glob("*"):
+        if entry.name.isdigit() and int(entry.name) != os.getpid() and Path(f"/proc/{entry.name}").exists():
+            found.append(int(entry.name))
+    return found
 
 
 class Store:
@@ -164,6 +227,23 @@ class Store:
         self.db: AsyncDatabase[dict[str, Any]] = client[database]
         self._embedded = embedded
         self._postgres = postgres
+        self._watchdog: asyncio.Task[None] | None = None
+
+    def watch(self, interval_s: float = 1.0) -> None:
+        """Stops this process (SIGTERM, so a service shuts down cleanly) if the embedded store it
+        uses stops: its messages then stay queued instead of failing one attempt after another."""
+        embedded = self._embedded
+        if embedded is None or self._watchdog is not None:
+            return
+
+        async def watchdog() -> None:
+            while embedded.alive():
+                await asyncio.sleep(interval_s)
+            log.critical("内置存储已停止（见 %s/store.log）：本进程随之停止，未处理的消息留在队列中 / "
+                         "the embedded store stopped; stopping this process", embedded.data_dir)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        self._watchdog = asyncio.create_task(watchdog(), name="embedded-store-watchdog")
 
     @property
     def embedded(self) -> bool:
@@ -206,8 +286,13 @@ class Store:
                     (collection.name,))).fetchone()
                 if row is None:
                     raise StoreSchemaError(f"内置存储中找不到集合 {collection.name} 的表 / no table for {collection.name}")
+                existing_indexes = {r[0] for r in await (await conn.execute(
+                    "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = %s",
+                    (self.database, row[0]))).fetchall()}
                 for field in containment_fields(collection):
                     name = "ze_" + hashlib.sha1(f"{row[0]}.{field}".encode()).hexdigest()[:16] + "_gin"
+                    if name in existing_indexes:
+                        continue  # present: no statement, so no lock on a table in use
                     try:
                         await conn.execute(sql.SQL(
                             "CREATE INDEX IF NOT EXISTS {} ON {}.{} USING gin ((_jsonb -> {}) jsonb_path_ops)"
@@ -246,6 +331,9 @@ class Store:
             return 0
 
     async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         await self.client.close()
         if self._embedded is not None:
             await self._embedded.stop()
@@ -271,11 +359,11 @@ async def open_store(settings: StoreSettings | None = None, collections: Iterabl
     else:
         embedded = EmbeddedServer(settings.ferretdb, settings.data_dir / "store", settings.embedded_start_timeout_s,
                                   settings.postgres_bin)
-        running = await embedded.running()
-        if running is not None:  # e.g. `zeroerrand up` runs it: join, do not own
-            endpoint, embedded = running, None
-        else:
-            endpoint = await embedded.start()
+        try:
+            endpoint = await embedded.open()  # joins the running store (e.g. `zeroerrand up`'s), or starts it
+        except BaseException:
+            embedded.unregister()
+            raise
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(endpoint.uri, serverSelectionTimeoutMS=10_000, tz_aware=True)
     store = Store(client, settings.database, embedded, endpoint.postgres)
     try:
@@ -289,6 +377,7 @@ async def open_store(settings: StoreSettings | None = None, collections: Iterabl
     except BaseException:
         await store.close()
         raise
+    store.watch()
     return store
 
 

@@ -139,9 +139,13 @@ def test_the_servers_stop_when_the_supervisor_itself_is_killed(data_dir: Path) -
     store.wait(5)
     took = wait_gone(servers, STOP_LIMIT_S)
     assert took <= STOP_LIMIT_S, f"took {took:.1f} s"
+    # its socket directories stay until the next start on this data directory removes them
+    for left in json.loads((data_dir / "run.json").read_text()):
+        assert Path(left).exists()
+        shutil.rmtree(left)
 
 
-def test_a_second_start_on_the_same_data_is_refused_with_the_reason(data_dir: Path) -> None:
+def test_a_second_store_on_the_same_data_is_refused_with_the_reason(data_dir: Path) -> None:
     first = subprocess.Popen(start_command(data_dir), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert first.stdout is not None
     json.loads(first.stdout.readline())
@@ -150,7 +154,81 @@ def test_a_second_start_on_the_same_data_is_refused_with_the_reason(data_dir: Pa
                                 timeout=60)
         assert second.returncode == 1
         error = json.loads(second.stdout.splitlines()[-1])["error"]
-        assert "PostgreSQL" in error and "postgresql.log" in error
+        assert "另一个内置存储正在使用数据目录" in error and str(data_dir) in error
     finally:
         first.send_signal(signal.SIGTERM)
         first.wait(10)
+
+
+# -- as the services and the CLI use it: EmbeddedServer.open (join, or start and own) -----------
+
+
+def user(data: Path, hold_s: float, tag: str) -> subprocess.Popen[str]:
+    """A process that opens the store as a service or a CLI command does, prints the store's pid,
+    pings it every 0.1 s for ``hold_s`` seconds (printing any failure), then closes it."""
+    settings = StoreSettings()
+    script = textwrap.dedent(f"""
+        import asyncio, sys
+        from pathlib import Path
+        from pymongo import AsyncMongoClient
+        from services.common.storage import EmbeddedServer
+        async def main():
+            server = EmbeddedServer(Path({str(settings.ferretdb)!r}), Path({str(data)!r}), 60)
+            endpoint = await server.open()
+            print("{tag}", endpoint.pid, flush=True)
+            client = AsyncMongoClient(endpoint.uri, serverSelectionTimeoutMS=2000)
+            loop = asyncio.get_running_loop()
+            end = loop.time() + {hold_s}
+            while loop.time() < end:
+                try:
+                    await client.admin.command("ping")
+                except Exception as exc:
+                    print("{tag} FAILED", repr(exc), flush=True)
+                await asyncio.sleep(0.1)
+            await client.close()
+            await server.stop()
+        asyncio.run(main())
+    """)
+    return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[2])
+
+
+def test_the_store_outlives_the_process_that_started_it_while_another_uses_it(data_dir: Path) -> None:
+    starter = user(data_dir, 1.0, "starter")  # a CLI command: starts the store, done a second later
+    assert starter.stdout is not None
+    pid = int(starter.stdout.readline().split()[1])
+    joiner = user(data_dir, 4.0, "joiner")  # `zeroerrand up`, started meanwhile: joins
+    assert joiner.stdout is not None
+    assert int(joiner.stdout.readline().split()[1]) == pid
+    starter.wait(30)
+    assert alive(pid)  # the starter is gone; the store serves the joiner
+    rest, _ = joiner.communicate(timeout=30)
+    assert "FAILED" not in rest
+    took = wait_gone([pid], STOP_LIMIT_S)  # the last user left: the store stops
+    assert took <= STOP_LIMIT_S, f"took {took:.1f} s"
+
+
+def test_processes_that_find_no_store_at_once_start_one(data_dir: Path) -> None:
+    users = [user(data_dir, 2.0, f"user{n}") for n in range(3)]
+    outputs = [u.communicate(timeout=90)[0] for u in users]
+    assert all(u.returncode == 0 for u in users), outputs
+    pids = {out.split()[1] for out in outputs}
+    assert len(pids) == 1, outputs  # one store, the others joined it
+    assert not any("FAILED" in out for out in outputs)
+
+
+def test_an_address_file_of_another_store_is_not_trusted(data_dir: Path) -> None:
+    other = data_dir.parent / "other"  # reachable by the postgres user, like data_dir
+    foreign = subprocess.Popen(start_command(other), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert foreign.stdout is not None
+    address = json.loads(foreign.stdout.readline())
+    assert "pid" in address, address
+    try:
+        data_dir.mkdir(parents=True)
+        (data_dir / "address.json").write_text(json.dumps(address))  # copied, or left by a reused port
+        own = user(data_dir, 0.2, "own")
+        out, _ = own.communicate(timeout=90)
+        assert int(out.split()[1]) != address["pid"]  # it started its own store
+    finally:
+        foreign.send_signal(signal.SIGTERM)
+        foreign.wait(10)
