@@ -29,7 +29,10 @@ It is started in a session of its own, so a Ctrl-C meant for the services does n
 PostgreSQL refuses to run as root: as root, the cluster runs as the ``postgres`` system user
 (``ZEROERRAND_POSTGRES_OS_USER``), which then owns ``DATA_DIR/postgresql``.
 
-    python -m services.common.embedded_store --data-dir var/store --ferretdb .venv/bin/ferretdb
+    python -m services.common.embedded_store --data-dir var/store --ferretdb .venv/bin/ferretdb [--until-signal]
+
+By hand, ``--until-signal`` keeps it serving until SIGTERM or Ctrl-C whatever its standard input
+is (without it, a closed standard input, such as ``nohup``'s, counts as its starter being gone).
 """
 
 from __future__ import annotations
@@ -365,6 +368,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="directory of postgres/initdb (default: the cluster's version under /usr/lib/postgresql, "
                              "pg_config --bindir, the newest /usr/lib/postgresql/N/bin)")
     parser.add_argument("--start-timeout", type=float, default=60.0)
+    parser.add_argument("--until-signal", action="store_true",
+                        help="serve until SIGTERM or SIGINT, not until the standard input closes and no user is left")
     args = parser.parse_args(argv)
 
     stop = threading.Event()
@@ -392,7 +397,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 pass
         owner_gone.set()
 
-    threading.Thread(target=watch_stdin, daemon=True).start()
+    if not args.until_signal:
+        threading.Thread(target=watch_stdin, daemon=True).start()
     reason = None
     unused = 0  # consecutive looks, once the owner is gone, with no registered process alive
     while not stop.wait(0.2):
