@@ -57,6 +57,15 @@ async def keep_raw_body(message: StreamMessage[Any]) -> bytes:
     return message.body
 
 
+async def keep_message(message: StreamMessage[Any]) -> StreamMessage[Any]:
+    """A subscriber decoder that hands the handler the whole message (body, headers, the AMQP
+    properties and its ack), decoding nothing: a body that is not even JSON must reach the
+    handler, to be parked with the reason. The handler then needs no dependency injection, so
+    the consumers' brokers run without it (``apply_types=False``): a quarter of the notifier's
+    CPU per event went to resolving the one parameter."""
+    return message
+
+
 def delivery_count(raw_message: Any) -> int:
     """How many times the quorum queue delivered this message before (0 on first delivery)."""
     headers = getattr(raw_message, "headers", None) or {}
@@ -152,7 +161,7 @@ def consume_events(broker: RabbitBroker, queue: RabbitQueue, inflight: Inflight,
     once, unread: only the router and the ledger may announce what happened. Returns the
     subscriber, which the service stops first on shutdown before draining ``inflight``.
     """
-    subscriber = broker.subscriber(queue, exchange, ack_policy=AckPolicy.MANUAL, decoder=keep_raw_body,
+    subscriber = broker.subscriber(queue, exchange, ack_policy=AckPolicy.MANUAL, decoder=keep_message,
                                    title=exchange.name, description=description)
 
     async def process(message: RabbitMessage) -> None:
@@ -184,7 +193,7 @@ def consume_events(broker: RabbitBroker, queue: RabbitQueue, inflight: Inflight,
         await message.ack()
 
     @subscriber
-    async def on_event(message: RabbitMessage) -> None:
+    async def on_event(message):  # type: ignore[no-untyped-def]  # no annotation: nothing for FastDepends to do
         inflight.start(process(message))
 
     return subscriber
