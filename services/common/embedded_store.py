@@ -17,7 +17,7 @@ trusts that socket alone. When the store is ready this process writes ``DATA_DIR
      "port": 5432, "user": "zeroerrand", "dbname": "ferretdb"}, "pid": PID, "data_dir": DATA_DIR}
 
 One store per data directory: it holds ``DATA_DIR/store.lock`` while it runs. Processes that use
-it register in ``DATA_DIR/clients/PID``; when the process that started it closes its standard input
+it register in ``DATA_DIR/clients/PID-ID``; when the process that started it closes its standard input
 (it stopped, or died), the store keeps serving while a registered process is alive, then stops.
 
 It stops both servers (FerretDB first, then PostgreSQL by its fast shutdown, by the immediate one
@@ -103,12 +103,14 @@ def _die_with_parent(sig: int) -> None:
     _libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
-def live_clients(data_dir: Path) -> list[int]:
-    """The registered processes (``DATA_DIR/clients/PID``) that are still alive."""
+def live_clients(data_dir: Path) -> list[str]:
+    """The registrations (``DATA_DIR/clients/PID-ID``, one per user of the store in a process) whose
+    process is still alive; the others (their process died) are removed."""
     alive = []
     for entry in (data_dir / "clients").glob("*"):
-        if entry.name.isdigit() and Path(f"/proc/{entry.name}").exists():
-            alive.append(int(entry.name))
+        pid = entry.name.split("-", 1)[0]
+        if pid.isdigit() and Path(f"/proc/{pid}").exists():
+            alive.append(entry.name)
         else:
             with contextlib.suppress(OSError):
                 entry.unlink()
@@ -252,6 +254,7 @@ class EmbeddedStore:
         """The log file opened for appending, and where this start's lines begin in it."""
         path = self.data_dir / name
         handle = path.open("ab")
+        path.chmod(0o600)  # error lines quote project codes and document keys
         if self.os_user is not None and name.startswith("postgresql"):
             os.chown(path, self.os_user.pw_uid, self.os_user.pw_gid)
         return handle, handle.tell()
@@ -267,7 +270,9 @@ class EmbeddedStore:
                  "-c", "max_connections=200",
                  # FerretDB's filters name the field as a parameter (_jsonb->$1 @> $2): a cached generic
                  # plan cannot match the expression indexes, so always plan with the values
-                 "-c", "plan_cache_mode=force_custom_plan"],
+                 "-c", "plan_cache_mode=force_custom_plan",
+                 # a duplicate insert (a redelivery) is an error line, but never with the statement's data
+                 "-c", "log_min_error_statement=panic"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self._pg_env(),
                 preexec_fn=lambda: _die_with_parent(signal.SIGINT), **self._as_pg_user())
         deadline = time.monotonic() + self.start_timeout_s
@@ -355,9 +360,11 @@ def _stop(process: subprocess.Popen[bytes] | None, steps: Sequence[tuple[int, fl
 
 
 def _record(data_dir: Path, line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    """The file first: stderr is a pipe to the process that started the store, which may be gone."""
     with contextlib.suppress(OSError), (data_dir / "store.log").open("a", encoding="utf-8") as log:
         log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}\n")
+    with contextlib.suppress(OSError, ValueError):
+        print(line, file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

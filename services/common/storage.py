@@ -26,6 +26,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
+from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError, OperationFailure
 
 from services.common.settings import StoreSettings
 
@@ -74,16 +75,21 @@ class EmbeddedServer:
     """The embedded store of one data directory (``embedded_store.py``: FerretDB on a private
     PostgreSQL), as this process uses it: joined if it runs, else started (and then owned).
 
-    Every process that uses it registers in ``DATA_DIR/clients/PID`` first, so that the store
-    outlives the process that started it while others still use it (a CLI command that started it,
-    then ``zeroerrand up`` joined). Starting is serialised by ``DATA_DIR/starting.lock``: two
-    processes that find no store at once start one, and the second joins it.
+    Every user of it (several in one process: ``zeroerrand up``) registers first, in
+    ``DATA_DIR/clients/PID-ID``, so that the store outlives the process that started it while
+    others still use it (a CLI command that started it, then ``zeroerrand up`` joined). Starting is
+    serialised by ``DATA_DIR/starting.lock``: two processes that find no store at once start one,
+    and the second joins it.
     """
 
     def __init__(self, ferretdb: Path, data_dir: Path, timeout_s: float, postgres_bin: Path | None = None) -> None:
         self.ferretdb, self.data_dir, self.timeout_s, self.postgres_bin = ferretdb, data_dir.resolve(), timeout_s, postgres_bin
-        self._process: asyncio.subprocess.Process | None = None
+        # subprocess.Popen, not asyncio's: asyncio kills a child whose transport it closes (at exit),
+        # and this store may have to outlive this process for the others that use it
+        self._process: subprocess.Popen[bytes] | None = None
         self.endpoint: Endpoint | None = None
+        # one registration per user of the store, several in one process (``zeroerrand up``)
+        self._registration = self.data_dir / "clients" / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
     async def open(self) -> Endpoint:
         """Joins the running store of this data directory, or starts it."""
@@ -102,13 +108,12 @@ class EmbeddedServer:
             return await self.start()
 
     def register(self) -> None:
-        clients = self.data_dir / "clients"
-        clients.mkdir(parents=True, exist_ok=True)
-        (clients / str(os.getpid())).touch()
+        self._registration.parent.mkdir(parents=True, exist_ok=True)
+        self._registration.touch()
 
     def unregister(self) -> None:
         with contextlib.suppress(OSError):
-            (self.data_dir / "clients" / str(os.getpid())).unlink()
+            self._registration.unlink()
 
     async def start(self) -> Endpoint:
         if not self.ferretdb.exists():
@@ -123,11 +128,11 @@ class EmbeddedServer:
             command += ["--postgres-bin", str(self.postgres_bin)]
         # a session of its own: a Ctrl-C for this process group must not stop the store before the
         # services have finished with it (it stops when they are done: see embedded_store.py)
-        self._process = await asyncio.create_subprocess_exec(
-            *command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-        assert self._process.stdout is not None
+        process = self._process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                                   stderr=subprocess.PIPE, start_new_session=True)
+        assert process.stdout is not None
         try:
-            line = await asyncio.wait_for(self._process.stdout.readline(), self.timeout_s * 2 + 15)
+            line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), self.timeout_s * 2 + 15)
             started = json.loads(line)
             if "error" in started:
                 raise StoreUnavailable(f"内置存储未能启动 / embedded store did not start: {started['error']}")
@@ -155,7 +160,8 @@ class EmbeddedServer:
             cmdline = Path(f"/proc/{endpoint.pid}/cmdline").read_bytes().split(b"\0")
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if found.get("data_dir") != str(self.data_dir) or str(self.data_dir).encode() not in cmdline:
+        if found.get("data_dir") != str(self.data_dir) or not any(arg.endswith(b"embedded_store.py") or
+                                                                   arg == b"services.common.embedded_store" for arg in cmdline):
             return None
         probe: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(endpoint.uri, serverSelectionTimeoutMS=1500)
         try:
@@ -172,34 +178,37 @@ class EmbeddedServer:
         return pid is not None and Path(f"/proc/{pid}").exists() and not _zombie(pid)
 
     async def _stop_and_read_errors(self) -> str:
-        if self._process is None:
+        process, self._process = self._process, None
+        if process is None:
             return ""
         with contextlib.suppress(ProcessLookupError):
-            self._process.terminate()
+            process.terminate()
         try:
-            _, err = await asyncio.wait_for(self._process.communicate(), 10)
-        except TimeoutError:
-            self._process.kill()
-            _, err = await self._process.communicate()
+            _, err = await asyncio.to_thread(process.communicate, timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, err = await asyncio.to_thread(process.communicate)
         return err.decode(errors="replace")[-2000:]
 
     async def stop(self) -> None:
-        """Leaves the store: it stops once no registered process uses it (at once if none does)."""
+        """Leaves the store: it stops once no registered user is left (at once if none is)."""
         self.unregister()
         process, self._process = self._process, None
-        if process is None or process.returncode is not None:
+        if process is None or process.poll() is not None:
             return
-        assert process.stdin is not None
+        assert process.stdin is not None and process.stdout is not None and process.stderr is not None
         process.stdin.close()  # this process, which started it, is done with it
+        process.stdout.close()
         if self.data_dir.exists() and _others(self.data_dir):
             log.info("embedded store left running for the other processes that use it")
             return
         try:
-            await asyncio.wait_for(process.wait(), 10)
-        except TimeoutError:
+            await asyncio.to_thread(process.wait, 10)
+        except subprocess.TimeoutExpired:
             log.warning("embedded store did not stop in time; stopping it")
             process.terminate()
-            await process.wait()
+            await asyncio.to_thread(process.wait)
+        process.stderr.close()
 
 
 def _zombie(pid: int) -> bool:
@@ -208,13 +217,10 @@ def _zombie(pid: int) -> bool:
     return False
 
 
-def _others(data_dir: Path) -> list[int]:
-    """Other live processes registered as using the embedded store of ``data_dir``."""
-    found = []
-    for entry in (data_dir / "clients").glob("*"):
-        if entry.name.isdigit() and int(entry.name) != os.getpid() and Path(f"/proc/{entry.name}").exists():
-            found.append(int(entry.name))
-    return found
+def _others(data_dir: Path) -> list[str]:
+    """Live registrations (``PID-ID``) of the embedded store of ``data_dir``, after this one left."""
+    return [entry.name for entry in (data_dir / "clients").glob("*")
+            if Path(f"/proc/{entry.name.split('-', 1)[0]}").exists()]
 
 
 class Store:
@@ -274,7 +280,7 @@ class Store:
         existing = set(await self.db.list_collection_names())
         for collection in collections:
             if collection.name not in existing:
-                with contextlib.suppress(OperationFailure):  # made meanwhile by another process
+                with contextlib.suppress(OperationFailure, CollectionInvalid):  # made meanwhile by another process
                     await self.db.create_collection(collection.name)
         pg = dict(self._postgres or {})
         async with await psycopg.AsyncConnection.connect(

@@ -232,3 +232,56 @@ def test_an_address_file_of_another_store_is_not_trusted(data_dir: Path) -> None
     finally:
         foreign.send_signal(signal.SIGTERM)
         foreign.wait(10)
+
+
+def test_one_of_two_users_in_a_process_leaving_does_not_stop_the_store_for_the_other(data_dir: Path) -> None:
+    # `zeroerrand up`: the notifier and the ledger each open the store; a CLI command started it
+    starter = user(data_dir, 1.0, "starter")
+    assert starter.stdout is not None
+    pid = int(starter.stdout.readline().split()[1])
+    settings = StoreSettings()
+    script = textwrap.dedent(f"""
+        import asyncio
+        from pathlib import Path
+        from pymongo import AsyncMongoClient
+        from services.common.storage import EmbeddedServer
+        async def main():
+            first = EmbeddedServer(Path({str(settings.ferretdb)!r}), Path({str(data_dir)!r}), 60)
+            second = EmbeddedServer(Path({str(settings.ferretdb)!r}), Path({str(data_dir)!r}), 60)
+            endpoint = await first.open()
+            await second.open()
+            await asyncio.sleep(2.0)  # the starter is gone by now
+            await first.stop()  # one service of the process closes its store
+            client = AsyncMongoClient(endpoint.uri, serverSelectionTimeoutMS=2000)
+            for _ in range(20):  # the other goes on working
+                await client.admin.command("ping")
+                await asyncio.sleep(0.1)
+            print("ok", flush=True)
+            await client.close()
+            await second.stop()
+        asyncio.run(main())
+    """)
+    both = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=90,
+                          cwd=Path(__file__).resolve().parents[2])
+    starter.wait(30)
+    assert both.returncode == 0 and both.stdout.strip() == "ok", both.stderr[-2000:]
+    took = wait_gone([pid], STOP_LIMIT_S)
+    assert took <= STOP_LIMIT_S, f"took {took:.1f} s"
+
+
+def test_a_store_run_by_hand_with_a_relative_path_is_joined(data_dir: Path) -> None:
+    settings = StoreSettings()
+    by_hand = subprocess.Popen([sys.executable, "-m", "services.common.embedded_store", "--data-dir", data_dir.name,
+                                "--ferretdb", str(settings.ferretdb), "--until-signal"],
+                               cwd=data_dir.parent, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert by_hand.stdout is not None
+    pid = json.loads(by_hand.stdout.readline())["pid"]
+    try:
+        joiner = user(data_dir, 0.2, "joiner")
+        out, _ = joiner.communicate(timeout=60)
+        assert int(out.split()[1]) == pid, out
+        assert alive(pid)  # --until-signal: its closed stdin and the joiner leaving do not stop it
+    finally:
+        by_hand.send_signal(signal.SIGTERM)
+        by_hand.wait(10)
