@@ -257,16 +257,74 @@ class _DatesAsText(RoundTripConstructor):
 _DatesAsText.add_constructor("tag:yaml.org,2002:timestamp", _DatesAsText.construct_yaml_str)
 
 
+# Bounds on a rule file, checked before it is built into objects: a file an operator saves must not
+# be able to stall or exhaust the process that reads it (an alias bomb, a very deep nesting, a huge file).
+MAX_FILE_BYTES = 2 * 1024 * 1024
+MAX_DEPTH = 32
+MAX_NODES = 200_000  # after expanding aliases
+
+
+def check_bounds(shown: str, text: str, yaml: YAML) -> None:
+    """Walks the file's parse events once (no objects built): nesting depth, and the number of
+    nodes the file stands for once every alias is expanded. ``RulesError`` at the first excess,
+    with its line."""
+    from ruamel.yaml.events import (  # the parser's event types
+        AliasEvent,
+        CollectionEndEvent,
+        CollectionStartEvent,
+        NodeEvent,
+    )
+
+    sizes: dict[str, int] = {}  # anchor -> nodes it stands for
+    stack: list[tuple[str | None, int]] = []  # (anchor, nodes so far) of each open collection
+    total = 0
+
+    def add(count: int, line: int) -> None:
+        nonlocal total
+        total += count
+        if stack:
+            anchor, nodes = stack[-1]
+            stack[-1] = (anchor, nodes + count)
+        if total > MAX_NODES:
+            raise RulesError([Problem(shown, line, None, f"文件展开后超过 {MAX_NODES:,} 个节点（别名 * 引用层层展开所致？），"
+                                                         "拒绝读取 / too many nodes once aliases are expanded")])
+
+    for event in yaml.parse(text):
+        line = event.start_mark.line + 1 if event.start_mark is not None else None
+        if isinstance(event, AliasEvent):
+            add(sizes.get(str(event.anchor), 1), line or 0)
+        elif isinstance(event, CollectionStartEvent):
+            stack.append((event.anchor, 0))
+            if len(stack) > MAX_DEPTH:
+                raise RulesError([Problem(shown, line, None,
+                                          f"嵌套超过 {MAX_DEPTH} 层，拒绝读取 / nested deeper than {MAX_DEPTH}")])
+        elif isinstance(event, CollectionEndEvent):
+            anchor, nodes = stack.pop()
+            if anchor is not None:
+                sizes[str(anchor)] = nodes + 1
+            add(1, line or 0)
+        elif isinstance(event, NodeEvent):  # a scalar
+            if event.anchor is not None:
+                sizes[str(event.anchor)] = 1
+            add(1, line or 0)
+
+
 def read_located(path: Path) -> tuple[_Source, bytes]:
-    """Reads a YAML (or JSON) data file keeping line numbers; ``RulesError`` if it cannot."""
+    """Reads a YAML (or JSON) data file keeping line numbers; ``RulesError`` if it cannot, or if it
+    is larger, deeper or (aliases expanded) bigger than a rule file can reasonably be."""
     shown = str(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise RulesError([Problem(shown, None, None, f"文件有 {size:,} 字节，超过上限 {MAX_FILE_BYTES:,}，拒绝读取 / "
+                                                         "file too large")])
         raw = path.read_bytes()
     except FileNotFoundError:
         raise RulesError([Problem(shown, None, None, "文件不存在")]) from None
     yaml = YAML(typ="rt", pure=True)
     yaml.Constructor = _DatesAsText
     try:
+        check_bounds(shown, raw.decode("utf-8"), YAML(typ="rt", pure=True))
         data = yaml.load(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise RulesError([Problem(shown, None, None, f"不是 UTF-8 编码：{exc}")]) from None

@@ -281,3 +281,40 @@ def test_previous_stage_on_a_first_stage_item_is_rejected(rules_copy: Path) -> N
         f"{catalog}:{line_of(catalog, 'requires: previous_stage')} [事项 MA-02] requires: market_access 是第一个审批阶段，"
         "没有上一阶段，不能写 previous_stage"
     ]
+
+
+# -- a rule file cannot stall or exhaust the process that reads it -----------------------------
+
+
+def _append(path: Path, text: str) -> int:
+    """Appends ``text`` to a rule file; returns the line it starts on."""
+    before = path.read_text(encoding="utf-8")
+    path.write_text(before + "\n" + text + "\n", encoding="utf-8")
+    return before.count("\n") + 2
+
+
+def test_an_alias_bomb_is_refused_with_its_file_and_line(rules_copy: Path) -> None:
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)]  # 9^10 nodes
+    start = _append(rules_copy / "routing.yaml", "\n".join(lines))
+    with pytest.raises(RulesError) as refused:
+        load_rulebook(rules_copy)
+    problem = refused.value.problems[0]
+    assert problem.file.endswith("routing.yaml") and start <= (problem.line or 0) < start + 10
+    assert "200,000" in problem.message and "别名" in problem.message
+
+
+def test_a_deep_nesting_is_refused_before_it_is_built(rules_copy: Path) -> None:
+    start = _append(rules_copy / "catalog.yaml", "deep: " + "[" * 10_000 + "]" * 10_000)
+    with pytest.raises(RulesError) as refused:  # not a RecursionError
+        load_rulebook(rules_copy)
+    problem = refused.value.problems[0]
+    assert problem.file.endswith("catalog.yaml") and problem.line == start
+    assert "嵌套超过 32 层" in problem.message
+
+
+def test_a_huge_rule_file_is_refused_unread(rules_copy: Path) -> None:
+    _append(rules_copy / "units.yaml", "# " + "填充" * 1_200_000)
+    with pytest.raises(RulesError) as refused:
+        load_rulebook(rules_copy)
+    assert "超过上限" in refused.value.problems[0].message and refused.value.problems[0].file.endswith("units.yaml")
