@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -9,6 +10,12 @@ from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced by ``***``, for messages and logs: ``amqp://u:***@h/``,
+    ``mongodb://u:***@h1,h2/?replicaSet=rs0`` (several hosts, which ``urlsplit`` cannot take apart)."""
+    return re.sub(r"^([a-z][a-z0-9+.-]*://[^:/@]*):[^@/]*@", r"\1:***@", url, flags=re.IGNORECASE)
 
 
 class BrokerSettings(BaseSettings):

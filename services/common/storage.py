@@ -36,7 +36,7 @@ from pymongo import AsyncMongoClient, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError, OperationFailure
 
-from services.common.settings import StoreSettings
+from services.common.settings import StoreSettings, mask_url
 
 log = logging.getLogger(__name__)
 
@@ -376,7 +376,7 @@ async def open_store(settings: StoreSettings | None = None, collections: Iterabl
         await client.admin.command("ping")
     except Exception as exc:
         await store.close()
-        where = "内置存储" if endpoint.postgres is not None else endpoint.uri
+        where = "内置存储" if endpoint.postgres is not None else mask_url(endpoint.uri)
         raise StoreUnavailable(f"无法连接存储（{where}）/ store unreachable: {exc!r}") from exc
     try:
         await store.ensure(collections)
