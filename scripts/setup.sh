@@ -46,10 +46,10 @@ if ! .venv/bin/ferretdb --version 2>/dev/null | grep -qx "version: $FERRETDB_VER
   echo "setup: building FerretDB $FERRETDB_VERSION"
   src=$(go mod download -json "github.com/FerretDB/FerretDB@$FERRETDB_VERSION" |
         .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
-  build=$(mktemp -d)
+  build=$(mktemp -d) out="$PWD/.venv/bin/ferretdb"
   cp -r "$src/." "$build" && chmod -R u+w "$build"
   echo "$FERRETDB_VERSION" > "$build/build/version/version.txt"
-  (cd "$build" && CGO_ENABLED=0 go build -trimpath -o "$OLDPWD/.venv/bin/ferretdb" ./cmd/ferretdb)
+  (cd "$build" && CGO_ENABLED=0 go build -trimpath -o "$out" ./cmd/ferretdb)
   rm -rf "$build"
 fi
 if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 && ! command -v pg_config >/dev/null 2>&1; then

@@ -324,8 +324,9 @@ def read_located(path: Path) -> tuple[_Source, bytes]:
     yaml = YAML(typ="rt", pure=True)
     yaml.Constructor = _DatesAsText
     try:
-        check_bounds(shown, raw.decode("utf-8"), YAML(typ="rt", pure=True))
-        data = yaml.load(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
+        check_bounds(shown, text, YAML(typ="rt", pure=True))
+        data = yaml.load(text)
     except UnicodeDecodeError as exc:
         raise RulesError([Problem(shown, None, None, f"不是 UTF-8 编码：{exc}")]) from None
     except MarkedYAMLError as exc:

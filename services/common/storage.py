@@ -36,6 +36,7 @@ from pymongo import AsyncMongoClient, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError, OperationFailure
 
+from services.common.embedded_store import live_clients
 from services.common.settings import StoreSettings, mask_url
 
 log = logging.getLogger(__name__)
@@ -199,7 +200,7 @@ class EmbeddedServer:
         assert process.stdin is not None and process.stdout is not None and process.stderr is not None
         process.stdin.close()  # this process, which started it, is done with it
         process.stdout.close()
-        if self.data_dir.exists() and _others(self.data_dir):
+        if self.data_dir.exists() and live_clients(self.data_dir):
             log.info("embedded store left running for the other processes that use it")
             return
         try:
@@ -215,12 +216,6 @@ def _zombie(pid: int) -> bool:
     with contextlib.suppress(OSError):
         return "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
     return False
-
-
-def _others(data_dir: Path) -> list[str]:
-    """Live registrations (``PID-ID``) of the embedded store of ``data_dir``, after this one left."""
-    return [entry.name for entry in (data_dir / "clients").glob("*")
-            if Path(f"/proc/{entry.name.split('-', 1)[0]}").exists()]
 
 
 class Store:

@@ -22,6 +22,7 @@ from pymongo.errors import DuplicateKeyError
 
 from services.common.storage import Collection, Store, StoreSchemaError
 from services.evaluation.ledger import Assessment, LedgerItem, ProjectRecord, RequestOutcome
+from services.evaluation.scoring import active_in
 
 PROJECTS = Collection("ledger_projects")
 # ``open`` (not completed or delivered) is stored beside the item for the overdue sweep's look-up;
@@ -262,9 +263,8 @@ class MemoryLedgerRepository:
 
     async def year_items(self, year: int, projects: Sequence[str] = ()) -> list[LedgerItem]:
         wanted = set(projects)
-        return [_load(LedgerItem, copy.deepcopy(d)) for _, d in sorted(self._table(ITEMS).items())
-                if d["project_code"] in wanted or (d["routed_on"] <= f"{year}-12-31"
-                                                   and (d["finished_on"] is None or d["finished_on"] >= f"{year}-01-01"))]
+        items = [_load(LedgerItem, copy.deepcopy(d)) for _, d in sorted(self._table(ITEMS).items())]
+        return [item for item in items if item.project_code in wanted or active_in(item, year)]
 
     async def project(self, code: str) -> ProjectRecord | None:
         return _load(ProjectRecord, copy.deepcopy(self._table(PROJECTS).get(code)))  # type: ignore[no-any-return]

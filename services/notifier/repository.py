@@ -140,12 +140,16 @@ class NotifierRepository:
             query["status"] = status
         if event_id:
             query["event_id"] = event_id
-        keys = [recipient] if recipient and ":" in recipient else [f"{kind}:{recipient}" for kind in RECIPIENT_KINDS]
-        order = [("created_at", ASCENDING), ("_id", ASCENDING)]
         if not recipient:
-            return [doc async for doc in self._notifications.find(query).sort(order).limit(limit)]
+            recipients: list[str | None] = [None]
+        elif ":" in recipient:
+            recipients = [recipient]
+        else:
+            recipients = [f"{kind}:{recipient}" for kind in RECIPIENT_KINDS]
+        order = [("created_at", ASCENDING), ("_id", ASCENDING)]
         found: list[dict[str, Any]] = []
-        for key in keys:
-            found += [doc async for doc in self._notifications.find({**query, "recipient": key}).sort(order).limit(limit)]
+        for key in recipients:
+            narrowed = query if key is None else {**query, "recipient": key}
+            found += [doc async for doc in self._notifications.find(narrowed).sort(order).limit(limit)]
         found.sort(key=lambda doc: (doc["created_at"], doc["_id"]))
         return found[:limit]
