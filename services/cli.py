@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import typer
 
 from services.common.domain import MODE_NAMES_ZH, OVERDUE_LEVEL_NAMES_ZH, STAGE_NAMES_ZH, Request, Stage, Unroutable
-from services.common.rule_files import RuleBook, RulesError, load_rulebook
+from services.common.rule_files import RuleBook, RulesError, load_rulebook, rules_version
 from services.common.settings import BrokerSettings, RouterSettings
 
 app = typer.Typer(help="“企业零跑腿”服务系统 / Zero Errand: 路由、通知、评价服务与运维命令。", no_args_is_help=True,
@@ -137,9 +137,23 @@ def sign(file: Annotated[Path, typer.Argument(help="协议文件（YAML 或 JSON
 @rules_app.command("check")
 def rules_check(rules: RulesDir = None) -> None:
     """静态检查：格式与引用（文件、行号、规则），以及每个事项在每种项目事实取值下恰好适用一条规则。"""
+    from services.common.rule_files import read_rule_files
     from services.common.rules_check import check_rules
+    from services.router.candidate import check_candidate
 
-    book = _book(rules)
+    # the same bounded check the router runs on a candidate, so both give the same verdict
+    settings = RouterSettings()
+    directory = _rules_dir(rules)
+    try:
+        contents = read_rule_files(directory)
+    except RulesError as exc:
+        _fail([f"规则文件有 {len(exc.problems)} 处错误："] + [f"  {p}" for p in exc.problems])
+        raise AssertionError("unreachable") from exc
+    problems = asyncio.run(check_candidate(directory, contents, timeout_s=settings.check_timeout_s,
+                                           memory_bytes=settings.check_memory_mb * 2**20))
+    if problems:
+        _fail([f"规则版本 {rules_version(contents.items())}：发现 {len(problems)} 个问题："] + [f"  {p}" for p in problems])
+    book = load_rulebook(directory, contents)
     report = check_rules(book)
     if not report.ok:
         _fail([f"规则版本 {report.version}：静态检查发现 {len(report.problems)} 个问题："]

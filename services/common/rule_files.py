@@ -309,9 +309,8 @@ def check_bounds(shown: str, text: str, yaml: YAML) -> None:
             add(1, line or 0)
 
 
-def read_located(path: Path) -> tuple[_Source, bytes]:
-    """Reads a YAML (or JSON) data file keeping line numbers; ``RulesError`` if it cannot, or if it
-    is larger, deeper or (aliases expanded) bigger than a rule file can reasonably be."""
+def read_bounded(path: Path) -> bytes:
+    """A data file's bytes; ``RulesError`` if it is missing or larger than a rule file can reasonably be."""
     shown = str(path)
     try:
         size = path.stat().st_size
@@ -321,6 +320,15 @@ def read_located(path: Path) -> tuple[_Source, bytes]:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise RulesError([Problem(shown, None, None, "文件不存在")]) from None
+    if len(raw) > MAX_FILE_BYTES:  # it grew since stat
+        raise RulesError([Problem(shown, None, None, f"文件超过上限 {MAX_FILE_BYTES:,} 字节，拒绝读取 / file too large")])
+    return raw
+
+
+def parse_located(shown: str, raw: bytes) -> _Source:
+    """Parses a YAML (or JSON) document keeping line numbers (``shown`` names it in errors);
+    ``RulesError`` if it cannot, or if it is deeper or (aliases expanded) bigger than a rule file
+    can reasonably be."""
     yaml = YAML(typ="rt", pure=True)
     yaml.Constructor = _DatesAsText
     try:
@@ -335,7 +343,29 @@ def read_located(path: Path) -> tuple[_Source, bytes]:
         raise RulesError([Problem(shown, line, None, f"YAML 语法错误：{exc.problem or exc.context}")]) from None
     if not isinstance(data, CommentedMap):
         raise RulesError([Problem(shown, 1, None, "文件顶层必须是一个映射（键: 值）")])
-    return _Source(shown, data), raw
+    return _Source(shown, data)
+
+
+def read_located(path: Path) -> tuple[_Source, bytes]:
+    """Reads and parses a data file (``read_bounded``, then ``parse_located``)."""
+    raw = read_bounded(path)
+    return parse_located(str(path), raw), raw
+
+
+def read_rule_files(directory: str | Path) -> dict[str, bytes]:
+    """The bytes of the three rule files, read once (each bounded in size); ``RulesError`` listing
+    every file that cannot be read."""
+    directory = Path(directory)
+    problems: list[Problem] = []
+    contents: dict[str, bytes] = {}
+    for name in RULE_FILES:
+        try:
+            contents[name] = read_bounded(directory / name)
+        except RulesError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise RulesError(problems)
+    return contents
 
 
 def validate_located(source: _Source, model: type[_M], collection: str, label: str,
@@ -423,6 +453,7 @@ class RuleBook:
     rule_lines: Mapping[str, int | None] = field(default_factory=dict)
     retired: Mapping[str, RetiredItem] = field(default_factory=dict)
     item_lines: Mapping[str, int | None] = field(default_factory=dict)
+    fact_lines: Mapping[str, int | None] = field(default_factory=dict)
 
     def rule(self, rule_id: str) -> RoutingRule:
         return self._rules_by_id[rule_id]
@@ -447,15 +478,18 @@ def rules_version(contents: Iterable[tuple[str, bytes]]) -> str:
     return digest.hexdigest()[:12]
 
 
-def load_rulebook(directory: str | Path) -> RuleBook:
-    """Loads and validates the three rule files, or raises ``RulesError`` listing every problem."""
+def load_rulebook(directory: str | Path, contents: Mapping[str, bytes] | None = None) -> RuleBook:
+    """Loads and validates the three rule files, or raises ``RulesError`` listing every problem.
+
+    ``contents``: the files' bytes already read from ``directory`` (``read_rule_files``), so what is
+    loaded is exactly what was checked; errors still name the files in ``directory``."""
     directory = Path(directory)
+    raws = dict(contents) if contents is not None else read_rule_files(directory)
     problems: list[Problem] = []
     sources: dict[str, _Source] = {}
-    raws: dict[str, bytes] = {}
     for name in RULE_FILES:
         try:
-            sources[name], raws[name] = read_located(directory / name)
+            sources[name] = parse_located(str(directory / name), raws[name])
         except RulesError as exc:
             problems.extend(exc.problems)
     if problems:
@@ -512,6 +546,7 @@ def load_rulebook(directory: str | Path) -> RuleBook:
         rule_lines={rule.id: routing_src.line(["rules", i]) for i, rule in enumerate(routing.rules)},
         retired=retired,
         item_lines={item.code: catalog_src.line(["items", i]) for i, item in enumerate(catalog_file.items)},
+        fact_lines={name: routing_src.line(["project_facts", name]) for name in routing.project_facts},
     )
 
 

@@ -12,6 +12,7 @@ tell apart.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,8 @@ from services.common.rule_files import (
 )
 
 _OTHER = "__其他取值__"
+# items × requests × combinations of tested fact values; the repository's rules need 900
+MAX_CASES = 100_000
 
 
 @dataclass(frozen=True)
@@ -67,15 +70,25 @@ def _combinations(samples: Mapping[str, list[Any]]) -> Iterator[dict[str, Any]]:
 
 def check_rules(book: RuleBook, engine: RoutingEngine | None = None) -> CheckReport:
     """Tries every catalog item against every case; a problem per gap and per overlap."""
-    engine = engine or RoutingEngine(book)
     routing_file = str(book.directory / ROUTING_FILE)
+    samples = fact_samples(book)
+    planned = len(book.catalog) * len(Request) * math.prod(len(v) for v in samples.values())
+    if planned > MAX_CASES:
+        # every combination of the tested facts' values is tried: a rules file that tests many facts
+        # with many values each must be refused before it is tried, not after hours of trying
+        counts = "、".join(f"{name}（{len(values)} 种）" for name, values in samples.items())
+        return CheckReport(version=book.version, cases=0, problems=(Problem(
+            routing_file, book.fact_lines.get(max(samples, key=lambda n: len(samples[n]), default="")), None,
+            f"规则检验的项目事实取值组合共 {planned:,} 种情形，超过上限 {MAX_CASES:,}，拒绝检查："
+            f"{counts}；请减少规则所检验的项目事实或取值 / too many cases to check"),))
+    engine = engine or RoutingEngine(book)
     problems: list[Problem] = []
     cases = 0
     for item_code in book.catalog:
         gaps: dict[str, list[dict[str, Any]]] = {}
         overlaps: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for request in Request:
-            for project in _combinations(fact_samples(book)):
+            for project in _combinations(samples):
                 cases += 1
                 facts = engine.facts_for(item_code, request, project)
                 matched = engine.matching_rules(facts)

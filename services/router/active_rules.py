@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from services.common.messages import RulesActivated, RulesRejected, stable_id
 from services.common.rule_engine import RoutingEngine
-from services.common.rule_files import RULE_FILES, RulesError, load_rulebook, rules_version
+from services.common.rule_files import Problem, RulesError, load_rulebook, read_rule_files, rules_version
 from services.common.rules_check import check_rules
+from services.router.candidate import check_candidate
 
 log = logging.getLogger(__name__)
 
 
 def load_checked(directory: Path) -> RoutingEngine:
-    """Loads, validates and statically checks the rule files; raises ``RulesError`` on any problem."""
+    """Loads, validates and statically checks the rule files in this process; raises ``RulesError``
+    on any problem (the CLI and tests; the router checks candidates in a bounded child instead)."""
     book = load_rulebook(directory)
     engine = RoutingEngine(book)
     report = check_rules(book, engine)
@@ -24,19 +28,20 @@ def load_checked(directory: Path) -> RoutingEngine:
     return engine
 
 
-def _attempted_version(directory: Path) -> str | None:
-    try:
-        return rules_version((name, (directory / name).read_bytes()) for name in RULE_FILES)
-    except OSError:
-        return None
-
-
 class ActiveRules:
-    """Holds the engine of the last good rules; ``reload`` replaces it only with checked rules."""
+    """Holds the engine of the last good rules; ``reload`` replaces it only with checked rules.
 
-    def __init__(self, directory: Path) -> None:
+    A candidate is read once; its bytes are checked in a child process bounded by ``timeout_s``
+    and ``memory_bytes`` (``services.router.candidate``), and only bytes that passed are built into
+    the new engine, so nothing an operator saves can stall or exhaust the routing process.
+    """
+
+    def __init__(self, directory: Path, *, timeout_s: float = 4.0, memory_bytes: int = 512 * 2**20) -> None:
         self.directory = Path(directory)
+        self.timeout_s = timeout_s
+        self.memory_bytes = memory_bytes
         self._engine: RoutingEngine | None = None
+        self._lock = asyncio.Lock()
 
     @property
     def engine(self) -> RoutingEngine:
@@ -48,28 +53,41 @@ class ActiveRules:
     def version(self) -> str | None:
         return self._engine.version if self._engine else None
 
-    def reload(self) -> RulesActivated | RulesRejected | None:
+    async def reload(self, timeout_s: float | None = None) -> RulesActivated | RulesRejected | None:
         """Tries the files on disk. ``None`` when they are the version already in force."""
-        now = datetime.now(UTC)
-        attempted = _attempted_version(self.directory)
-        if attempted is not None and attempted == self.version:
-            return None
-        try:
-            engine = load_checked(self.directory)
-        except RulesError as exc:
-            problems = tuple(str(p) for p in exc.problems)
-            log.error("rules rejected (%s problems), keeping version %s:\n%s", len(problems), self.version,
-                      "\n".join(problems))
-            return RulesRejected(
-                event_id=stable_id("rules.rejected", str(attempted), str(self.version), now.isoformat()),
-                occurred_at=now, recorded_at=now, attempted_version=attempted, active_version=self.version,
-                directory=str(self.directory), problems=problems,
+        async with self._lock:
+            now = datetime.now(UTC)
+            try:
+                contents = await asyncio.to_thread(read_rule_files, self.directory)
+            except RulesError as exc:
+                return self._rejected(now, None, exc.problems)
+            attempted = rules_version(contents.items())
+            if attempted == self.version:
+                return None
+            problems = await check_candidate(self.directory, contents, timeout_s=timeout_s or self.timeout_s,
+                                             memory_bytes=self.memory_bytes)
+            if problems:
+                return self._rejected(now, attempted, problems)
+            try:  # the same bytes the child passed, so as bounded as they proved to be
+                book = await asyncio.to_thread(load_rulebook, self.directory, contents)
+            except RulesError as exc:
+                return self._rejected(now, attempted, exc.problems)
+            engine = RoutingEngine(book)
+            previous = self.version
+            self._engine = engine
+            log.info("rules version %s active (was %s)", engine.version, previous)
+            return RulesActivated(
+                event_id=stable_id("rules.activated", engine.version, now.isoformat()),
+                occurred_at=now, recorded_at=now, version=engine.version, previous_version=previous,
+                directory=str(self.directory), rules=len(engine.book.rules), items=len(engine.book.catalog),
             )
-        previous = self.version
-        self._engine = engine
-        log.info("rules version %s active (was %s)", engine.version, previous)
-        return RulesActivated(
-            event_id=stable_id("rules.activated", engine.version, now.isoformat()),
-            occurred_at=now, recorded_at=now, version=engine.version, previous_version=previous,
-            directory=str(self.directory), rules=len(engine.book.rules), items=len(engine.book.catalog),
+
+    def _rejected(self, now: datetime, attempted: str | None, found: Sequence[Problem]) -> RulesRejected:
+        problems = tuple(str(p) for p in found)
+        log.error("rules rejected (%s problems), keeping version %s:\n%s", len(problems), self.version,
+                  "\n".join(problems))
+        return RulesRejected(
+            event_id=stable_id("rules.rejected", str(attempted), str(self.version), now.isoformat()),
+            occurred_at=now, recorded_at=now, attempted_version=attempted, active_version=self.version,
+            directory=str(self.directory), problems=problems,
         )

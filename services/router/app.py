@@ -42,7 +42,7 @@ class Router:
 
     async def apply_rules_change(self) -> None:
         """Tries the rule files on disk and announces the outcome on ``zeroerrand.events``."""
-        event = self.rules.reload()
+        event = await self.rules.reload()
         if event is not None:
             await self.publisher.publish_all([event_out(event)])
 
@@ -61,7 +61,8 @@ def create_router(settings: RouterSettings | None = None, broker_settings: Broke
     settings = settings or RouterSettings()
     broker_settings = broker_settings or BrokerSettings()
     broker = make_broker(broker_settings.amqp_url, prefetch=settings.prefetch)
-    rules = ActiveRules(settings.rules_dir)
+    rules = ActiveRules(settings.rules_dir, timeout_s=settings.check_timeout_s,
+                        memory_bytes=settings.check_memory_mb * 2**20)
     publisher = publisher or BrokerPublisher(broker)
     router = Router(settings=settings, broker=broker, app=FastStream(broker), rules=rules, publisher=publisher)
 
@@ -92,7 +93,8 @@ def create_router(settings: RouterSettings | None = None, broker_settings: Broke
 
     @router.app.on_startup
     async def load_rules() -> None:
-        event = rules.reload()  # the first load: a bad rule set stops the start, with every problem
+        # the first load: a bad rule set stops the start, with every problem
+        event = await rules.reload(timeout_s=settings.start_check_timeout_s)
         if isinstance(event, RulesRejected) or rules.version is None:
             problems = "\n".join(event.problems) if isinstance(event, RulesRejected) else ""
             raise SystemExit(f"规则文件有错误，路由服务未启动 / rules invalid, router not started:\n{problems}")

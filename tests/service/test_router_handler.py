@@ -20,10 +20,10 @@ from services.router.app import Router, create_router
 from tests.conftest import ALUMINIUM, CONSULT_UNKNOWN, INELIGIBLE, RULES, example
 
 
-def build() -> tuple[Router, MemoryPublisher, list[Any]]:
+async def build() -> tuple[Router, MemoryPublisher, list[Any]]:
     fake = MemoryPublisher()
     router = create_router(RouterSettings(rules_dir=RULES, watch_rules=False), publisher=fake)
-    router.rules.reload()
+    await router.rules.reload()
     dead: list[Any] = []
 
     @router.broker.subscriber(RabbitQueue("test.dead", routing_key=ROUTER_QUEUE.name), DEAD)
@@ -41,7 +41,7 @@ async def sign(router: Router, payload: bytes) -> None:
 
 async def test_signed_agreement_yields_one_message_per_planned_item_after_the_started_event() -> None:
     """One publish per item: the exchange binding, not a second publish, brings it to the events."""
-    router, fake, dead = build()
+    router, fake, dead = await build()
     await sign(router, example(ALUMINIUM).model_dump_json().encode())
     assert not dead
     first, *items = fake.sent
@@ -52,7 +52,7 @@ async def test_signed_agreement_yields_one_message_per_planned_item_after_the_st
 
 
 async def test_unroutable_item_goes_to_the_unroutable_key_with_its_reason_once() -> None:
-    router, fake, _ = build()
+    router, fake, _ = await build()
     await sign(router, example(CONSULT_UNKNOWN).model_dump_json().encode())
     [parked] = [o for o in fake.sent if o.message_type == "item.unroutable"]
     assert (parked.exchange, parked.routing_key) == (ITEMS, UNROUTABLE_KEY)
@@ -62,13 +62,13 @@ async def test_unroutable_item_goes_to_the_unroutable_key_with_its_reason_once()
 
 
 async def test_ineligible_agreement_only_emits_the_rejection() -> None:
-    router, fake, _ = build()
+    router, fake, _ = await build()
     await sign(router, example(INELIGIBLE).model_dump_json().encode())
     assert [o.message_type for o in fake.sent] == ["agreement.rejected"]
 
 
 async def test_malformed_message_is_parked_with_its_body_unchanged_and_nothing_published() -> None:
-    router, fake, dead = build()
+    router, fake, dead = await build()
     payload = json.dumps({"type": "agreement.signed", "agreement_id": "X"}).encode()
     await sign(router, payload)
     assert fake.sent == []

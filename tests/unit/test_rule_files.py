@@ -318,3 +318,25 @@ def test_a_huge_rule_file_is_refused_unread(rules_copy: Path) -> None:
     with pytest.raises(RulesError) as refused:
         load_rulebook(rules_copy)
     assert "超过上限" in refused.value.problems[0].message and refused.value.problems[0].file.endswith("units.yaml")
+
+
+def explode_cases(rules_dir: Path, facts: int = 4, values: int = 20) -> int:
+    """Makes the first rule test ``facts`` new string facts of ``values`` values each (so the static
+    check would try every combination); returns the line of ``project_facts:``."""
+    routing = rules_dir / "routing.yaml"
+    listed = ", ".join(f"v{v}" for v in range(values))
+    declared = "".join(f"  zone_{f}:\n    label: 分区{f}\n    type: string\n    values: [{listed}]\n" for f in range(facts))
+    edit(routing, "project_facts:\n", "project_facts:\n" + declared)
+    tested = "".join(f"      project.zone_{f}: v0\n" for f in range(facts))
+    edit(routing, "      item.owner: gov_service_bureau\n    then:",
+         "      item.owner: gov_service_bureau\n    unless:\n" + tested + "    then:")
+    return line_of(routing, "project_facts:")
+
+
+def test_a_rules_file_whose_check_would_never_end_is_refused_before_it_is_tried(rules_copy: Path) -> None:
+    explode_cases(rules_copy)
+    report = check_rules(load_rulebook(rules_copy))
+    [problem] = report.problems
+    assert report.cases == 0 and problem.file.endswith("routing.yaml") and problem.line is not None
+    assert "144,000,000" in problem.message and "超过上限 100,000" in problem.message
+    assert "zone_0（20 种）" in problem.message
