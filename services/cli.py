@@ -73,8 +73,12 @@ def _run_apps(*apps: Any) -> None:
                 started.append(service)
             await stop.wait()
         finally:
-            for service in reversed(started):
-                await service.stop()
+            # all at once: each stops consuming, lets its work in flight finish for a few seconds
+            # (or go back to its queue) and closes its store, so the process exits within 10 s
+            results = await asyncio.gather(*(service.stop() for service in reversed(started)), return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    logging.getLogger(__name__).error("stopping a service failed: %r", result)
 
     asyncio.run(run())
 

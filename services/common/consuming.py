@@ -125,6 +125,27 @@ async def retry_or_park(broker: RabbitBroker, queue: RabbitQueue, message: Any, 
     await message.nack(requeue=True)
 
 
+# How long a stopping service lets work in flight finish before it cancels it: every service must
+# exit within 10 s of SIGTERM at any load, and closing the store takes up to 4.5 s more.
+SHUTDOWN_GRACE_S = 4.0
+
+
+async def finish_or_cancel(tasks: set[asyncio.Task[Any]], grace_s: float | None, what: str) -> None:
+    """Waits for ``tasks`` up to ``grace_s`` (``None``: for as long as they take), then cancels
+    those still running and waits for them to unwind."""
+    loop = asyncio.get_running_loop()
+    deadline = None if grace_s is None else loop.time() + grace_s
+    while pending := {task for task in tasks if not task.done()}:
+        remaining = None if deadline is None else deadline - loop.time()
+        if remaining is not None and remaining <= 0:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            log.warning("stopping: %d %s not finished in %.0f s were cancelled", len(pending), what, grace_s)
+            return
+        await asyncio.wait(pending, timeout=remaining)
+
+
 class Inflight:
     """Deliveries being handled in their own tasks, so a consumer overlaps its I/O waits.
 
@@ -140,10 +161,20 @@ class Inflight:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def drain(self) -> None:
-        """Waits until every started delivery is acknowledged or requeued."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def drain(self, grace_s: float | None = None) -> None:
+        """Waits until every started delivery is acknowledged or requeued; after ``grace_s`` the rest
+        are cancelled. Those were never acknowledged, so the broker hands them out again once this
+        consumer's channel closes, and their handlers are idempotent by message id: nothing is lost
+        or done twice, only done by the next consumer."""
+        await finish_or_cancel(self._tasks, grace_s, "deliveries")
+
+
+async def stop_background(task: asyncio.Task[Any] | None, grace_s: float, what: str) -> None:
+    """Waits up to ``grace_s`` for a background loop that was asked to stop, then cancels it."""
+    if task is not None:
+        await finish_or_cancel({task}, grace_s, what)
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            log.error("%s ended with an error while stopping: %r", what, task.exception())
 
 
 def consume_events(broker: RabbitBroker, queue: RabbitQueue, inflight: Inflight,

@@ -14,7 +14,7 @@ from faststream import FastStream
 from faststream.rabbit import RabbitBroker
 
 from services.common.bus import BrokerPublisher, Publisher, make_broker
-from services.common.consuming import Inflight, consume_events, decode_command
+from services.common.consuming import SHUTDOWN_GRACE_S, Inflight, consume_events, decode_command, stop_background
 from services.common.messages import Message
 from services.common.rule_files import load_rulebook
 from services.common.settings import BrokerSettings, EvaluationSettings, StoreSettings
@@ -116,11 +116,10 @@ def create_evaluation(settings: EvaluationSettings | None = None, broker_setting
     async def stop() -> None:
         await events.stop()
         await requests.stop()
-        await service.drain()
         service.stop_sweeping.set()
-        if service._sweeper is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await service._sweeper
+        await service.inflight.drain(SHUTDOWN_GRACE_S)
+        # a sweep cut short is done again by the next start: it announces under stable ids
+        await stop_background(service._sweeper, 0, "overdue sweep")
 
     @service.app.after_shutdown
     async def close_store() -> None:

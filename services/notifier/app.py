@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -11,7 +10,7 @@ from faststream import FastStream
 from faststream.rabbit import RabbitBroker
 
 from services.common.bus import make_broker
-from services.common.consuming import Inflight, consume_events
+from services.common.consuming import SHUTDOWN_GRACE_S, Inflight, consume_events, stop_background
 from services.common.messages import Event
 from services.common.rule_files import RulesError, load_rulebook
 from services.common.settings import BrokerSettings, NotifierSettings, StoreSettings
@@ -96,11 +95,10 @@ def create_notifier(settings: NotifierSettings | None = None, broker_settings: B
     @notifier.app.on_shutdown
     async def stop() -> None:
         await subscriber.stop()
-        await notifier.drain()
-        notifier.stop_delivery.set()
-        if notifier._delivery is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await notifier._delivery
+        notifier.stop_delivery.set()  # no new webhook attempts; those under way may finish meanwhile
+        await notifier.inflight.drain(SHUTDOWN_GRACE_S)
+        # an attempt cut short keeps its lease and is tried again when the lease ends
+        await stop_background(notifier._delivery, 0, "webhook attempts")
 
     @notifier.app.after_shutdown
     async def close_store() -> None:

@@ -40,16 +40,20 @@ class Deliverer:
         else:
             asyncio.get_running_loop().call_later(after_s, self._wake.set)
 
-    async def deliver_due(self, client: httpx.AsyncClient) -> int:
+    async def deliver_due(self, client: httpx.AsyncClient, stop: asyncio.Event | None = None) -> int:
         """Attempts every notification due now, ``delivery_concurrency`` at a time; returns how many.
 
         Claims are taken one after another (an idle poll costs one query); attempts run at once.
+        Once ``stop`` is set no more are claimed (a backlog of thousands must not hold up a stop).
         """
         limit = asyncio.Semaphore(self.settings.delivery_concurrency)
         running: set[asyncio.Task[None]] = set()
         attempts = 0
-        while True:
+        while stop is None or not stop.is_set():
             await limit.acquire()
+            if stop is not None and stop.is_set():
+                limit.release()
+                break
             notification = await self.repository.claim_due(self.clock(), self._lease)
             if notification is None:
                 limit.release()
@@ -87,7 +91,7 @@ class Deliverer:
         async with httpx.AsyncClient(timeout=self.settings.webhook_timeout_s) as client:
             while not stop.is_set():
                 try:
-                    await self.deliver_due(client)
+                    await self.deliver_due(client, stop)
                 except Exception:  # the loop must outlive a store hiccup; nothing is lost, only delayed
                     log.exception("delivering notifications failed; retrying")
                 self._wake.clear()

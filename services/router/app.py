@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from watchfiles import awatch
 
 from services.common.bus import BrokerPublisher, Publisher, event_out, make_broker
-from services.common.consuming import Inflight, keep_raw_body, park, retry_or_park
+from services.common.consuming import SHUTDOWN_GRACE_S, Inflight, keep_raw_body, park, retry_or_park
 from services.common.messages import AgreementSigned, RulesActivated, RulesRejected
 from services.common.settings import BrokerSettings, RouterSettings
 from services.common.topology import AGREEMENTS, ROUTER_QUEUE, declare_topology
@@ -112,7 +112,7 @@ def create_router(settings: RouterSettings | None = None, broker_settings: Broke
     @router.app.on_shutdown
     async def stop_consuming_and_finish() -> None:
         await subscriber.stop()  # no new deliveries; those in flight finish and are acked
-        await router.drain()
+        await router.inflight.drain(SHUTDOWN_GRACE_S)  # or, unfinished, go back to the queue
         if router._watcher is not None:
             router._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
