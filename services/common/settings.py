@@ -26,8 +26,10 @@ class SettingsError(ValueError):
 
 def mask_url(url: str) -> str:
     """The URL with its password replaced by ``***``, for messages and logs: ``amqp://u:***@h/``,
-    ``mongodb://u:***@h1,h2/?replicaSet=rs0`` (several hosts, which ``urlsplit`` cannot take apart)."""
-    return re.sub(r"^([a-z][a-z0-9+.-]*://[^:/@]*):[^@/]*@", r"\1:***@", url, flags=re.IGNORECASE)
+    ``mongodb://u:***@h1,h2/?replicaSet=rs0`` (several hosts, which ``urlsplit`` cannot take apart),
+    and the password of a client key in the query (``tlsCertificateKeyFilePassword=***``)."""
+    masked = re.sub(r"^([a-z][a-z0-9+.-]*://[^:/@]*):[^@/]*@", r"\1:***@", url, flags=re.IGNORECASE)
+    return re.sub(r"([?&]tlsCertificateKeyFilePassword=)[^&]*", r"\1***", masked, flags=re.IGNORECASE)
 
 
 class BrokerUnavailable(ConnectionError):

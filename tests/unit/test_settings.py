@@ -19,6 +19,8 @@ from tests.tls_certs import Pki, make_pki
     ("mongodb://mongo-1,mongo-2/?replicaSet=rs0", "mongodb://mongo-1,mongo-2/?replicaSet=rs0"),
     ("amqp://guest@localhost/", "amqp://guest@localhost/"),
     ("mongodb://%2Ftmp%2Fzeroerrand-db-x%2Fferretdb.sock", "mongodb://%2Ftmp%2Fzeroerrand-db-x%2Fferretdb.sock"),
+    ("mongodb://app:s3cr@m1/?tls=true&tlsCertificateKeyFile=/c.pem&tlsCertificateKeyFilePassword=s3cr&replicaSet=rs0",
+     "mongodb://app:***@m1/?tls=true&tlsCertificateKeyFile=/c.pem&tlsCertificateKeyFilePassword=***&replicaSet=rs0"),
 ])
 def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
     assert mask_url(url) == shown
