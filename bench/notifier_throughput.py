@@ -104,7 +104,8 @@ async def notifier_run(store: Store, url: str, events: list[Any], prefetch: int)
         # as the router sends them: each routed item once, on zeroerrand.items (to the events by the binding)
         await BrokerPublisher(loader).publish_all([item_out(e.item) for e in events])
     expected = sum(1 + 1 for _ in events)  # enterprise notice + the unit's item or task order (inbox only)
-    notifier = create_notifier(NotifierSettings(prefetch=prefetch), BrokerSettings(amqp_url=url), store=store)
+    notifier = create_notifier(NotifierSettings(prefetch=prefetch, webhook_secret="bench-secret"), BrokerSettings(amqp_url=url),
+                               store=store)
     logging.getLogger("faststream.access.rabbit").disabled = True
     started: list[float] = []
     notifier.app.on_startup(lambda: started.append(time.perf_counter()))
@@ -112,7 +113,7 @@ async def notifier_run(store: Store, url: str, events: list[Any], prefetch: int)
     # done when the queue has nothing ready and nothing is in flight: every event acknowledged,
     # which the notifier does only once its notifications are stored. (Not by counting documents:
     # FerretDB counts by reading the whole collection, and polling that would be most of its work.)
-    connection = await aio_pika.connect(url)
+    connection = await aio_pika.connect(url, ssl_context=BrokerSettings(amqp_url=url).ssl_context())
     try:
         channel = await connection.channel()
         while True:

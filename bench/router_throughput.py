@@ -263,7 +263,7 @@ class Timed:
 
 async def bench_relay(url: str, bodies: list[bytes], n: int, prefetch: int, tag: str) -> Timed:
     """The pipelined relay: aio-pika consume callbacks, up to ``prefetch`` publishes in flight."""
-    connection = await aio_pika.connect(url)
+    connection = await aio_pika.connect(url, ssl_context=BrokerSettings(amqp_url=url).ssl_context())
     async with connection:
         setup = await connection.channel(publisher_confirms=True)
         a = await setup.declare_queue(f"bench.relay.{tag}.a", durable=True, arguments=QUORUM)
@@ -310,7 +310,7 @@ async def bench_router(url: str, agreements: list[AgreementSigned], prefetch: in
     async with loader:
         await loader.connect()
         await declare_topology(loader)
-        connection = await aio_pika.connect(url)
+        connection = await aio_pika.connect(url, ssl_context=BrokerSettings(amqp_url=url).ssl_context())
         async with connection:
             await purge(connection, BACKLOG_QUEUES)
             sink = await open_sink(connection, f"bench.router.sink.{tag}")
@@ -561,7 +561,7 @@ async def main() -> None:
         ratios = [relay.seconds / router.seconds for relay, router in zip(relays, routers, strict=True)]
 
         print(f"\n(2) memory: the router as a child process (python -m services.cli router), {args.rss_items} items")
-        connection = await aio_pika.connect(url)
+        connection = await aio_pika.connect(url, ssl_context=BrokerSettings(amqp_url=url).ssl_context())
         async with connection:
             loader = make_broker(url)
             async with loader:

@@ -134,7 +134,7 @@ async def main() -> None:
         # Drained when no queue has a message ready (a passive declare: cheap) and then, asked once,
         # none has one in flight either (rabbitmqctl, which costs a CPU-second: not polled).
         busy_until = dict.fromkeys(watched, 0.0)  # when each queue was last seen with work
-        connection = await aio_pika.connect(url)
+        connection = await aio_pika.connect(url, ssl_context=BrokerSettings(amqp_url=url).ssl_context())
         channel = await connection.channel()
         while True:
             await asyncio.sleep(0.2)

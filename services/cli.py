@@ -123,7 +123,7 @@ def sign(file: Annotated[Path, typer.Argument(help="协议文件（YAML 或 JSON
     event = to_event(agreement)
 
     async def publish() -> None:
-        broker = make_broker(BrokerSettings().amqp_url)
+        broker = make_broker(BrokerSettings())
         async with broker:
             await broker.connect()
             await declare_topology(broker)
@@ -360,7 +360,7 @@ def _submit(model: Any, wait: float, describe: str, **fields: Any) -> Any:
         _fail(f"请求内容不完整：{exc}")
 
     async def publish() -> None:
-        broker = make_broker(BrokerSettings().amqp_url)
+        broker = make_broker(BrokerSettings())
         async with broker:
             await broker.connect()
             await declare_topology(broker)
@@ -585,7 +585,7 @@ def sweep(today: Annotated[str | None, typer.Option(help="按哪一天计算（Y
         _fail([f"规则文件有 {len(exc.problems)} 处错误："] + [f"  {p}" for p in exc.problems])
 
     async def run() -> list[Any]:
-        broker = make_broker(BrokerSettings().amqp_url)
+        broker = make_broker(BrokerSettings())
         async with store_session(collections=COLLECTIONS) as store, broker:
             await broker.connect()
             await declare_topology(broker)
@@ -741,11 +741,12 @@ def report(year: Annotated[int, typer.Option(help="评价年度")],
 
 
 def main() -> None:
+    from services.common.settings import BrokerUnavailable, SettingsError
     from services.common.storage import StoreSchemaError, StoreUnavailable
 
     try:
         app(prog_name="zeroerrand")
-    except (StoreUnavailable, StoreSchemaError) as exc:  # said in a line, not a traceback
+    except (StoreUnavailable, StoreSchemaError, SettingsError, BrokerUnavailable) as exc:  # said in a line, not a traceback
         typer.echo(str(exc), err=True)
         raise SystemExit(1) from None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,10 @@ from services.common.agreement_files import load_agreement, to_event
 from services.common.messages import AgreementSigned
 from services.common.rule_engine import RoutingEngine
 from services.router.active_rules import load_checked
+
+# The test suite is a development environment (the notifier may use the development webhook
+# secret); the tests of the production refusal say their environment themselves.
+os.environ["ZEROERRAND_ENVIRONMENT"] = "development"
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "rules"

@@ -34,7 +34,10 @@ def _tool(name: str) -> str:
 
 @dataclass
 class RabbitNode:
-    """One private node: ``name@localhost`` listening on 127.0.0.1:``port`` (guest may connect)."""
+    """One private node: ``name@localhost`` listening on 127.0.0.1:``port`` (guest may connect).
+
+    With ``plain_listener`` false it has no plain AMQP listener at all: ``extra_config`` then says
+    where it listens (a TLS node: ``listeners.ssl.default = 127.0.0.1:PORT`` and ``ssl_options.*``)."""
 
     name: str
     port: int
@@ -42,6 +45,7 @@ class RabbitNode:
     base: Path
     extra_config: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    plain_listener: bool = True
 
     @property
     def node(self) -> str:
@@ -57,7 +61,6 @@ class RabbitNode:
         env.update({
             "HOME": str(home),
             "RABBITMQ_NODENAME": self.node,
-            "RABBITMQ_NODE_PORT": str(self.port),
             "RABBITMQ_DIST_PORT": str(self.dist_port),
             "RABBITMQ_BASE": str(self.base),
             "RABBITMQ_MNESIA_BASE": str(self.base / "mnesia"),
@@ -66,6 +69,8 @@ class RabbitNode:
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.base / "enabled_plugins"),
             "RABBITMQ_PID_FILE": str(self.base / "pid"),
         })
+        if self.plain_listener:
+            env["RABBITMQ_NODE_PORT"] = str(self.port)
         env.update(self.env)
         return env
 
@@ -76,8 +81,8 @@ class RabbitNode:
         if not cookie.exists():
             cookie.write_text(COOKIE)
             cookie.chmod(0o400)
-        (self.base / "rabbitmq.conf").write_text(
-            f"listeners.tcp.default = 127.0.0.1:{self.port}\nloopback_users = none\n{self.extra_config}")
+        listener = f"listeners.tcp.default = 127.0.0.1:{self.port}" if self.plain_listener else "listeners.tcp = none"
+        (self.base / "rabbitmq.conf").write_text(f"{listener}\nloopback_users = none\n{self.extra_config}")
         (self.base / "enabled_plugins").write_text("[].\n")
         (self.base / "pid").unlink(missing_ok=True)
         subprocess.run([_tool("rabbitmq-server"), "-detached"], env=self._environment(), check=True, timeout=60)
@@ -114,13 +119,15 @@ class RabbitNode:
 
 @contextlib.contextmanager
 def private_nodes(prefix: str, count: int, first_port: int, extra_config: str = "",
-                  clustered: bool = False) -> Iterator[list[RabbitNode]]:
+                  clustered: bool = False, plain_listener: bool = True) -> Iterator[list[RabbitNode]]:
     """``count`` private nodes ``{prefix}{i}`` on ports ``first_port + i`` (distribution ports
-    20,000 higher); with ``clustered``, nodes 2.. join node 1. Every node is stopped and its
-    directory removed afterwards, whatever happens."""
+    20,000 higher); with ``clustered``, nodes 2.. join node 1; without ``plain_listener``, no
+    plain AMQP listener (see ``RabbitNode``). Every node is stopped and its directory removed
+    afterwards, whatever happens."""
     base = Path(tempfile.mkdtemp(prefix=f"zeroerrand-{prefix}-"))
     nodes = [RabbitNode(name=f"{prefix}{i + 1}", port=first_port + i, dist_port=first_port + i + 20000,
-                        base=base / f"n{i + 1}", extra_config=extra_config) for i in range(count)]
+                        base=base / f"n{i + 1}", extra_config=extra_config, plain_listener=plain_listener)
+             for i in range(count)]
     try:
         for node in nodes:
             node.start()

@@ -10,19 +10,23 @@ raises after the others have settled, and the caller must not acknowledge its in
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping, Sequence
+import ssl
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol, TypeGuard
 
 import aio_pika
 import aiormq
+from aio_pika.abc import AbstractRobustConnection
 from aiormq.abc import ChannelFrame
 from faststream.rabbit import Channel, RabbitBroker, RabbitExchange
+from faststream.security import BaseSecurity
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
 from services.common.messages import Command, Event, Message
+from services.common.settings import BrokerSettings, BrokerUnavailable, mask_url
 from services.common.topology import EVENTS, REQUESTS
 
 PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
@@ -62,8 +66,93 @@ def confirming_channel(prefetch: int | None = None) -> Channel:
     return Channel(prefetch_count=prefetch, publisher_confirms=True, on_return_raises=True)
 
 
-def make_broker(url: str, *, prefetch: int | None = None, **kwargs: Any) -> RabbitBroker:
-    return RabbitBroker(url, default_channel=confirming_channel(prefetch), **kwargs)
+class ZeroErrandBroker(RabbitBroker):
+    """FastStream's ``RabbitBroker`` whose first connection, if it fails, raises
+    ``BrokerUnavailable`` with the reason in words (aiormq reports a refused client certificate
+    as "connection reset")."""
+
+    def __init__(self, settings: BrokerSettings, **kwargs: Any) -> None:
+        self.settings = settings
+        super().__init__(settings.amqp_url, **kwargs)
+
+    async def connect(self) -> aio_pika.RobustConnection:
+        try:
+            return await super().connect()
+        except (aiormq.exceptions.AMQPConnectionError, OSError) as exc:
+            raise BrokerUnavailable(explain_connect_failure(self.settings, exc)) from exc
+
+
+def make_broker(settings: BrokerSettings | str, *, prefetch: int | None = None, **kwargs: Any) -> RabbitBroker:
+    """The broker every service and CLI command uses, on a confirming channel. A URL alone takes
+    the TLS files from the environment (``BrokerSettings``); an ``amqps://`` URL connects with
+    TLS, verifying the server's certificate and host name (``BrokerSettings.ssl_context``, which
+    raises ``SettingsError`` for settings that cannot work)."""
+    if isinstance(settings, str):
+        settings = BrokerSettings(amqp_url=settings)
+    context = settings.ssl_context()
+    security = BaseSecurity(ssl_context=context) if context is not None else None
+    return ZeroErrandBroker(settings, default_channel=confirming_channel(prefetch), security=security, **kwargs)
+
+
+async def connect_robust(settings: BrokerSettings | str, **kwargs: Any) -> AbstractRobustConnection:
+    """A plain aio-pika connection with the same TLS settings as ``make_broker`` (for tools that
+    need one outside FastStream: benchmarks, tests); ``BrokerUnavailable`` as there."""
+    if isinstance(settings, str):
+        settings = BrokerSettings(amqp_url=settings)
+    try:
+        connection: AbstractRobustConnection = await aio_pika.connect_robust(
+            settings.amqp_url, ssl_context=settings.ssl_context(), **kwargs)
+    except (aiormq.exceptions.AMQPConnectionError, OSError) as exc:
+        raise BrokerUnavailable(explain_connect_failure(settings, exc)) from exc
+    return connection
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def explain_connect_failure(settings: BrokerSettings, exc: BaseException) -> str:
+    """Why the connection to ``settings.amqp_url`` failed, in Chinese and English, naming the
+    setting to look at."""
+    where = mask_url(settings.amqp_url)
+    chain = list(_causes(exc))
+    text = " ".join(f"{type(e).__name__}: {e}" for e in chain)
+    verify = next((e for e in chain if isinstance(e, ssl.SSLCertVerificationError)), None)
+    if verify is not None:
+        ca = (f"ZEROERRAND_AMQP_CA_FILE={settings.amqp_ca_file}" if settings.amqp_ca_file
+              else "ZEROERRAND_AMQP_CA_FILE 未设置（只信任系统的 CA）")
+        if "mismatch" in str(verify.verify_message) or "Hostname" in str(verify.verify_message):
+            return (f"RabbitMQ（{where}）的服务器证书不是签发给这个主机名的：{verify.verify_message}；URL 中的主机须在证书的"
+                    f"使用者可选名称（SAN）中 / server certificate does not match the URL's host: {verify.verify_message}")
+        return (f"RabbitMQ（{where}）的服务器证书未通过验证：{verify.verify_message}；{ca}，请把签发服务器证书的 CA 证书"
+                f"（PEM）设为 ZEROERRAND_AMQP_CA_FILE / server certificate not trusted ({verify.verify_message}): "
+                f"set ZEROERRAND_AMQP_CA_FILE to the CA that signed it")
+    if settings.uses_tls:
+        if any(isinstance(e, ssl.SSLError) and "WRONG_VERSION_NUMBER" in str(e) for e in chain) or (
+                "record layer failure" in text):
+            return (f"RabbitMQ（{where}）的这个端口不是 TLS 端口：amqps:// 须连 RabbitMQ 的 TLS 监听端口（通常 5671）"
+                    f" / this port does not speak TLS: {text}")
+        refused = "CERTIFICATE_REQUIRED" in text or "BAD_CERTIFICATE" in text or "UNKNOWN_CA" in text or any(
+            isinstance(e, ConnectionResetError | EOFError | aiormq.exceptions.IncompatibleProtocolError) for e in chain
+        ) or "connection reset" in text.lower()
+        if refused and settings.amqp_cert_file is None:
+            return (f"RabbitMQ（{where}）在 TLS 握手时断开了连接：多半是服务器要求客户端证书，而没有设置 "
+                    f"ZEROERRAND_AMQP_CERT_FILE 与 ZEROERRAND_AMQP_KEY_FILE / the server closed the TLS connection: it most "
+                    f"likely requires a client certificate, and none is set (ZEROERRAND_AMQP_CERT_FILE, "
+                    f"ZEROERRAND_AMQP_KEY_FILE) [{text}]")
+        if refused:
+            return (f"RabbitMQ（{where}）在 TLS 握手时断开了连接：多半是它不接受客户端证书 ZEROERRAND_AMQP_CERT_FILE="
+                    f"{settings.amqp_cert_file}（不是它信任的 CA 签发的，或已过期）/ the server closed the TLS connection: "
+                    f"it most likely does not accept the client certificate [{text}]")
+    elif "connection reset" in text.lower() or any(isinstance(e, ConnectionResetError) for e in chain):
+        return (f"RabbitMQ（{where}）断开了连接：这个端口可能只接受 TLS，请用 amqps:// 及其端口 / the server closed the "
+                f"connection; if the port is a TLS port, use amqps:// [{text}]")
+    return f"无法连接 RabbitMQ（{where}）/ RabbitMQ unreachable: {text}"
 
 
 class BrokerPublisher:

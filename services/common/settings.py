@@ -3,23 +3,50 @@
 from __future__ import annotations
 
 import re
+import ssl
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Literal
+from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEVELOPMENT_WEBHOOK_SECRET = "zeroerrand-dev-secret"
+# aiormq reads TLS files from these query options of the URL; the settings below say them instead
+_AMQP_TLS_QUERY = {"cafile": "ZEROERRAND_AMQP_CA_FILE", "capath": "ZEROERRAND_AMQP_CA_FILE",
+                   "cadata": "ZEROERRAND_AMQP_CA_FILE", "certfile": "ZEROERRAND_AMQP_CERT_FILE",
+                   "keyfile": "ZEROERRAND_AMQP_KEY_FILE", "no_verify_ssl": None}
+
+
+class SettingsError(ValueError):
+    """A setting, or a combination of settings, that cannot work; the message names the variable,
+    says what is wrong with it and what to do (in Chinese, then in English)."""
 
 
 def mask_url(url: str) -> str:
     """The URL with its password replaced by ``***``, for messages and logs: ``amqp://u:***@h/``,
-    ``mongodb://u:***@h1,h2/?replicaSet=rs0`` (several hosts, which ``urlsplit`` cannot take apart)."""
-    return re.sub(r"^([a-z][a-z0-9+.-]*://[^:/@]*):[^@/]*@", r"\1:***@", url, flags=re.IGNORECASE)
+    ``mongodb://u:***@h1,h2/?replicaSet=rs0`` (several hosts, which ``urlsplit`` cannot take apart),
+    and the password of a client key in the query (``tlsCertificateKeyFilePassword=***``)."""
+    masked = re.sub(r"^([a-z][a-z0-9+.-]*://[^:/@]*):[^@/]*@", r"\1:***@", url, flags=re.IGNORECASE)
+    return re.sub(r"([?&]tlsCertificateKeyFilePassword=)[^&]*", r"\1***", masked, flags=re.IGNORECASE)
+
+
+class BrokerUnavailable(ConnectionError):
+    """The first connection to RabbitMQ failed (raised by ``services.common.bus``); the message
+    says where, why and which setting to look at (a certificate not trusted, a client
+    certificate missing or refused, a port that speaks TLS or does not)."""
 
 
 class BrokerSettings(BaseSettings):
     """``ZEROERRAND_AMQP_URL``: the RabbitMQ every service and the CLI talk to.
+
+    TLS: an ``amqps://`` URL, with ``ZEROERRAND_AMQP_CA_FILE`` (the CA certificates, PEM, that
+    signed the server's certificate; default: the system's trusted CAs) and, for a server that
+    asks for a client certificate, ``ZEROERRAND_AMQP_CERT_FILE`` and ``ZEROERRAND_AMQP_KEY_FILE``
+    (PEM; the key may be in the certificate file, then the key file is not needed). The server's
+    certificate and its host name (the URL's host, in the certificate's subject alternative names)
+    are always verified. See ``docs/security.md``.
 
     ``ZEROERRAND_TRUSTED_PUBLISHERS``: the RabbitMQ users whose events the notifier and the ledger
     accept on ``zeroerrand.events`` (the router's and the evaluation service's; a JSON list).
@@ -29,10 +56,63 @@ class BrokerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ZEROERRAND_")
 
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    amqp_ca_file: Path | None = None
+    amqp_cert_file: Path | None = None
+    amqp_key_file: Path | None = None
     trusted_publishers: list[str] | None = None
 
     def trusted(self) -> frozenset[str]:
         return frozenset(self.trusted_publishers or [urlsplit(self.amqp_url).username or "guest"])
+
+    @property
+    def uses_tls(self) -> bool:
+        return urlsplit(self.amqp_url).scheme.lower() == "amqps"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of an ``amqps://`` URL (server certificate and host name verified,
+        the client certificate loaded if one is set); ``None`` for ``amqp://``. ``SettingsError``
+        names the setting that cannot work, and why."""
+        where = mask_url(self.amqp_url)
+        files = {"ZEROERRAND_AMQP_CA_FILE": self.amqp_ca_file, "ZEROERRAND_AMQP_CERT_FILE": self.amqp_cert_file,
+                 "ZEROERRAND_AMQP_KEY_FILE": self.amqp_key_file}
+        for option, _ in parse_qsl(urlsplit(self.amqp_url).query, keep_blank_values=True):
+            if option in _AMQP_TLS_QUERY:
+                instead = _AMQP_TLS_QUERY[option]
+                raise SettingsError(
+                    f"ZEROERRAND_AMQP_URL（{where}）含 TLS 选项 {option}，本系统不读它："
+                    + (f"请改用 {instead}" if instead else "服务器证书总要验证，不能关闭")
+                    + f" / the URL option {option} is not used: "
+                    + (f"set {instead} instead" if instead else "the server's certificate is always verified"))
+        if not self.uses_tls:
+            given = [name for name, value in files.items() if value is not None]
+            if given:
+                raise SettingsError(
+                    f"已设置 {'、'.join(given)}，但 ZEROERRAND_AMQP_URL（{where}）是不加密的 amqp://：请改用 amqps://"
+                    f"（RabbitMQ 的 TLS 端口，通常 5671）/ {', '.join(given)} set but the URL is plain amqp://: use amqps://")
+            return None
+        for name, value in files.items():
+            if value is not None and not value.is_file():
+                raise SettingsError(f"{name}={value} 不存在或不是文件 / {name}={value}: no such file")
+        if self.amqp_key_file is not None and self.amqp_cert_file is None:
+            raise SettingsError("已设置 ZEROERRAND_AMQP_KEY_FILE 而没有 ZEROERRAND_AMQP_CERT_FILE：请同时给出客户端证书 "
+                                "/ ZEROERRAND_AMQP_KEY_FILE set without ZEROERRAND_AMQP_CERT_FILE")
+        try:
+            # verify_mode CERT_REQUIRED and check_hostname: the defaults of a client context
+            context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH,
+                                                 cafile=str(self.amqp_ca_file) if self.amqp_ca_file else None)
+        except (ssl.SSLError, OSError) as exc:
+            raise SettingsError(f"ZEROERRAND_AMQP_CA_FILE={self.amqp_ca_file} 不是 PEM 格式的 CA 证书：{exc} "
+                                f"/ not a PEM CA certificate file: {exc}") from exc
+        if self.amqp_cert_file is not None:
+            try:
+                context.load_cert_chain(str(self.amqp_cert_file),
+                                        str(self.amqp_key_file) if self.amqp_key_file else None)
+            except (ssl.SSLError, OSError) as exc:
+                raise SettingsError(
+                    f"客户端证书 ZEROERRAND_AMQP_CERT_FILE={self.amqp_cert_file}、私钥 ZEROERRAND_AMQP_KEY_FILE="
+                    f"{self.amqp_key_file or '（未设置：须在证书文件中）'} 无法载入（PEM 格式、证书与私钥须配对、私钥不能加密）："
+                    f"{exc} / the client certificate and key cannot be loaded: {exc}") from exc
+        return context
 
 
 class RouterSettings(BaseSettings):
@@ -83,8 +163,9 @@ class NotifierSettings(BaseSettings):
     # one client (replies left unread in the socket); the look-ups are limited apart (16 at once),
     # and two group-commit batches of 32 keep the store busy
     prefetch: int = Field(default=64, ge=1, le=64, description="events in flight")
-    webhook_secret: SecretStr = Field(default=SecretStr("zeroerrand-dev-secret"),
-                                      description="HMAC-SHA256 key of the webhook signature; set it in production")
+    webhook_secret: SecretStr = Field(default=SecretStr(DEVELOPMENT_WEBHOOK_SECRET),
+                                      description="HMAC-SHA256 key of the webhook signature; the default, "
+                                                  "known to everyone, is accepted in development only")
     webhook_timeout_s: float = Field(default=5.0, gt=0)
     max_attempts: int = Field(default=5, ge=1, description="webhook attempts before the final failed state")
     backoff_base_s: float = Field(default=2.0, ge=0)
@@ -101,3 +182,29 @@ class EvaluationSettings(BaseSettings):
     rules_dir: Path = PROJECT_ROOT / "rules"
     prefetch: int = Field(default=16, ge=1, le=64, description="events in flight (and requests, on their own queue)")
     sweep_interval_s: float = Field(default=300.0, gt=0, description="how often overdue items are looked for")
+
+
+Environment = Literal["development", "production"]
+
+
+class RuntimeSettings(BaseSettings):
+    """``ZEROERRAND_ENVIRONMENT``: ``production`` (the default) or ``development``. Only in
+    development may the notifier run with the development webhook secret everyone knows (a
+    developer's machine, the tests); anywhere else the secret must be set."""
+
+    model_config = SettingsConfigDict(env_prefix="ZEROERRAND_")
+
+    environment: Environment = "production"
+
+    @classmethod
+    def load(cls) -> RuntimeSettings:
+        """From the environment; ``SettingsError`` for a value that is neither environment."""
+        try:
+            return cls()
+        except ValidationError as exc:
+            raise SettingsError("ZEROERRAND_ENVIRONMENT 只能是 development 或 production（默认 production）"
+                                " / ZEROERRAND_ENVIRONMENT must be development or production") from exc
+
+    @property
+    def development(self) -> bool:
+        return self.environment == "development"

@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 from pymongo import AsyncMongoClient, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
@@ -351,6 +353,28 @@ def containment_fields(collection: Collection) -> list[str]:
     return fields
 
 
+def tls_hint(uri: str, exc: BaseException) -> str:
+    """What to add to ``MONGODB_URL`` when its TLS does not match the server's (PyMongo's own
+    options, see docs/security.md), or nothing."""
+    text = str(exc)
+    options = {k.lower(): v.lower() for k, v in parse_qsl(uri.partition("?")[2])}
+    said = options.get("tls", options.get("ssl"))  # PyMongo: any tls* option, or +srv, turns TLS on too
+    tls = said == "true" or (said is None and (any(k.startswith("tls") for k in options) or uri.startswith("mongodb+srv:")))
+    if "CERTIFICATE_VERIFY_FAILED" in text and ("mismatch" in text or "Hostname" in text):
+        return "：服务器证书不是签发给 URL 中的主机名的 "
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return "：服务器证书未通过验证，请在 MONGODB_URL 中用 tlsCAFile=… 指定签发它的 CA 证书 "
+    closed = re.search(r"connection (is already )?closed|connection reset", text, re.IGNORECASE) is not None
+    if closed and tls and "tlscertificatekeyfile" not in options:
+        return "：服务器在 TLS 握手时断开了连接，多半要求客户端证书，请在 MONGODB_URL 中加 tlsCertificateKeyFile=… "
+    if closed and tls:
+        return ("：服务器在 TLS 握手时断开了连接，多半不接受 tlsCertificateKeyFile 的客户端证书"
+                "（不是它信任的 CA 签发的，或已过期）")
+    if closed and not tls:
+        return "：服务器断开了连接，它可能只接受 TLS，请在 MONGODB_URL 中加 tls=true "
+    return ""
+
+
 async def open_store(settings: StoreSettings | None = None, collections: Iterable[Collection] = ()) -> Store:
     """Connects to ``MONGODB_URL``, or starts (or joins) the embedded store, and creates the indexes."""
     settings = settings or StoreSettings()
@@ -372,7 +396,8 @@ async def open_store(settings: StoreSettings | None = None, collections: Iterabl
     except Exception as exc:
         await store.close()
         where = "内置存储" if endpoint.postgres is not None else mask_url(endpoint.uri)
-        raise StoreUnavailable(f"无法连接存储（{where}）/ store unreachable: {exc!r}") from exc
+        hint = "" if endpoint.postgres is not None else tls_hint(endpoint.uri, exc)
+        raise StoreUnavailable(f"无法连接存储（{where}）{hint}/ store unreachable: {exc!r}") from exc
     try:
         await store.ensure(collections)
     except BaseException:

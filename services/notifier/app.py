@@ -13,7 +13,14 @@ from services.common.bus import make_broker
 from services.common.consuming import SHUTDOWN_GRACE_S, Inflight, consume_events, stop_background
 from services.common.messages import Event
 from services.common.rule_files import RulesError, load_rulebook
-from services.common.settings import BrokerSettings, NotifierSettings, StoreSettings
+from services.common.settings import (
+    DEVELOPMENT_WEBHOOK_SECRET,
+    BrokerSettings,
+    NotifierSettings,
+    RuntimeSettings,
+    SettingsError,
+    StoreSettings,
+)
 from services.common.storage import Store, open_store
 from services.common.topology import NOTIFIER_QUEUE, declare_topology
 from services.notifier.compose import Composer
@@ -50,12 +57,37 @@ def load_composer(settings: NotifierSettings) -> Composer:
     return Composer(load_plan(settings.rules_dir, book.units), book.units, book.catalog)
 
 
+def check_webhook_secret(settings: NotifierSettings, runtime: RuntimeSettings) -> None:
+    """Refuses (``SettingsError``) the development webhook secret, which everyone can read in
+    this repository, unless ``ZEROERRAND_ENVIRONMENT`` is ``development``; and an empty one anywhere."""
+    secret = settings.webhook_secret.get_secret_value()
+    if not secret:
+        raise SettingsError("通知服务未启动：ZEROERRAND_NOTIFIER_WEBHOOK_SECRET 为空，Webhook 签名将形同虚设；"
+                            "请设为只有接收系统知道的长随机字符串 / notifier not started: "
+                            "ZEROERRAND_NOTIFIER_WEBHOOK_SECRET is empty")
+    if secret == DEVELOPMENT_WEBHOOK_SECRET and not runtime.development:
+        raise SettingsError(
+            f"通知服务未启动：Webhook 签名密钥仍是开发用默认值（{DEVELOPMENT_WEBHOOK_SECRET}，人人可见），"
+            f"而运行环境是 {runtime.environment}。请设置 ZEROERRAND_NOTIFIER_WEBHOOK_SECRET 为只有接收系统知道的长随机字符串"
+            "（如 python3 -c \"import secrets; print(secrets.token_hex(32))\"）；仅在开发机上可设 "
+            "ZEROERRAND_ENVIRONMENT=development 使用默认值。 / notifier refused to start: the webhook secret is the "
+            f"development default and ZEROERRAND_ENVIRONMENT is {runtime.environment}; set "
+            "ZEROERRAND_NOTIFIER_WEBHOOK_SECRET (or ZEROERRAND_ENVIRONMENT=development on a developer's machine)")
+    if secret == DEVELOPMENT_WEBHOOK_SECRET:
+        log.warning("webhook signatures use the development secret (ZEROERRAND_ENVIRONMENT=development); "
+                    "set ZEROERRAND_NOTIFIER_WEBHOOK_SECRET anywhere else")
+
+
 def create_notifier(settings: NotifierSettings | None = None, broker_settings: BrokerSettings | None = None,
-                    store_settings: StoreSettings | None = None, store: Store | None = None) -> Notifier:
-    """Wires the notifier; pass ``store`` to share an open store (it is then not closed here)."""
+                    store_settings: StoreSettings | None = None, store: Store | None = None,
+                    runtime: RuntimeSettings | None = None) -> Notifier:
+    """Wires the notifier; pass ``store`` to share an open store (it is then not closed here).
+    ``SettingsError`` if the webhook secret may not be used here (``check_webhook_secret``) or
+    the broker's TLS settings cannot work."""
     settings = settings or NotifierSettings()
+    check_webhook_secret(settings, runtime or RuntimeSettings.load())
     broker_settings = broker_settings or BrokerSettings()
-    broker = make_broker(broker_settings.amqp_url, prefetch=settings.prefetch, apply_types=False)  # see consuming.keep_message
+    broker = make_broker(broker_settings, prefetch=settings.prefetch, apply_types=False)  # see consuming.keep_message
     notifier = Notifier(settings=settings, broker=broker, app=FastStream(broker), store=store)
     owns_store = store is None
 

@@ -60,7 +60,7 @@ def create_router(settings: RouterSettings | None = None, broker_settings: Broke
     """Wires the router; ``publisher`` replaces the real one (``BrokerPublisher``) in handler tests."""
     settings = settings or RouterSettings()
     broker_settings = broker_settings or BrokerSettings()
-    broker = make_broker(broker_settings.amqp_url, prefetch=settings.prefetch)
+    broker = make_broker(broker_settings, prefetch=settings.prefetch)
     rules = ActiveRules(settings.rules_dir, timeout_s=settings.check_timeout_s,
                         memory_bytes=settings.check_memory_mb * 2**20)
     publisher = publisher or BrokerPublisher(broker)

@@ -1,13 +1,23 @@
-"""The RabbitMQ definitions shipped in deploy/ declare exactly what the code declares.
+"""What deploy/ ships: the RabbitMQ definitions declare exactly what the code declares (a
+difference would make a service's start fail with PRECONDITION_FAILED on the cluster); MongoDB
+runs with access control, the services as a user with readWrite on their database only; no
+secret is in the repository (deploy/.env.example names them all).
 
-A difference would make a service's start fail with PRECONDITION_FAILED on the cluster.
+No Docker engine runs here: these read the files (``docker compose config`` was run by hand,
+see deploy/README.md).
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from typing import Any
+from urllib.parse import parse_qs
 
+from ruamel.yaml import YAML
+
+from services.common.settings import StoreSettings
 from tests.conftest import ROOT
 
 
@@ -16,3 +26,85 @@ def test_deploy_definitions_match_the_topology_module() -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("OK:")
+
+
+# -- deploy/compose.yaml: MongoDB with access control, no secret in the repository ------------------
+
+DEPLOY = ROOT / "deploy"
+REQUIRED = re.compile(r"\$\{([A-Z0-9_]+):\?[^}]*\}")
+
+
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = YAML(typ="safe").load((DEPLOY / "compose.yaml").read_text(encoding="utf-8"))
+    return loaded
+
+
+def env_example() -> dict[str, str]:
+    lines = (DEPLOY / ".env.example").read_text(encoding="utf-8").splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def test_mongodb_members_authenticate_by_keyfile_and_mongo_1_makes_the_root_user() -> None:
+    services = compose()["services"]
+    for name in ("mongo-1", "mongo-2", "mongo-3"):
+        member = services[name]
+        command = member["command"]
+        assert command[command.index("--keyFile") + 1] == "/etc/mongo-auth/keyfile", name
+        assert member["secrets"] == ["mongo_keyfile"]
+        script = member["entrypoint"][2]
+        assert "install -m 400 -o mongodb -g mongodb /run/secrets/mongo_keyfile /etc/mongo-auth/keyfile" in script
+        assert member["entrypoint"][4:] == [] and "exec docker-entrypoint.sh" in script
+    assert services["mongo-1"]["environment"] == {
+        "MONGO_INITDB_ROOT_USERNAME": "${MONGO_ROOT_USERNAME:-root}",
+        "MONGO_INITDB_ROOT_PASSWORD": "${MONGO_ROOT_PASSWORD:?set MONGO_ROOT_PASSWORD in deploy/.env}"}
+    # rs.initiate refuses members that hold data: only mongo-1 makes a user before it
+    assert "environment" not in services["mongo-2"] and "environment" not in services["mongo-3"]
+    assert compose()["secrets"]["mongo_keyfile"] == {"environment": "MONGO_REPLICA_SET_KEY"}
+
+
+def test_the_services_reach_mongodb_as_their_own_user_in_production() -> None:
+    services = compose()["services"]
+    for name in ("router", "notifier", "evaluation"):
+        environment = services[name]["environment"]
+        assert environment["MONGODB_URL"].startswith(
+            "mongodb://zeroerrand:${ZEROERRAND_MONGO_PASSWORD:?set ZEROERRAND_MONGO_PASSWORD in deploy/.env}"
+            "@mongo-1,mongo-2,mongo-3/?")
+        assert parse_qs(environment["MONGODB_URL"].rsplit("?", 1)[1]) == {"replicaSet": ["rs0"], "authSource": ["admin"]}
+        assert environment["ZEROERRAND_ENVIRONMENT"] == "production"
+    assert services["notifier"]["environment"]["ZEROERRAND_NOTIFIER_WEBHOOK_SECRET"].startswith(
+        "${ZEROERRAND_NOTIFIER_WEBHOOK_SECRET:?")
+
+
+def test_mongo_init_gives_the_services_user_readwrite_on_their_database_only() -> None:
+    definition = compose()
+    init = definition["services"]["mongo-init"]
+    assert init["configs"] == [{"source": "mongo_init", "target": "/etc/zeroerrand/mongo-init.js"}]
+    assert definition["configs"]["mongo_init"] == {"file": "./mongo/init.js"}
+    assert init["command"][-1] == "/etc/zeroerrand/mongo-init.js"
+    assert set(init["environment"]) == {"MONGO_ROOT_USERNAME", "MONGO_ROOT_PASSWORD", "ZEROERRAND_MONGO_PASSWORD"}
+    script = (DEPLOY / "mongo" / "init.js").read_text(encoding="utf-8")
+    assert re.search(r'const appDatabase = "([a-z]+)";', script)[1] == StoreSettings().database  # type: ignore[index]
+    assert 'const appUser = "zeroerrand";' in script
+    assert 'const appRoles = [{ role: "readWrite", db: appDatabase }];' in script
+    # the only roles it grants: no grantRolesToUser, no other role names
+    assert re.findall(r'role: "(\w+)"', script) == ["readWrite"] and "grantRolesToUser" not in script
+    assert "admin.createUser({ user: appUser, pwd: appPassword, roles: appRoles })" in script
+    assert "admin.updateUser(appUser, { pwd: appPassword, roles: appRoles })" in script
+    assert "process.env.ZEROERRAND_MONGO_PASSWORD" in script and "process.env.MONGO_ROOT_PASSWORD" in script
+
+
+def test_no_secret_is_committed_and_env_example_names_every_one() -> None:
+    text = (DEPLOY / "compose.yaml").read_text(encoding="utf-8")
+    required = set(REQUIRED.findall(text))
+    secrets_from_env = {s["environment"] for s in compose()["secrets"].values()}
+    example = env_example()
+    assert required | secrets_from_env <= set(example), "missing from .env.example: " + str(
+        (required | secrets_from_env) - set(example))
+    assert {k for k, v in example.items() if v} == set(), "values in .env.example"
+    assert {"MONGO_ROOT_PASSWORD", "ZEROERRAND_MONGO_PASSWORD", "MONGO_REPLICA_SET_KEY"} <= set(example)
+    # every password, secret or key given to a container comes from deploy/.env
+    for name, service in compose()["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            if re.search(r"PASSWORD|SECRET|COOKIE|_KEY$", key):
+                assert REQUIRED.fullmatch(str(value)), f"{name}: {key} is not taken from deploy/.env"
+    assert ".env" in (DEPLOY / ".gitignore").read_text(encoding="utf-8").split()
