@@ -11,7 +11,7 @@ are parsed as plain data (no YAML tags) and rule conditions are a closed vocabul
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -478,16 +478,20 @@ def rules_version(contents: Iterable[tuple[str, bytes]]) -> str:
     return digest.hexdigest()[:12]
 
 
-def load_rulebook(directory: str | Path, contents: Mapping[str, bytes] | None = None) -> RuleBook:
+def load_rulebook(directory: str | Path, contents: Mapping[str, bytes] | None = None,
+                  reading: Callable[[str], None] | None = None) -> RuleBook:
     """Loads and validates the three rule files, or raises ``RulesError`` listing every problem.
 
     ``contents``: the files' bytes already read from ``directory`` (``read_rule_files``), so what is
-    loaded is exactly what was checked; errors still name the files in ``directory``."""
+    loaded is exactly what was checked; errors still name the files in ``directory``. ``reading``
+    is told the path of each file before it is parsed (so a check cut short can say where)."""
     directory = Path(directory)
     raws = dict(contents) if contents is not None else read_rule_files(directory)
     problems: list[Problem] = []
     sources: dict[str, _Source] = {}
     for name in RULE_FILES:
+        if reading is not None:
+            reading(str(directory / name))
         try:
             sources[name] = parse_located(str(directory / name), raws[name])
         except RulesError as exc:

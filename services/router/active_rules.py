@@ -36,7 +36,7 @@ class ActiveRules:
     the new engine, so nothing an operator saves can stall or exhaust the routing process.
     """
 
-    def __init__(self, directory: Path, *, timeout_s: float = 4.0, memory_bytes: int = 512 * 2**20) -> None:
+    def __init__(self, directory: Path, *, timeout_s: float = 3.0, memory_bytes: int = 512 * 2**20) -> None:
         self.directory = Path(directory)
         self.timeout_s = timeout_s
         self.memory_bytes = memory_bytes

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import resource
@@ -24,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import services
-from services.common.rule_files import Problem, RulesError
+from services.common.rule_files import ROUTING_FILE, Problem, RulesError
 
 # at most this many problems come back (an operator reads the first ones; the rest is the same mistake)
 MAX_PROBLEMS = 200
 _PACKAGE_PARENT = str(Path(services.__file__).resolve().parents[1])
+_READING = "reading "
 
 
 def _check(directory: Path, contents: Mapping[str, bytes]) -> list[Problem]:
@@ -36,8 +38,13 @@ def _check(directory: Path, contents: Mapping[str, bytes]) -> list[Problem]:
     from services.common.rule_files import load_rulebook
     from services.common.rules_check import check_rules
 
+    def reading(path: str) -> None:  # the parent names this file if the check is cut short
+        sys.stderr.write(f"{_READING}{path}\n")
+        sys.stderr.flush()
+
     try:
-        book = load_rulebook(directory, contents)
+        book = load_rulebook(directory, contents, reading)
+        reading(str(directory / ROUTING_FILE))  # the static check: the routing rules' cases
         return list(check_rules(book, RoutingEngine(book)).problems)
     except RulesError as exc:
         return list(exc.problems)
@@ -70,21 +77,35 @@ async def check_candidate(directory: Path, contents: Mapping[str, bytes], *, tim
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-c", "from services.router.candidate import main; main()",
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+    assert child.stdin is not None and child.stdout is not None and child.stderr is not None
+    child.stdin.write(request.encode())
+    child.stdin.close()
+    stderr: list[str] = []
+
+    async def read_stderr() -> None:
+        assert child.stderr is not None
+        async for line in child.stderr:
+            stderr.append(line.decode(errors="replace").rstrip("\n"))
+            del stderr[:-50]
+
     try:
-        out, err = await asyncio.wait_for(child.communicate(request.encode()), timeout_s)
+        out, _, _ = await asyncio.wait_for(asyncio.gather(child.stdout.read(), read_stderr(), child.wait()), timeout_s)
     except TimeoutError:
-        child.kill()
+        with contextlib.suppress(ProcessLookupError):
+            child.kill()
         await child.wait()
-        return (Problem(shown, None, None, f"检查规则超过 {timeout_s:g} 秒仍未完成，已中止，拒绝该版本 / "
-                                           "checking took too long"),)
+        where = next((line.removeprefix(_READING) for line in reversed(stderr) if line.startswith(_READING)), shown)
+        return (Problem(where, None, None, f"检查规则超过 {timeout_s:g} 秒仍未完成（正在检查这个文件），已中止，"
+                                           "拒绝该版本 / checking took too long"),)
     except BaseException:  # cancelled (the router stops): the child must not outlive the check
-        child.kill()
+        with contextlib.suppress(ProcessLookupError):
+            child.kill()
         await child.wait()
         raise
     try:
         answer: Any = json.loads(out)
         return tuple(Problem(**p) for p in answer["problems"])
     except (ValueError, KeyError, TypeError):
-        tail = err.decode(errors="replace").strip().splitlines()[-3:]
+        tail = [line for line in stderr if not line.startswith(_READING)][-3:]
         return (Problem(shown, None, None, f"检查规则的子进程异常退出（退出码 {child.returncode}），拒绝该版本 / "
                                            f"checker died: {' | '.join(tail)}"),)
