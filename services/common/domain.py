@@ -225,7 +225,7 @@ class Decision(_Frozen):
     rule_id: Code
     rule_name: Name
     rules_version: Ident
-    facts: dict[Code, Any] = Field(max_length=100)
+    facts: dict[Ident, Any] = Field(max_length=100, description="the facts the rules tested (project.<fact>, item.<field>)")
     task_order: bool
     decided_at: Moment
 
@@ -236,5 +236,5 @@ class Unroutable(_Frozen):
     reason_code: Code
     reason: Text
     rules_version: Ident
-    facts: dict[Code, Any] = Field(max_length=100)
+    facts: dict[Ident, Any] = Field(max_length=100, description="the facts the rules tested (project.<fact>, item.<field>)")
     decided_at: Moment
