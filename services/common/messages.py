@@ -74,13 +74,14 @@ def _fact_value(value: bool | int | float | str) -> bool | int | float | str:
 
 
 FactValue = Annotated[bool | int | float | str, AfterValidator(_fact_value)]
-Phone = Annotated[str, Field(min_length=1, max_length=50, pattern=r"^[0-9+\-() ]+$")]
+# a phone number as people write it (extensions, notes like “转 8001”), on one line
+Phone = Annotated[str, Field(min_length=1, max_length=50), AfterValidator(check_one_line)]
 
 
 class Contact(Message):
     name: Name
     phone: Phone | None = None
-    email: str | None = Field(default=None, min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")
+    email: Annotated[str, Field(min_length=3, max_length=254), AfterValidator(check_one_line)] | None = None
     webhook: str | None = Field(default=None, max_length=2000, pattern=r"^https?://[\x21-\x7e]+$",
                                 description="an http(s) URL, printable ASCII")
 

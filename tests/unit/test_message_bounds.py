@@ -117,7 +117,7 @@ def test_contact_fields_are_bounded_and_a_webhook_is_an_http_url() -> None:
     project = json.loads(body(example(ALUMINIUM).project))
     contact = project["enterprise"]["contact"]
     for field, value in (("webhook", "file:///etc/passwd"), ("webhook", "https://" + "h" * 2000),
-                         ("phone", "call me"), ("email", "nobody"), ("name", "王" * 201)):
+                         ("phone", "1" * 51), ("email", "a@b.c\nBcc: x@y.z"), ("name", "王" * 201)):
         bad = {**project, "enterprise": {**project["enterprise"], "contact": {**contact, field: value}}}
         found = errors_of(lambda bad=bad: Project.model_validate(bad))
         assert len(found) == 1 and found[0].startswith(f"enterprise.contact.{field}: "), found
