@@ -13,7 +13,7 @@ import typer
 
 from services.common.domain import MODE_NAMES_ZH, OVERDUE_LEVEL_NAMES_ZH, STAGE_NAMES_ZH, Request, Stage, Unroutable
 from services.common.rule_files import RuleBook, RulesError, load_rulebook, rules_version
-from services.common.settings import BrokerSettings, RouterSettings
+from services.common.settings import BrokerSettings, RouterSettings, mask_url, mask_urls_in
 
 app = typer.Typer(help="“企业零跑腿”服务系统 / Zero Errand: 路由、通知、评价服务与运维命令。", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -41,6 +41,12 @@ def _book(rules: Path | None) -> RuleBook:
     except RulesError as exc:
         _fail([f"规则文件有 {len(exc.problems)} 处错误："] + [f"  {p}" for p in exc.problems])
         raise AssertionError("unreachable") from exc
+
+
+def _publish_failed(exc: BaseException) -> None:
+    """Publishing failed: says where to (the broker's URL, its password masked) and why."""
+    url = BrokerSettings().amqp_url
+    _fail(f"发布失败（RabbitMQ {mask_url(url)}）：{mask_urls_in(str(exc) or repr(exc))}")
 
 
 def _dump(data: Any) -> str:
@@ -112,15 +118,14 @@ def up() -> None:
 @app.command()
 def sign(file: Annotated[Path, typer.Argument(help="协议文件（YAML 或 JSON），格式见 examples/agreements/README.md")]) -> None:
     """签约：发布一条 agreement.signed 消息（持久化、经 RabbitMQ 确认），启动“企业零跑腿”服务。"""
-    from services.common.agreement_files import load_agreement, to_event
+    from services.common.agreement_files import load_agreement, signed_event
     from services.common.bus import BrokerPublisher, Outgoing, make_broker
     from services.common.topology import AGREEMENT_SIGNED, AGREEMENTS, declare_topology
 
     try:
-        agreement = load_agreement(file)
+        event = signed_event(file, load_agreement(file), RouterSettings().max_agreement_bytes)
     except RulesError as exc:
         _fail([f"协议文件有 {len(exc.problems)} 处错误："] + [f"  {p}" for p in exc.problems])
-    event = to_event(agreement)
 
     async def publish() -> None:
         broker = make_broker(BrokerSettings())
@@ -133,7 +138,7 @@ def sign(file: Annotated[Path, typer.Argument(help="协议文件（YAML 或 JSON
     try:
         asyncio.run(publish())
     except Exception as exc:
-        _fail(f"发布失败（RabbitMQ）：{exc}")
+        _publish_failed(exc)
     typer.echo(f"已签约并发布：协议 {event.agreement_id}，项目 {event.project.code}（{event.project.name}），"
                f"审批策划 {len(event.plan)} 项；event_id {event.event_id}")
 
@@ -369,7 +374,7 @@ def _submit(model: Any, wait: float, describe: str, **fields: Any) -> Any:
     try:
         asyncio.run(publish())
     except Exception as exc:
-        _fail(f"发布失败（RabbitMQ）：{exc}")
+        _publish_failed(exc)
     typer.echo(f"已提交{describe}，请求编号 {command.request_id}")
     if wait > 0:
         outcome = asyncio.run(_await_outcome(command.request_id, wait))

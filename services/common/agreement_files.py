@@ -6,26 +6,39 @@ see ``examples/agreements/README.md``. Errors name the file and the line.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import Field
 
-from services.common.messages import AgreementSigned, Eligibility, Message, PlannedItem, Project, stable_id
-from services.common.rule_files import read_located, validate_located
+from services.common.domain import Day, Ident
+from services.common.messages import MAX_PLAN_LINES, AgreementSigned, Eligibility, Message, PlannedItem, Project, stable_id
+from services.common.rule_files import Problem, RulesError, read_located, validate_located
 
 
 class AgreementFile(Message):
-    agreement_id: str = Field(min_length=1)
-    signed_on: date
+    agreement_id: Ident
+    signed_on: Day
     project: Project
     eligibility: Eligibility
-    plan: tuple[PlannedItem, ...] = Field(min_length=1)
+    plan: tuple[PlannedItem, ...] = Field(min_length=1, max_length=MAX_PLAN_LINES)
 
 
 def load_agreement(path: str | Path) -> AgreementFile:
     source, _raw = read_located(Path(path))
     return validate_located(source, AgreementFile, "plan", "审批策划")
+
+
+def signed_event(path: str | Path, agreement: AgreementFile, max_bytes: int) -> AgreementSigned:
+    """The event to publish for a loaded file, refused (``RulesError`` naming the file) if its body is
+    larger than the router reads (``ZEROERRAND_ROUTER_MAX_AGREEMENT_BYTES``): it would be parked unread."""
+    event = to_event(agreement)
+    size = len(event.model_dump_json().encode())
+    if size > max_bytes:
+        raise RulesError([Problem(str(path), None, None,
+                                  f"协议消息有 {size:,} 字节，超过路由服务的上限 {max_bytes:,} 字节"
+                                  "（ZEROERRAND_ROUTER_MAX_AGREEMENT_BYTES），不发布 / agreement too large")])
+    return event
 
 
 def to_event(agreement: AgreementFile, now: datetime | None = None) -> AgreementSigned:

@@ -100,6 +100,18 @@ async def park(broker: RabbitBroker, queue: RabbitQueue, raw_message: Any, *, ki
                 kind, reason)
 
 
+async def park_if_too_large(broker: RabbitBroker, queue: RabbitQueue, raw_message: Any, body: bytes,
+                            max_bytes: int) -> bool:
+    """Parks a body larger than ``max_bytes`` unread (kind ``too_large``, the size and the limit in
+    the reason); True if it did. Checked before decoding: a huge body costs nothing to refuse."""
+    if len(body) <= max_bytes:
+        return False
+    await park(broker, queue, raw_message, kind="too_large",
+               reason=f"消息有 {len(body):,} 字节，超过队列 {queue.name} 的上限 {max_bytes:,} 字节，未读取 / "
+                      f"message too large: {len(body)} > {max_bytes} bytes")
+    return True
+
+
 RETRY_BASE_DELAY_S = 0.2
 
 
@@ -178,13 +190,14 @@ async def stop_background(task: asyncio.Task[Any] | None, grace_s: float, what: 
 
 
 def consume_events(broker: RabbitBroker, queue: RabbitQueue, inflight: Inflight,
-                   handle: Callable[[Any, bool], Awaitable[None]], *, description: str,
+                   handle: Callable[[Any, bool], Awaitable[None]], *, description: str, max_bytes: int,
                    exchange: RabbitExchange = EVENTS, decode: Decoder = decode_event,
                    trusted_publishers: frozenset[str] | None = None) -> Any:
     """Subscribes ``handle`` to ``exchange`` (default ``zeroerrand.events``) on ``queue``: the
     consumer pattern of the notifier and the evaluation service (events, and the ledger's requests).
 
-    Each delivery is decoded with ``decode`` (else parked at once with the reason), handled in its
+    A body larger than ``max_bytes`` is parked at once, unread (kind ``too_large``). Each delivery
+    is decoded with ``decode`` (else parked at once with the reason), handled in its
     own task, and acknowledged only after ``handle(message, final_attempt)`` returns; a failure is
     retried with back-off and parked with the error on its last attempt (``final_attempt`` tells the
     handler it is the last one). With ``trusted_publishers``, a message whose AMQP ``user_id`` (which
@@ -203,6 +216,9 @@ def consume_events(broker: RabbitBroker, queue: RabbitQueue, inflight: Inflight,
             await park(broker, queue, raw, kind="untrusted_publisher",
                        reason=f"发布者 {publisher!r} 不是可信的服务（只接受 {trusted} 发布的事件），"
                               f"单位应向 zeroerrand.requests 提交请求 / untrusted publisher")
+            await message.ack()
+            return
+        if await park_if_too_large(broker, queue, raw, message.body, max_bytes):
             await message.ack()
             return
         try:

@@ -6,11 +6,57 @@ modes 四, evaluation 五(六)); no I/O.
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import date, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+# -- bounds every message and rule file shares: dates in a sane window, strings of bounded length ---
+
+YEAR_MIN, YEAR_MAX = 2000, 2100
+_When = TypeVar("_When", date, datetime)
+
+
+def in_year_window(value: _When) -> _When:
+    """A date or time of the years 2000–2100: what any record of the service can be about."""
+    if not YEAR_MIN <= value.year <= YEAR_MAX:
+        raise ValueError(f"日期须在 {YEAR_MIN} 至 {YEAR_MAX} 年之间，而不是 {value.isoformat()} / "
+                         f"outside the years {YEAR_MIN}-{YEAR_MAX}")
+    return value
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_LINE_BREAK_OR_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_one_line(value: str) -> str:
+    if found := _LINE_BREAK_OR_CONTROL.search(value):
+        raise ValueError(f"不能含换行或控制字符（第 {found.start() + 1} 个字符是 {found.group()!r}）/ control character")
+    return value
+
+
+def _no_control(value: str) -> str:
+    if found := _CONTROL.search(value):
+        raise ValueError(f"不能含控制字符（第 {found.start() + 1} 个字符是 {found.group()!r}）/ control character")
+    return value
+
+
+Day = Annotated[date, AfterValidator(in_year_window)]
+"""A calendar day of the years 2000–2100."""
+Moment = Annotated[AwareDatetime, AfterValidator(in_year_window)]
+"""A point in time with its offset, in the years 2000–2100."""
+Code = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(check_one_line)]
+"""A unit, item, project or indicator code, a request type: one line, at most 64 characters."""
+Ident = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(check_one_line)]
+"""An id (event, request, agreement, item, assessment), a version, a task order number."""
+Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(check_one_line)]
+"""What a person reads as a name: a project, an enterprise, a unit, an item, a contact."""
+Line = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(check_one_line)]
+"""One entry of a list: a material, a result, a fact's text value."""
+Text = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_no_control)]
+"""Free text: a note, a reason, a comment (line breaks allowed, at most 2,000 characters)."""
 
 
 class Stage(StrEnum):
@@ -104,9 +150,9 @@ class _Frozen(BaseModel):
 class Unit(_Frozen):
     """A department, dispatched agency, outside authority or service company."""
 
-    code: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    name: str = Field(min_length=1)
-    short_name: str = Field(min_length=1)
+    code: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)
+    name: Name
+    short_name: Name
     kind: UnitKind
     jurisdiction: Jurisdiction
 
@@ -114,8 +160,8 @@ class Unit(_Frozen):
 class Fee(_Frozen):
     """A fee the law requires the enterprise to pay (the service itself is free)."""
 
-    name: str = Field(min_length=1)
-    basis: str = Field(min_length=1)
+    name: Name
+    basis: Text
 
 
 class ItemBasis(_Frozen):
@@ -138,17 +184,17 @@ class CatalogItem(_Frozen):
     """
 
     code: str = Field(pattern=r"^[A-Z]{2}-\d{2}$")
-    name: str = Field(min_length=1)
+    name: Name
     stage: Stage
-    owner: str
+    owner: Code
     jurisdiction: Jurisdiction
     time_limit_days: int = Field(gt=0, le=365)
-    materials: tuple[str, ...] = Field(min_length=1)
-    fees: tuple[Fee, ...] = ()
+    materials: tuple[Line, ...] = Field(min_length=1, max_length=100)
+    fees: tuple[Fee, ...] = Field(default=(), max_length=20)
     requires: tuple[str, ...] | Literal["previous_stage"] = ()
     basis: ItemBasis
-    to_confirm: str | None = Field(default=None, description="what is not yet confirmed, for the policy office")
-    note: str | None = None
+    to_confirm: Text | None = Field(default=None, description="what is not yet confirmed, for the policy office")
+    note: Text | None = None
 
     def fee_note(self) -> str:
         """The free-service statement the enterprise reads, naming any legally required fee."""
@@ -162,33 +208,33 @@ class RetiredItem(_Frozen):
     """A catalog code that is no longer used; it is never reused for another item."""
 
     code: str = Field(pattern=r"^[A-Z]{2}-\d{2}$")
-    name: str = Field(min_length=1)
-    reason: str = Field(min_length=1)
-    replaced_by: str | None = None
+    name: Name
+    reason: Text
+    replaced_by: Code | None = None
 
 
 class Decision(_Frozen):
     """Why an item went where it went: the record that travels with the item and its event."""
 
     mode: ServiceMode
-    responsible_unit: str
-    approving_authority: str
+    responsible_unit: Code
+    approving_authority: Code
     evaluated_as: ServiceMode
-    evaluator: str
-    routing_key: str
-    rule_id: str
-    rule_name: str
-    rules_version: str
-    facts: dict[str, Any]
+    evaluator: Code
+    routing_key: Ident
+    rule_id: Code
+    rule_name: Name
+    rules_version: Ident
+    facts: dict[Ident, Any] = Field(max_length=100, description="the facts the rules tested (project.<fact>, item.<field>)")
     task_order: bool
-    decided_at: datetime
+    decided_at: Moment
 
 
 class Unroutable(_Frozen):
     """An item no rule can place, with a specific reason (never a guess)."""
 
-    reason_code: str
-    reason: str
-    rules_version: str
-    facts: dict[str, Any]
-    decided_at: datetime
+    reason_code: Code
+    reason: Text
+    rules_version: Ident
+    facts: dict[Ident, Any] = Field(max_length=100, description="the facts the rules tested (project.<fact>, item.<field>)")
+    decided_at: Moment

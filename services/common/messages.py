@@ -12,19 +12,29 @@ to ``zeroerrand.events`` brings that same message to the events' consumers, whic
 
 from __future__ import annotations
 
+import math
 import uuid
-from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from services.common.domain import (
+    YEAR_MAX,
+    YEAR_MIN,
+    Code,
+    Day,
     Decision,
     Fee,
+    Ident,
+    Line,
+    Moment,
+    Name,
     Request,
     ServiceMode,
     Stage,
+    Text,
     Unroutable,
+    check_one_line,
 )
 
 # Fixed namespace: ids derived from it are the same on every machine and every redelivery.
@@ -36,24 +46,50 @@ def stable_id(*parts: str) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, "/".join(parts)))
 
 
+MAX_PLAN_LINES = 100
+"""Lines of one agreement's plan (the catalog has 25 items, each handled or advised on)."""
+MAX_PROBLEMS, MAX_PROBLEM_CHARS = 20, 500
+"""What a ``rules.rejected`` event lists: the first problems, each cut to a length (the log has all)."""
+
+
 class Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-FactValue = bool | int | float | str
+MAX_FACT_NUMBER = 10**15
+
+
+def _fact_value(value: bool | int | float | str) -> bool | int | float | str:
+    """A project fact: a yes/no, a finite number of at most 15 digits (rules compare it), or one line
+    of text of at most 200 characters."""
+    if isinstance(value, str):
+        if len(value) > 200:
+            raise ValueError(f"文字型事实长度 {len(value):,} 个字符，超过上限 200 / fact text too long")
+        check_one_line(value)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("数值型事实须为有限数 / fact not a finite number")
+    elif not isinstance(value, bool) and abs(value) > MAX_FACT_NUMBER:
+        raise ValueError(f"数值型事实超出 ±{MAX_FACT_NUMBER:.0e} / fact number too large")
+    return value
+
+
+FactValue = Annotated[bool | int | float | str, AfterValidator(_fact_value)]
+# a phone number as people write it (extensions, notes like “转 8001”), on one line
+Phone = Annotated[str, Field(min_length=1, max_length=50), AfterValidator(check_one_line)]
 
 
 class Contact(Message):
-    name: str = Field(min_length=1)
-    phone: str | None = None
-    email: str | None = None
-    webhook: str | None = None
+    name: Name
+    phone: Phone | None = None
+    email: Annotated[str, Field(min_length=3, max_length=254), AfterValidator(check_one_line)] | None = None
+    webhook: str | None = Field(default=None, max_length=2000, pattern=r"^https?://[\x21-\x7e]+$",
+                                description="an http(s) URL, printable ASCII")
 
 
 class Enterprise(Message):
     """The enterprise the service is for (服务对象)."""
 
-    name: str = Field(min_length=1)
+    name: Name
     credit_code: str = Field(pattern=r"^[0-9A-HJ-NPQRTUWXY]{2}\d{6}[0-9A-HJ-NPQRTUWXY]{10}$",
                              description="统一社会信用代码 (18 characters)")
     contact: Contact
@@ -63,94 +99,95 @@ class Project(Message):
     """一项一码: the project, its enterprise, its recruiting unit and the facts rules may test."""
 
     code: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_\-]{2,63}$")
-    name: str = Field(min_length=1)
+    name: Name
     enterprise: Enterprise
-    recruiting_unit: str = Field(min_length=1, description="unit code of the 项目招引单位")
-    facts: dict[str, FactValue] = Field(default_factory=dict)
+    recruiting_unit: Code = Field(description="unit code of the 项目招引单位")
+    facts: dict[Code, FactValue] = Field(default_factory=dict, max_length=50)
 
 
 class Eligibility(Message):
     """Policy 二(一) and 三(一): who may be served."""
 
     zero_errand_clause: bool = Field(description="the agreement contains the zero-errand clause")
-    committee_decision: str | None = Field(default=None, description="管委会 decision that includes the project")
+    committee_decision: Text | None = Field(default=None, description="管委会 decision that includes the project")
     enterprise_consent: bool = Field(description="企业自愿: the enterprise agreed to the service")
 
 
 class PlannedItem(Message):
     """One line of the approval plan (审批策划)."""
 
-    item: str = Field(min_length=1, description="catalog item code")
+    item: Code = Field(description="catalog item code")
     request: Request = Request.HANDLE
-    note: str | None = None
+    note: Text | None = None
 
 
 class Event(Message):
-    type: str
-    event_id: str
-    occurred_at: datetime
-    recorded_at: datetime
+    type: Code
+    event_id: Ident
+    occurred_at: Moment
+    recorded_at: Moment
 
 
 class AgreementSigned(Event):
     """An investment agreement was signed: start the service for its plan."""
 
     type: Literal["agreement.signed"] = "agreement.signed"
-    agreement_id: str = Field(min_length=1)
-    signed_on: date
+    agreement_id: Ident
+    signed_on: Day
     project: Project
     eligibility: Eligibility
-    plan: tuple[PlannedItem, ...] = Field(min_length=1)
+    plan: tuple[PlannedItem, ...] = Field(min_length=1, max_length=MAX_PLAN_LINES)
 
 
 class AgreementRejected(Event):
     """The agreement is not eligible for the service; nothing was routed."""
 
     type: Literal["agreement.rejected"] = "agreement.rejected"
-    agreement_id: str
+    agreement_id: Ident
     project: Project
-    reasons: tuple[str, ...]
+    reasons: tuple[Text, ...] = Field(max_length=20)
 
 
 class ServiceStarted(Event):
     """The service started: the ledger line (年度综合评价台账) for 经济发展招商服务局."""
 
     type: Literal["service.started"] = "service.started"
-    agreement_id: str
-    signed_on: date
+    agreement_id: Ident
+    signed_on: Day
     project: Project
-    ledger_owner: str
-    items_planned: int
-    items_routed: int
-    items_unroutable: int
-    rules_version: str
+    ledger_owner: Code
+    items_planned: int = Field(ge=0, le=MAX_PLAN_LINES)
+    items_routed: int = Field(ge=0, le=MAX_PLAN_LINES)
+    items_unroutable: int = Field(ge=0, le=MAX_PLAN_LINES)
+    rules_version: Ident
 
 
 class RoutedItem(Message):
     """An approval item placed on ``zeroerrand.items`` with routing key ``{mode}.{unit}``."""
 
-    item_id: str = Field(description="stable id of this planned item; also the AMQP message_id")
-    agreement_id: str
-    project_code: str
-    project_name: str
+    item_id: Ident = Field(description="stable id of this planned item; also the AMQP message_id")
+    agreement_id: Ident
+    project_code: Code
+    project_name: Name
     enterprise: Enterprise
-    recruiting_unit: str
-    item_code: str
-    item_name: str
+    recruiting_unit: Code
+    item_code: Code
+    item_name: Name
     stage: Stage
-    stage_name: str
+    stage_name: Name
     request: Request
     mode: ServiceMode
-    mode_name: str
-    responsible_unit: str
-    responsible_unit_name: str
-    approving_authority: str
-    approving_authority_name: str
-    materials: tuple[str, ...] = Field(description="一次性告知: everything the enterprise supplies")
-    time_limit_days: int = Field(description="statutory limit in working days")
-    fees: tuple[Fee, ...]
-    fee_note: str
-    requires: tuple[str, ...] = Field(default=(), description="planned item codes whose results this item waits for")
+    mode_name: Name
+    responsible_unit: Code
+    responsible_unit_name: Name
+    approving_authority: Code
+    approving_authority_name: Name
+    materials: tuple[Line, ...] = Field(max_length=100, description="一次性告知: everything the enterprise supplies")
+    time_limit_days: int = Field(gt=0, le=365, description="statutory limit in working days")
+    fees: tuple[Fee, ...] = Field(max_length=20)
+    fee_note: Text
+    requires: tuple[Code, ...] = Field(default=(), max_length=MAX_PLAN_LINES,
+                                       description="planned item codes whose results this item waits for")
     task_order_required: bool = Field(description="专业跑腿: 经济发展招商服务局 issues a task order when the item is ready")
     decision: Decision
 
@@ -179,32 +216,33 @@ class ItemUnroutable(Event):
     """No rule could place the item; it is parked on ``zeroerrand.items.unroutable``."""
 
     type: Literal["item.unroutable"] = "item.unroutable"
-    item_id: str
-    agreement_id: str
-    project_code: str
-    project_name: str
-    recruiting_unit: str
-    item_code: str
-    item_name: str | None
+    item_id: Ident
+    agreement_id: Ident
+    project_code: Code
+    project_name: Name
+    recruiting_unit: Code
+    item_code: Code
+    item_name: Name | None
     request: Request
     unroutable: Unroutable
 
 
 class RulesActivated(Event):
     type: Literal["rules.activated"] = "rules.activated"
-    version: str
-    previous_version: str | None
-    directory: str
-    rules: int
-    items: int
+    version: Ident
+    previous_version: Ident | None
+    directory: Text
+    rules: int = Field(ge=0)
+    items: int = Field(ge=0)
 
 
 class RulesRejected(Event):
     type: Literal["rules.rejected"] = "rules.rejected"
-    attempted_version: str | None
-    active_version: str | None
-    directory: str
-    problems: tuple[str, ...]
+    attempted_version: Ident | None
+    active_version: Ident | None
+    directory: Text
+    problems: tuple[Annotated[str, Field(min_length=1, max_length=MAX_PROBLEM_CHARS)], ...] = Field(
+        max_length=MAX_PROBLEMS, description="the first problems found (the router's log has every one)")
 
 
 # -- requests (commands) to the ledger, from the units' systems, the enterprise and operators ---------
@@ -221,23 +259,12 @@ class Command(Message):
     that unit (recorded as such in the ledger). Times carry their offset.
     """
 
-    type: str
-    request_id: str = Field(min_length=1, max_length=200)
-    requested_at: AwareDatetime
-    occurred_at: AwareDatetime = Field(description="when it happened (a back-filled report says so)")
-    requested_by: str = Field(min_length=1, max_length=64)
-    operator: str | None = Field(default=None, max_length=100)
-
-    @field_validator("requested_at", "occurred_at")
-    @classmethod
-    def _plausible(cls, moment: datetime) -> datetime:
-        if not 2000 <= moment.year <= 2100:
-            raise ValueError("时间须在 2000 至 2100 年之间")
-        return moment
-
-
-Code = Annotated[str, Field(min_length=1, max_length=64)]
-Text = Annotated[str, Field(min_length=1, max_length=2000)]
+    type: Code
+    request_id: Ident
+    requested_at: Moment
+    occurred_at: Moment = Field(description="when it happened (a back-filled report says so)")
+    requested_by: Code
+    operator: Name | None = None
 
 
 class ItemCommand(Command):
@@ -300,7 +327,7 @@ class DeliverResults(ItemCommand):
     """一次性完整移交: hand every result to the enterprise at once."""
 
     type: Literal["item.deliver"] = "item.deliver"
-    results: tuple[Annotated[str, Field(min_length=1, max_length=500)], ...] = Field(min_length=1, max_length=50)
+    results: tuple[Line, ...] = Field(min_length=1, max_length=50)
     note: Text | None = None
 
 
@@ -315,8 +342,8 @@ class AcceptTaskOrder(ItemCommand):
     """政联公司 accepts the task order and names its 服务专员."""
 
     type: Literal["task_order.accept"] = "task_order.accept"
-    specialist_name: str = Field(min_length=1, max_length=100)
-    specialist_phone: str = Field(min_length=1, max_length=50)
+    specialist_name: Name
+    specialist_phone: Phone
 
 
 class SubmitAssessment(Command):
@@ -327,16 +354,16 @@ class SubmitAssessment(Command):
     project_code: Code
     provider: Code
     rater: Literal["enterprise", "recruiting_unit"]
-    year: int = Field(ge=2000, le=2100)
-    scores: dict[Code, float] = Field(max_length=50)
-    comment: str | None = Field(default=None, max_length=2000, description="评价意见")
+    year: int = Field(ge=YEAR_MIN, le=YEAR_MAX)
+    scores: dict[Code, Annotated[float, Field(allow_inf_nan=False)]] = Field(max_length=50)
+    comment: Text | None = Field(default=None, description="评价意见")
 
 
 class RectifyAssessment(Command):
     """The provider closes the rectification a 差评 opened."""
 
     type: Literal["assessment.rectify"] = "assessment.rectify"
-    assessment_id: str = Field(min_length=1, max_length=200)
+    assessment_id: Ident
     note: Text
 
 
@@ -357,19 +384,19 @@ class ItemEvent(Event):
     ``request_id`` the request it answers (none for what the ledger itself decides).
     """
 
-    project_code: str
-    item_code: str
+    project_code: Code
+    item_code: Code
     request: Request = Request.HANDLE
-    reported_by: str
-    operator: str | None = None
-    request_id: str | None = None
+    reported_by: Code
+    operator: Name | None = None
+    request_id: Ident | None = None
 
 
 class ItemReady(ItemEvent):
     """Every prerequisite is delivered (or not planned): the item can be done; the service clock starts."""
 
     type: Literal["item.ready"] = "item.ready"
-    waited_for: tuple[str, ...] = ()
+    waited_for: tuple[Code, ...] = Field(default=(), max_length=MAX_PLAN_LINES)
     task_order_required: bool = False
 
 
@@ -377,51 +404,51 @@ class ItemContacted(ItemEvent):
     """首问负责: the responsible unit contacted the enterprise."""
 
     type: Literal["item.contacted"] = "item.contacted"
-    note: str | None = None
+    note: Text | None = None
 
 
 class ItemAccepted(ItemEvent):
     """The responsible unit accepted (受理) the item: the statutory clock starts."""
 
     type: Literal["item.accepted"] = "item.accepted"
-    note: str | None = None
+    note: Text | None = None
 
 
 class ItemProgress(ItemEvent):
     type: Literal["item.progress"] = "item.progress"
-    note: str = Field(min_length=1)
+    note: Text
 
 
 class ItemUnblocked(ItemEvent):
     type: Literal["item.unblocked"] = "item.unblocked"
-    note: str | None = None
+    note: Text | None = None
 
 
 class ItemSuspended(ItemEvent):
     """Waiting for the enterprise (补正材料): the running clock stops."""
 
     type: Literal["item.suspended"] = "item.suspended"
-    reason: str = Field(min_length=1)
+    reason: Text
 
 
 class ItemResumed(ItemEvent):
     type: Literal["item.resumed"] = "item.resumed"
-    note: str | None = None
+    note: Text | None = None
 
 
 class ItemCompleted(ItemEvent):
     """The approval is done (办结); the results still have to be handed over."""
 
     type: Literal["item.completed"] = "item.completed"
-    note: str | None = None
+    note: Text | None = None
 
 
 class ItemBlocked(ItemEvent):
     """A 堵点/卡点: the item cannot move until ``resolver`` acts."""
 
     type: Literal["item.blocked"] = "item.blocked"
-    reason: str = Field(min_length=1)
-    resolver: str = Field(description="unit code of whoever must resolve the blocker")
+    reason: Text
+    resolver: Code = Field(description="unit code of whoever must resolve the blocker")
 
 
 Clock = Literal["service", "statutory"]
@@ -436,75 +463,75 @@ class ItemOverdue(ItemEvent):
     type: Literal["item.overdue"] = "item.overdue"
     clock: Clock = "statutory"
     level: Literal["warning", "yellow", "red"]
-    due_on: date
-    working_days_used: int
-    time_limit_days: int
+    due_on: Day
+    working_days_used: int = Field(ge=0)
+    time_limit_days: int = Field(ge=0)
 
 
 class ItemDelivered(ItemEvent):
     """The results were handed to the enterprise, completely and at once (一次性完整移交)."""
 
     type: Literal["item.delivered"] = "item.delivered"
-    results: tuple[str, ...] = Field(min_length=1, description="the approval results handed over")
-    note: str | None = None
+    results: tuple[Line, ...] = Field(min_length=1, max_length=50, description="the approval results handed over")
+    note: Text | None = None
 
 
 class TaskOrderIssued(ItemEvent):
     """专业跑腿服务任务单 issued by 经济发展招商服务局 (``automatic``: by the rule in evaluation.yaml)."""
 
     type: Literal["task_order.issued"] = "task_order.issued"
-    number: str
-    issued_by: str
-    assigned_to: str
+    number: Ident
+    issued_by: Code
+    assigned_to: Code
     automatic: bool = False
-    note: str | None = None
+    note: Text | None = None
 
 
 class TaskOrderAccepted(ItemEvent):
     type: Literal["task_order.accepted"] = "task_order.accepted"
-    number: str
-    specialist_name: str
-    specialist_phone: str
+    number: Ident
+    specialist_name: Name
+    specialist_phone: Phone
 
 
 class TaskOrderClosed(ItemEvent):
     """The item's results were delivered: the task order is done."""
 
     type: Literal["task_order.closed"] = "task_order.closed"
-    number: str
+    number: Ident
 
 
 class ProjectDelivered(Event):
     """Every item of the project has been delivered."""
 
     type: Literal["project.delivered"] = "project.delivered"
-    project_code: str
-    items_delivered: int
+    project_code: Code
+    items_delivered: int = Field(ge=0, le=MAX_PLAN_LINES)
 
 
 class AssessmentSubmitted(Event):
     """A 测评 the ledger accepted; ``bad`` (差评) opens a rectification due on ``rectify_by``."""
 
     type: Literal["assessment.submitted"] = "assessment.submitted"
-    assessment_id: str
-    project_code: str
-    provider: str
+    assessment_id: Ident
+    project_code: Code
+    provider: Code
     rater: Literal["enterprise", "recruiting_unit"]
-    requested_by: str
-    year: int
-    scores: dict[str, float]
-    total: float
-    comment: str | None = None
+    requested_by: Code
+    year: int = Field(ge=YEAR_MIN, le=YEAR_MAX)
+    scores: dict[Code, Annotated[float, Field(allow_inf_nan=False)]] = Field(max_length=50)
+    total: float = Field(allow_inf_nan=False)
+    comment: Text | None = None
     bad: bool
-    rectify_by: date | None = None
+    rectify_by: Day | None = None
 
 
 class AssessmentRectified(Event):
     type: Literal["assessment.rectified"] = "assessment.rectified"
-    assessment_id: str
-    project_code: str
-    provider: str
-    note: str
+    assessment_id: Ident
+    project_code: Code
+    provider: Code
+    note: Text
     late: bool
 
 
@@ -512,13 +539,13 @@ class RequestRefused(Event):
     """The ledger refused a request; ``reason`` (Chinese) says why. The sender is told."""
 
     type: Literal["request.refused"] = "request.refused"
-    request_id: str
-    request_type: str
-    requested_by: str
-    operator: str | None = None
-    project_code: str | None = None
-    item_code: str | None = None
-    reason: str
+    request_id: Ident
+    request_type: Code
+    requested_by: Code
+    operator: Name | None = None
+    project_code: Code | None = None
+    item_code: Code | None = None
+    reason: Annotated[str, Field(min_length=1, max_length=4000)]
 
 
 AnyEvent = Annotated[

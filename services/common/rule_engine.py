@@ -60,6 +60,18 @@ def fact_key(field: str) -> str:
     return field.replace(".", "__")
 
 
+def engine_value(value: Any) -> Any:
+    """A fact as durable-rules receives it. Its C parser reads no number in exponent notation, which
+    is how JSON writes a float whose size is under 1e-4 (``1e-07``): such an event was refused ("Could
+    not assert event, error code: 204") and the agreement failed until it was parked. Such a float
+    goes in as 0.0 (no rule draws a line that fine); every other value goes in unchanged, and the
+    decision record keeps the value as given. (The models bound numbers to ±1e15, so none reaches
+    the notation from above.)"""
+    if isinstance(value, float) and abs(value) < 1e-4:
+        return 0.0
+    return value
+
+
 def _compare(op: str, key: str, value: Any) -> dict[str, Any]:
     if op == "eq":
         return {key: value}
@@ -206,6 +218,10 @@ class RoutingEngine:
                               facts={"item.code": item_code, REQUEST_FIELD: request.value},
                               reason=f"服务事项清单中没有编码为 {item_code} 的事项，无法分派，请核对审批策划")
         facts = self.facts_for(item_code, request, project_facts)
+        wrong = self._wrongly_typed(facts)
+        if wrong:
+            return Unroutable(reason_code="invalid_fact", rules_version=self.version, decided_at=now, facts=facts,
+                              reason=f"事项 {item_code} 的分派取决于项目事实 {'；'.join(wrong)}，请更正后重新提交")
         # only facts that can change this item's decision are in ``facts``: a good cache key
         key = (item_code, *(facts.get(f) for f in self._fields[item_code]))
         if key in self._cache:
@@ -220,10 +236,30 @@ class RoutingEngine:
             return self._gap(item_code, facts, now)
         return self._decision(item_code, rule_id, facts, now)
 
+    def _wrongly_typed(self, facts: Mapping[str, Any]) -> list[str]:
+        """The project facts whose value is not of the type ``routing.yaml`` declares (a number, a
+        yes/no, one of the declared values), each said with its label: a rule never compares them."""
+        wrong = []
+        for name, value in facts.items():
+            spec = self.book.project_facts.get(name.removeprefix(PROJECT_PREFIX)) if name.startswith(
+                PROJECT_PREFIX) else None
+            if spec is None:
+                continue
+            fact = f"{name.removeprefix(PROJECT_PREFIX)}（{spec.label}）"
+            if spec.type == "number" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                wrong.append(f"{fact} 应为数值，协议给出的是 {value!r}")
+            elif spec.type == "boolean" and not isinstance(value, bool):
+                wrong.append(f"{fact} 应为 true 或 false，协议给出的是 {value!r}")
+            elif spec.type == "string" and (not isinstance(value, str)
+                                            or (spec.values is not None and value not in spec.values)):
+                allowed = f"（可取 {'、'.join(spec.values)}）" if spec.values is not None else ""
+                wrong.append(f"{fact} 应为文字{allowed}，协议给出的是 {value!r}")
+        return wrong
+
     def _post(self, facts: dict[str, Any]) -> str | None:
         host = self._host
         ident = next(_IDS)
-        message = {fact_key(k): v for k, v in facts.items()}
+        message = {fact_key(k): engine_value(v) for k, v in facts.items()}
         message["id"] = ident
         message["sid"] = self._sid
         host.fired.clear()
@@ -286,7 +322,7 @@ class RoutingEngine:
         """Every rule whose conditions hold for ``facts`` (asserted as a fact, then retracted)."""
         host = self._host
         ident = next(_IDS)
-        fact = {fact_key(k): v for k, v in facts.items()}
+        fact = {fact_key(k): engine_value(v) for k, v in facts.items()}
         fact["id"] = ident
         fact["sid"] = f"check{ident}"
         host.fired.clear()

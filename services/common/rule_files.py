@@ -27,10 +27,12 @@ from services.common.domain import (
     PREVIOUS_STAGE,
     CatalogItem,
     Jurisdiction,
+    Name,
     Request,
     RetiredItem,
     ServiceMode,
     Stage,
+    Text,
     Unit,
 )
 
@@ -170,13 +172,13 @@ class RoutingRule(_Strict):
     (the text, in Chinese, says why); deciding it parks the item with that reason.
     """
 
-    id: str = Field(pattern=r"^[a-z][a-z0-9_.\-]*$")
-    name: str = Field(min_length=1)
-    policy: str | None = None
+    id: str = Field(pattern=r"^[a-z][a-z0-9_.\-]*$", max_length=64)
+    name: Name
+    policy: Text | None = None
     when: dict[str, Test] = Field(min_length=1)
     unless: dict[str, Test] | None = None
     then: Outcome | None = None
-    not_required: str | None = Field(default=None, min_length=1, description="why the item is not needed")
+    not_required: Text | None = Field(default=None, description="why the item is not needed")
 
     @model_validator(mode="after")
     def _then_or_not_required(self) -> RoutingRule:
@@ -408,9 +410,23 @@ def _display_path(path: Sequence[int | str]) -> str:
     return shown
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value as the operator reads it in a message, cut short: a long one is not echoed whole."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}…（共 {len(str(value)):,} 个字符）"
+
+
 def _message_zh(error: Any) -> str:
     kind, msg = error["type"], error["msg"]
     given = error.get("input")
+    ctx = error.get("ctx", {})
+    if kind == "string_too_long":
+        return f"长度 {len(given):,} 个字符，超过上限 {ctx.get('max_length')} / too long（实际值 {_shown(given)}）"
+    if kind == "too_long":
+        count = f"有 {ctx['actual_length']} 项，" if isinstance(ctx.get("actual_length"), int) else ""
+        return f"{count}超过上限 {ctx.get('max_length')} 项 / too many entries"
+    if kind == "string_pattern_mismatch":
+        return f"格式不符（应匹配 {ctx.get('pattern')}），实际值 {_shown(given)}"
     if kind == "missing":
         return "缺少必填字段"
     if kind == "extra_forbidden":
@@ -425,7 +441,7 @@ def _message_zh(error: Any) -> str:
         return f"应为列表（每项一行“- 值”，或写成 [值1, 值2]），实际是 {given!r}"
     if kind == "value_error":
         return str(error.get("ctx", {}).get("error", msg))
-    return f"{msg}（实际值 {given!r}）"
+    return f"{msg}（实际值 {_shown(given)}）"
 
 
 def _plain(node: Any) -> Any:

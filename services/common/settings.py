@@ -23,6 +23,13 @@ class SettingsError(ValueError):
     """A setting, or a combination of settings, that cannot work; the message names the variable,
     says what is wrong with it and what to do (in Chinese, then in English)."""
 
+KIB = 1024
+# Largest body a consumer reads; a larger one is parked unread (kind ``too_large``). A real agreement
+# is about 2 KB, an event 2.5 KB, a request under 1 KB: the defaults leave a hundredfold headroom.
+MAX_AGREEMENT_BYTES = 256 * KIB
+MAX_EVENT_BYTES = 64 * KIB
+MAX_REQUEST_BYTES = 64 * KIB
+
 
 def mask_url(url: str) -> str:
     """The URL with its password replaced by ``***``, for messages and logs: ``amqp://u:***@h/``,
@@ -36,6 +43,11 @@ class BrokerUnavailable(ConnectionError):
     """The first connection to RabbitMQ failed (raised by ``services.common.bus``); the message
     says where, why and which setting to look at (a certificate not trusted, a client
     certificate missing or refused, a port that speaks TLS or does not)."""
+
+
+def mask_urls_in(text: str) -> str:
+    """``text`` (an error message, a log line) with the password of every URL in it masked."""
+    return re.sub(r"\b([a-z][a-z0-9+.-]*://[^:/@\s'\"]*):[^@/\s'\"]*@", r"\1:***@", text, flags=re.IGNORECASE)
 
 
 class BrokerSettings(BaseSettings):
@@ -124,6 +136,8 @@ class RouterSettings(BaseSettings):
     prefetch: int = Field(default=32, ge=1, description="agreements in flight per router replica")
     watch_rules: bool = True
     reload_debounce_ms: int = Field(default=300, ge=0)
+    max_agreement_bytes: int = Field(default=MAX_AGREEMENT_BYTES, ge=4 * KIB,
+                                     description="largest agreement.signed body routed; a larger one is parked")
     # a candidate rules version is checked in a child process within these bounds (the repository's
     # rules take 0.3 s and 260 MB of address space), so an operator hears within 5 s of saving; at
     # start, when nothing routes yet, it may take up to start_check_timeout_s
@@ -172,6 +186,8 @@ class NotifierSettings(BaseSettings):
     backoff_max_s: float = Field(default=300.0, ge=0)
     poll_interval_s: float = Field(default=5.0, gt=0, description="delivery round even when not woken")
     delivery_concurrency: int = Field(default=8, ge=1)
+    max_event_bytes: int = Field(default=MAX_EVENT_BYTES, ge=4 * KIB,
+                                 description="largest event body read; a larger one is parked")
 
 
 class EvaluationSettings(BaseSettings):
@@ -182,6 +198,10 @@ class EvaluationSettings(BaseSettings):
     rules_dir: Path = PROJECT_ROOT / "rules"
     prefetch: int = Field(default=16, ge=1, le=64, description="events in flight (and requests, on their own queue)")
     sweep_interval_s: float = Field(default=300.0, gt=0, description="how often overdue items are looked for")
+    max_event_bytes: int = Field(default=MAX_EVENT_BYTES, ge=4 * KIB,
+                                 description="largest event body read; a larger one is parked")
+    max_request_bytes: int = Field(default=MAX_REQUEST_BYTES, ge=4 * KIB,
+                                   description="largest request body read; a larger one is parked")
 
 
 Environment = Literal["development", "production"]

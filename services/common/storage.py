@@ -146,7 +146,7 @@ class EmbeddedServer:
         except StoreUnavailable:
             await self._stop_and_read_errors()
             raise
-        log.info("embedded store (FerretDB on PostgreSQL) at %s, data in %s", self.endpoint.uri, self.data_dir)
+        log.info("embedded store (FerretDB on PostgreSQL) at %s, data in %s", mask_url(self.endpoint.uri), self.data_dir)
         return self.endpoint
 
     @property

@@ -89,9 +89,10 @@ def create_evaluation(settings: EvaluationSettings | None = None, broker_setting
 
     events = consume_events(broker, EVALUATION_QUEUE, service.inflight, record,
                             description="Keeps the ledger (台账) from the router's events.",
+                            max_bytes=settings.max_event_bytes,
                             trusted_publishers=broker_settings.trusted())
     requests = consume_events(broker, LEDGER_REQUESTS_QUEUE, service.inflight, record, exchange=REQUESTS,
-                              decode=decode_command,
+                              decode=decode_command, max_bytes=settings.max_request_bytes,
                               description="Checks the units' requests against the ledger, then publishes the events.")
 
     @service.app.on_startup

@@ -97,7 +97,7 @@ def create_notifier(settings: NotifierSettings | None = None, broker_settings: B
             notifier.deliverer.wake()  # webhooks stored: deliver now rather than at the next round
 
     subscriber = consume_events(broker, NOTIFIER_QUEUE, notifier.inflight, notify,
-                                description="Stores and delivers notifications.",
+                                description="Stores and delivers notifications.", max_bytes=settings.max_event_bytes,
                                 trusted_publishers=broker_settings.trusted())
 
     @notifier.app.on_startup

@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from services.common.settings import mask_urls_in
+
 SIGNATURE_HEADER = "X-ZeroErrand-Signature"
 TIMESTAMP_HEADER = "X-ZeroErrand-Timestamp"
 ID_HEADER = "X-ZeroErrand-Notification-Id"
@@ -47,6 +49,6 @@ async def post(client: httpx.AsyncClient, notification: dict[str, Any], secret: 
     try:
         response = await client.post(str(notification["address"]), content=body, headers=headers)
     except httpx.HTTPError as exc:
-        raise WebhookError(f"{type(exc).__name__}: {exc}") from exc
+        raise WebhookError(mask_urls_in(f"{type(exc).__name__}: {exc}")) from exc
     if not 200 <= response.status_code < 300:
         raise WebhookError(f"HTTP {response.status_code}: {response.text[:200]}")

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from services.common.messages import RulesActivated, RulesRejected, stable_id
+from services.common.messages import MAX_PROBLEM_CHARS, MAX_PROBLEMS, RulesActivated, RulesRejected, stable_id
 from services.common.rule_engine import RoutingEngine
 from services.common.rule_files import Problem, RulesError, load_rulebook, read_rule_files, rules_version
 from services.common.rules_check import check_rules
@@ -26,6 +26,17 @@ def load_checked(directory: Path) -> RoutingEngine:
     if not report.ok:
         raise RulesError(report.problems)
     return engine
+
+
+def announced_problems(problems: tuple[str, ...]) -> tuple[str, ...]:
+    """What ``rules.rejected`` lists: the first problems, each cut to a length, and how many more
+    there are (the router's log has every one), so the event stays small whatever the files hold."""
+    def cut(text: str) -> str:
+        return text if len(text) <= MAX_PROBLEM_CHARS else text[:MAX_PROBLEM_CHARS - 1] + "…"
+    if len(problems) <= MAX_PROBLEMS:
+        return tuple(cut(p) for p in problems)
+    shown = tuple(cut(p) for p in problems[:MAX_PROBLEMS - 1])
+    return (*shown, f"……另有 {len(problems) - len(shown)} 个问题，见路由服务日志 / more problems in the router's log")
 
 
 class ActiveRules:
@@ -89,5 +100,5 @@ class ActiveRules:
         return RulesRejected(
             event_id=stable_id("rules.rejected", str(attempted), str(self.version), now.isoformat()),
             occurred_at=now, recorded_at=now, attempted_version=attempted, active_version=self.version,
-            directory=str(self.directory), problems=problems,
+            directory=str(self.directory), problems=announced_problems(problems),
         )

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from watchfiles import awatch
 
 from services.common.bus import BrokerPublisher, Publisher, event_out, make_broker
-from services.common.consuming import SHUTDOWN_GRACE_S, Inflight, keep_raw_body, park, retry_or_park
+from services.common.consuming import SHUTDOWN_GRACE_S, Inflight, keep_raw_body, park, park_if_too_large, retry_or_park
 from services.common.messages import AgreementSigned, RulesActivated, RulesRejected
 from services.common.settings import BrokerSettings, RouterSettings
 from services.common.topology import AGREEMENTS, ROUTER_QUEUE, declare_topology
@@ -76,6 +76,9 @@ def create_router(settings: RouterSettings | None = None, broker_settings: Broke
 
     async def route_one(message: RabbitMessage) -> None:
         raw = message.raw_message
+        if await park_if_too_large(broker, ROUTER_QUEUE, raw, message.body, settings.max_agreement_bytes):
+            await message.ack()
+            return
         try:
             agreement = AgreementSigned.model_validate_json(message.body)
         except ValidationError as exc:

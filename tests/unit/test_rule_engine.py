@@ -88,3 +88,29 @@ def test_a_not_required_rule_compiles_like_any_other_and_decides_as_unroutable(e
     assert (decision.reason_code, decision.reason) == ("not_required", rule.not_required)
     assert decision.rules_version == book.version
     assert decision.facts["project.annual_electricity_10k_kwh"] == 1
+
+
+@pytest.mark.parametrize("tiny", [1e-07, -3.5e-05, 5e-324])
+def test_a_float_json_writes_in_exponent_notation_is_routed_not_refused_by_the_engine(engine: RoutingEngine,
+                                                                                    tiny: float) -> None:
+    """Found by fuzzing: durable-rules' parser refused ``1e-07`` ("Could not assert event, error code:
+    204"), so an agreement with such a fact failed until it was parked. It counts as 0; the record
+    keeps the value given."""
+    decision = engine.decide("PL-03", Request.HANDLE, {"annual_energy_tce": tiny, "annual_electricity_10k_kwh": 1850})
+    assert isinstance(decision, Decision) and decision.rule_id == "errand.energy-review-city"
+    assert decision.facts["project.annual_energy_tce"] == tiny
+    just_under = engine.decide("PL-03", Request.HANDLE, {"annual_energy_tce": 999.99999,
+                                                         "annual_electricity_10k_kwh": 100})
+    assert isinstance(just_under, Unroutable) and just_under.reason_code == "not_required"  # not rounded up to 1,000
+
+
+@pytest.mark.parametrize("value", ["3200", "abc", True])
+def test_a_fact_of_the_wrong_type_makes_the_item_unroutable_with_the_reason(engine: RoutingEngine, value: Any) -> None:
+    """Found by fuzzing: an energy use of ``"abc"`` or ``true`` was routed by whichever rule the
+    engine's comparison happened to pick; a rule never compares a fact of another type."""
+    decision = engine.decide("PL-03", Request.HANDLE, {"annual_energy_tce": value, "annual_electricity_10k_kwh": 1850})
+    assert isinstance(decision, Unroutable) and decision.reason_code == "invalid_fact"
+    assert decision.reason == (f"事项 PL-03 的分派取决于项目事实 annual_energy_tce（年综合能源消费量（吨标准煤）） 应为数值，"
+                               f"协议给出的是 {value!r}，请更正后重新提交")
+    routed = engine.decide("MA-01", Request.HANDLE, {"annual_energy_tce": value})  # an item that does not test it
+    assert isinstance(routed, Decision)
