@@ -54,7 +54,10 @@ Ident = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(check
 Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(check_one_line)]
 """What a person reads as a name: a project, an enterprise, a unit, an item, a contact."""
 Line = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(check_one_line)]
-"""One entry of a list: a material, a result, a fact's text value."""
+"""One entry of a list: a material, a fact's text value."""
+Result = Annotated[str, Field(min_length=1, max_length=500), AfterValidator(check_one_line)]
+"""One approval result handed over (a licence and its number, where to collect it): at most 500
+characters, as units' systems have sent since the ledger first took deliveries."""
 Text = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_no_control)]
 """Free text: a note, a reason, a comment (line breaks allowed, at most 2,000 characters)."""
 

@@ -30,6 +30,7 @@ from services.common.domain import (
     Moment,
     Name,
     Request,
+    Result,
     ServiceMode,
     Stage,
     Text,
@@ -327,7 +328,7 @@ class DeliverResults(ItemCommand):
     """一次性完整移交: hand every result to the enterprise at once."""
 
     type: Literal["item.deliver"] = "item.deliver"
-    results: tuple[Line, ...] = Field(min_length=1, max_length=50)
+    results: tuple[Result, ...] = Field(min_length=1, max_length=50)
     note: Text | None = None
 
 
@@ -472,7 +473,7 @@ class ItemDelivered(ItemEvent):
     """The results were handed to the enterprise, completely and at once (一次性完整移交)."""
 
     type: Literal["item.delivered"] = "item.delivered"
-    results: tuple[Line, ...] = Field(min_length=1, max_length=50, description="the approval results handed over")
+    results: tuple[Result, ...] = Field(min_length=1, max_length=50, description="the approval results handed over")
     note: Text | None = None
 
 

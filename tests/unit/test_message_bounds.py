@@ -86,8 +86,8 @@ def test_requests_use_the_same_window_and_the_same_bounds() -> None:
         .startswith("item.deliver.occurred_at: Value error, 日期须在 2000 至 2100 年之间")
     too_many = errors_of(lambda: COMMANDS.validate_python(request(results=["营业执照"] * 51)))
     assert too_many == ["item.deliver.results: Tuple should have at most 50 items after validation, not 51"]
-    assert errors_of(lambda: COMMANDS.validate_python(request(results=["x" * 201])))[0] \
-        .startswith("item.deliver.results.0: String should have at most 200 characters")
+    assert errors_of(lambda: COMMANDS.validate_python(request(results=["x" * 501])))[0] \
+        .startswith("item.deliver.results.0: String should have at most 500 characters")
     assert errors_of(lambda: COMMANDS.validate_python(request(note="a\x00b")))[0] \
         .startswith("item.deliver.note: Value error, 不能含控制字符")
     assert errors_of(lambda: COMMANDS.validate_python(request(item_code="MA-01\nEP-02")))[0] \
@@ -152,7 +152,7 @@ def test_the_largest_agreement_the_models_allow_yields_events_every_consumer_rea
 
 
 def test_the_largest_delivery_a_request_may_ask_for_yields_an_event_the_consumers_read() -> None:
-    results = tuple(f"{i:02d}" + WIDE * 198 for i in range(50))
+    results = tuple(f"{i:02d}" + WIDE * 498 for i in range(50))
     command = COMMANDS.validate_python(request(results=results, note=WIDE * 2000, operator=WIDE * 200,
                                                request_id="r" * 200, project_code="P" * 64, item_code="I" * 64))
     assert len(body(command)) <= MAX_REQUEST_BYTES
