@@ -364,7 +364,10 @@ def tls_hint(uri: str, exc: BaseException) -> str:
         return "：服务器证书不是签发给 URL 中的主机名的 "
     if "CERTIFICATE_VERIFY_FAILED" in text:
         return "：服务器证书未通过验证，请在 MONGODB_URL 中用 tlsCAFile=… 指定签发它的 CA 证书 "
-    closed = re.search(r"connection (is already )?closed|connection reset", text, re.IGNORECASE) is not None
+    # the server's refusal of a client certificate arrives as a TLS alert or, as often, as a closed
+    # connection (which of the two depends on timing)
+    closed = re.search(r"connection (is already )?closed|connection reset|CERTIFICATE_REQUIRED|UNKNOWN_CA|"
+                       r"BAD_CERTIFICATE", text, re.IGNORECASE) is not None
     if closed and tls and "tlscertificatekeyfile" not in options:
         return "：服务器在 TLS 握手时断开了连接，多半要求客户端证书，请在 MONGODB_URL 中加 tlsCertificateKeyFile=… "
     if closed and tls:
