@@ -22,6 +22,13 @@ from faststream.rabbit import Channel, RabbitBroker, RabbitExchange
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
+from services.common.connection import (
+    RECONNECT_INTERVAL_S,
+    ConnectionWatch,
+    failover_connection_class,
+    quiet_reconnect_logs,
+    split_urls,
+)
 from services.common.messages import Command, Event, Message
 from services.common.topology import EVENTS, REQUESTS
 
@@ -62,8 +69,26 @@ def confirming_channel(prefetch: int | None = None) -> Channel:
     return Channel(prefetch_count=prefetch, publisher_confirms=True, on_return_raises=True)
 
 
-def make_broker(url: str, *, prefetch: int | None = None, **kwargs: Any) -> RabbitBroker:
-    return RabbitBroker(url, default_channel=confirming_channel(prefetch), **kwargs)
+def make_broker(url: str, *, prefetch: int | None = None, name: str = "zeroerrand",
+                reconnect_interval_s: float = RECONNECT_INTERVAL_S, **kwargs: Any) -> RabbitBroker:
+    """A FastStream broker on ``url``: one AMQP URL, or several separated by commas (the nodes of
+    one cluster, tried in turn at start and at every reconnect: ``services.common.connection``).
+
+    ``name`` (the service) heads the two lines a lost connection logs, the WARNING when it is lost
+    and the INFO when it is back; aio-pika tries again every ``reconnect_interval_s`` seconds.
+    """
+    urls = split_urls(url)
+    watch = ConnectionWatch(name, reconnect_interval_s)
+    quiet_reconnect_logs()
+    broker = RabbitBroker(urls[0], default_channel=confirming_channel(prefetch), reconnect_interval=reconnect_interval_s,
+                          on_close=[watch.on_close], on_reconnected=[watch.on_reconnected], **kwargs)
+    # FastStream hands these to ``aio_pika.connect_robust`` as they are, and has no argument of its
+    # own for aio-pika's ``connection_class``: the failover connection goes in with them
+    connection_kwargs = getattr(broker, "_connection_kwargs", None)
+    if not isinstance(connection_kwargs, dict) or "reconnect_interval" not in connection_kwargs:
+        raise RuntimeError("this FastStream does not keep connect_robust's arguments in RabbitBroker._connection_kwargs")
+    connection_kwargs["connection_class"] = failover_connection_class(urls)
+    return broker
 
 
 class BrokerPublisher:

@@ -14,25 +14,33 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 def mask_url(url: str) -> str:
     """The URL with its password replaced by ``***``, for messages and logs: ``amqp://u:***@h/``,
-    ``mongodb://u:***@h1,h2/?replicaSet=rs0`` (several hosts, which ``urlsplit`` cannot take apart)."""
-    return re.sub(r"^([a-z][a-z0-9+.-]*://[^:/@]*):[^@/]*@", r"\1:***@", url, flags=re.IGNORECASE)
+    ``mongodb://u:***@h1,h2/?replicaSet=rs0`` (several hosts, which ``urlsplit`` cannot take apart),
+    and each of several AMQP URLs separated by commas."""
+    return re.sub(r"(^|,)([a-z][a-z0-9+.-]*://[^:/@,]*):[^@/]*@", r"\1\2:***@", url, flags=re.IGNORECASE)
 
 
 class BrokerSettings(BaseSettings):
-    """``ZEROERRAND_AMQP_URL``: the RabbitMQ every service and the CLI talk to.
+    """``ZEROERRAND_AMQP_URL``: the RabbitMQ every service and the CLI talk to. For a cluster, the
+    URLs of its nodes separated by commas (``amqp://u:p@rabbit-1:5672/,amqp://u:p@rabbit-2:5672/``;
+    a comma in a password is written ``%2C``): a service connects to the first that answers and,
+    when that connection is lost, tries the next one in the list (then the one after, wrapping
+    around) until one answers; quorum queues keep the messages while a node is away.
+
+    ``ZEROERRAND_AMQP_RECONNECT_INTERVAL_S``: seconds between two attempts to reconnect (1).
 
     ``ZEROERRAND_TRUSTED_PUBLISHERS``: the RabbitMQ users whose events the notifier and the ledger
     accept on ``zeroerrand.events`` (the router's and the evaluation service's; a JSON list).
-    Default: the user of ``amqp_url`` (one user for every service, as in local development).
+    Default: the user of (the first) ``amqp_url`` (one user for every service, as in local development).
     """
 
     model_config = SettingsConfigDict(env_prefix="ZEROERRAND_")
 
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    amqp_reconnect_interval_s: float = Field(default=1.0, gt=0)
     trusted_publishers: list[str] | None = None
 
     def trusted(self) -> frozenset[str]:
-        return frozenset(self.trusted_publishers or [urlsplit(self.amqp_url).username or "guest"])
+        return frozenset(self.trusted_publishers or [urlsplit(self.amqp_url.split(",")[0].strip()).username or "guest"])
 
 
 class RouterSettings(BaseSettings):

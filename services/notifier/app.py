@@ -56,7 +56,9 @@ def create_notifier(settings: NotifierSettings | None = None, broker_settings: B
     """Wires the notifier; pass ``store`` to share an open store (it is then not closed here)."""
     settings = settings or NotifierSettings()
     broker_settings = broker_settings or BrokerSettings()
-    broker = make_broker(broker_settings.amqp_url, prefetch=settings.prefetch, apply_types=False)  # see consuming.keep_message
+    broker = make_broker(broker_settings.amqp_url, name="notifier", prefetch=settings.prefetch,
+                         reconnect_interval_s=broker_settings.amqp_reconnect_interval_s,
+                         apply_types=False)  # see consuming.keep_message
     notifier = Notifier(settings=settings, broker=broker, app=FastStream(broker), store=store)
     owns_store = store is None
 

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from watchfiles import awatch
 
 from services.common.bus import BrokerPublisher, Publisher, event_out, make_broker
+from services.common.connection import connection_lost
 from services.common.consuming import Inflight, keep_raw_body, park, retry_or_park
 from services.common.messages import AgreementSigned, RulesActivated, RulesRejected
 from services.common.settings import BrokerSettings, RouterSettings
@@ -60,7 +61,8 @@ def create_router(settings: RouterSettings | None = None, broker_settings: Broke
     """Wires the router; ``publisher`` replaces the real one (``BrokerPublisher``) in handler tests."""
     settings = settings or RouterSettings()
     broker_settings = broker_settings or BrokerSettings()
-    broker = make_broker(broker_settings.amqp_url, prefetch=settings.prefetch)
+    broker = make_broker(broker_settings.amqp_url, name="router", prefetch=settings.prefetch,
+                         reconnect_interval_s=broker_settings.amqp_reconnect_interval_s)
     rules = ActiveRules(settings.rules_dir)
     publisher = publisher or BrokerPublisher(broker)
     router = Router(settings=settings, broker=broker, app=FastStream(broker), rules=rules, publisher=publisher)
@@ -85,7 +87,10 @@ def create_router(settings: RouterSettings | None = None, broker_settings: Broke
         try:
             await handle_agreement_signed(agreement, rules, publisher)
         except Exception as exc:
-            log.exception("agreement %s: routing failed", agreement.agreement_id)
+            if connection_lost(exc):  # the connection logs it once; the agreement comes again
+                log.debug("agreement %s: routing interrupted by the lost connection: %r", agreement.agreement_id, exc)
+            else:
+                log.exception("agreement %s: routing failed", agreement.agreement_id)
             await retry_or_park(broker, ROUTER_QUEUE, message, exc)
             return
         await message.ack()

@@ -19,3 +19,8 @@ from services.common.settings import mask_url
 def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
     assert mask_url(url) == shown
     assert "s3cr" not in mask_url(url) and ":p@" not in mask_url(url) and "pa:ss" not in mask_url(url)
+
+
+def test_several_amqp_urls_are_each_shown_without_their_password() -> None:
+    shown = mask_url("amqp://svc:s3cret@rabbit-1:5672/zeroerrand,amqp://svc:s3cret@rabbit-2:5672/zeroerrand")
+    assert shown == "amqp://svc:***@rabbit-1:5672/zeroerrand,amqp://svc:***@rabbit-2:5672/zeroerrand"
