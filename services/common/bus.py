@@ -28,6 +28,7 @@ from services.common.connection import (
     failover_connection_class,
     quiet_reconnect_logs,
     split_urls,
+    unless_connection_lost,
 )
 from services.common.messages import Command, Event, Message
 from services.common.topology import EVENTS, REQUESTS
@@ -129,12 +130,15 @@ class BrokerPublisher:
             user_id=user, delivery_mode=PERSISTENT, message_id=out.message_id, message_type=out.message_type,
             content_type="application/json", headers=dict(out.headers), app_id="zeroerrand",
         )) for out in outgoing]
+        # a connection lost meanwhile fails the batch instead of leaving it waiting on a dead writer
+        connection = channel.connection
         if _can_write_batches(channel):
-            confirmations: Sequence[Awaitable[Any]] = await _write_batch(channel, messages)
+            confirmations: Sequence[Awaitable[Any]] = await unless_connection_lost(_write_batch(channel, messages),
+                                                                                   connection)
         else:  # an aiormq this module does not know: one basic_publish per message, confirms overlapping
             confirmations = [channel.basic_publish(body, exchange=name, routing_key=key, properties=properties,
                                                    mandatory=True) for name, key, body, properties in messages]
-        results = await asyncio.gather(*confirmations, return_exceptions=True)
+        results = await unless_connection_lost(asyncio.gather(*confirmations, return_exceptions=True), connection)
         failures = [(o, r) for o, r in zip(outgoing, results, strict=True) if isinstance(r, BaseException)]
         if failures:
             first_out, first_error = failures[0]

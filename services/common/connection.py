@@ -14,8 +14,9 @@ tracebacks:
 * ``ConnectionWatch`` logs a WARNING when a connection is lost (with the broker's reason) and an
   INFO when it is back (with how long it was away); while it stays away, a WARNING a minute.
 * aiormq and aio-pika log each failed attempt and each closed socket themselves (an ERROR or a
-  WARNING every few seconds per connection while a broker restarts); ``quiet_reconnect_logs``
-  demotes exactly those records to DEBUG, since the watch says it once.
+  WARNING every few seconds per connection while a broker restarts), and FastStream logs a
+  consumer callback cancelled with its channel as an ERROR; ``quiet_reconnect_logs`` demotes
+  exactly those records to DEBUG, since the watch says it once.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import aiormq
 from aio_pika import RobustChannel, RobustConnection
@@ -34,6 +35,7 @@ from aiormq.exceptions import ChannelInvalidStateError
 from yarl import URL
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RECONNECT_INTERVAL_S = 1.0
 STILL_AWAY_EVERY_S = 60.0
@@ -57,16 +59,17 @@ class RecoveringChannel(RobustChannel):
     """aio-pika's robust channel, without a spurious ERROR when its connection is lost.
 
     When the connection drops, the channel's close callback tries to reopen the channel at once,
-    before the connection has a transport again, and aio-pika logs the resulting
-    ``ChannelInvalidStateError('No active transport in channel')`` as a callback error (aio-pika
-    issue #668). Nothing is wrong: the connection reopens this channel, with its consumers, when
-    it is back. Any other failure of the callback is raised as before.
+    on a connection that has no transport yet (or only the closed one), and aio-pika logs the
+    resulting ``ChannelInvalidStateError('No active transport in channel')`` or
+    ``RuntimeError('<Connection ...> closed')`` as a callback error (aio-pika issue #668). Nothing
+    is wrong: the connection reopens this channel, with its consumers, when it is back. A failure
+    while the connection is up is raised as before.
     """
 
     async def _on_close(self, closing: asyncio.Future[Any]) -> BaseException | None:
         try:
             return await super()._on_close(closing)
-        except ChannelInvalidStateError:
+        except RuntimeError:  # ChannelInvalidStateError is one
             transport = self._connection.transport
             if transport is not None and not transport.connection.is_closed:
                 raise
@@ -174,6 +177,36 @@ def reason(exc: BaseException | None) -> str:
     return text if len(text) <= 300 else text[:300] + "..."
 
 
+class ConnectionLostError(ConnectionError):
+    """What was being sent could not be, because its connection to the broker is gone."""
+
+
+async def unless_connection_lost(work: Awaitable[T], connection: Any) -> T:
+    """``await work``, unless the aiormq ``connection`` it writes to closes first.
+
+    An acknowledgement or a publish on a connection that has just been lost can wait forever:
+    aiormq queues its frame for a writer that has stopped (and, once that bounded queue is full,
+    waits for room that never comes), while aio-pika has already reconnected with a new
+    connection. The connection's ``closing`` future settles that: when it is done first, the work
+    is cancelled and ``ConnectionLostError`` raised (the broker requeues unacknowledged deliveries
+    itself; an unconfirmed publish is not confirmed, and its input not acknowledged).
+    """
+    closing = getattr(connection, "closing", None)
+    if not isinstance(closing, asyncio.Future):
+        return await work
+    task = asyncio.ensure_future(work)
+    try:
+        if not closing.done():
+            await asyncio.wait({task, closing}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    raise ConnectionLostError(f"the connection to {_where(connection)} was lost")
+
+
 def connection_lost(exc: BaseException) -> bool:
     """Whether ``exc`` (or what caused it) is the loss of the connection or of a channel with it."""
     seen: set[int] = set()
@@ -203,6 +236,21 @@ _CHATTER = {
 }
 
 
+class _DemoteCancelled(logging.Filter):
+    """FastStream logs a consumer callback that aio-pika cancels, because the channel it ran on
+    was lost, as an ERROR with a traceback; the delivery is simply requeued by the broker."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and (isinstance(error, asyncio.CancelledError) or connection_lost(error)):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+FASTSTREAM_ACCESS_LOGGER = "faststream.access.rabbit"
+
+
 class _Demote(logging.Filter):
     def __init__(self, prefixes: tuple[str, ...]) -> None:
         super().__init__()
@@ -221,3 +269,6 @@ def quiet_reconnect_logs() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _Demote) for f in logger.filters):
             logger.addFilter(_Demote(prefixes))
+    access = logging.getLogger(FASTSTREAM_ACCESS_LOGGER)
+    if not any(isinstance(f, _DemoteCancelled) for f in access.filters):
+        access.addFilter(_DemoteCancelled())

@@ -25,7 +25,7 @@ from faststream.rabbit import RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
 from pydantic import TypeAdapter, ValidationError
 
-from services.common.connection import connection_lost
+from services.common.connection import ConnectionLostError, connection_lost, unless_connection_lost
 from services.common.messages import ROUTED_ITEM_TYPE, AnyCommand, AnyEvent, RoutedItem, item_routed
 from services.common.topology import DEAD, DELIVERY_LIMIT, EVENTS
 
@@ -54,12 +54,6 @@ def decode_command(message_type: str | None, body: bytes) -> Any:
 ERROR_HEADER = "x-zeroerrand-error"
 ERROR_KIND_HEADER = "x-zeroerrand-error-kind"
 SOURCE_QUEUE_HEADER = "x-zeroerrand-source-queue"
-
-
-async def keep_raw_body(message: StreamMessage[Any]) -> bytes:
-    """A subscriber decoder that decodes nothing: a body that is not even JSON must reach the
-    handler, to be parked with the reason, instead of failing inside FastStream."""
-    return message.body
 
 
 async def keep_message(message: StreamMessage[Any]) -> StreamMessage[Any]:
@@ -129,20 +123,39 @@ async def retry_or_park(broker: RabbitBroker, queue: RabbitQueue, message: Any, 
             if not connection_lost(exc):
                 log.exception("parking a failed message from %s failed; requeueing it", queue.name)
         else:
-            await message.ack()
+            await ack(message)
             return
     await asyncio.sleep(RETRY_BASE_DELAY_S * 2 ** delivery_count(raw))
-    await message.nack(requeue=True)
+    await requeue(message)
 
 
 def delivery_lost(raw_message: Any) -> bool:
-    """Whether the channel this delivery came on is closed (with the connection): it can be neither
+    """Whether the channel this delivery came on, or its connection, is closed: it can be neither
     acknowledged nor requeued any more, and the broker has requeued it itself."""
     try:
         channel = raw_message.channel  # aio-pika raises ChannelInvalidStateError once it is closed
     except Exception:
         return True
-    return bool(getattr(channel, "is_closed", False))
+    return bool(getattr(channel, "is_closed", False) or getattr(getattr(channel, "connection", None), "is_closed", False))
+
+
+async def ack(message: Any) -> None:
+    """Acknowledges a delivery on the channel it came on; ``ConnectionLostError`` if that channel
+    went with the connection (then the broker delivers it again)."""
+    await _settle(message, requeue=None)
+
+
+async def requeue(message: Any) -> None:
+    """Gives a delivery back to its queue (``basic.nack`` with requeue), as :func:`ack` does."""
+    await _settle(message, requeue=True)
+
+
+async def _settle(message: Any, *, requeue: bool | None) -> None:
+    raw = message.raw_message
+    if delivery_lost(raw):
+        raise ConnectionLostError(f"delivery {getattr(raw, 'message_id', None)} went with its channel")
+    work = message.ack() if requeue is None else message.nack(requeue=requeue)
+    await unless_connection_lost(work, getattr(raw.channel, "connection", None))
 
 
 def failure_level(error: BaseException, expected: tuple[type[BaseException], ...] = (LookupError,)) -> int:
@@ -217,13 +230,13 @@ def consume_events(broker: RabbitBroker, queue: RabbitQueue, inflight: Inflight,
             await park(broker, queue, raw, kind="untrusted_publisher",
                        reason=f"发布者 {publisher!r} 不是可信的服务（只接受 {trusted} 发布的事件），"
                               f"单位应向 zeroerrand.requests 提交请求 / untrusted publisher")
-            await message.ack()
+            await ack(message)
             return
         try:
             decoded: Any = decode(getattr(raw, "type", None), message.body)
         except ValidationError as exc:
             await park(broker, queue, raw, kind="invalid_message", reason=f"消息格式无效 / invalid message: {exc}")
-            await message.ack()
+            await ack(message)
             return
         try:
             await handle(decoded, is_last_attempt(raw))
@@ -235,7 +248,7 @@ def consume_events(broker: RabbitBroker, queue: RabbitQueue, inflight: Inflight,
                     queue.name, exc)
             await retry_or_park(broker, queue, message, exc)
             return
-        await message.ack()
+        await ack(message)
 
     @subscriber
     async def on_event(message):  # type: ignore[no-untyped-def]  # no annotation: nothing for FastDepends to do

@@ -15,7 +15,7 @@ from watchfiles import awatch
 
 from services.common.bus import BrokerPublisher, Publisher, event_out, make_broker
 from services.common.connection import connection_lost
-from services.common.consuming import Inflight, keep_raw_body, park, retry_or_park
+from services.common.consuming import Inflight, ack, keep_message, park, retry_or_park
 from services.common.messages import AgreementSigned, RulesActivated, RulesRejected
 from services.common.settings import BrokerSettings, RouterSettings
 from services.common.topology import AGREEMENTS, ROUTER_QUEUE, declare_topology
@@ -61,18 +61,21 @@ def create_router(settings: RouterSettings | None = None, broker_settings: Broke
     """Wires the router; ``publisher`` replaces the real one (``BrokerPublisher``) in handler tests."""
     settings = settings or RouterSettings()
     broker_settings = broker_settings or BrokerSettings()
+    # no dependency injection (see consuming.keep_message): FastDepends resolved the handler's one
+    # parameter in a worker thread, a window in which a lost connection cancelled the delivery's
+    # task, which FastStream logs as an ERROR
     broker = make_broker(broker_settings.amqp_url, name="router", prefetch=settings.prefetch,
-                         reconnect_interval_s=broker_settings.amqp_reconnect_interval_s)
+                         reconnect_interval_s=broker_settings.amqp_reconnect_interval_s, apply_types=False)
     rules = ActiveRules(settings.rules_dir)
     publisher = publisher or BrokerPublisher(broker)
     router = Router(settings=settings, broker=broker, app=FastStream(broker), rules=rules, publisher=publisher)
 
-    subscriber = broker.subscriber(ROUTER_QUEUE, AGREEMENTS, ack_policy=AckPolicy.MANUAL, decoder=keep_raw_body,
+    subscriber = broker.subscriber(ROUTER_QUEUE, AGREEMENTS, ack_policy=AckPolicy.MANUAL, decoder=keep_message,
                                    title="agreement.signed",
                                    description="Routes every planned item of a signed agreement.")
 
     @subscriber
-    async def on_agreement_signed(message: RabbitMessage) -> None:
+    async def on_agreement_signed(message):  # type: ignore[no-untyped-def]  # no annotation: nothing for FastDepends to do
         router.inflight.start(route_one(message))
 
     async def route_one(message: RabbitMessage) -> None:
@@ -82,7 +85,7 @@ def create_router(settings: RouterSettings | None = None, broker_settings: Broke
         except ValidationError as exc:
             await park(broker, ROUTER_QUEUE, raw, kind="invalid_message",
                        reason=f"agreement.signed 消息格式无效 / invalid message: {exc}")
-            await message.ack()
+            await ack(message)
             return
         try:
             await handle_agreement_signed(agreement, rules, publisher)
@@ -93,7 +96,7 @@ def create_router(settings: RouterSettings | None = None, broker_settings: Broke
                 log.exception("agreement %s: routing failed", agreement.agreement_id)
             await retry_or_park(broker, ROUTER_QUEUE, message, exc)
             return
-        await message.ack()
+        await ack(message)
 
     @router.app.on_startup
     async def load_rules() -> None:

@@ -12,11 +12,13 @@ from yarl import URL
 
 from services.common.bus import PublishError, make_broker
 from services.common.connection import (
+    ConnectionLostError,
     ConnectionWatch,
     FailoverConnection,
     connection_lost,
     quiet_reconnect_logs,
     split_urls,
+    unless_connection_lost,
 )
 from services.common.settings import BrokerSettings
 
@@ -95,3 +97,23 @@ def test_what_counts_as_a_lost_connection() -> None:
     assert connection_lost(ConnectionResetError(104, "reset"))
     assert not connection_lost(PublishError("1 of 1 publishes failed: returned"))
     assert not connection_lost(LookupError("project unknown"))
+
+
+async def test_work_on_a_connection_that_closes_first_is_abandoned() -> None:
+    class Connection:
+        url = URL("amqp://u:p@rabbit-1:5672/")
+
+        def __init__(self) -> None:
+            self.closing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    alive, dead = Connection(), Connection()
+    assert await unless_connection_lost(asyncio.sleep(0, "acked"), alive) == "acked"
+    stuck = asyncio.Event()  # an ack waiting for a writer that has stopped
+    waiting = asyncio.ensure_future(unless_connection_lost(stuck.wait(), dead))
+    await asyncio.sleep(0.01)
+    dead.closing.set_exception(aiormq.exceptions.AMQPConnectionError("reset"))
+    with pytest.raises(ConnectionLostError):
+        await asyncio.wait_for(waiting, 1)
+    with pytest.raises(ConnectionLostError):  # already closed: not even started
+        await unless_connection_lost(stuck.wait(), dead)
+    assert connection_lost(ConnectionLostError("gone"))
