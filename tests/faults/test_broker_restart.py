@@ -58,7 +58,7 @@ async def test_a_broker_restart_under_a_stream_loses_nothing_and_logs_no_error()
               f"{outcome.notifications_expected} expected; settled {outcome.seconds_to_settle:.1f} s after the stream")
         print("the services' log about the connection:", *lost, *back, sep="\n  ")
         print(f"log problems (ERROR, Traceback, unread task exceptions): {len(services.problems())}; "
-              f"WARNING lines: {len(warnings)}; exit code on SIGTERM: {exit_code}")
+              f"WARNING lines: {len(warnings)}; exit code on SIGTERM: {exit_code}; log: {services.log_path}")
         problems = services.problems()
         assert problems == [], "\n".join(problems[:40])
         assert outcome.items_distinct == outcome.items_expected == AGREEMENTS * 23

@@ -65,7 +65,7 @@ async def test_the_services_carry_on_through_the_other_nodes_when_theirs_stops()
         print("the services' log about the connection:", *lost, *back, sep="\n  ")
         problems = services.problems()
         print(f"log problems (ERROR, Traceback, unread task exceptions): {len(problems)}; WARNING lines: "
-              f"{len(warnings)}; exit code on SIGTERM: {exit_code}")
+              f"{len(warnings)}; exit code on SIGTERM: {exit_code}; log: {services.log_path}")
         assert problems == [], "\n".join(problems[:40])
         assert before[first.node] == 3  # the router's, the notifier's and the evaluation service's
         assert after[first.node] == 0 and sum(after.values()) == 4
