@@ -25,6 +25,13 @@ from faststream.security import BaseSecurity
 from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
+from services.common.connection import (
+    ConnectionWatch,
+    failover_connection_class,
+    quiet_reconnect_logs,
+    split_urls,
+    unless_connection_lost,
+)
 from services.common.messages import Command, Event, Message
 from services.common.settings import BrokerSettings, BrokerUnavailable, mask_url
 from services.common.topology import EVENTS, REQUESTS
@@ -71,9 +78,9 @@ class ZeroErrandBroker(RabbitBroker):
     ``BrokerUnavailable`` with the reason in words (aiormq reports a refused client certificate
     as "connection reset")."""
 
-    def __init__(self, settings: BrokerSettings, **kwargs: Any) -> None:
+    def __init__(self, settings: BrokerSettings, url: str, **kwargs: Any) -> None:
         self.settings = settings
-        super().__init__(settings.amqp_url, **kwargs)
+        super().__init__(url, **kwargs)
 
     async def connect(self) -> aio_pika.RobustConnection:
         try:
@@ -82,16 +89,37 @@ class ZeroErrandBroker(RabbitBroker):
             raise BrokerUnavailable(explain_connect_failure(self.settings, exc)) from exc
 
 
-def make_broker(settings: BrokerSettings | str, *, prefetch: int | None = None, **kwargs: Any) -> RabbitBroker:
-    """The broker every service and CLI command uses, on a confirming channel. A URL alone takes
-    the TLS files from the environment (``BrokerSettings``); an ``amqps://`` URL connects with
-    TLS, verifying the server's certificate and host name (``BrokerSettings.ssl_context``, which
-    raises ``SettingsError`` for settings that cannot work)."""
+def make_broker(settings: BrokerSettings | str, *, prefetch: int | None = None, name: str = "zeroerrand",
+                reconnect_interval_s: float | None = None, **kwargs: Any) -> RabbitBroker:
+    """The broker every service and CLI command uses, on a confirming channel.
+
+    ``settings.amqp_url`` is one AMQP URL, or several separated by commas (the nodes of one
+    cluster, tried in turn at start and at every reconnect: ``services.common.connection``). A URL
+    alone takes the TLS files from the environment (``BrokerSettings``); an ``amqps://`` URL
+    connects with TLS, verifying the server's certificate and host name
+    (``BrokerSettings.ssl_context``, which raises ``SettingsError`` for settings that cannot work).
+    ``name`` (the service) heads the two lines a lost connection logs, the WARNING when it is lost
+    and the INFO when it is back; aio-pika tries again every ``reconnect_interval_s`` seconds
+    (default ``ZEROERRAND_AMQP_RECONNECT_INTERVAL_S``).
+    """
     if isinstance(settings, str):
         settings = BrokerSettings(amqp_url=settings)
+    urls = split_urls(settings.amqp_url)
     context = settings.ssl_context()
     security = BaseSecurity(ssl_context=context) if context is not None else None
-    return ZeroErrandBroker(settings, default_channel=confirming_channel(prefetch), security=security, **kwargs)
+    interval = reconnect_interval_s if reconnect_interval_s is not None else settings.amqp_reconnect_interval_s
+    watch = ConnectionWatch(name, interval)
+    quiet_reconnect_logs()
+    broker = ZeroErrandBroker(settings, urls[0], default_channel=confirming_channel(prefetch), security=security,
+                              reconnect_interval=interval, on_close=[watch.on_close],
+                              on_reconnected=[watch.on_reconnected], **kwargs)
+    # FastStream hands these to ``aio_pika.connect_robust`` as they are, and has no argument of its
+    # own for aio-pika's ``connection_class``: the failover connection goes in with them
+    connection_kwargs = getattr(broker, "_connection_kwargs", None)
+    if not isinstance(connection_kwargs, dict) or "reconnect_interval" not in connection_kwargs:
+        raise RuntimeError("this FastStream does not keep connect_robust's arguments in RabbitBroker._connection_kwargs")
+    connection_kwargs["connection_class"] = failover_connection_class(urls)
+    return broker
 
 
 async def connect_robust(settings: BrokerSettings | str, **kwargs: Any) -> AbstractRobustConnection:
@@ -100,8 +128,9 @@ async def connect_robust(settings: BrokerSettings | str, **kwargs: Any) -> Abstr
     if isinstance(settings, str):
         settings = BrokerSettings(amqp_url=settings)
     try:
+        urls = split_urls(settings.amqp_url)
         connection: AbstractRobustConnection = await aio_pika.connect_robust(
-            settings.amqp_url, ssl_context=settings.ssl_context(), **kwargs)
+            urls[0], ssl_context=settings.ssl_context(), connection_class=failover_connection_class(urls), **kwargs)
     except (aiormq.exceptions.AMQPConnectionError, OSError) as exc:
         raise BrokerUnavailable(explain_connect_failure(settings, exc)) from exc
     return connection
@@ -193,12 +222,15 @@ class BrokerPublisher:
             user_id=user, delivery_mode=PERSISTENT, message_id=out.message_id, message_type=out.message_type,
             content_type="application/json", headers=dict(out.headers), app_id="zeroerrand",
         )) for out in outgoing]
+        # a connection lost meanwhile fails the batch instead of leaving it waiting on a dead writer
+        connection = channel.connection
         if _can_write_batches(channel):
-            confirmations: Sequence[Awaitable[Any]] = await _write_batch(channel, messages)
+            confirmations: Sequence[Awaitable[Any]] = await unless_connection_lost(_write_batch(channel, messages),
+                                                                                   connection)
         else:  # an aiormq this module does not know: one basic_publish per message, confirms overlapping
             confirmations = [channel.basic_publish(body, exchange=name, routing_key=key, properties=properties,
                                                    mandatory=True) for name, key, body, properties in messages]
-        results = await asyncio.gather(*confirmations, return_exceptions=True)
+        results = await unless_connection_lost(asyncio.gather(*confirmations, return_exceptions=True), connection)
         failures = [(o, r) for o, r in zip(outgoing, results, strict=True) if isinstance(r, BaseException)]
         if failures:
             first_out, first_error = failures[0]

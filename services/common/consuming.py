@@ -7,6 +7,10 @@
   parks the message with the error instead, so the reason is kept.
 * If the process dies, the unacknowledged message is redelivered; if it kept dying, the broker's
   delivery limit dead-letters it (``x-death`` says so).
+* If the connection to the broker is lost while a delivery is handled, its acknowledgement cannot
+  be sent: the broker requeues it and delivers it again once the service has reconnected, and the
+  handlers, which de-duplicate by message id, store nothing twice. That is logged at DEBUG only;
+  the connection's loss and return are logged once each (``services.common.connection``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from faststream.rabbit import RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
 from pydantic import TypeAdapter, ValidationError
 
+from services.common.connection import ConnectionLostError, connection_lost, unless_connection_lost
 from services.common.messages import ROUTED_ITEM_TYPE, AnyCommand, AnyEvent, RoutedItem, item_routed
 from services.common.topology import DEAD, DELIVERY_LIMIT, EVENTS
 
@@ -49,12 +54,6 @@ def decode_command(message_type: str | None, body: bytes) -> Any:
 ERROR_HEADER = "x-zeroerrand-error"
 ERROR_KIND_HEADER = "x-zeroerrand-error-kind"
 SOURCE_QUEUE_HEADER = "x-zeroerrand-source-queue"
-
-
-async def keep_raw_body(message: StreamMessage[Any]) -> bytes:
-    """A subscriber decoder that decodes nothing: a body that is not even JSON must reach the
-    handler, to be parked with the reason, instead of failing inside FastStream."""
-    return message.body
 
 
 async def keep_message(message: StreamMessage[Any]) -> StreamMessage[Any]:
@@ -121,20 +120,62 @@ async def retry_or_park(broker: RabbitBroker, queue: RabbitQueue, message: Any, 
     The requeue waits 0.2 s, 0.4 s, 0.8 s ... first, so a cause that passes (an event that
     arrived before the one it depends on, a store restarting) has time to pass. If even parking
     fails (the broker is in trouble), the message is requeued and the broker's delivery limit
-    dead-letters it; it is never acknowledged without being kept somewhere.
+    dead-letters it; it is never acknowledged without being kept somewhere. If the attempt failed
+    because the connection was lost with the delivery, nothing is left to do: the broker delivers
+    it again.
     """
     raw = message.raw_message
+    if delivery_lost(raw):
+        return
     if is_last_attempt(raw):
         try:
             await park(broker, queue, raw, kind="processing_failed",
                        reason=f"处理反复失败 / processing failed {DELIVERY_LIMIT} times: {error!r}")
-        except Exception:
-            log.exception("parking a failed message from %s failed; requeueing it", queue.name)
+        except Exception as exc:
+            if not connection_lost(exc):
+                log.exception("parking a failed message from %s failed; requeueing it", queue.name)
         else:
-            await message.ack()
+            await ack(message)
             return
     await asyncio.sleep(RETRY_BASE_DELAY_S * 2 ** delivery_count(raw))
-    await message.nack(requeue=True)
+    await requeue(message)
+
+
+def delivery_lost(raw_message: Any) -> bool:
+    """Whether the channel this delivery came on, or its connection, is closed: it can be neither
+    acknowledged nor requeued any more, and the broker has requeued it itself."""
+    try:
+        channel = raw_message.channel  # aio-pika raises ChannelInvalidStateError once it is closed
+    except Exception:
+        return True
+    return bool(getattr(channel, "is_closed", False) or getattr(getattr(channel, "connection", None), "is_closed", False))
+
+
+async def ack(message: Any) -> None:
+    """Acknowledges a delivery on the channel it came on; ``ConnectionLostError`` if that channel
+    went with the connection (then the broker delivers it again)."""
+    await _settle(message, requeue=None)
+
+
+async def requeue(message: Any) -> None:
+    """Gives a delivery back to its queue (``basic.nack`` with requeue), as :func:`ack` does."""
+    await _settle(message, requeue=True)
+
+
+async def _settle(message: Any, *, requeue: bool | None) -> None:
+    raw = message.raw_message
+    if delivery_lost(raw):
+        raise ConnectionLostError(f"delivery {getattr(raw, 'message_id', None)} went with its channel")
+    work = message.ack() if requeue is None else message.nack(requeue=requeue)
+    await unless_connection_lost(work, getattr(raw.channel, "connection", None))
+
+
+def failure_level(error: BaseException, expected: tuple[type[BaseException], ...] = (LookupError,)) -> int:
+    """How loud a handler's failure is: DEBUG for the lost connection (logged once by the
+    connection itself), INFO for ``expected`` races, WARNING for anything else."""
+    if connection_lost(error):
+        return logging.DEBUG
+    return logging.INFO if isinstance(error, expected) else logging.WARNING
 
 
 # How long a stopping service lets work in flight finish before it cancels it: every service must
@@ -163,6 +204,10 @@ class Inflight:
 
     The subscriber returns at once and FastStream hands over the next delivery; how many are in
     flight is bounded by the channel's prefetch, since each is acknowledged only when done.
+    Every task's outcome is read when it ends: an acknowledgement that could not be sent because
+    the connection was lost is a DEBUG line (the broker delivers the message again), anything
+    else that escaped a handler is an ERROR with its traceback, never an asyncio "Task exception
+    was never retrieved".
     """
 
     def __init__(self) -> None:
@@ -171,7 +216,20 @@ class Inflight:
     def start(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None:
+            return
+        if connection_lost(error):
+            log.debug("a delivery was left unacknowledged by the lost connection; the broker delivers it again: %r",
+                      error)
+        else:
+            log.error("handling a delivery failed outside its handler", exc_info=error)
 
     async def drain(self, grace_s: float | None = None) -> None:
         """Waits until every started delivery is acknowledged or requeued; after ``grace_s`` the rest
@@ -216,16 +274,16 @@ def consume_events(broker: RabbitBroker, queue: RabbitQueue, inflight: Inflight,
             await park(broker, queue, raw, kind="untrusted_publisher",
                        reason=f"发布者 {publisher!r} 不是可信的服务（只接受 {trusted} 发布的事件），"
                               f"单位应向 zeroerrand.requests 提交请求 / untrusted publisher")
-            await message.ack()
+            await ack(message)
             return
         if await park_if_too_large(broker, queue, raw, message.body, max_bytes):
-            await message.ack()
+            await ack(message)
             return
         try:
             decoded: Any = decode(getattr(raw, "type", None), message.body)
         except ValidationError as exc:
             await park(broker, queue, raw, kind="invalid_message", reason=f"消息格式无效 / invalid message: {exc}")
-            await message.ack()
+            await ack(message)
             return
         try:
             await handle(decoded, is_last_attempt(raw))
@@ -233,11 +291,11 @@ def consume_events(broker: RabbitBroker, queue: RabbitQueue, inflight: Inflight,
             ident = getattr(decoded, "event_id", None) or getattr(decoded, "request_id", None)
             # a LookupError is the expected race of events that arrive before what they refer to
             # (an item.ready before its item.routed): retried at once, so not worth a warning
-            level = logging.INFO if isinstance(exc, LookupError) else logging.WARNING
-            log.log(level, "message %s (%s) on %s not handled yet: %r", ident, decoded.type, queue.name, exc)
+            log.log(failure_level(exc), "message %s (%s) on %s not handled yet: %r", ident, decoded.type,
+                    queue.name, exc)
             await retry_or_park(broker, queue, message, exc)
             return
-        await message.ack()
+        await ack(message)
 
     @subscriber
     async def on_event(message):  # type: ignore[no-untyped-def]  # no annotation: nothing for FastDepends to do

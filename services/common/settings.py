@@ -35,8 +35,9 @@ MAX_REQUEST_BYTES = 128 * KIB
 def mask_url(url: str) -> str:
     """The URL with its password replaced by ``***``, for messages and logs: ``amqp://u:***@h/``,
     ``mongodb://u:***@h1,h2/?replicaSet=rs0`` (several hosts, which ``urlsplit`` cannot take apart),
-    and the password of a client key in the query (``tlsCertificateKeyFilePassword=***``)."""
-    masked = re.sub(r"^([a-z][a-z0-9+.-]*://[^:/@]*):[^@/]*@", r"\1:***@", url, flags=re.IGNORECASE)
+    and the password of a client key in the query (``tlsCertificateKeyFilePassword=***``), and each of
+    several AMQP URLs separated by commas."""
+    masked = re.sub(r"(^|,)([a-z][a-z0-9+.-]*://[^:/@,]*):[^@/]*@", r"\1\2:***@", url, flags=re.IGNORECASE)
     return re.sub(r"([?&]tlsCertificateKeyFilePassword=)[^&]*", r"\1***", masked, flags=re.IGNORECASE)
 
 
@@ -52,7 +53,13 @@ def mask_urls_in(text: str) -> str:
 
 
 class BrokerSettings(BaseSettings):
-    """``ZEROERRAND_AMQP_URL``: the RabbitMQ every service and the CLI talk to.
+    """``ZEROERRAND_AMQP_URL``: the RabbitMQ every service and the CLI talk to. For a cluster, the
+    URLs of its nodes separated by commas (``amqp://u:p@rabbit-1:5672/,amqp://u:p@rabbit-2:5672/``;
+    a comma in a password is written ``%2C``): a service connects to the first that answers and,
+    when that connection is lost, tries the next one in the list (then the one after, wrapping
+    around) until one answers; quorum queues keep the messages while a node is away.
+
+    ``ZEROERRAND_AMQP_RECONNECT_INTERVAL_S``: seconds between two attempts to reconnect (1).
 
     TLS: an ``amqps://`` URL, with ``ZEROERRAND_AMQP_CA_FILE`` (the CA certificates, PEM, that
     signed the server's certificate; default: the system's trusted CAs) and, for a server that
@@ -63,7 +70,7 @@ class BrokerSettings(BaseSettings):
 
     ``ZEROERRAND_TRUSTED_PUBLISHERS``: the RabbitMQ users whose events the notifier and the ledger
     accept on ``zeroerrand.events`` (the router's and the evaluation service's; a JSON list).
-    Default: the user of ``amqp_url`` (one user for every service, as in local development).
+    Default: the user of (the first) ``amqp_url`` (one user for every service, as in local development).
     """
 
     model_config = SettingsConfigDict(env_prefix="ZEROERRAND_")
@@ -72,14 +79,20 @@ class BrokerSettings(BaseSettings):
     amqp_ca_file: Path | None = None
     amqp_cert_file: Path | None = None
     amqp_key_file: Path | None = None
+    amqp_reconnect_interval_s: float = Field(default=1.0, gt=0)
     trusted_publishers: list[str] | None = None
 
     def trusted(self) -> frozenset[str]:
-        return frozenset(self.trusted_publishers or [urlsplit(self.amqp_url).username or "guest"])
+        return frozenset(self.trusted_publishers or [urlsplit(self.first_url).username or "guest"])
+
+    @property
+    def first_url(self) -> str:
+        """The first of the URLs (the one a single-node setting names)."""
+        return self.amqp_url.split(",")[0].strip()
 
     @property
     def uses_tls(self) -> bool:
-        return urlsplit(self.amqp_url).scheme.lower() == "amqps"
+        return urlsplit(self.first_url).scheme.lower() == "amqps"
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The TLS context of an ``amqps://`` URL (server certificate and host name verified,
@@ -88,7 +101,7 @@ class BrokerSettings(BaseSettings):
         where = mask_url(self.amqp_url)
         files = {"ZEROERRAND_AMQP_CA_FILE": self.amqp_ca_file, "ZEROERRAND_AMQP_CERT_FILE": self.amqp_cert_file,
                  "ZEROERRAND_AMQP_KEY_FILE": self.amqp_key_file}
-        for option, _ in parse_qsl(urlsplit(self.amqp_url).query, keep_blank_values=True):
+        for option, _ in parse_qsl(urlsplit(self.first_url).query, keep_blank_values=True):
             if option in _AMQP_TLS_QUERY:
                 instead = _AMQP_TLS_QUERY[option]
                 raise SettingsError(

@@ -78,7 +78,8 @@ def create_evaluation(settings: EvaluationSettings | None = None, broker_setting
                       store_settings: StoreSettings | None = None, store: Store | None = None) -> Evaluation:
     settings = settings or EvaluationSettings()
     broker_settings = broker_settings or BrokerSettings()
-    broker = make_broker(broker_settings, prefetch=settings.prefetch, apply_types=False)  # see consuming.keep_message
+    broker = make_broker(broker_settings, name="evaluation", prefetch=settings.prefetch,
+                         apply_types=False)  # see consuming.keep_message
     service = Evaluation(settings=settings, broker=broker, app=FastStream(broker), store=store)
     owns_store = store is None
     publisher = BrokerPublisher(broker)

@@ -87,7 +87,8 @@ def create_notifier(settings: NotifierSettings | None = None, broker_settings: B
     settings = settings or NotifierSettings()
     check_webhook_secret(settings, runtime or RuntimeSettings.load())
     broker_settings = broker_settings or BrokerSettings()
-    broker = make_broker(broker_settings, prefetch=settings.prefetch, apply_types=False)  # see consuming.keep_message
+    broker = make_broker(broker_settings, name="notifier", prefetch=settings.prefetch,
+                         apply_types=False)  # see consuming.keep_message
     notifier = Notifier(settings=settings, broker=broker, app=FastStream(broker), store=store)
     owns_store = store is None
 

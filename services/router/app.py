@@ -14,7 +14,8 @@ from pydantic import ValidationError
 from watchfiles import awatch
 
 from services.common.bus import BrokerPublisher, Publisher, event_out, make_broker
-from services.common.consuming import SHUTDOWN_GRACE_S, Inflight, keep_raw_body, park, park_if_too_large, retry_or_park
+from services.common.connection import connection_lost
+from services.common.consuming import SHUTDOWN_GRACE_S, Inflight, ack, keep_message, park, park_if_too_large, retry_or_park
 from services.common.messages import AgreementSigned, RulesActivated, RulesRejected
 from services.common.settings import BrokerSettings, RouterSettings
 from services.common.topology import AGREEMENTS, ROUTER_QUEUE, declare_topology
@@ -60,39 +61,45 @@ def create_router(settings: RouterSettings | None = None, broker_settings: Broke
     """Wires the router; ``publisher`` replaces the real one (``BrokerPublisher``) in handler tests."""
     settings = settings or RouterSettings()
     broker_settings = broker_settings or BrokerSettings()
-    broker = make_broker(broker_settings, prefetch=settings.prefetch)
+    # no dependency injection (see consuming.keep_message): FastDepends resolved the handler's one
+    # parameter in a worker thread, a window in which a lost connection cancelled the delivery's
+    # task, which FastStream logs as an ERROR
+    broker = make_broker(broker_settings, name="router", prefetch=settings.prefetch, apply_types=False)
     rules = ActiveRules(settings.rules_dir, timeout_s=settings.check_timeout_s,
                         memory_bytes=settings.check_memory_mb * 2**20)
     publisher = publisher or BrokerPublisher(broker)
     router = Router(settings=settings, broker=broker, app=FastStream(broker), rules=rules, publisher=publisher)
 
-    subscriber = broker.subscriber(ROUTER_QUEUE, AGREEMENTS, ack_policy=AckPolicy.MANUAL, decoder=keep_raw_body,
+    subscriber = broker.subscriber(ROUTER_QUEUE, AGREEMENTS, ack_policy=AckPolicy.MANUAL, decoder=keep_message,
                                    title="agreement.signed",
                                    description="Routes every planned item of a signed agreement.")
 
     @subscriber
-    async def on_agreement_signed(message: RabbitMessage) -> None:
+    async def on_agreement_signed(message):  # type: ignore[no-untyped-def]  # no annotation: nothing for FastDepends to do
         router.inflight.start(route_one(message))
 
     async def route_one(message: RabbitMessage) -> None:
         raw = message.raw_message
         if await park_if_too_large(broker, ROUTER_QUEUE, raw, message.body, settings.max_agreement_bytes):
-            await message.ack()
+            await ack(message)
             return
         try:
             agreement = AgreementSigned.model_validate_json(message.body)
         except ValidationError as exc:
             await park(broker, ROUTER_QUEUE, raw, kind="invalid_message",
                        reason=f"agreement.signed 消息格式无效 / invalid message: {exc}")
-            await message.ack()
+            await ack(message)
             return
         try:
             await handle_agreement_signed(agreement, rules, publisher)
         except Exception as exc:
-            log.exception("agreement %s: routing failed", agreement.agreement_id)
+            if connection_lost(exc):  # the connection logs it once; the agreement comes again
+                log.debug("agreement %s: routing interrupted by the lost connection: %r", agreement.agreement_id, exc)
+            else:
+                log.exception("agreement %s: routing failed", agreement.agreement_id)
             await retry_or_park(broker, ROUTER_QUEUE, message, exc)
             return
-        await message.ack()
+        await ack(message)
 
     @router.app.on_startup
     async def load_rules() -> None:

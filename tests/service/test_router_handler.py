@@ -11,9 +11,9 @@ from collections import Counter
 from typing import Any
 
 from faststream.rabbit import RabbitQueue, TestRabbitBroker
-from faststream.rabbit.annotations import RabbitMessage
 
 from services.common.bus import MemoryPublisher
+from services.common.consuming import keep_message
 from services.common.settings import RouterSettings
 from services.common.topology import AGREEMENT_SIGNED, AGREEMENTS, DEAD, EVENTS, ITEMS, ROUTER_QUEUE, UNROUTABLE_KEY
 from services.router.app import Router, create_router
@@ -26,8 +26,9 @@ async def build() -> tuple[Router, MemoryPublisher, list[Any]]:
     await router.rules.reload()
     dead: list[Any] = []
 
-    @router.broker.subscriber(RabbitQueue("test.dead", routing_key=ROUTER_QUEUE.name), DEAD)
-    async def parked(message: RabbitMessage) -> None:
+    # the router's broker runs without dependency injection: the decoder hands over the message
+    @router.broker.subscriber(RabbitQueue("test.dead", routing_key=ROUTER_QUEUE.name), DEAD, decoder=keep_message)
+    async def parked(message: Any) -> None:
         dead.append(message)
 
     return router, fake, dead

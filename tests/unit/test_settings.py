@@ -85,3 +85,8 @@ def test_settings_that_cannot_work_are_refused_by_name(pki: Pki, fields: dict[st
     assert ":p@" not in str(refused.value)  # the password is not shown
     with pytest.raises(SettingsError):
         make_broker(settings)  # nothing connects with them
+
+
+def test_several_amqp_urls_are_each_shown_without_their_password() -> None:
+    shown = mask_url("amqp://svc:s3cret@rabbit-1:5672/zeroerrand,amqp://svc:s3cret@rabbit-2:5672/zeroerrand")
+    assert shown == "amqp://svc:***@rabbit-1:5672/zeroerrand,amqp://svc:***@rabbit-2:5672/zeroerrand"
