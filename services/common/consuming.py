@@ -181,6 +181,9 @@ def failure_level(error: BaseException, expected: tuple[type[BaseException], ...
 # How long a stopping service lets work in flight finish before it cancels it: every service must
 # exit within 10 s of SIGTERM at any load, and closing the store takes up to 4.5 s more.
 SHUTDOWN_GRACE_S = 4.0
+# A background loop (webhook delivery, overdue sweep) is told to stop before the deliveries are
+# drained, and notices at its next step; this long more, then one still busy is cancelled.
+BACKGROUND_GRACE_S = 0.5
 
 
 async def finish_or_cancel(tasks: set[asyncio.Task[Any]], grace_s: float | None, what: str) -> None:

@@ -14,7 +14,14 @@ from faststream import FastStream
 from faststream.rabbit import RabbitBroker
 
 from services.common.bus import BrokerPublisher, Publisher, make_broker
-from services.common.consuming import SHUTDOWN_GRACE_S, Inflight, consume_events, decode_command, stop_background
+from services.common.consuming import (
+    BACKGROUND_GRACE_S,
+    SHUTDOWN_GRACE_S,
+    Inflight,
+    consume_events,
+    decode_command,
+    stop_background,
+)
 from services.common.messages import Message
 from services.common.rule_files import load_rulebook
 from services.common.settings import BrokerSettings, EvaluationSettings, StoreSettings
@@ -121,7 +128,7 @@ def create_evaluation(settings: EvaluationSettings | None = None, broker_setting
         service.stop_sweeping.set()
         await service.inflight.drain(SHUTDOWN_GRACE_S)
         # a sweep cut short is done again by the next start: it announces under stable ids
-        await stop_background(service._sweeper, 0, "overdue sweep")
+        await stop_background(service._sweeper, BACKGROUND_GRACE_S, "overdue sweep")
 
     @service.app.after_shutdown
     async def close_store() -> None:

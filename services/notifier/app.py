@@ -10,7 +10,7 @@ from faststream import FastStream
 from faststream.rabbit import RabbitBroker
 
 from services.common.bus import make_broker
-from services.common.consuming import SHUTDOWN_GRACE_S, Inflight, consume_events, stop_background
+from services.common.consuming import BACKGROUND_GRACE_S, SHUTDOWN_GRACE_S, Inflight, consume_events, stop_background
 from services.common.messages import Event
 from services.common.rule_files import RulesError, load_rulebook
 from services.common.settings import (
@@ -131,7 +131,7 @@ def create_notifier(settings: NotifierSettings | None = None, broker_settings: B
         notifier.stop_delivery.set()  # no new webhook attempts; those under way may finish meanwhile
         await notifier.inflight.drain(SHUTDOWN_GRACE_S)
         # an attempt cut short keeps its lease and is tried again when the lease ends
-        await stop_background(notifier._delivery, 0, "webhook attempts")
+        await stop_background(notifier._delivery, BACKGROUND_GRACE_S, "webhook attempts")
 
     @notifier.app.after_shutdown
     async def close_store() -> None:
