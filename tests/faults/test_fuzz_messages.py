@@ -6,7 +6,7 @@ Hypothesis draws the messages (fixed seeds: ``derandomize=True``), good and bad 
 notifier's and the ledger's queues); every request of ``AnyCommand`` on ``zeroerrand.requests``.
 Bad ones: not JSON, missing, wrong or unknown fields, the wrong AMQP type, oversize bodies, dates
 outside 2000–2100, overlong strings, control characters, events from an untrusted publisher; and
-the impossible requests of issue 9 (delivering an item never completed, a 测评 of ``no_such_unit``
+the impossible requests once accepted (delivering an item never completed, a 测评 of ``no_such_unit``
 or of an unknown project, a blocker naming an unknown resolver).
 
 What must hold: every bad message is parked on the right dead-letter queue with a specific reason,
