@@ -197,7 +197,7 @@ async def finish_or_cancel(tasks: set[asyncio.Task[Any]], grace_s: float | None,
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-            log.warning("stopping: %d %s not finished in %.0f s were cancelled", len(pending), what, grace_s)
+            log.warning("stopping: %d %s not finished in %g s were cancelled", len(pending), what, grace_s)
             return
         await asyncio.wait(pending, timeout=remaining)
 
