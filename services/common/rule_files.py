@@ -11,6 +11,8 @@ are parsed as plain data (no YAML tags) and rule conditions are a closed vocabul
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -312,18 +314,39 @@ def check_bounds(shown: str, text: str, yaml: YAML) -> None:
 
 
 def read_bounded(path: Path) -> bytes:
-    """A data file's bytes; ``RulesError`` if it is missing or larger than a rule file can reasonably be."""
+    """A data file's bytes; ``RulesError`` if it is missing, is not a regular file (a directory, a
+    FIFO, a device such as ``/dev/zero`` behind a symlink), cannot be read, or is larger than a rule
+    file can reasonably be. Opened without blocking and read no further than the limit, so no file
+    can make the reader wait or fill its memory."""
     shown = str(path)
+
+    def refused(message: str) -> RulesError:
+        return RulesError([Problem(shown, None, None, message)])
+
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise RulesError([Problem(shown, None, None, f"文件有 {size:,} 字节，超过上限 {MAX_FILE_BYTES:,}，拒绝读取 / "
-                                                         "file too large")])
-        raw = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise RulesError([Problem(shown, None, None, "文件不存在")]) from None
-    if len(raw) > MAX_FILE_BYTES:  # it grew since stat
-        raise RulesError([Problem(shown, None, None, f"文件超过上限 {MAX_FILE_BYTES:,} 字节，拒绝读取 / file too large")])
+        raise refused("文件不存在") from None
+    except IsADirectoryError:
+        raise refused("这是一个目录，不是规则文件 / a directory, not a file") from None
+    except OSError as exc:
+        raise refused(f"无法打开：{exc.strerror or exc} / cannot open") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "目录" if stat.S_ISDIR(info.st_mode) else "管道（FIFO）" if stat.S_ISFIFO(info.st_mode) else \
+                "设备或其他特殊文件"
+            raise refused(f"这是{kind}，不是普通文件，拒绝读取 / not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise refused(f"文件有 {info.st_size:,} 字节，超过上限 {MAX_FILE_BYTES:,}，拒绝读取 / file too large")
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise refused(f"无法读取：{exc.strerror or exc} / cannot read") from None
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_FILE_BYTES:  # it grew since it was opened
+        raise refused(f"文件超过上限 {MAX_FILE_BYTES:,} 字节，拒绝读取 / file too large")
     return raw
 
 

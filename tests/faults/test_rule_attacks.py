@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable
@@ -65,10 +67,31 @@ def not_utf8(rules: Path) -> tuple[Path, range | None, str]:
     return path, None, "不是 UTF-8"
 
 
+def symlink_to_dev_zero(rules: Path) -> tuple[Path, range | None, str]:
+    path = rules / "routing.yaml"  # size 0 by stat, endless by read
+    path.unlink()
+    path.symlink_to("/dev/zero")
+    return path, None, "不是普通文件"
+
+
+def fifo(rules: Path) -> tuple[Path, range | None, str]:
+    path = rules / "catalog.yaml"  # opening it for reading would wait for a writer for ever
+    path.unlink()
+    os.mkfifo(path)
+    return path, None, "管道（FIFO）"
+
+
+def directory(rules: Path) -> tuple[Path, range | None, str]:
+    path = rules / "units.yaml"
+    path.unlink()
+    path.mkdir()
+    return path, None, "目录"
+
+
 ATTACKS: dict[str, Callable[[Path], tuple[Path, range | None, str]]] = {
     "alias bomb (9 levels x 9 aliases)": alias_bomb, "10,000-deep nesting": deep_nesting, "30 MB file": huge_file,
     "static check of 144 million cases": endless_check, "150,000 scalars (slow to parse)": slow_to_read,
-    "not UTF-8": not_utf8,
+    "not UTF-8": not_utf8, "symlink to /dev/zero": symlink_to_dev_zero, "FIFO": fifo, "directory": directory,
 }
 
 
@@ -126,7 +149,12 @@ async def test_every_rule_file_attack_is_refused_within_5_s_while_the_router_kee
             assert took < 1 or routed_meanwhile > 0, f"{name}: the router stopped routing while it checked"
 
             for restored, data in originals.items():  # the operator puts the good files back
-                (rules_copy / restored).write_bytes(data)
+                target = rules_copy / restored
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                else:
+                    target.unlink()
+                target.write_bytes(data)
             await asyncio.sleep(0.5)
     finally:
         stop.set()

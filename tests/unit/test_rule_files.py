@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -340,3 +342,18 @@ def test_a_rules_file_whose_check_would_never_end_is_refused_before_it_is_tried(
     assert report.cases == 0 and problem.file.endswith("routing.yaml") and problem.line is not None
     assert "144,000,000" in problem.message and "超过上限 100,000" in problem.message
     assert "zone_0（20 种）" in problem.message
+
+
+@pytest.mark.parametrize(("make", "says"), [
+    (lambda p: p.symlink_to("/dev/zero"), "设备或其他特殊文件"),
+    (lambda p: os.mkfifo(p), "管道（FIFO）"),
+    (lambda p: p.mkdir(), "目录"),
+])
+def test_a_rule_file_that_is_not_a_regular_file_is_refused_unread(rules_copy: Path, make: Any, says: str) -> None:
+    routing = rules_copy / "routing.yaml"
+    routing.unlink()
+    make(routing)
+    with pytest.raises(RulesError) as refused:  # not an endless read, not a wait for a FIFO's writer
+        load_rulebook(rules_copy)
+    [problem] = refused.value.problems
+    assert problem.file == str(routing) and says in problem.message and "不是普通文件" in problem.message
