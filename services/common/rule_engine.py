@@ -44,8 +44,11 @@ from services.common.rule_files import (
     OWNER_REF,
     PROJECT_PREFIX,
     REQUEST_FIELD,
+    ROUTING_FILE,
+    Problem,
     RoutingRule,
     RuleBook,
+    RulesError,
     Test,
     retired_message,
 )
@@ -181,7 +184,13 @@ class RoutingEngine:
             body = compile_ruleset(book)
             names = (f"zeroerrand_route_{book.version}", f"zeroerrand_check_{book.version}")
             # register_rulesets mutates its argument (it deletes "run"): hand it copies.
-            _host().register_rulesets({names[0]: copy.deepcopy(body), names[1]: copy.deepcopy(body)})
+            try:
+                _host().register_rulesets({names[0]: copy.deepcopy(body), names[1]: copy.deepcopy(body)})
+            except Exception as exc:  # durable-rules' own limits (its tables are of fixed size)
+                routing = str(book.directory / ROUTING_FILE)
+                raise RulesError([Problem(routing, book.rule_lines.get(book.rules[-1].id) if book.rules else None, None,
+                                          f"规则引擎无法建立这套规则（{len(book.rules)} 条规则，超出 durable-rules 的容量："
+                                          f"{exc}）；请合并或减少规则与条件 / the rule engine cannot hold these rules")]) from exc
             cls._compiled[book.version] = names
         return names
 

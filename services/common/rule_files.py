@@ -266,6 +266,9 @@ _DatesAsText.add_constructor("tag:yaml.org,2002:timestamp", _DatesAsText.constru
 MAX_FILE_BYTES = 2 * 1024 * 1024
 MAX_DEPTH = 32
 MAX_NODES = 200_000  # after expanding aliases
+# durable-rules holds a rules version in tables of fixed size: about 260 rules of three conditions
+# fill them (the repository's rules are 11); beyond this many, the file is refused with its line
+MAX_RULES = 200
 
 
 def check_bounds(shown: str, text: str, yaml: YAML) -> None:
@@ -557,6 +560,10 @@ def load_rulebook(directory: str | Path, contents: Mapping[str, bytes] | None = 
     catalog = _unique(catalog_file.items, "code", sources[CATALOG_FILE], "items", "事项", problems)
     retired = _unique(catalog_file.retired, "code", sources[CATALOG_FILE], "retired", "停用事项", problems)
     _unique(routing.rules, "id", sources[ROUTING_FILE], "rules", "规则", problems)
+    if len(routing.rules) > MAX_RULES:
+        problems.append(Problem(sources[ROUTING_FILE].file, sources[ROUTING_FILE].line(["rules", MAX_RULES]),
+                                f"规则 第{MAX_RULES + 1}条", f"共 {len(routing.rules)} 条规则，超过上限 {MAX_RULES} 条"
+                                "（规则引擎的容量有限），请合并规则（条件可写列表 in: [...]）/ too many rules"))
 
     catalog_src = sources[CATALOG_FILE]
     for index, item in enumerate(catalog_file.items):

@@ -357,3 +357,42 @@ def test_a_rule_file_that_is_not_a_regular_file_is_refused_unread(rules_copy: Pa
         load_rulebook(rules_copy)
     [problem] = refused.value.problems
     assert problem.file == str(routing) and says in problem.message and "不是普通文件" in problem.message
+
+
+def _extra_rules(count: int) -> str:
+    return "".join(f"""
+  - id: extra.r{i}
+    name: 额外规则{i}
+    policy: 四(一)
+    when:
+      request: handle
+      item.code: MA-01
+      item.owner: {{ne: gov_service_bureau}}
+    then:
+      mode: assist
+      unit: gov_service_bureau
+""" for i in range(count))
+
+
+def test_more_rules_than_the_engine_holds_are_refused_with_the_line_of_the_first_too_many(rules_copy: Path) -> None:
+    routing = rules_copy / "routing.yaml"
+    routing.write_text(routing.read_text(encoding="utf-8") + _extra_rules(300), encoding="utf-8")
+    found = problems(rules_copy)
+    assert any(f"{routing}:{line_of(routing, '- id: extra.r189')} [规则 第201条] 共 311 条规则，超过上限 200 条" in p
+               for p in found), found[:3]
+
+
+def test_a_ruleset_the_engine_cannot_hold_is_a_rules_problem_not_a_crash(rules_copy: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import services.common.rule_files as rule_files
+    from services.common.rule_engine import RoutingEngine
+
+    routing = rules_copy / "routing.yaml"
+    routing.write_text(routing.read_text(encoding="utf-8") + _extra_rules(300), encoding="utf-8")
+    monkeypatch.setattr(rule_files, "MAX_RULES", 1000)  # past the file's own bound, as far as durable-rules itself
+    book = load_rulebook(rules_copy)
+    assert len(book.rules) == 311
+    with pytest.raises(RulesError) as refused:
+        RoutingEngine(book)
+    [problem] = refused.value.problems
+    assert problem.file == str(routing) and "规则引擎无法建立这套规则（311 条规则" in problem.message
