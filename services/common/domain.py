@@ -62,6 +62,18 @@ Text = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_no_c
 """Free text: a note, a reason, a comment (line breaks allowed, at most 2,000 characters)."""
 
 
+def _no_credentials(url: str) -> str:
+    if re.match(r"^[a-z][a-z0-9+.-]*://[^/?#]*@", url, flags=re.IGNORECASE):
+        raise ValueError("Webhook 地址不能含用户名或密码（它会随事项和通知记录传给各单位；请求由 HMAC 签名认证）"
+                         " / no user or password in a webhook URL")
+    return url
+
+
+WebhookUrl = Annotated[str, Field(max_length=2000, pattern=r"^https?://[\x21-\x7e]+$"), AfterValidator(_no_credentials)]
+"""An http(s) webhook address: printable ASCII, no credentials in it (the receiver checks the
+request's HMAC signature instead; a password in the URL would travel with every routed item)."""
+
+
 class Stage(StrEnum):
     """The six approval stages of policy section 二(二)."""
 

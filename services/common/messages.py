@@ -35,6 +35,7 @@ from services.common.domain import (
     Stage,
     Text,
     Unroutable,
+    WebhookUrl,
     check_one_line,
 )
 
@@ -83,8 +84,7 @@ class Contact(Message):
     name: Name
     phone: Phone | None = None
     email: Annotated[str, Field(min_length=3, max_length=254), AfterValidator(check_one_line)] | None = None
-    webhook: str | None = Field(default=None, max_length=2000, pattern=r"^https?://[\x21-\x7e]+$",
-                                description="an http(s) URL, printable ASCII")
+    webhook: WebhookUrl | None = Field(default=None, description="an http(s) URL, printable ASCII, no credentials")
 
 
 class Enterprise(Message):

@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from services.common.domain import WebhookUrl
 from services.common.rule_files import Problem, RulesError, read_located, validate_located
 
 PLAN_FILE = "notifications.yaml"
@@ -113,7 +114,7 @@ class PlanFile(_Strict):
 
 
 class Webhook(_Strict):
-    webhook: str = Field(pattern=r"^https?://")
+    webhook: WebhookUrl
 
 
 ChannelSpec = Literal["inbox"] | Webhook

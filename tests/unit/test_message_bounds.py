@@ -214,3 +214,15 @@ def test_urls_in_a_text_have_their_passwords_masked() -> None:
         "ConnectError: https://hook:***@example.cn/x failed, 'amqp://a:***@c/' too"
     assert mask_urls_in("no url at 10:30 here") == "no url at 10:30 here"
 
+
+
+def test_a_webhook_with_a_user_or_password_in_its_url_is_refused() -> None:
+    from pydantic import TypeAdapter
+
+    from services.common.domain import WebhookUrl
+
+    adapter = TypeAdapter(WebhookUrl)
+    assert adapter.validate_python("https://hooks.example.cn/zeroerrand?unit=1") == "https://hooks.example.cn/zeroerrand?unit=1"
+    for url in ("http://user:secretpw@127.0.0.1:1/hook", "https://token@hooks.example.cn/x"):
+        with pytest.raises(ValueError, match="不能含用户名或密码"):
+            adapter.validate_python(url)
