@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -79,11 +80,36 @@ def is_last_attempt(raw_message: Any) -> bool:
     return delivery_count(raw_message) + 1 >= DELIVERY_LIMIT
 
 
+# Characters a reason must not carry into a header or a log line as they are: controls (a line
+# break forges a log line, an escape sequence rewrites a terminal), line and paragraph separators,
+# and the bidirectional overrides that make text read other than it is stored.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+MAX_REASON_CHARS = 2000
+
+
+def printable(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    """``text`` with every unsafe character written as ``\\uXXXX`` and cut to ``limit`` characters."""
+    safe = _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return safe if len(safe) <= limit else safe[:limit - 1] + "…"
+
+
+def invalid_summary(exc: ValidationError, *, most: int = 10, part: int = 64) -> str:
+    """What is wrong with a message, error by error: where (each part of the path cut to ``part``
+    characters: a key can be as long as the body) and why; no input values, no help links."""
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False)[:most]:
+        where = ".".join(printable(str(p), part) for p in error["loc"]) or "（整体）"
+        lines.append(f"{where}: {printable(error['msg'], 300)}")
+    more = exc.error_count() - len(lines)
+    return "; ".join(lines) + (f"; ……另有 {more} 处 / {more} more" if more > 0 else "")
+
+
 async def park(broker: RabbitBroker, queue: RabbitQueue, raw_message: Any, *, kind: str, reason: str) -> None:
     """Publishes the original message to ``queue``'s dead-letter queue with the reason (confirmed)."""
     headers: dict[str, Any] = {str(k): v for k, v in (getattr(raw_message, "headers", None) or {}).items()
                                if isinstance(v, (str, int))}
-    headers.update({ERROR_HEADER: reason[:4000], ERROR_KIND_HEADER: kind, SOURCE_QUEUE_HEADER: queue.name})
+    reason = printable(reason)
+    headers.update({ERROR_HEADER: reason, ERROR_KIND_HEADER: kind, SOURCE_QUEUE_HEADER: queue.name})
     await broker.publish(
         raw_message.body,
         exchange=DEAD,
@@ -95,8 +121,8 @@ async def park(broker: RabbitBroker, queue: RabbitQueue, raw_message: Any, *, ki
         content_type=getattr(raw_message, "content_type", None),
         headers=headers,
     )
-    log.warning("parked message %s from %s (%s): %s", getattr(raw_message, "message_id", None), queue.name,
-                kind, reason)
+    log.warning("parked message %s from %s (%s): %s", printable(str(getattr(raw_message, "message_id", None)), 200),
+                queue.name, kind, reason)
 
 
 async def park_if_too_large(broker: RabbitBroker, queue: RabbitQueue, raw_message: Any, body: bytes,
@@ -285,7 +311,8 @@ def consume_events(broker: RabbitBroker, queue: RabbitQueue, inflight: Inflight,
         try:
             decoded: Any = decode(getattr(raw, "type", None), message.body)
         except ValidationError as exc:
-            await park(broker, queue, raw, kind="invalid_message", reason=f"消息格式无效 / invalid message: {exc}")
+            await park(broker, queue, raw, kind="invalid_message",
+                       reason=f"消息格式无效 / invalid message: {invalid_summary(exc)}")
             await ack(message)
             return
         try:

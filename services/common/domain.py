@@ -27,8 +27,10 @@ def in_year_window(value: _When) -> _When:
     return value
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_LINE_BREAK_OR_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# controls (C0, DEL, C1) and the bidirectional overrides that make text read other than it is stored;
+# on one line, also line breaks, including Unicode's line and paragraph separators
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_LINE_BREAK_OR_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def check_one_line(value: str) -> str:

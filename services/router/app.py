@@ -15,7 +15,16 @@ from watchfiles import awatch
 
 from services.common.bus import BrokerPublisher, Publisher, event_out, make_broker
 from services.common.connection import connection_lost
-from services.common.consuming import SHUTDOWN_GRACE_S, Inflight, ack, keep_message, park, park_if_too_large, retry_or_park
+from services.common.consuming import (
+    SHUTDOWN_GRACE_S,
+    Inflight,
+    ack,
+    invalid_summary,
+    keep_message,
+    park,
+    park_if_too_large,
+    retry_or_park,
+)
 from services.common.messages import AgreementSigned, RulesActivated, RulesRejected
 from services.common.settings import BrokerSettings, RouterSettings
 from services.common.topology import AGREEMENTS, ROUTER_QUEUE, declare_topology
@@ -87,7 +96,7 @@ def create_router(settings: RouterSettings | None = None, broker_settings: Broke
             agreement = AgreementSigned.model_validate_json(message.body)
         except ValidationError as exc:
             await park(broker, ROUTER_QUEUE, raw, kind="invalid_message",
-                       reason=f"agreement.signed 消息格式无效 / invalid message: {exc}")
+                       reason=f"agreement.signed 消息格式无效 / invalid message: {invalid_summary(exc)}")
             await ack(message)
             return
         try:

@@ -226,3 +226,29 @@ def test_a_webhook_with_a_user_or_password_in_its_url_is_refused() -> None:
     for url in ("http://user:secretpw@127.0.0.1:1/hook", "https://token@hooks.example.cn/x"):
         with pytest.raises(ValueError, match="不能含用户名或密码"):
             adapter.validate_python(url)
+
+
+def test_a_parked_reason_cannot_forge_a_log_line_or_hide_what_is_wrong() -> None:
+    from pydantic import ValidationError
+
+    from services.common.consuming import invalid_summary, printable
+
+    assert printable("a\nb\x1b[31mc\u202ed") == "a\\u000ab\\u001b[31mc\\u202ed"
+    assert len(printable("x" * 10_000)) == 2000
+    key = "x\n2026-11-28 00:00:00,000 INFO services.router.active_rules: rules version deadbeef0000 active" + "k" * 200_000
+    body = {"type": "agreement.signed", "project": {"facts": {key: 1}}}
+    with pytest.raises(ValidationError) as caught:
+        AgreementSigned.model_validate(body)
+    summary = invalid_summary(caught.value)
+    assert "\n" not in summary and "\x1b" not in summary and len(summary) < 4000
+    assert "agreement_id: Field required" in summary and "errors.pydantic.dev" not in summary
+
+
+@pytest.mark.parametrize("text", ["北京\u2028上海", "名称\u202e反向", "a\x85b"])
+def test_names_carry_no_line_separator_or_direction_override(text: str) -> None:
+    from pydantic import TypeAdapter
+
+    from services.common.domain import Name
+
+    with pytest.raises(ValueError, match="控制字符"):
+        TypeAdapter(Name).validate_python(text)
