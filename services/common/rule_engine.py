@@ -257,6 +257,10 @@ class RoutingEngine:
             fact = f"{name.removeprefix(PROJECT_PREFIX)}（{spec.label}）"
             if spec.type == "number" and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 wrong.append(f"{fact} 应为数值，协议给出的是 {value!r}")
+            elif spec.type == "number" and spec.minimum is not None and value < spec.minimum:
+                wrong.append(f"{fact} 不能小于 {spec.minimum:g}，协议给出的是 {value!r}")
+            elif spec.type == "number" and spec.maximum is not None and value > spec.maximum:
+                wrong.append(f"{fact} 不能大于 {spec.maximum:g}，协议给出的是 {value!r}")
             elif spec.type == "boolean" and not isinstance(value, bool):
                 wrong.append(f"{fact} 应为 true 或 false，协议给出的是 {value!r}")
             elif spec.type == "string" and (not isinstance(value, str)

@@ -136,6 +136,8 @@ class FactSpec(_Strict):
     label: str = Field(min_length=1)
     type: Literal["number", "boolean", "string"]
     values: tuple[str, ...] | None = None
+    minimum: float | None = Field(default=None, description="number facts: the smallest value that can be true")
+    maximum: float | None = Field(default=None, description="number facts: the largest value that can be true")
 
 
 class Outcome(_Strict):

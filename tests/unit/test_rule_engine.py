@@ -90,7 +90,7 @@ def test_a_not_required_rule_compiles_like_any_other_and_decides_as_unroutable(e
     assert decision.facts["project.annual_electricity_10k_kwh"] == 1
 
 
-@pytest.mark.parametrize("tiny", [1e-07, -3.5e-05, 5e-324])
+@pytest.mark.parametrize("tiny", [1e-07, 3.5e-05, 5e-324])
 def test_a_float_json_writes_in_exponent_notation_is_routed_not_refused_by_the_engine(engine: RoutingEngine,
                                                                                     tiny: float) -> None:
     """Found by fuzzing: durable-rules' parser refused ``1e-07`` ("Could not assert event, error code:
@@ -114,3 +114,14 @@ def test_a_fact_of_the_wrong_type_makes_the_item_unroutable_with_the_reason(engi
                                f"协议给出的是 {value!r}，请更正后重新提交")
     routed = engine.decide("MA-01", Request.HANDLE, {"annual_energy_tce": value})  # an item that does not test it
     assert isinstance(routed, Decision)
+
+
+def test_a_number_fact_below_its_declared_minimum_is_unroutable_not_decided(engine: RoutingEngine) -> None:
+    from datetime import UTC, datetime
+
+    from services.common.domain import Request, Unroutable
+
+    decided = engine.decide("PL-03", Request.HANDLE, {"annual_energy_tce": -1e15, "annual_electricity_10k_kwh": -1},
+                            now=datetime(2026, 3, 1, tzinfo=UTC))
+    assert isinstance(decided, Unroutable) and decided.reason_code == "invalid_fact"
+    assert "annual_energy_tce（年综合能源消费量（吨标准煤）） 不能小于 0，协议给出的是 -1000000000000000.0" in decided.reason
