@@ -36,10 +36,10 @@ from urllib.parse import parse_qsl
 
 from pymongo import AsyncMongoClient, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError, OperationFailure
+from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError, OperationFailure, PyMongoError
 
 from services.common.embedded_store import live_clients
-from services.common.settings import StoreSettings, mask_url
+from services.common.settings import StoreSettings, mask_url, mask_urls_in
 
 log = logging.getLogger(__name__)
 
@@ -392,7 +392,15 @@ async def open_store(settings: StoreSettings | None = None, collections: Iterabl
         except BaseException:
             embedded.unregister()
             raise
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(endpoint.uri, serverSelectionTimeoutMS=10_000, tz_aware=True)
+    # the URL's own serverSelectionTimeoutMS wins over the default
+    options: dict[str, Any] = {} if "serverselectiontimeoutms=" in endpoint.uri.lower() else {"serverSelectionTimeoutMS": 10_000}
+    try:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(endpoint.uri, tz_aware=True, **options)
+    except (PyMongoError, ValueError, OSError) as exc:  # a URL it cannot use: a bad host, an unreadable TLS file
+        if embedded is not None:
+            await embedded.stop()
+        raise StoreUnavailable(f"MONGODB_URL 无法使用（{mask_url(endpoint.uri)}）：{mask_urls_in(str(exc))} "
+                               f"/ MONGODB_URL unusable") from None
     store = Store(client, settings.database, embedded, endpoint.postgres)
     try:
         await client.admin.command("ping")

@@ -90,3 +90,14 @@ def test_settings_that_cannot_work_are_refused_by_name(pki: Pki, fields: dict[st
 def test_several_amqp_urls_are_each_shown_without_their_password() -> None:
     shown = mask_url("amqp://svc:s3cret@rabbit-1:5672/zeroerrand,amqp://svc:s3cret@rabbit-2:5672/zeroerrand")
     assert shown == "amqp://svc:***@rabbit-1:5672/zeroerrand,amqp://svc:***@rabbit-2:5672/zeroerrand"
+
+
+@pytest.mark.parametrize("url", ["mongodb://u:s3cret@[::1:27017/",
+                                 "mongodb://u:s3cret@127.0.0.1:1/?tls=true&tlsCertificateKeyFile=/nonexistent.pem"])
+async def test_a_mongodb_url_the_client_cannot_use_is_one_line_without_its_password(url: str) -> None:
+    from services.common.settings import StoreSettings
+    from services.common.storage import StoreUnavailable, open_store
+
+    with pytest.raises(StoreUnavailable) as refused:
+        await open_store(StoreSettings(mongodb_url=url))
+    assert "MONGODB_URL 无法使用" in str(refused.value) and "s3cret" not in str(refused.value)
