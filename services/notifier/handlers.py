@@ -15,6 +15,17 @@ async def handle_event(event: Event, repository: NotifierRepository, composer: C
     """Stores the notifications the plan asks for (with other events' writes); returns once stored,
     saying whether any of them waits for delivery (a webhook)."""
     read_model, new_project = repository.remember(event)
+    project, item = await views_of(event, repository)
+    documents = composer.compose(event, project, item, now or datetime.now(UTC))
+    await commit.submit(read_model, documents)
+    if new_project is not None:
+        repository.remembered(new_project)
+    return any(d["channel"] != "inbox" for d in documents)
+
+
+async def views_of(event: Event, repository: NotifierRepository) -> tuple[ProjectView | None, ItemView | None]:
+    """The project and item an event's notifications speak of: from the event itself when it carries
+    them, else from the notifier's read models (``MissingContext`` if they are not there yet)."""
     project: ProjectView | None = None
     item: ItemView | None = None
     if isinstance(event, (ServiceStarted, AgreementRejected)):
@@ -34,8 +45,4 @@ async def handle_event(event: Event, repository: NotifierRepository, composer: C
             item = await repository.item(event.project_code, event.item_code)
             if item is None:
                 raise MissingContext(f"item {event.project_code}/{event.item_code} unknown to the notifier")
-    documents = composer.compose(event, project, item, now or datetime.now(UTC))
-    await commit.submit(read_model, documents)
-    if new_project is not None:
-        repository.remembered(new_project)
-    return any(d["channel"] != "inbox" for d in documents)
+    return project, item

@@ -95,6 +95,11 @@ class Services:
     def lines(self, pattern: str) -> list[str]:
         return [line for line in self.log().splitlines() if re.search(pattern, line)]
 
+    def connection_lines(self) -> tuple[list[str], list[str], list[str]]:
+        """The log's lines for a lost connection, for its return, and every WARNING."""
+        return (self.lines(r"WARNING .*connection to RabbitMQ .* lost"),
+                self.lines(r"INFO .*connected to RabbitMQ .* again after"), self.lines(r"\bWARNING\b"))
+
 
 async def consumers(url: str) -> dict[str, int]:
     """Consumers per service queue, by a passive declare on a short connection of its own."""
@@ -262,6 +267,12 @@ class Outcome:
     notifications_missing: int
     notifications_unexpected: int
     seconds_to_settle: float
+
+    def summary(self) -> str:
+        return (f"routed items: {self.items_distinct} distinct of {self.items_expected} expected, "
+                f"{self.items_duplicates} duplicate deliveries on the tap (same message id)\n"
+                f"ledger lines: {self.ledger_lines}; notifications stored {self.notifications_stored} of "
+                f"{self.notifications_expected} expected; settled {self.seconds_to_settle:.1f} s after the stream")
 
 
 async def settle(client: Client, services: Services, agreements: int, timeout: float) -> Outcome:

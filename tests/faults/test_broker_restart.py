@@ -45,17 +45,12 @@ async def test_a_broker_restart_under_a_stream_loses_nothing_and_logs_no_error()
         finally:
             await client.close()
             exit_code = services.stop()
-        lost = services.lines(r"WARNING .*connection to RabbitMQ .* lost")
-        back = services.lines(r"INFO .*connected to RabbitMQ .* again after")
-        warnings = services.lines(r"\bWARNING\b")
+        lost, back, warnings = services.connection_lines()
         print(f"\nservices up in {started_in:.1f} s; {signed_before} of {AGREEMENTS} agreements signed when the broker "
               f"stopped for {DOWN_S:g} s; publishes retried by the test while it was away: {client.publish_retries}")
         print(f"consumers back {consumers_back:.1f} s after start_app was called (limit {CONSUMERS_BACK_WITHIN_S:g} s); "
               f"start_app itself took {start_app_took:.1f} s")
-        print(f"routed items: {outcome.items_distinct} distinct of {outcome.items_expected} expected, "
-              f"{outcome.items_duplicates} duplicate deliveries on the tap (same message id)")
-        print(f"ledger lines: {outcome.ledger_lines}; notifications stored {outcome.notifications_stored} of "
-              f"{outcome.notifications_expected} expected; settled {outcome.seconds_to_settle:.1f} s after the stream")
+        print(outcome.summary())
         print("the services' log about the connection:", *lost, *back, sep="\n  ")
         print(f"log problems (ERROR, Traceback, unread task exceptions): {len(services.problems())}; "
               f"WARNING lines: {len(warnings)}; exit code on SIGTERM: {exit_code}; log: {services.log_path}")

@@ -50,18 +50,13 @@ async def test_the_services_carry_on_through_the_other_nodes_when_theirs_stops()
         finally:
             await client.close()
             exit_code = services.stop()
-        lost = services.lines(r"WARNING .*connection to RabbitMQ .* lost")
-        back = services.lines(r"INFO .*connected to RabbitMQ .* again after")
-        warnings = services.lines(r"\bWARNING\b")
+        lost, back, warnings = services.connection_lines()
         print(f"\ncluster of 3 up in {cluster_up:.1f} s; services up in {started_in:.1f} s; connections by node: "
               f"{dict(before)} (the test's own is on {second.node})")
         print(f"{signed_before} of {AGREEMENTS} agreements signed when {first.name} stopped (stop_app took {stop_took:.1f} s)")
         print(f"consumers back on the other nodes {recovered:.1f} s after stop_app was called (limit {RECOVER_WITHIN_S:g} s); "
               f"connections by node afterwards: {dict(after)}")
-        print(f"routed items: {outcome.items_distinct} distinct of {outcome.items_expected} expected, "
-              f"{outcome.items_duplicates} duplicate deliveries on the tap (same message id)")
-        print(f"ledger lines: {outcome.ledger_lines}; notifications stored {outcome.notifications_stored} of "
-              f"{outcome.notifications_expected} expected; settled {outcome.seconds_to_settle:.1f} s after the stream")
+        print(outcome.summary())
         print("the services' log about the connection:", *lost, *back, sep="\n  ")
         problems = services.problems()
         print(f"log problems (ERROR, Traceback, unread task exceptions): {len(problems)}; WARNING lines: "
