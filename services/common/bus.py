@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Awaitable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol, TypeGuard
@@ -27,13 +27,13 @@ from pamqp.header import ContentHeader
 
 from services.common.connection import (
     ConnectionWatch,
+    causes,
     failover_connection_class,
     quiet_reconnect_logs,
-    split_urls,
     unless_connection_lost,
 )
 from services.common.messages import Command, Event, Message
-from services.common.settings import BrokerSettings, BrokerUnavailable, mask_url
+from services.common.settings import BrokerSettings, BrokerUnavailable, mask_url, split_urls
 from services.common.topology import EVENTS, REQUESTS
 
 PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
@@ -136,20 +136,11 @@ async def connect_robust(settings: BrokerSettings | str, **kwargs: Any) -> Abstr
     return connection
 
 
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
 def explain_connect_failure(settings: BrokerSettings, exc: BaseException) -> str:
     """Why the connection to ``settings.amqp_url`` failed, in Chinese and English, naming the
     setting to look at."""
     where = mask_url(settings.amqp_url)
-    chain = list(_causes(exc))
+    chain = list(causes(exc))
     text = " ".join(f"{type(e).__name__}: {e}" for e in chain)
     verify = next((e for e in chain if isinstance(e, ssl.SSLCertVerificationError)), None)
     if verify is not None:

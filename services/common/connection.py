@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from functools import partial
 from typing import Any, TypeVar
 
@@ -39,15 +39,6 @@ T = TypeVar("T")
 
 RECONNECT_INTERVAL_S = 1.0
 STILL_AWAY_EVERY_S = 60.0
-
-
-def split_urls(urls: str) -> list[str]:
-    """``ZEROERRAND_AMQP_URL`` as a list: one URL, or several separated by commas (a comma inside a
-    password must be written ``%2C``)."""
-    found = [url.strip() for url in urls.split(",") if url.strip()]
-    if not found:
-        raise ValueError("no AMQP URL given")
-    return found
 
 
 def address(url: URL) -> str:
@@ -207,16 +198,20 @@ async def unless_connection_lost(work: Awaitable[T], connection: Any) -> T:
     raise ConnectionLostError(f"the connection to {_where(connection)} was lost")
 
 
-def connection_lost(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what caused it) is the loss of the connection or of a channel with it."""
+def causes(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then what caused it (``__cause__``, else ``__context__``), and so on, each once."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, (ChannelInvalidStateError, aiormq.exceptions.AMQPConnectionError, ConnectionError)):
-            return True
+        yield current
         current = current.__cause__ or current.__context__
-    return False
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is the loss of the connection or of a channel with it."""
+    return any(isinstance(e, (ChannelInvalidStateError, aiormq.exceptions.AMQPConnectionError, ConnectionError))
+               for e in causes(exc))
 
 
 def failover_connection_class(urls: Sequence[str]) -> Any:

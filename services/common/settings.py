@@ -23,6 +23,7 @@ class SettingsError(ValueError):
     """A setting, or a combination of settings, that cannot work; the message names the variable,
     says what is wrong with it and what to do (in Chinese, then in English)."""
 
+
 KIB = 1024
 # Largest body a consumer reads; a larger one is parked unread (kind ``too_large``). A real agreement
 # is about 2 KB, an event 2.5 KB, a request under 1 KB; the largest the models allow (a delivery of
@@ -30,6 +31,15 @@ KIB = 1024
 MAX_AGREEMENT_BYTES = 256 * KIB
 MAX_EVENT_BYTES = 128 * KIB
 MAX_REQUEST_BYTES = 128 * KIB
+
+
+def split_urls(urls: str) -> list[str]:
+    """``ZEROERRAND_AMQP_URL`` as a list: one URL, or several separated by commas (a comma inside a
+    password must be written ``%2C``)."""
+    found = [url.strip() for url in urls.split(",") if url.strip()]
+    if not found:
+        raise ValueError("no AMQP URL given")
+    return found
 
 
 def mask_url(url: str) -> str:
@@ -88,7 +98,7 @@ class BrokerSettings(BaseSettings):
     @property
     def first_url(self) -> str:
         """The first of the URLs (the one a single-node setting names)."""
-        return self.amqp_url.split(",")[0].strip()
+        return split_urls(self.amqp_url)[0]
 
     @property
     def uses_tls(self) -> bool:

@@ -49,9 +49,6 @@ class Evaluation:
     stop_sweeping: asyncio.Event = field(default_factory=asyncio.Event)
     _sweeper: asyncio.Task[None] | None = None
 
-    async def drain(self) -> None:
-        await self.inflight.drain()
-
     async def sweep_now(self, now: datetime | None = None) -> int:
         assert self.ledger is not None
         now = now or datetime.now(UTC)

@@ -47,9 +47,6 @@ class Notifier:
     stop_delivery: asyncio.Event = field(default_factory=asyncio.Event)
     _delivery: asyncio.Task[None] | None = None
 
-    async def drain(self) -> None:
-        await self.inflight.drain()
-
 
 def load_composer(settings: NotifierSettings) -> Composer:
     """The plan, the directory and the unit names; ``RulesError`` lists every problem."""

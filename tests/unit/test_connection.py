@@ -17,10 +17,9 @@ from services.common.connection import (
     FailoverConnection,
     connection_lost,
     quiet_reconnect_logs,
-    split_urls,
     unless_connection_lost,
 )
-from services.common.settings import BrokerSettings
+from services.common.settings import BrokerSettings, split_urls
 
 
 def test_a_comma_separated_amqp_url_is_several_addresses() -> None:
