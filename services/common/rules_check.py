@@ -68,11 +68,18 @@ def _combinations(samples: Mapping[str, list[Any]]) -> Iterator[dict[str, Any]]:
         yield dict(zip(names, values, strict=True))
 
 
+def cases_to_try(book: RuleBook, samples: Mapping[str, list[Any]] | None = None) -> int:
+    """How many cases the static check tries: every item, for both requests, under every
+    combination of the values that tell the rules apart."""
+    samples = fact_samples(book) if samples is None else samples
+    return len(book.catalog) * len(Request) * math.prod(len(v) for v in samples.values())
+
+
 def check_rules(book: RuleBook, engine: RoutingEngine | None = None) -> CheckReport:
     """Tries every catalog item against every case; a problem per gap and per overlap."""
     routing_file = str(book.directory / ROUTING_FILE)
     samples = fact_samples(book)
-    planned = len(book.catalog) * len(Request) * math.prod(len(v) for v in samples.values())
+    planned = cases_to_try(book, samples)
     if planned > MAX_CASES:
         # every combination of the tested facts' values is tried: a rules file that tests many facts
         # with many values each must be refused before it is tried, not after hours of trying

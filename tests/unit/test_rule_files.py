@@ -396,3 +396,10 @@ def test_a_ruleset_the_engine_cannot_hold_is_a_rules_problem_not_a_crash(rules_c
         RoutingEngine(book)
     [problem] = refused.value.problems
     assert problem.file == str(routing) and "规则引擎无法建立这套规则（311 条规则" in problem.message
+
+
+def test_the_cases_the_check_plans_are_the_cases_it_tries(engine: object) -> None:
+    from services.common.rules_check import cases_to_try
+
+    book = load_rulebook(Path(__file__).parents[2] / "rules")
+    assert cases_to_try(book) == check_rules(book).cases == 900
