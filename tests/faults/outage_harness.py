@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from services.notifier.app import load_composer
 from services.notifier.compose import WITH_PROJECT, ItemView, ProjectView
 from services.notifier.repository import COLLECTIONS as NOTIFIER_COLLECTIONS
 from tests.conftest import ALUMINIUM, example
+from tests.integration.conftest import store_directory
 
 ROOT = Path(__file__).resolve().parents[2]
 ITEMS_PER_AGREEMENT = 23  # the example hl-2026-0031: every plan line routable
@@ -50,8 +50,7 @@ class Services:
     """``zeroerrand up`` in a child process, its log in ``log_path``."""
 
     def __init__(self, amqp_url: str, name: str) -> None:
-        self.data = Path(tempfile.mkdtemp(prefix=f"zeroerrand-{name}-data-"))
-        self.data.chmod(0o755)  # as root, PostgreSQL runs as postgres and must enter it
+        self.data = store_directory(f"zeroerrand-{name}-data-")
         self.log_path = self.data / "services.log"
         self.env = {**os.environ, "ZEROERRAND_AMQP_URL": amqp_url, "ZEROERRAND_DATA_DIR": str(self.data),
                     "ZEROERRAND_ROUTER_WATCH_RULES": "false", "PYTHONUNBUFFERED": "1"}

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -142,18 +142,34 @@ async def router(amqp_url: str, rules_copy: Path, clean_queues: None) -> AsyncIt
 # -- the store: the embedded server for the session, and MONGODB_URL too when it is set ---------
 
 
+def store_directory(prefix: str) -> Path:
+    """A fresh temporary directory for an embedded store's data: as root, PostgreSQL runs as the
+    postgres user, which must be able to enter it."""
+    data = Path(tempfile.mkdtemp(prefix=prefix))
+    data.chmod(0o755)
+    return data
+
+
+def embedded_server(store: Path) -> EmbeddedServer:
+    """The embedded store of ``store`` (its data directory), as the services would start it."""
+    settings = StoreSettings()
+    return EmbeddedServer(settings.ferretdb, store, settings.embedded_start_timeout_s, settings.postgres_bin)
+
+
+async def reach_store(opening: Awaitable[Endpoint]) -> Endpoint:
+    """The store's address, or the test fails saying why it cannot start (never a skip)."""
+    try:
+        return await opening
+    except StoreUnavailable as exc:
+        pytest.fail(f"the embedded store cannot start (run scripts/setup.sh): {exc}")
+
+
 @pytest.fixture(scope="session")
 async def embedded_endpoint() -> AsyncIterator[Endpoint]:
     """One embedded store (FerretDB on PostgreSQL) for the session, on a fresh data directory."""
-    settings = StoreSettings()
-    # as root, PostgreSQL runs as the postgres user, which must be able to enter the directory
-    data = Path(tempfile.mkdtemp(prefix="zeroerrand-test-store-"))
-    data.chmod(0o755)
-    server = EmbeddedServer(settings.ferretdb, data / "store", settings.embedded_start_timeout_s, settings.postgres_bin)
-    try:
-        endpoint = await server.start()
-    except StoreUnavailable as exc:
-        pytest.fail(f"the embedded store cannot start (run scripts/setup.sh): {exc}")
+    data = store_directory("zeroerrand-test-store-")
+    server = embedded_server(data / "store")
+    endpoint = await reach_store(server.start())
     yield endpoint
     await server.stop()
     shutil.rmtree(data, ignore_errors=True)

@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import pytest
 
 from services.common.settings import StoreSettings
 from services.common.storage import EMBEDDED_SERVER
+from tests.integration.conftest import store_directory
 
 pytestmark = pytest.mark.integration
 
@@ -27,9 +27,7 @@ STOP_LIMIT_S = 5.0
 
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
-    # as root, PostgreSQL runs as the postgres user, which must be able to enter the directory
-    path = Path(tempfile.mkdtemp(prefix="zeroerrand-stop-"))
-    path.chmod(0o755)
+    path = store_directory("zeroerrand-stop-")
     yield path / "store"
     shutil.rmtree(path, ignore_errors=True)
 
