@@ -5,6 +5,7 @@
 #   - the embedded store: FerretDB 1.24.2 built with Go into .venv/bin/ferretdb, and the
 #     PostgreSQL server it keeps its data in (installed from the distribution if missing)
 #   - a running RabbitMQ on 127.0.0.1:5672 (installed from the distribution if missing)
+#   - chromium from the distribution, for the console's browser tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,6 +59,18 @@ if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 && ! command -v pg_co
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
   else
     echo "setup: the embedded store needs PostgreSQL's server programs; install postgresql, or set MONGODB_URL" >&2
+    exit 1
+  fi
+fi
+
+# Chromium from the distribution: the console's browser tests drive it through Playwright (which
+# would otherwise download its own browser, and cannot here).
+if ! command -v chromium >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing chromium"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "setup: the console's browser tests need chromium; install it (apt-get install chromium)" >&2
     exit 1
   fi
 fi

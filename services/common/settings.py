@@ -252,3 +252,47 @@ class RuntimeSettings(BaseSettings):
     @property
     def development(self) -> bool:
         return self.environment == "development"
+
+
+DEVELOPMENT_CONSOLE_KEY = "zeroerrand-dev-console-key"
+
+
+class ConsoleSettings(BaseSettings):
+    """``ZEROERRAND_CONSOLE_*``: the web console (服务台) and the enterprise's access links.
+
+    ``secret_key`` signs the session cookies and derives each project's access code (see
+    ``services.common.access``); the notifier needs the same key to put working links in its
+    notices. The default, known to everyone, is accepted in development only."""
+
+    model_config = SettingsConfigDict(env_prefix="ZEROERRAND_CONSOLE_")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    public_url: str = Field(default="http://127.0.0.1:8080",
+                            description="the console's address as the enterprise reaches it (links in notices)")
+    secret_key: SecretStr = Field(default=SecretStr(DEVELOPMENT_CONSOLE_KEY))
+    secure_cookies: bool | None = Field(default=None, description="Secure flag of the cookies; default: "
+                                                                  "on when public_url is https")
+    session_hours: float = Field(default=8.0, gt=0, le=24 * 7)
+    max_attempts: int = Field(default=5, ge=1, description="failed logins or access codes per window and key")
+    attempt_window_s: int = Field(default=300, ge=10)
+
+    @property
+    def cookies_secure(self) -> bool:
+        return self.public_url.startswith("https://") if self.secure_cookies is None else self.secure_cookies
+
+
+def check_console_key(settings: ConsoleSettings, runtime: RuntimeSettings, who: str) -> None:
+    """Refuses (``SettingsError``) the development console key outside development, and an empty or
+    short one anywhere: whoever knows it can open every project and forge every session."""
+    key = settings.secret_key.get_secret_value()
+    if len(key) < 16:
+        raise SettingsError(f"{who}未启动：ZEROERRAND_CONSOLE_SECRET_KEY 太短（至少 16 个字符）"
+                            f" / {who} not started: ZEROERRAND_CONSOLE_SECRET_KEY shorter than 16 characters")
+    if key == DEVELOPMENT_CONSOLE_KEY and not runtime.development:
+        raise SettingsError(
+            f"{who}未启动：服务台密钥仍是开发用默认值（人人可见），而运行环境是 {runtime.environment}。"
+            "请设置 ZEROERRAND_CONSOLE_SECRET_KEY 为长随机字符串（如 python3 -c \"import secrets; "
+            "print(secrets.token_hex(32))\"），通知服务与服务台须用同一个；仅在开发机上可设 ZEROERRAND_ENVIRONMENT=development。"
+            f" / {who} refused to start: ZEROERRAND_CONSOLE_SECRET_KEY is the development default and "
+            f"ZEROERRAND_ENVIRONMENT is {runtime.environment}")
