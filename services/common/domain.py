@@ -152,7 +152,8 @@ OVERDUE_LEVEL_NAMES_ZH: dict[str, str] = {"warning": "预警", "yellow": "黄牌
 # What people call each request to the ledger (the request types of ``messages.py``).
 REQUEST_NAMES_ZH: dict[str, str] = {
     "item.contact": "对接企业", "item.accept": "受理", "item.report_progress": "报告进度", "item.report_blocker": "报告堵点/卡点",
-    "item.resolve_blocker": "解除堵点/卡点", "item.suspend": "中止办理", "item.resume": "恢复办理", "item.complete": "办结",
+    "item.enterprise_issue": "反映堵点/卡点", "item.resolve_blocker": "解除堵点/卡点", "item.suspend": "中止办理",
+    "item.resume": "恢复办理", "item.complete": "办结",
     "item.deliver": "移交结果", "task_order.issue": "下发任务单", "task_order.accept": "接收任务单",
     "assessment.submit": "提交测评", "assessment.rectify": "提交整改说明",
 }

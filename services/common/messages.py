@@ -307,6 +307,14 @@ class ResolveBlocker(ItemCommand):
     note: Text | None = None
 
 
+class ReportEnterpriseIssue(ItemCommand):
+    """The enterprise reports a 堵点/卡点 of its item (policy 四(二)): ``requested_by`` is its
+    统一社会信用代码; the responsible unit must resolve it (``item.resolve_blocker``)."""
+
+    type: Literal["item.enterprise_issue"] = "item.enterprise_issue"
+    reason: Text
+
+
 class SuspendItem(ItemCommand):
     """Waiting for the enterprise (补正材料, or the project paused): the running clock stops."""
 
@@ -369,8 +377,9 @@ class RectifyAssessment(Command):
 
 
 AnyCommand = Annotated[
-    ContactEnterprise | AcceptItem | ReportProgress | ReportBlocker | ResolveBlocker | SuspendItem | ResumeItem
-    | CompleteItem | DeliverResults | IssueTaskOrder | AcceptTaskOrder | SubmitAssessment | RectifyAssessment,
+    ContactEnterprise | AcceptItem | ReportProgress | ReportBlocker | ReportEnterpriseIssue | ResolveBlocker
+    | SuspendItem | ResumeItem | CompleteItem | DeliverResults | IssueTaskOrder | AcceptTaskOrder | SubmitAssessment
+    | RectifyAssessment,
     Field(discriminator="type"),
 ]
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -54,10 +54,14 @@ from services.common.messages import (
     ItemRouted,
     ItemSuspended,
     ItemUnblocked,
+    ItemUnroutable,
     ReportBlocker,
+    ReportEnterpriseIssue,
     ReportProgress,
     ResolveBlocker,
     ResumeItem,
+    RulesActivated,
+    RulesRejected,
     SuspendItem,
     TaskOrderAccepted,
     TaskOrderClosed,
@@ -172,6 +176,8 @@ class LedgerItem(_Record):
     responsible_unit: str
     approving_authority: str
     time_limit_days: int
+    materials: tuple[str, ...] = ()  # 一次性告知, as routed (lines routed before it was kept have none)
+    fee_note: str | None = None
     requires: tuple[str, ...] = ()
     task_order_required: bool = False
     state: ItemState
@@ -270,6 +276,68 @@ class RequestOutcome(_Record):
     recorded_at: datetime
 
 
+class RulesRecord(_Record):
+    """A ``rules.activated`` or ``rules.rejected`` event as the ledger keeps it (政务服务局's history of
+    the routing rules). ``occurred_at`` is kept in UTC, so that stored times sort as times."""
+
+    event_id: str
+    type: Literal["rules.activated", "rules.rejected"]
+    version: str | None = None  # activated: the version now in force
+    previous_version: str | None = None
+    attempted_version: str | None = None  # rejected: the version refused (None: the files could not be read)
+    active_version: str | None = None  # rejected: the version that keeps routing
+    directory: str
+    problems: tuple[str, ...] = ()
+    rules: int | None = None
+    items: int | None = None
+    occurred_at: datetime
+    recorded_at: datetime
+
+
+class UnroutableRecord(_Record):
+    """An ``item.unroutable`` event: a planned item no rule could place, with the reason. ``year`` is
+    the (local) year of the decision, what the list is read by."""
+
+    event_id: str
+    item_id: str
+    agreement_id: str
+    project_code: str
+    project_name: str
+    recruiting_unit: str
+    item_code: str
+    item_name: str | None = None
+    request: Request = Request.HANDLE
+    reason_code: str
+    reason: str
+    facts: dict[str, Any] = {}
+    rules_version: str
+    decided_at: datetime
+    year: int
+    occurred_at: datetime
+    recorded_at: datetime
+
+
+def rules_record(event: RulesActivated | RulesRejected, now: datetime) -> RulesRecord:
+    common = {"event_id": event.event_id, "directory": event.directory,
+              "occurred_at": event.occurred_at.astimezone(UTC), "recorded_at": now.astimezone(UTC)}
+    if isinstance(event, RulesActivated):
+        return RulesRecord(type=event.type, version=event.version, previous_version=event.previous_version,
+                           rules=event.rules, items=event.items, **common)
+    return RulesRecord(type=event.type, attempted_version=event.attempted_version, active_version=event.active_version,
+                       problems=event.problems, **common)
+
+
+def unroutable_record(event: ItemUnroutable, now: datetime) -> UnroutableRecord:
+    decision = event.unroutable
+    return UnroutableRecord(
+        event_id=event.event_id, item_id=event.item_id, agreement_id=event.agreement_id,
+        project_code=event.project_code, project_name=event.project_name, recruiting_unit=event.recruiting_unit,
+        item_code=event.item_code, item_name=event.item_name, request=event.request,
+        reason_code=decision.reason_code, reason=decision.reason, facts=decision.facts,
+        rules_version=decision.rules_version, decided_at=decision.decided_at.astimezone(UTC),
+        year=local_day(decision.decided_at).year, occurred_at=event.occurred_at.astimezone(UTC),
+        recorded_at=now.astimezone(UTC))
+
 
 # -- outcomes ----------------------------------------------------------------------------------
 
@@ -304,7 +372,8 @@ def new_item(event: ItemRouted) -> LedgerItem:
         item_code=routed.item_code, request=routed.request, item_name=routed.item_name, stage=routed.stage,
         mode=routed.mode, evaluated_as=routed.decision.evaluated_as, evaluator=routed.decision.evaluator,
         responsible_unit=routed.responsible_unit, approving_authority=routed.approving_authority,
-        time_limit_days=routed.time_limit_days, requires=routed.requires,
+        time_limit_days=routed.time_limit_days, materials=routed.materials, fee_note=routed.fee_note,
+        requires=routed.requires,
         task_order_required=routed.task_order_required, state=ItemState.WAITING, routed_on=day,
         applied=(event.event_id,),
         history=(HistoryEntry(request_id=None, type=event.type, from_state=None, to_state=ItemState.WAITING,
@@ -385,8 +454,9 @@ def _name(names: Mapping[str, str], code: str) -> str:
 
 
 def decide(item: LedgerItem, command: ItemCommand, now: datetime, unit_names: Mapping[str, str],
-           delivered: Mapping[str, date]) -> Outcome:
-    """Checks one request against the item (首问负责, state, dates) and applies it, or says why not."""
+           delivered: Mapping[str, date], project: ProjectRecord | None = None) -> Outcome:
+    """Checks one request against the item (首问负责, state, dates) and applies it, or says why not.
+    ``project`` (its record) is needed for what only the enterprise may send."""
     if command.request_id in item.applied:
         return Duplicate(tuple(e for h in item.history if h.request_id == command.request_id for e in h.events))
     action = REQUEST_NAMES_ZH[command.type]
@@ -401,6 +471,9 @@ def decide(item: LedgerItem, command: ItemCommand, now: datetime, unit_names: Ma
         if command.requested_by != ECON_DEV_BUREAU:
             return Refused(f"“专业跑腿”任务单由{_name(unit_names, ECON_DEV_BUREAU)}下发（方案四(三)），{who}不能下发")
         return issue_task_order(item, now, automatic=False, command=command)
+
+    if isinstance(command, ReportEnterpriseIssue):
+        return _enterprise_issue(item, command, now, day, unit_names, delivered, project)
 
     owner = item.responsible_unit
     allowed = {owner}
@@ -421,6 +494,45 @@ def decide(item: LedgerItem, command: ItemCommand, now: datetime, unit_names: Ma
     if refused is not None:
         return refused
     return _apply(item, command, now, day)
+
+
+def _enterprise_issue(item: LedgerItem, command: ReportEnterpriseIssue, now: datetime, day: date,
+                      unit_names: Mapping[str, str], delivered: Mapping[str, date],
+                      project: ProjectRecord | None) -> Outcome:
+    """方案四(二): the enterprise itself reports a 堵点/卡点; the responsible unit must resolve it."""
+    sender = command.requested_by
+    owner = _name(unit_names, item.responsible_unit)
+    if sender in unit_names:
+        return Refused(f"“反映堵点/卡点”只能由服务对象企业以统一社会信用代码提交，{_name(unit_names, sender)}是服务单位："
+                       "单位发现的堵点请用“报告堵点/卡点”（item.report_blocker）并写明须由哪个单位解决")
+    if project is None or sender != project.credit_code:
+        whose = f"项目 {item.project_code} 的服务对象{('（' + project.enterprise + '）') if project else ''}"
+        return Refused(f"统一社会信用代码 {sender} 不是{whose}的代码，不能就该项目的事项反映堵点/卡点")
+    state = item.state
+    if state is ItemState.WAITING:
+        pending = "、".join(item.waiting_for(set(delivered))) or "（前置事项）"
+        return Refused(f"事项 {item.item_code}（{item.item_name}）尚在等待前置事项 {pending} 办结移交，还未开始办理，"
+                       "暂不能反映堵点/卡点；如前置事项办理受阻，请就该前置事项反映")
+    if state is ItemState.SUSPENDED:
+        why = next((p.reason for p in reversed(item.pauses) if p.to_day is None), "")
+        return Refused(f"事项 {item.item_code}（{item.item_name}）已中止，正等待企业补正{('：' + why) if why else ''}；"
+                       f"补正后由{owner}恢复办理，恢复后仍有堵点/卡点再反映")
+    if state is ItemState.COMPLETED:
+        return Refused(f"事项 {item.item_code}（{item.item_name}）已于 {item.finished_on} 办结，正待{owner}移交审批结果，"
+                       "不能再反映办理中的堵点/卡点")
+    if state is ItemState.DELIVERED:
+        return Refused(f"事项 {item.item_code}（{item.item_name}）已于 {item.delivered_on} 移交审批结果，办理已结束，"
+                       "不能反映堵点/卡点")
+    at = command.occurred_at
+    event = ItemBlocked(event_id=stable_id(command.request_id, command.type), occurred_at=at, recorded_at=now,
+                        project_code=item.project_code, item_code=item.item_code, request=item.request,
+                        reported_by=sender, operator=command.operator, request_id=command.request_id,
+                        reason=command.reason, resolver=item.responsible_unit)
+    blocker = Blocker(id=command.request_id, reason=command.reason, resolver=item.responsible_unit, reported_by=sender,
+                      opened_on=day)
+    resume_to = item.resume_to if state is ItemState.BLOCKED else state  # another blocker: back where it was before
+    return _record(item, event.type, ItemState.BLOCKED, at, now, [event], command.request_id, by=sender,
+                   operator=command.operator, resume_to=resume_to, blockers=(*item.blockers, blocker))
 
 
 def _state_refusal(item: LedgerItem, command: ItemCommand, action: str) -> Refused | None:
