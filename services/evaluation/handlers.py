@@ -34,14 +34,18 @@ from services.common.messages import (
     IssueTaskOrder,
     ItemCommand,
     ItemRouted,
+    ItemUnroutable,
     Message,
     ProjectDelivered,
     RectifyAssessment,
     ReportBlocker,
+    ReportEnterpriseIssue,
     ReportProgress,
     RequestRefused,
     ResolveBlocker,
     ResumeItem,
+    RulesActivated,
+    RulesRejected,
     ServiceStarted,
     SubmitAssessment,
     SuspendItem,
@@ -62,6 +66,8 @@ from services.evaluation.ledger import (
     item_key,
     new_item,
     overdue,
+    rules_record,
+    unroutable_record,
 )
 from services.evaluation.repository import LedgerRepository, UnknownSubject
 from services.evaluation.scoring import RATER_NAMES_ZH, EvaluationConfig
@@ -107,6 +113,18 @@ async def on_service_started(event: ServiceStarted, ledger: Ledger, now: datetim
         items_unroutable=event.items_unroutable, rules_version=event.rules_version, started_at=event.occurred_at,
         recorded_at=now))
     return "recorded"
+
+
+async def on_rules_event(event: RulesActivated | RulesRejected, ledger: Ledger, now: datetime, final: bool) -> str:
+    """The history of the routing rules, for 政务服务局 (kept once per event id)."""
+    added = await ledger.repo.add_rules_event(rules_record(event, now))
+    return "recorded" if added else "duplicate"
+
+
+async def on_item_unroutable(event: ItemUnroutable, ledger: Ledger, now: datetime, final: bool) -> str:
+    """A planned item no rule could place, for 政务服务局 (kept once per event id)."""
+    added = await ledger.repo.add_unroutable(unroutable_record(event, now))
+    return "recorded" if added else "duplicate"
 
 
 async def on_item_routed(event: ItemRouted, ledger: Ledger, now: datetime, final: bool) -> str:
@@ -256,7 +274,13 @@ async def on_item_request(command: ItemCommand, ledger: Ledger, now: datetime, f
             return await _refuse(command, f"项目 {command.project_code} 的事项 {command.item_code} 同时有“办理”和“仅咨询”"
                                           "两条，请指明是哪一条（request: handle 或 consult）", ledger, now, **where)
         item = lines[0]
-        outcome = decide(item, command, now, ledger.unit_names, _delivered(items))
+        project = None
+        if isinstance(command, ReportEnterpriseIssue):  # only the project's enterprise may send it
+            project = await ledger.repo.project(command.project_code)
+            if project is None:
+                reason = _unknown(f"台账中没有项目 {command.project_code}", final)
+                return await _refuse(command, reason, ledger, now, **where)
+        outcome = decide(item, command, now, ledger.unit_names, _delivered(items), project)
         if isinstance(outcome, Refused):
             return await _refuse(command, outcome.reason, ledger, now, **where)
         if isinstance(outcome, Duplicate):  # applied before: announce it again, finish what followed
@@ -324,8 +348,8 @@ async def on_rectification(command: RectifyAssessment, ledger: Ledger, now: date
 Handler = Callable[[Any, Ledger, datetime, bool], Awaitable[str]]
 
 ITEM_REQUESTS: tuple[type[ItemCommand], ...] = (
-    ContactEnterprise, AcceptItem, ReportProgress, ReportBlocker, ResolveBlocker, SuspendItem, ResumeItem,
-    CompleteItem, DeliverResults, IssueTaskOrder, AcceptTaskOrder)
+    ContactEnterprise, AcceptItem, ReportProgress, ReportBlocker, ReportEnterpriseIssue, ResolveBlocker, SuspendItem,
+    ResumeItem, CompleteItem, DeliverResults, IssueTaskOrder, AcceptTaskOrder)
 REQUEST_HANDLERS: dict[type[Command], Handler] = {
     **{request: on_item_request for request in ITEM_REQUESTS},
     SubmitAssessment: on_assessment,
@@ -334,6 +358,9 @@ REQUEST_HANDLERS: dict[type[Command], Handler] = {
 HANDLERS: dict[type[Message], Handler] = {
     ServiceStarted: on_service_started,
     ItemRouted: on_item_routed,
+    ItemUnroutable: on_item_unroutable,
+    RulesActivated: on_rules_event,
+    RulesRejected: on_rules_event,
     **dict.fromkeys(REQUEST_HANDLERS, on_request),
 }
 

@@ -4,7 +4,8 @@ Run at the evaluation service's start (idempotent: only documents of the old sha
 and the schema version reached is kept in ``ledger_meta``, so the look-up is done once per store).
 
 * An item written before version 2 gets ``open`` (not completed or delivered), which the overdue
-  sweep looks items up by.
+  sweep looks items up by; one written before version 3 gets the other fields ``item_doc`` stores
+  beside an item for look-ups (``open_resolvers``, ``order_state``, ``order_assignee``).
 
 * An item of the old shape becomes a ledger line with nothing to wait for; ``routed`` becomes
   ``ready`` from its routing day; 受理 is read from its history (the statutory clock starts there
@@ -35,7 +36,7 @@ from services.evaluation.ledger import (
     local_day,
     task_order_number,
 )
-from services.evaluation.repository import ITEMS, META, PROJECTS, item_doc
+from services.evaluation.repository import DERIVED, ITEMS, META, PROJECTS, item_doc
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,10 @@ def upgrade_item(doc: dict[str, Any]) -> LedgerItem:
         results=tuple(doc.get("results", [])), applied=tuple(doc.get("applied", [])), history=history)
 
 
-SCHEMA_VERSION = 2  # 2: items carry ``open`` for the overdue sweep's indexed look-up
+SCHEMA_VERSION = 3
+"""2: items carry ``open`` for the overdue sweep's indexed look-up; 3: also ``open_resolvers``,
+``order_state`` and ``order_assignee`` for the console's and the CLI's views (``views.py``)."""
+LOOKUP_FIELDS = ("open", "open_resolvers", "order_state", "order_assignee")
 
 
 async def upgrade(store: Store) -> int:
@@ -112,6 +116,11 @@ async def upgrade(store: Store) -> int:
     async for doc in items.find({"open": {"$exists": False}}):
         result = await items.update_one({"_id": doc["_id"], "open": {"$exists": False}},
                                         {"$set": {"open": doc["state"] not in FINISHED_STATES}})
+        changed += result.modified_count
+    async for doc in items.find({"order_state": {"$exists": False}}):
+        derived = item_doc(LedgerItem.model_validate({k: v for k, v in doc.items() if k not in DERIVED}))
+        result = await items.update_one({"_id": doc["_id"], "version": doc["version"]},
+                                        {"$set": {field: derived[field] for field in LOOKUP_FIELDS}})
         changed += result.modified_count
     projects, known = store.db[PROJECTS.name], store.db["notifier_projects"]
     async for doc in projects.find({"code": {"$exists": False}}):

@@ -17,18 +17,32 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
 from services.common.storage import Collection, Store, StoreSchemaError
-from services.evaluation.ledger import Assessment, LedgerItem, ProjectRecord, RequestOutcome
+from services.evaluation.ledger import (
+    Assessment,
+    ItemState,
+    LedgerItem,
+    ProjectRecord,
+    RequestOutcome,
+    RulesRecord,
+    UnroutableRecord,
+)
 from services.evaluation.scoring import active_in
 
-PROJECTS = Collection("ledger_projects")
-# ``open`` (not completed or delivered) is stored beside the item for the overdue sweep's look-up;
-# ``routed_on`` serves the year's items of the report
-ITEMS = Collection("ledger_items", (IndexModel([("project_code", ASCENDING)]), IndexModel([("open", ASCENDING)]),
-                                    IndexModel([("routed_on", ASCENDING)])))
+# the projects a 招引单位 brought in (its page of the console)
+PROJECTS = Collection("ledger_projects", (IndexModel([("recruiting_unit", ASCENDING)]),))
+# Beside each item, for look-ups by equality (the one kind of query both stores serve from an index;
+# see ``item_doc``): ``open`` (not completed or delivered) for the overdue sweep and a unit's board,
+# ``open_resolvers`` (who must resolve its open blockers), ``order_state`` and ``order_assignee``
+# (its 专业跑腿 task order, ``to_issue`` when 经济发展招商服务局 has one to issue); ``routed_on``
+# serves the year's items of the report.
+ITEMS = Collection("ledger_items", (
+    IndexModel([("project_code", ASCENDING)]), IndexModel([("open", ASCENDING)]), IndexModel([("routed_on", ASCENDING)]),
+    IndexModel([("responsible_unit", ASCENDING), ("open", ASCENDING)]), IndexModel([("open_resolvers", ASCENDING)]),
+    IndexModel([("order_state", ASCENDING)]), IndexModel([("order_assignee", ASCENDING), ("order_state", ASCENDING)])))
 ASSESSMENTS = Collection("ledger_assessments", (
     # one 测评 per project, provider, rater group and year, even when two arrive at once
     IndexModel([("project_code", ASCENDING), ("provider", ASCENDING), ("rater", ASCENDING), ("year", ASCENDING)],
@@ -37,7 +51,13 @@ ASSESSMENTS = Collection("ledger_assessments", (
 REQUESTS = Collection("ledger_requests", (IndexModel([("status", ASCENDING), ("recorded_at", ASCENDING)]),))
 # which upgrades the ledger has had (``migrations.upgrade``), so a start does not look again
 META = Collection("ledger_meta")
-COLLECTIONS = (PROJECTS, ITEMS, ASSESSMENTS, REQUESTS, META)
+# every ``rules.activated`` / ``rules.rejected`` (by event id), read newest first by type
+RULES_HISTORY = Collection("ledger_rules_history", (IndexModel([("type", ASCENDING), ("occurred_at", DESCENDING)]),))
+# every ``item.unroutable`` (by event id), read newest first by the decision's year
+UNROUTABLE = Collection("ledger_unroutable", (IndexModel([("year", ASCENDING), ("occurred_at", DESCENDING)]),))
+COLLECTIONS = (PROJECTS, ITEMS, ASSESSMENTS, REQUESTS, META, RULES_HISTORY, UNROUTABLE)
+ORDER_STATES = ("to_issue", "issued", "accepted", "closed")
+"""What ``order_state`` holds: a task order still to issue, or the state of the issued one."""
 
 
 class UnknownSubject(LookupError):
@@ -76,17 +96,48 @@ class LedgerRepository(Protocol):
     async def record_outcome(self, request_id: str, status: str, reason: str | None = None,
                              events: Sequence[str] = ()) -> None: ...
     async def refused(self, limit: int = 200) -> list[RequestOutcome]: ...
+    # -- what the console and the CLI read (``views.py``); each by an index, none the whole ledger --
+    async def unit_items(self, unit: str, open_only: bool = True) -> list[LedgerItem]:
+        """The items ``unit`` is responsible for (only the open ones, by default)."""
+    async def resolver_items(self, unit: str) -> list[LedgerItem]:
+        """The items with an open blocker ``unit`` must resolve."""
+    async def task_order_items(self, *, state: str | None = None, assigned_to: str | None = None) -> list[LedgerItem]:
+        """Items by their task order: ``state`` one of ``ORDER_STATES`` (``to_issue``: none issued yet,
+        though one is needed and the item no longer waits); neither given: every item with an order."""
+    async def recruiting_unit_projects(self, unit: str) -> list[ProjectRecord]: ...
+    async def add_rules_event(self, record: RulesRecord) -> bool:
+        """Stores a rules event; False if its event id is stored (a redelivery)."""
+    async def rules_events(self, type: str, limit: int = 100) -> list[RulesRecord]:
+        """The latest events of ``type`` (``rules.activated`` / ``rules.rejected``), newest first."""
+    async def add_unroutable(self, record: UnroutableRecord) -> bool:
+        """Stores an unroutable item; False if its event id is stored (a redelivery)."""
+    async def unroutable(self, year: int, limit: int = 200) -> list[UnroutableRecord]:
+        """The items no rule could place in ``year``, newest first."""
 
 
-DERIVED = ("_id", "open")  # stored for look-ups, not part of the record
+DERIVED = ("_id", "open", "open_resolvers", "order_state", "order_assignee")  # stored for look-ups, not the record
 
 
 def _doc(record: BaseModel, key: str) -> dict[str, Any]:
     return {"_id": key, **record.model_dump(mode="json")}
 
 
+def order_state(item: LedgerItem) -> str | None:
+    """``to_issue`` for an open item past waiting that needs a task order and has none (then it is
+    ready, or blocked or suspended from ready: nothing else moves it before the order); else the
+    state of its order, if any."""
+    if item.task_order is not None:
+        return item.task_order.state
+    if item.task_order_required and item.is_open and item.state is not ItemState.WAITING:
+        return "to_issue"
+    return None
+
+
 def item_doc(item: LedgerItem, key: str | None = None) -> dict[str, Any]:
-    return {**_doc(item, key or item.key), "open": item.is_open}
+    return {**_doc(item, key or item.key), "open": item.is_open,
+            "open_resolvers": sorted({b.resolver for b in item.open_blockers}),
+            "order_state": order_state(item),
+            "order_assignee": item.task_order.assigned_to if item.task_order else None}
 
 
 def year_filter(year: int) -> dict[str, Any]:
@@ -114,6 +165,7 @@ class MongoLedgerRepository:
         db = store.db
         self._projects, self._items = db[PROJECTS.name], db[ITEMS.name]
         self._assessments, self._requests = db[ASSESSMENTS.name], db[REQUESTS.name]
+        self._rules, self._unroutable = db[RULES_HISTORY.name], db[UNROUTABLE.name]
 
     async def ensure(self) -> None:
         await self.store.ensure(COLLECTIONS)
@@ -217,6 +269,52 @@ class MongoLedgerRepository:
     async def refused(self, limit: int = 200) -> list[RequestOutcome]:
         cursor = self._requests.find({"status": "refused"}).sort("recorded_at", ASCENDING).limit(limit)
         return [_load(RequestOutcome, d) async for d in cursor]
+
+    async def _find_items(self, query: dict[str, Any]) -> list[LedgerItem]:
+        return [_load(LedgerItem, d) async for d in self._items.find(query).sort("_id")]
+
+    async def unit_items(self, unit: str, open_only: bool = True) -> list[LedgerItem]:
+        return await self._find_items({"responsible_unit": unit, "open": True} if open_only
+                                      else {"responsible_unit": unit})
+
+    async def resolver_items(self, unit: str) -> list[LedgerItem]:
+        return await self._find_items({"open_resolvers": unit})
+
+    async def task_order_items(self, *, state: str | None = None, assigned_to: str | None = None) -> list[LedgerItem]:
+        if state is not None and state not in ORDER_STATES:
+            raise ValueError(f"not a task order state: {state!r} (one of {', '.join(ORDER_STATES)})")
+        if assigned_to is not None:
+            return await self._find_items({"order_assignee": assigned_to} if state is None
+                                          else {"order_assignee": assigned_to, "order_state": state})
+        found: list[LedgerItem] = []
+        for wanted in [state] if state else ORDER_STATES[1:]:  # equalities: FerretDB pushes no ``$in`` down
+            found += await self._find_items({"order_state": wanted})
+        return sorted(found, key=lambda i: i.key)
+
+    async def recruiting_unit_projects(self, unit: str) -> list[ProjectRecord]:
+        return [_load(ProjectRecord, d) async for d in self._projects.find({"recruiting_unit": unit}).sort("_id")]
+
+    async def add_rules_event(self, record: RulesRecord) -> bool:
+        return await _insert_new(self._rules, _doc(record, record.event_id))
+
+    async def rules_events(self, type: str, limit: int = 100) -> list[RulesRecord]:
+        cursor = self._rules.find({"type": type}).sort("occurred_at", DESCENDING).limit(limit)
+        return [_load(RulesRecord, d) async for d in cursor]
+
+    async def add_unroutable(self, record: UnroutableRecord) -> bool:
+        return await _insert_new(self._unroutable, _doc(record, record.event_id))
+
+    async def unroutable(self, year: int, limit: int = 200) -> list[UnroutableRecord]:
+        cursor = self._unroutable.find({"year": year}).sort("occurred_at", DESCENDING).limit(limit)
+        return [_load(UnroutableRecord, d) async for d in cursor]
+
+
+async def _insert_new(collection: Any, doc: dict[str, Any]) -> bool:
+    try:
+        await collection.insert_one(doc)
+    except DuplicateKeyError:
+        return False
+    return True
 
 
 class MemoryLedgerRepository:
@@ -324,3 +422,47 @@ class MemoryLedgerRepository:
         found = sorted((d for d in self._table(REQUESTS).values() if d["status"] == "refused"),
                        key=lambda d: d["recorded_at"])
         return [_load(RequestOutcome, copy.deepcopy(d)) for d in found[:limit]]
+
+    def _items_where(self, test: Any) -> list[LedgerItem]:
+        return [_load(LedgerItem, copy.deepcopy(d)) for _, d in sorted(self._table(ITEMS).items()) if test(d)]
+
+    async def unit_items(self, unit: str, open_only: bool = True) -> list[LedgerItem]:
+        return self._items_where(lambda d: d["responsible_unit"] == unit and (d["open"] or not open_only))
+
+    async def resolver_items(self, unit: str) -> list[LedgerItem]:
+        return self._items_where(lambda d: unit in d["open_resolvers"])
+
+    async def task_order_items(self, *, state: str | None = None, assigned_to: str | None = None) -> list[LedgerItem]:
+        if state is not None and state not in ORDER_STATES:
+            raise ValueError(f"not a task order state: {state!r} (one of {', '.join(ORDER_STATES)})")
+        states = {state} if state else set(ORDER_STATES[1:])
+        return self._items_where(lambda d: d["order_state"] in states
+                                 and (assigned_to is None or d["order_assignee"] == assigned_to))
+
+    async def recruiting_unit_projects(self, unit: str) -> list[ProjectRecord]:
+        return [_load(ProjectRecord, copy.deepcopy(d)) for _, d in sorted(self._table(PROJECTS).items())
+                if d["recruiting_unit"] == unit]
+
+    async def add_rules_event(self, record: RulesRecord) -> bool:
+        table = self._table(RULES_HISTORY)
+        if record.event_id in table:
+            return False
+        table[record.event_id] = _doc(record, record.event_id)
+        return True
+
+    async def rules_events(self, type: str, limit: int = 100) -> list[RulesRecord]:
+        found = sorted((d for d in self._table(RULES_HISTORY).values() if d["type"] == type),
+                       key=lambda d: d["occurred_at"], reverse=True)
+        return [_load(RulesRecord, copy.deepcopy(d)) for d in found[:limit]]
+
+    async def add_unroutable(self, record: UnroutableRecord) -> bool:
+        table = self._table(UNROUTABLE)
+        if record.event_id in table:
+            return False
+        table[record.event_id] = _doc(record, record.event_id)
+        return True
+
+    async def unroutable(self, year: int, limit: int = 200) -> list[UnroutableRecord]:
+        found = sorted((d for d in self._table(UNROUTABLE).values() if d["year"] == year),
+                       key=lambda d: d["occurred_at"], reverse=True)
+        return [_load(UnroutableRecord, copy.deepcopy(d)) for d in found[:limit]]
