@@ -406,7 +406,7 @@ def _item_request(kind: str, project: str, item: str, by: str, operator: str | N
 
     models: dict[str, type[m.ItemCommand]] = {
              "contact": m.ContactEnterprise, "accept": m.AcceptItem, "progress": m.ReportProgress,
-             "block": m.ReportBlocker, "unblock": m.ResolveBlocker, "suspend": m.SuspendItem, "resume": m.ResumeItem,
+             "block": m.ReportBlocker, "report_issue": m.ReportEnterpriseIssue, "unblock": m.ResolveBlocker, "suspend": m.SuspendItem, "resume": m.ResumeItem,
              "complete": m.CompleteItem, "deliver": m.DeliverResults, "issue": m.IssueTaskOrder,
              "accept_order": m.AcceptTaskOrder}
     model = models[kind]
@@ -445,6 +445,15 @@ def item_block(project: Project, item: Item, by: By, reason: Annotated[str, type
                operator: Operator = None, consult: Consult = False, at: At = None, wait: Wait = 15) -> None:
     """报告堵点/卡点：原因与须由谁解决。"""
     _item_request("block", project, item, by, operator, consult, at, wait, reason=reason, resolver=resolver)
+
+
+@item_app.command("report-issue")
+def item_report_issue(project: Project, item: Item,
+                      by: Annotated[str, typer.Option("--by", help="服务对象企业的统一社会信用代码（18 位）")],
+                      reason: Annotated[str, typer.Option(help="企业反映的堵点/卡点")],
+                      operator: Operator = None, consult: Consult = False, at: At = None, wait: Wait = 15) -> None:
+    """企业反映堵点/卡点（方案四(二)）：代企业录入其电话等方式反映的问题，由承办单位解决（item unblock）。"""
+    _item_request("report_issue", project, item, by, operator, consult, at, wait, reason=reason)
 
 
 @item_app.command("unblock")
@@ -610,46 +619,39 @@ def ledger_show(project: Project,
 
     from services.common.settings import EvaluationSettings
     from services.common.storage import store_session
-    from services.evaluation.ledger import CLOCK_NAMES_ZH, STATE_NAMES_ZH, ItemState, clock_readings, local_day
+    from services.evaluation.ledger import CLOCK_NAMES_ZH, local_day
     from services.evaluation.repository import COLLECTIONS, MongoLedgerRepository
     from services.evaluation.scoring import load_config
+    from services.evaluation.views import ViewContext, project_progress
     from services.evaluation.working_days import WorkingCalendar
 
-    async def load() -> tuple[Any, list[Any]]:
-        async with store_session(collections=COLLECTIONS) as store:
-            repo = MongoLedgerRepository(store)
-            return await repo.project(project), await repo.project_items(project)
-
-    head, items = asyncio.run(load())
-    if head is None:
-        _fail(f"台账中没有项目 {project}")
     day = _day(today) if today else local_day(datetime.now(UTC))
     calendar = WorkingCalendar()
     config = load_config(EvaluationSettings().rules_dir)
     book = _book(None)
+    ctx = ViewContext(unit_names={code: unit.short_name for code, unit in book.units.items()}, calendar=calendar,
+                      service_response_days=config.service_response_days, today=day)
 
-    def short(code: str) -> str:
-        return book.units[code].short_name if code in book.units else code
+    async def load() -> Any:
+        async with store_session(collections=COLLECTIONS) as store:
+            return await project_progress(MongoLedgerRepository(store), ctx, project)
 
-    delivered = {i.item_code for i in items if i.state is ItemState.DELIVERED and i.request is Request.HANDLE}
-    rows = []
-    for item in sorted(items, key=lambda i: (list(Stage).index(i.stage), i.item_code, i.request.value)):
-        clocks = clock_readings(item, calendar, day, config.service_response_days)
-        order = item.task_order
-        rows.append({
-            "item": item.item_code, "request": item.request.value, "name": item.item_name,
-            "stage": STAGE_NAMES_ZH[item.stage], "mode": MODE_NAMES_ZH[item.mode], "unit": short(item.responsible_unit),
-            "state": STATE_NAMES_ZH[item.state], "waiting_for": list(item.waiting_for(delivered))
-            if item.state is ItemState.WAITING else [],
-            "clocks": {name: {"name": CLOCK_NAMES_ZH[name], "used": r.used, "limit": r.limit, "due": r.due_on.isoformat(),
-                              "running": r.end is None, "late": r.late} for name, r in clocks.items()},
-            "task_order": None if order is None else {"number": order.number, "state": order.state,
-                                                      "automatic": order.automatic, "specialist": order.specialist_name,
-                                                      "phone": order.specialist_phone},
-            "task_order_required": item.task_order_required,
-            "overdue": list(item.overdue_sent),
-            "blockers": [{"reason": b.reason, "resolver": short(b.resolver)} for b in item.open_blockers],
-            "late_records": sum(1 for h in item.history if h.late)})
+    progress = asyncio.run(load())
+    if progress is None:
+        _fail(f"台账中没有项目 {project}")
+    head = progress.project
+    rows = [{
+        "item": r.item_code, "request": r.request.value, "name": r.item_name, "stage": r.stage_name, "mode": r.mode_name,
+        "unit": r.responsible_unit_name, "state": r.state_name, "waiting_for": list(r.waiting_for),
+        "clocks": {c.clock: {"name": c.name, "used": c.used, "limit": c.limit, "due": c.due.isoformat(),
+                             "running": c.running, "late": c.late} for c in r.clocks},
+        "task_order": None if r.task_order is None else {
+            "number": r.task_order.number, "state": r.task_order.state, "automatic": r.task_order.automatic,
+            "specialist": r.task_order.specialist_name, "phone": r.task_order.specialist_phone},
+        "task_order_required": r.task_order_required,
+        "overdue": list(r.overdue),
+        "blockers": [{"reason": b.reason, "resolver": b.resolver_name} for b in r.blockers],
+        "late_records": r.late_records} for r in progress.items]
     if as_json:
         typer.echo(_dump({"project": head.model_dump(mode="json"), "items": rows}))
         return

@@ -1,0 +1,408 @@
+"""The read side of the ledger, for the web console and the CLI: plain frozen dataclasses with the
+Chinese display names already in them, so that a template or a terminal line only prints.
+
+Every function reads through a ``LedgerRepository`` by an index (a project's items, a unit's open
+items, the items a unit must unblock, items by their task order, a 招引单位's projects, the rules
+history, the unroutable items of a year), never the whole ledger. Who may see what is the caller's
+business (the console checks the enterprise's access code or the unit's login); these functions
+only read.
+
+Overdue levels: ``worst_level`` of a line is the highest level any of its clocks has reached (by the
+working days used, today for a running clock, at its end for a stopped one) or the sweep has
+announced: ``red`` > ``yellow`` > ``warning``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from services.common.domain import MODE_NAMES_ZH, OVERDUE_LEVEL_NAMES_ZH, STAGE_NAMES_ZH, Request, ServiceMode, Stage
+from services.evaluation.ledger import (
+    CLOCK_NAMES_ZH,
+    STATE_NAMES_ZH,
+    ItemState,
+    LedgerItem,
+    ProjectRecord,
+    RulesRecord,
+    UnroutableRecord,
+    clock_readings,
+    item_key,
+    local_day,
+    overdue_levels,
+    running_clock,
+)
+from services.evaluation.repository import ORDER_STATES, LedgerRepository, order_state
+from services.evaluation.working_days import WorkingCalendar
+
+LEVELS = ("red", "yellow", "warning")
+"""Overdue levels, worst first."""
+TASK_ORDER_STATE_NAMES_ZH = {"to_issue": "待下发", "issued": "已下发，待接收", "accepted": "已接收", "closed": "已办结"}
+REQUEST_LINE_NAMES_ZH = {Request.HANDLE: "办理", Request.CONSULT: "仅咨询"}
+RULES_EVENT_NAMES_ZH = {"rules.activated": "规则生效", "rules.rejected": "规则修改被拒绝"}
+UNROUTABLE_REASON_NAMES_ZH = {
+    "no_rule": "没有适用的规则", "missing_fact": "缺少规则所需的项目事实", "invalid_fact": "项目事实取值不符合要求",
+    "unknown_item": "服务事项清单中没有该事项", "retired_item": "该事项已停用", "duplicate_in_plan": "审批策划中重复",
+    "not_required": "规则认定本项目无需办理",
+}
+
+
+@dataclass(frozen=True)
+class ViewContext:
+    """What a view needs besides the store: unit names (full or short, as the page wants them), the
+    working-day calendar, the service-clock limit of ``evaluation.yaml`` and the day to count to."""
+
+    unit_names: Mapping[str, str]
+    calendar: WorkingCalendar
+    service_response_days: int
+    today: date
+
+
+@dataclass(frozen=True)
+class ClockView:
+    clock: str  # "service" (首问响应) or "statutory" (法定时限)
+    name: str
+    used: int  # working days, pauses excluded
+    limit: int
+    due: date
+    running: bool
+    late: bool
+    start: date | None = None
+    level: str | None = None  # the highest overdue level this clock has reached
+    level_name: str | None = None
+
+
+@dataclass(frozen=True)
+class BlockerView:
+    reason: str
+    resolver: str
+    resolver_name: str
+    reported_by: str  # a unit code, or the enterprise's 统一社会信用代码
+    reported_by_name: str
+    opened_on: date
+    closed_on: date | None
+    by_enterprise: bool = False
+
+
+@dataclass(frozen=True)
+class TaskOrderView:
+    number: str
+    state: str  # issued / accepted / closed
+    state_name: str
+    automatic: bool
+    assigned_to: str
+    assigned_to_name: str
+    specialist_name: str | None
+    specialist_phone: str | None
+    issued_on: date | None = None
+    accepted_on: date | None = None
+
+
+@dataclass(frozen=True)
+class ItemRow:
+    """One ledger line as every page shows it."""
+
+    key: str
+    project_code: str
+    item_code: str
+    item_name: str
+    request: Request
+    stage: Stage
+    stage_name: str
+    mode: ServiceMode
+    mode_name: str
+    responsible_unit: str
+    responsible_unit_name: str
+    approving_authority_name: str
+    materials: tuple[str, ...]
+    fee_note: str | None
+    time_limit_days: int
+    state: ItemState
+    state_name: str
+    waiting_for: tuple[str, ...]  # prerequisites not yet delivered (only while waiting)
+    clocks: tuple[ClockView, ...]
+    overdue: tuple[str, ...]  # the levels the sweep announced, e.g. "statutory:yellow"
+    worst_level: str | None  # "red" > "yellow" > "warning"
+    blockers: tuple[BlockerView, ...]  # open ones
+    results: tuple[str, ...]
+    task_order: TaskOrderView | None
+    task_order_required: bool
+    task_order_to_issue: bool
+    late_records: int
+    request_name: str = "办理"
+    approving_authority: str = ""
+    overdue_names: tuple[str, ...] = ()  # the same, as people say them: "法定时限黄牌"
+    worst_level_name: str | None = None
+    due: date | None = None  # when the running clock runs out
+    running_clock: str | None = None
+    ready_on: date | None = None
+    delivered_on: date | None = None
+
+
+@dataclass(frozen=True)
+class ProjectProgress:
+    project: ProjectRecord
+    items: tuple[ItemRow, ...]
+    delivered: int
+    open_blockers: int
+    worst_level: str | None
+    total: int = 0
+    worst_level_name: str | None = None
+    recruiting_unit_name: str = ""
+
+
+@dataclass(frozen=True)
+class RulesEventView:
+    event_id: str
+    type: str  # rules.activated / rules.rejected
+    type_name: str
+    occurred_at: datetime
+    version: str | None  # activated: the version now in force
+    previous_version: str | None
+    attempted_version: str | None  # rejected: the version refused
+    active_version: str | None  # rejected: the version that keeps routing
+    problems: tuple[str, ...]
+    rules: int | None
+    items: int | None
+    directory: str
+
+
+@dataclass(frozen=True)
+class ActiveRules:
+    version: str
+    since: datetime
+    rules: int | None
+    items: int | None
+
+
+@dataclass(frozen=True)
+class UnroutableView:
+    project_code: str
+    project_name: str
+    recruiting_unit: str
+    item_code: str
+    item_name: str  # "清单中无此事项" when the catalog does not know the code
+    request: Request
+    request_name: str
+    reason_code: str
+    reason_name: str
+    reason: str
+    facts: Mapping[str, Any]
+    rules_version: str
+    decided_at: datetime
+    agreement_id: str
+
+
+# -- lines ---------------------------------------------------------------------------------------
+
+
+def _rank(level: str | None) -> int:
+    return LEVELS.index(level) if level in LEVELS else len(LEVELS)
+
+
+def _worst(levels: Iterable[str]) -> str | None:
+    found = sorted(set(levels) & set(LEVELS), key=_rank)
+    return found[0] if found else None
+
+
+def _name(ctx: ViewContext, code: str) -> str:
+    return ctx.unit_names.get(code, code)
+
+
+def item_row(item: LedgerItem, ctx: ViewContext, delivered: set[str] | frozenset[str] = frozenset(),
+             enterprises: Mapping[str, str] | None = None) -> ItemRow:
+    """A ledger line for display. ``delivered``: the item codes of the project's delivered (handled)
+    lines, which say what a waiting item still waits for; ``enterprises``: credit code → enterprise
+    name, for blockers the enterprise itself reported."""
+    readings = clock_readings(item, ctx.calendar, ctx.today, ctx.service_response_days)
+    clocks = []
+    for clock, r in readings.items():
+        level = _worst(overdue_levels(r.used, r.limit))
+        clocks.append(ClockView(clock=clock, name=CLOCK_NAMES_ZH[clock], used=r.used, limit=r.limit, due=r.due_on,
+                                running=r.end is None, late=r.late, start=r.start, level=level,
+                                level_name=OVERDUE_LEVEL_NAMES_ZH[level] if level else None))
+    running = running_clock(item) if item.is_open else None
+    announced = tuple(item.overdue_sent)
+    worst = _worst([*(c.level for c in clocks if c.level), *(s.split(":", 1)[1] for s in announced)])
+    enterprises = enterprises or {}
+    blockers = tuple(
+        BlockerView(reason=b.reason, resolver=b.resolver, resolver_name=_name(ctx, b.resolver), reported_by=b.reported_by,
+                    reported_by_name=_name(ctx, b.reported_by) if b.reported_by in ctx.unit_names
+                    else f"服务对象{('（' + enterprises[b.reported_by] + '）') if b.reported_by in enterprises else ''}",
+                    opened_on=b.opened_on, closed_on=b.closed_on, by_enterprise=b.reported_by not in ctx.unit_names)
+        for b in item.open_blockers)
+    order = item.task_order
+    return ItemRow(
+        key=item.key, project_code=item.project_code, item_code=item.item_code, item_name=item.item_name,
+        request=item.request, request_name=REQUEST_LINE_NAMES_ZH[item.request], stage=item.stage,
+        stage_name=STAGE_NAMES_ZH[item.stage], mode=item.mode, mode_name=MODE_NAMES_ZH[item.mode],
+        responsible_unit=item.responsible_unit, responsible_unit_name=_name(ctx, item.responsible_unit),
+        approving_authority=item.approving_authority, approving_authority_name=_name(ctx, item.approving_authority),
+        materials=item.materials, fee_note=item.fee_note, time_limit_days=item.time_limit_days, state=item.state,
+        state_name=STATE_NAMES_ZH[item.state],
+        waiting_for=item.waiting_for(set(delivered)) if item.state is ItemState.WAITING else (),
+        clocks=tuple(clocks), overdue=announced,
+        overdue_names=tuple(CLOCK_NAMES_ZH[c] + OVERDUE_LEVEL_NAMES_ZH[lv] for c, lv in (s.split(":", 1) for s in announced)),
+        worst_level=worst, worst_level_name=OVERDUE_LEVEL_NAMES_ZH[worst] if worst else None,
+        blockers=blockers, results=item.results,
+        task_order=None if order is None else TaskOrderView(
+            number=order.number, state=order.state, state_name=TASK_ORDER_STATE_NAMES_ZH[order.state],
+            automatic=order.automatic, assigned_to=order.assigned_to, assigned_to_name=_name(ctx, order.assigned_to),
+            specialist_name=order.specialist_name, specialist_phone=order.specialist_phone, issued_on=order.issued_on,
+            accepted_on=order.accepted_on),
+        task_order_required=item.task_order_required, task_order_to_issue=order_state(item) == "to_issue",
+        late_records=sum(1 for h in item.history if h.late),
+        due=readings[running].due_on if running in readings else None, running_clock=running,
+        ready_on=item.ready_on, delivered_on=item.delivered_on)
+
+
+def _delivered_codes(items: Iterable[LedgerItem]) -> set[str]:
+    return {i.item_code for i in items if i.state is ItemState.DELIVERED and i.request is Request.HANDLE}
+
+
+def _stage_order(row: ItemRow) -> tuple[int, str, str]:
+    return list(Stage).index(row.stage), row.item_code, row.request.value
+
+
+def _board_order(row: ItemRow) -> tuple[int, date, str]:
+    return _rank(row.worst_level), row.due or date.max, row.key
+
+
+async def _rows(repo: LedgerRepository, ctx: ViewContext, items: Sequence[LedgerItem]) -> list[ItemRow]:
+    """Rows for items of many projects: what the waiting ones wait for is looked up by key (their
+    prerequisites only), the enterprises that reported a blocker by project (those projects only)."""
+    needed = sorted({item_key(i.project_code, code) for i in items if i.state is ItemState.WAITING
+                     for code in i.requires})
+    known = {i.key: i for i in items}
+    delivered_keys = set()
+    for key in needed:
+        found = known.get(key) or await repo.item(key)
+        if found is not None and found.state is ItemState.DELIVERED:
+            delivered_keys.add(key)
+    enterprises = await _enterprises(repo, ctx, items)
+    rows = []
+    for item in items:
+        delivered = {code for code in item.requires if item_key(item.project_code, code) in delivered_keys}
+        rows.append(item_row(item, ctx, delivered, enterprises))
+    return rows
+
+
+async def _enterprises(repo: LedgerRepository, ctx: ViewContext, items: Iterable[LedgerItem],
+                       known: Iterable[ProjectRecord] = ()) -> dict[str, str]:
+    """Credit code → enterprise name, for the projects whose items have a blocker the enterprise reported."""
+    names = {p.credit_code: p.enterprise for p in known}
+    codes = {i.project_code for i in items for b in i.open_blockers if b.reported_by not in ctx.unit_names}
+    for code in sorted(codes - {p.code for p in known}):
+        project = await repo.project(code)
+        if project is not None:
+            names[project.credit_code] = project.enterprise
+    return names
+
+
+# -- pages ---------------------------------------------------------------------------------------
+
+
+def _progress(project: ProjectRecord, items: Sequence[LedgerItem], ctx: ViewContext) -> ProjectProgress:
+    delivered = _delivered_codes(items)
+    enterprises = {project.credit_code: project.enterprise}
+    rows = tuple(sorted((item_row(i, ctx, delivered, enterprises) for i in items), key=_stage_order))
+    worst = _worst(r.worst_level for r in rows if r.worst_level)
+    return ProjectProgress(
+        project=project, items=rows, delivered=sum(1 for r in rows if r.state is ItemState.DELIVERED),
+        open_blockers=sum(len(r.blockers) for r in rows), worst_level=worst, total=len(rows),
+        worst_level_name=OVERDUE_LEVEL_NAMES_ZH[worst] if worst else None,
+        recruiting_unit_name=_name(ctx, project.recruiting_unit))
+
+
+async def project_progress(repo: LedgerRepository, ctx: ViewContext, project_code: str) -> ProjectProgress | None:
+    """The enterprise's page (一项一码): every planned line of its project, by stage then item code."""
+    project = await repo.project(project_code)
+    if project is None:
+        return None
+    return _progress(project, await repo.project_items(project_code), ctx)
+
+
+async def unit_board(repo: LedgerRepository, ctx: ViewContext, unit: str) -> list[ItemRow]:
+    """A unit's board: the open items it is responsible for, worst overdue level first (red, yellow,
+    warning, none), then the earliest due day of the running clock (none last)."""
+    return sorted(await _rows(repo, ctx, await repo.unit_items(unit, open_only=True)), key=_board_order)
+
+
+async def blockers_to_resolve(repo: LedgerRepository, ctx: ViewContext, unit: str) -> list[ItemRow]:
+    """The open items with an open blocker ``unit`` must resolve, the longest-standing first."""
+    items = [i for i in await repo.resolver_items(unit) if i.is_open and any(b.resolver == unit for b in i.open_blockers)]
+    rows = await _rows(repo, ctx, items)
+    return sorted(rows, key=lambda r: (min(b.opened_on for b in r.blockers if b.resolver == unit), r.key))
+
+
+async def task_orders_to_issue(repo: LedgerRepository, ctx: ViewContext) -> list[ItemRow]:
+    """经济发展招商服务局's list: items that need a 专业跑腿 task order, no longer wait and have none
+    (ready, or blocked or suspended while ready), the longest-ready first."""
+    rows = await _rows(repo, ctx, await repo.task_order_items(state="to_issue"))
+    return sorted(rows, key=lambda r: (r.ready_on or date.max, r.key))
+
+
+async def task_orders(repo: LedgerRepository, ctx: ViewContext, *, assigned_to: str | None = None,
+                      state: str | None = None) -> list[ItemRow]:
+    """Items with an issued task order, optionally of one assignee and one order state (``issued``:
+    政联公司's orders to accept; ``accepted``, ``closed``), the earliest issued first."""
+    if state is not None and state not in ORDER_STATES[1:]:
+        raise ValueError(f"任务单状态只能是 {'、'.join(ORDER_STATES[1:])}，而不是 {state!r}")
+    rows = await _rows(repo, ctx, await repo.task_order_items(state=state, assigned_to=assigned_to))
+    return sorted(rows, key=lambda r: (r.task_order.issued_on if r.task_order and r.task_order.issued_on else date.max,
+                                       r.key))
+
+
+async def recruiting_projects(repo: LedgerRepository, ctx: ViewContext, unit: str) -> list[ProjectProgress]:
+    """A 招引单位's page: the progress of every project it brought in, the latest signed first."""
+    found = [_progress(p, await repo.project_items(p.code), ctx) for p in await repo.recruiting_unit_projects(unit)]
+    return sorted(found, key=lambda p: (p.project.signed_on, p.project.code), reverse=True)
+
+
+# -- 政务服务局: the rules and what they could not place ---------------------------------------------
+
+
+def _rules_view(record: RulesRecord) -> RulesEventView:
+    return RulesEventView(
+        event_id=record.event_id, type=record.type, type_name=RULES_EVENT_NAMES_ZH[record.type],
+        occurred_at=record.occurred_at, version=record.version, previous_version=record.previous_version,
+        attempted_version=record.attempted_version, active_version=record.active_version, problems=record.problems,
+        rules=record.rules, items=record.items, directory=record.directory)
+
+
+async def rules_history(repo: LedgerRepository, limit: int = 100) -> list[RulesEventView]:
+    """The latest rules activated and rejected, newest first."""
+    found = [*await repo.rules_events("rules.activated", limit), *await repo.rules_events("rules.rejected", limit)]
+    found.sort(key=lambda r: (r.occurred_at, r.event_id), reverse=True)
+    return [_rules_view(r) for r in found[:limit]]
+
+
+async def active_rules_version(repo: LedgerRepository) -> ActiveRules | None:
+    """The rules version the router announced last as active (None before any)."""
+    latest = await repo.rules_events("rules.activated", 1)
+    if not latest or latest[0].version is None:
+        return None
+    record, version = latest[0], latest[0].version
+    return ActiveRules(version=version, since=record.occurred_at, rules=record.rules, items=record.items)
+
+
+def _unroutable_view(record: UnroutableRecord) -> UnroutableView:
+    return UnroutableView(
+        project_code=record.project_code, project_name=record.project_name, recruiting_unit=record.recruiting_unit,
+        item_code=record.item_code, item_name=record.item_name or "清单中无此事项", request=record.request,
+        request_name=REQUEST_LINE_NAMES_ZH[record.request], reason_code=record.reason_code,
+        reason_name=UNROUTABLE_REASON_NAMES_ZH.get(record.reason_code, record.reason_code), reason=record.reason,
+        facts=dict(record.facts), rules_version=record.rules_version, decided_at=record.decided_at,
+        agreement_id=record.agreement_id)
+
+
+async def unroutable_items(repo: LedgerRepository, limit: int = 200, *, today: date | None = None) -> list[UnroutableView]:
+    """The latest items no rule could place, newest first: this year's, then last year's if this
+    year's are fewer than ``limit``."""
+    year = (today or local_day(datetime.now(UTC))).year
+    found = await repo.unroutable(year, limit)
+    if len(found) < limit:
+        found += await repo.unroutable(year - 1, limit - len(found))
+    return [_unroutable_view(r) for r in found]
