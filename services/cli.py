@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import typer
 
-from services.common.domain import MODE_NAMES_ZH, OVERDUE_LEVEL_NAMES_ZH, STAGE_NAMES_ZH, Request, Stage, Unroutable
+from services.common.domain import MODE_NAMES_ZH, OVERDUE_LEVEL_NAMES_ZH, STAGE_NAMES_ZH, Request, Unroutable
 from services.common.rule_files import RuleBook, RulesError, load_rulebook, rules_version
 from services.common.settings import BrokerSettings, RouterSettings, mask_url, mask_urls_in
 
@@ -406,7 +406,8 @@ def _item_request(kind: str, project: str, item: str, by: str, operator: str | N
 
     models: dict[str, type[m.ItemCommand]] = {
              "contact": m.ContactEnterprise, "accept": m.AcceptItem, "progress": m.ReportProgress,
-             "block": m.ReportBlocker, "report_issue": m.ReportEnterpriseIssue, "unblock": m.ResolveBlocker, "suspend": m.SuspendItem, "resume": m.ResumeItem,
+             "block": m.ReportBlocker, "report_issue": m.ReportEnterpriseIssue,
+             "unblock": m.ResolveBlocker, "suspend": m.SuspendItem, "resume": m.ResumeItem,
              "complete": m.CompleteItem, "deliver": m.DeliverResults, "issue": m.IssueTaskOrder,
              "accept_order": m.AcceptTaskOrder}
     model = models[kind]
