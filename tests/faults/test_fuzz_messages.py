@@ -81,7 +81,8 @@ BOOK = load_rulebook(RULES)
 UNITS = sorted(BOOK.units)
 CATALOG = sorted(BOOK.catalog)
 EVENT_TYPES = sorted(t.model_fields["type"].default for t in get_args(get_args(AnyEvent)[0]))
-COMMAND_TYPES = ("item.contact", "item.accept", "item.report_progress", "item.report_blocker", "item.resolve_blocker",
+COMMAND_TYPES = ("item.contact", "item.accept", "item.report_progress", "item.report_blocker", "item.enterprise_issue",
+                 "item.resolve_blocker",
                  "item.suspend", "item.resume", "item.complete", "item.deliver", "task_order.issue",
                  "task_order.accept", "assessment.submit", "assessment.rectify")
 FULL_SCORES = {"responsiveness": 20, "notice": 20, "efficiency": 25, "attitude": 15, "free_of_charge": 10,
@@ -535,7 +536,7 @@ def request_json(kind: str, n: int, requested_by: str, project_code: str, item_c
     if kind == "assessment.rectify":
         return {**base, "assessment_id": draw(st.sampled_from(["fuzz-as-1", "nothing-here"])), "note": text}
     fields: dict[str, Any] = {
-        "item.report_progress": {"note": text}, "item.suspend": {"reason": text},
+        "item.report_progress": {"note": text}, "item.suspend": {"reason": text}, "item.enterprise_issue": {"reason": text},
         "item.report_blocker": {"reason": text, "resolver": extra.get("resolver", draw(st.sampled_from(UNITS)))},
         "item.deliver": {"results": draw(st.lists(WORDS, min_size=1, max_size=3))},
         "task_order.accept": {"specialist_name": text, "specialist_phone": "13800001111"},
