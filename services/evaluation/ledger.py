@@ -21,6 +21,7 @@ must resolve a blocker may also report it resolved. ``operator`` records a perso
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -309,7 +310,9 @@ class UnroutableRecord(_Record):
     request: Request = Request.HANDLE
     reason_code: str
     reason: str
-    facts: dict[str, Any] = {}
+    # the facts the rules tested, as JSON text: their names (``project.<fact>``, ``item.<field>``)
+    # have dots, which a stored document's keys may not have
+    facts_json: str = "{}"
     rules_version: str
     decided_at: datetime
     year: int
@@ -333,7 +336,8 @@ def unroutable_record(event: ItemUnroutable, now: datetime) -> UnroutableRecord:
         event_id=event.event_id, item_id=event.item_id, agreement_id=event.agreement_id,
         project_code=event.project_code, project_name=event.project_name, recruiting_unit=event.recruiting_unit,
         item_code=event.item_code, item_name=event.item_name, request=event.request,
-        reason_code=decision.reason_code, reason=decision.reason, facts=decision.facts,
+        reason_code=decision.reason_code, reason=decision.reason,
+        facts_json=json.dumps(decision.facts, ensure_ascii=False, sort_keys=True, default=str),
         rules_version=decision.rules_version, decided_at=decision.decided_at.astimezone(UTC),
         year=local_day(decision.decided_at).year, occurred_at=event.occurred_at.astimezone(UTC),
         recorded_at=now.astimezone(UTC))

@@ -97,6 +97,8 @@ class LedgerRepository(Protocol):
                              events: Sequence[str] = ()) -> None: ...
     async def refused(self, limit: int = 200) -> list[RequestOutcome]: ...
     # -- what the console and the CLI read (``views.py``); each by an index, none the whole ledger --
+    async def delivered_keys(self, keys: Sequence[str]) -> set[str]:
+        """Which of the lines ``keys`` are delivered (ids only: what a waiting line still waits for)."""
     async def unit_items(self, unit: str, open_only: bool = True) -> list[LedgerItem]:
         """The items ``unit`` is responsible for (only the open ones, by default)."""
     async def resolver_items(self, unit: str) -> list[LedgerItem]:
@@ -270,6 +272,13 @@ class MongoLedgerRepository:
         cursor = self._requests.find({"status": "refused"}).sort("recorded_at", ASCENDING).limit(limit)
         return [_load(RequestOutcome, d) async for d in cursor]
 
+    async def delivered_keys(self, keys: Sequence[str]) -> set[str]:
+        wanted, found = set(keys), set()
+        for project_code in sorted({key.split("/", 1)[0] for key in wanted}):  # equalities, as ``items``
+            cursor = self._items.find({"project_code": project_code, "state": ItemState.DELIVERED.value}, {"_id": 1})
+            found |= {d["_id"] async for d in cursor if d["_id"] in wanted}
+        return found
+
     async def _find_items(self, query: dict[str, Any]) -> list[LedgerItem]:
         return [_load(LedgerItem, d) async for d in self._items.find(query).sort("_id")]
 
@@ -422,6 +431,10 @@ class MemoryLedgerRepository:
         found = sorted((d for d in self._table(REQUESTS).values() if d["status"] == "refused"),
                        key=lambda d: d["recorded_at"])
         return [_load(RequestOutcome, copy.deepcopy(d)) for d in found[:limit]]
+
+    async def delivered_keys(self, keys: Sequence[str]) -> set[str]:
+        table = self._table(ITEMS)
+        return {k for k in keys if k in table and table[k]["state"] == ItemState.DELIVERED.value}
 
     def _items_where(self, test: Any) -> list[LedgerItem]:
         return [_load(LedgerItem, copy.deepcopy(d)) for _, d in sorted(self._table(ITEMS).items()) if test(d)]

@@ -14,6 +14,7 @@ announced: ``red`` > ``yellow`` > ``warning``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -271,16 +272,12 @@ def _board_order(row: ItemRow) -> tuple[int, date, str]:
 
 
 async def _rows(repo: LedgerRepository, ctx: ViewContext, items: Sequence[LedgerItem]) -> list[ItemRow]:
-    """Rows for items of many projects: what the waiting ones wait for is looked up by key (their
-    prerequisites only), the enterprises that reported a blocker by project (those projects only)."""
+    """Rows for items of many projects: which prerequisites of the waiting ones are delivered is
+    looked up by their projects (ids only), the enterprises that reported a blocker by project
+    (those projects only)."""
     needed = sorted({item_key(i.project_code, code) for i in items if i.state is ItemState.WAITING
                      for code in i.requires})
-    known = {i.key: i for i in items}
-    delivered_keys = set()
-    for key in needed:
-        found = known.get(key) or await repo.item(key)
-        if found is not None and found.state is ItemState.DELIVERED:
-            delivered_keys.add(key)
+    delivered_keys = await repo.delivered_keys(needed) if needed else set()
     enterprises = await _enterprises(repo, ctx, items)
     rows = []
     for item in items:
@@ -394,7 +391,7 @@ def _unroutable_view(record: UnroutableRecord) -> UnroutableView:
         item_code=record.item_code, item_name=record.item_name or "清单中无此事项", request=record.request,
         request_name=REQUEST_LINE_NAMES_ZH[record.request], reason_code=record.reason_code,
         reason_name=UNROUTABLE_REASON_NAMES_ZH.get(record.reason_code, record.reason_code), reason=record.reason,
-        facts=dict(record.facts), rules_version=record.rules_version, decided_at=record.decided_at,
+        facts=json.loads(record.facts_json), rules_version=record.rules_version, decided_at=record.decided_at,
         agreement_id=record.agreement_id)
 
 

@@ -21,10 +21,12 @@ from services.evaluation.app import Evaluation, create_evaluation
 from services.evaluation.ledger import Assessment, ItemState, ProjectRecord, RequestOutcome, local_day, new_item
 from services.evaluation.repository import COLLECTIONS as COLLECTIONS_OF_LEDGER
 from services.evaluation.repository import LedgerRepository, MemoryLedgerRepository, MongoLedgerRepository
+from services.evaluation.views import ViewContext, active_rules_version, blockers_to_resolve
+from services.evaluation.working_days import WorkingCalendar
 from services.router.app import Router, create_router
 from tests.conftest import ALUMINIUM, example
 from tests.integration.test_router_rabbitmq import sign
-from tests.unit.ledger_kit import CREDIT, at, routed
+from tests.unit.ledger_kit import CREDIT, UNIT_NAMES, at, routed
 
 pytestmark = pytest.mark.integration
 
@@ -160,6 +162,21 @@ async def test_end_to_end_prerequisites_task_orders_refusals_and_the_report(
               "--phone", "13800001111")
     shown = await cli(env, "ledger", "show", code)
     assert re.search(rf"MA-02 .*任务单 RWD-{code}-MA-02 已接收，服务专员 李明（13800001111）", shown)
+
+    # the enterprise phones in a 堵点 (an operator enters it); a unit cannot send it; 政联公司 resolves it
+    not_enterprise = await cli_fails(env, "item", "report-issue", code, "MA-02", "--by", "zhenglian_company",
+                                     "--reason", "现场踏勘一直未安排")
+    assert "只能由服务对象企业" in not_enterprise
+    await cli(env, "item", "report-issue", code, "MA-02", "--by", credit, "--reason", "现场踏勘一直未安排")
+    shown = await cli(env, "ledger", "show", code)
+    assert re.search(r"MA-02 .*堵点/卡点	.*堵点：现场踏勘一直未安排（须由政联公司解决）", shown)
+    [row] = await blockers_to_resolve(repo, ViewContext(UNIT_NAMES, WorkingCalendar(), 2, local_day(datetime.now(UTC))),
+                                      "zhenglian_company")
+    assert row.item_code == "MA-02" and row.blockers[0].reported_by_name == f"服务对象（{agreement.project.enterprise.name}）"
+    await cli(env, "item", "unblock", code, "MA-02", "--by", "zhenglian_company", "--note", "已安排踏勘")
+    assert (await repo.item(f"{code}/MA-02")).state is ItemState.READY  # type: ignore[union-attr]
+    active = await until(lambda: active_rules_version(repo))  # the router announced its rules at start
+    assert active is not None and active.rules > 0  # type: ignore[operator]
     assert re.search(r"MA-01 .*已移交\t首问响应 已用 0/2 工作日（已停止）.*法定时限 已用 0/1 工作日（已停止）", shown)
     future = (datetime.now(UTC) + timedelta(days=3)).date().isoformat()
     assert "晚于今天" in await cli_fails(env, "sweep", "--today", future)  # it would send real cards
