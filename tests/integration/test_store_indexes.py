@@ -17,9 +17,22 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient, monitoring
 
+from services.common.domain import Request, ServiceMode, Unroutable
+from services.common.messages import ItemUnroutable, RulesActivated, RulesRejected
 from services.common.settings import StoreSettings
 from services.common.storage import Endpoint, Store
-from services.evaluation.ledger import Assessment, ItemState, ProjectRecord, RequestOutcome, new_item
+from services.evaluation.ledger import (
+    Assessment,
+    Blocker,
+    ItemState,
+    LedgerItem,
+    ProjectRecord,
+    RequestOutcome,
+    TaskOrderRecord,
+    new_item,
+    rules_record,
+    unroutable_record,
+)
 from services.evaluation.repository import COLLECTIONS as LEDGER
 from services.evaluation.repository import MongoLedgerRepository, item_doc, year_filter
 from services.notifier.compose import ItemView, ProjectView
@@ -88,10 +101,25 @@ async def test_every_read_is_served_by_an_index(recorded_store: tuple[Store, Rec
     # a few thousand documents, so that the planner has a table worth an index
     await store.db["notifications"].insert_many([notification(n) for n in range(3000)])
     day = date(2026, 3, 2)
-    items = [new_item(routed(f"P-{p:03d}", f"X-{i:02d}", day)) for p in range(150) for i in range(20)]
-    items = [i.model_copy(update={"state": ItemState.DELIVERED, "finished_on": day}) if n % 3 else i
+    units = ("planning_construction_bureau", "gov_service_bureau", "public_utilities_bureau", "natural_resources_branch",
+             "tax_branch", "zhenglian_company")
+    def unit_of(p: int, i: int) -> str:
+        return units[(p + i) % len(units)]
+
+    items = [new_item(routed(f"P-{p:03d}", f"X-{i:02d}", day, unit=unit_of(p, i),
+                             mode=ServiceMode.ERRAND if unit_of(p, i) == "zhenglian_company" else ServiceMode.JOINT))
+             for p in range(150) for i in range(20)]
+    items = [i.model_copy(update={"state": ItemState.DELIVERED, "finished_on": day}) if n % 3 else console_state(i, n)
              for n, i in enumerate(items)]
     await store.db["ledger_items"].insert_many([item_doc(i) for i in items])
+    await store.db["ledger_projects"].insert_many([
+        {"_id": f"Q-{p:04d}", **project_record(f"Q-{p:04d}", units[p % len(units)]).model_dump(mode="json")}
+        for p in range(1000)])
+    await store.db["ledger_rules_history"].insert_many([
+        {"_id": f"rules-{n}", **rules_record(rules_event(n), NOW).model_dump(mode="json")} for n in range(2000)])
+    await store.db["ledger_unroutable"].insert_many([
+        {"_id": f"unroutable-{n}", **unroutable_record(unroutable_event(n), NOW).model_dump(mode="json")}
+        for n in range(3000)])
 
     recorder.commands.clear()
     notifier = NotifierRepository(store)
@@ -137,8 +165,28 @@ async def test_every_read_is_served_by_an_index(recorded_store: tuple[Store, Rec
     await ledger.record_outcome("req-1", "refused", "首问负责")
     assert await ledger.outcome("req-1") is not None and len(await ledger.refused()) == 1
 
+    # what the console and the CLI read (views.py)
+    assert len(await ledger.unit_items("tax_branch")) == sum(1 for i in items if i.responsible_unit == "tax_branch"
+                                                             and i.is_open)
+    assert len(await ledger.unit_items("tax_branch", open_only=False)) == 500
+    assert {i.key for i in await ledger.resolver_items("public_utilities_bureau")} == {
+        i.key for i in items if any(b.resolver == "public_utilities_bureau" for b in i.open_blockers)}
+    assert await ledger.task_order_items(state="to_issue")
+    assert await ledger.task_order_items(state="issued", assigned_to="zhenglian_company")
+    assert await ledger.task_order_items(assigned_to="zhenglian_company")
+    assert await ledger.task_order_items()
+    assert len(await ledger.recruiting_unit_projects("tax_branch")) == 166
+    assert await ledger.delivered_keys([items[1].key, items[2].key]) == {items[1].key, items[2].key}
+    record = rules_record(rules_event(5001), NOW)
+    assert await ledger.add_rules_event(record) and not await ledger.add_rules_event(record)
+    assert len(await ledger.rules_events("rules.rejected", 10)) == 10
+    assert (await ledger.rules_events("rules.activated", 1))[0].event_id == record.event_id
+    parked = unroutable_record(unroutable_event(5000), NOW)
+    assert await ledger.add_unroutable(parked) and not await ledger.add_unroutable(parked)
+    assert len(await ledger.unroutable(2026, 200)) == 200
+
     checked = reads(recorder.commands)
-    assert len(checked) >= 25, checked
+    assert len(checked) >= 40, checked
     unserved = []
     for collection, query, sort in checked:
         if embedded and query == year_filter(2026):
@@ -150,6 +198,47 @@ async def test_every_read_is_served_by_an_index(recorded_store: tuple[Store, Rec
         if not uses_index(plan, embedded):
             unserved.append((collection, query, sort, plan.get("queryPlanner")))
     assert not unserved, "reads without an index:\n" + "\n".join(map(repr, unserved))
+
+
+def console_state(item: LedgerItem, n: int) -> LedgerItem:
+    """An open line as the console's lists see them: some blocked, errand lines with and without orders."""
+    if n % 7 == 0:
+        blocker = Blocker(id=f"b-{n}", reason="管线迁改", resolver="public_utilities_bureau",
+                          reported_by=item.responsible_unit, opened_on=item.routed_on)
+        item = item.model_copy(update={"state": ItemState.BLOCKED, "resume_to": ItemState.ACCEPTED, "blockers": (blocker,)})
+    elif item.task_order_required and n % 2 == 0:
+        return item.model_copy(update={"state": ItemState.READY, "ready_on": item.routed_on})
+    if item.task_order_required:
+        item = item.model_copy(update={"task_order": TaskOrderRecord(
+            number=f"RWD-{n}", issued_by="econ_dev_bureau", assigned_to=item.responsible_unit, automatic=False,
+            issued_on=item.routed_on)})
+    return item
+
+
+def project_record(code: str, recruiting_unit: str) -> ProjectRecord:
+    day = date(2026, 3, 2)
+    return ProjectRecord(code=code, agreement_id=f"A-{code}", name="项目", enterprise="企业", credit_code=CREDIT,
+                         recruiting_unit=recruiting_unit, signed_on=day, ledger_owner="econ_dev_bureau", items_planned=26,
+                         items_routed=26, items_unroutable=0, rules_version="v", started_at=at(day), recorded_at=at(day))
+
+
+def rules_event(n: int) -> RulesActivated | RulesRejected:
+    when = NOW + timedelta(minutes=n)
+    if n % 10 == 0:
+        return RulesRejected(event_id=f"rules-{n}", occurred_at=when, recorded_at=when, attempted_version=f"v{n}",
+                             active_version=f"v{n - 1}", directory="rules", problems=("routing.yaml:3 [r] 未知单位",))
+    return RulesActivated(event_id=f"rules-{n}", occurred_at=when, recorded_at=when, version=f"v{n}",
+                          previous_version=f"v{n - 1}", directory="rules", rules=40, items=25)
+
+
+def unroutable_event(n: int) -> ItemUnroutable:
+    when = datetime(2024 + n % 3, 6, 1, tzinfo=UTC) + timedelta(minutes=n)
+    return ItemUnroutable(
+        event_id=f"unroutable-{n}", occurred_at=when, recorded_at=when, item_id=f"i-{n}", agreement_id="A",
+        project_code=f"P-{n % 150:03d}", project_name="项目", recruiting_unit="econ_dev_bureau", item_code="ZZ-99",
+        item_name=None, request=Request.HANDLE,
+        unroutable=Unroutable(reason_code="unknown_item", reason="清单中没有 ZZ-99", rules_version="v",
+                              facts={"item.code": "ZZ-99"}, decided_at=when))
 
 
 def uses_index(plan: Any, embedded: bool) -> bool:
