@@ -14,13 +14,14 @@ from typing import Any
 
 import pytest
 
+from services.common.domain import ServiceMode
 from services.common.messages import AgreementSigned, PlannedItem
 from services.common.settings import BrokerSettings, EvaluationSettings, RouterSettings
 from services.common.storage import Store
 from services.evaluation.app import Evaluation, create_evaluation
 from services.evaluation.ledger import Assessment, ItemState, ProjectRecord, RequestOutcome, local_day, new_item
 from services.evaluation.repository import COLLECTIONS as COLLECTIONS_OF_LEDGER
-from services.evaluation.repository import LedgerRepository, MemoryLedgerRepository, MongoLedgerRepository
+from services.evaluation.repository import LedgerRepository, MemoryLedgerRepository, MongoLedgerRepository, item_doc
 from services.evaluation.views import ViewContext, active_rules_version, blockers_to_resolve
 from services.evaluation.working_days import WorkingCalendar
 from services.router.app import Router, create_router
@@ -240,8 +241,17 @@ async def test_a_ledger_the_first_version_wrote_is_upgraded_once_and_then_read(s
         "delivered_at": None})
     await store.db["notifier_projects"].insert_one({"_id": "OLD-1", "name": "旧项目", "recruiting_unit": "econ_dev_bureau",
                                                     "enterprise": {"name": "旧企业", "credit_code": CREDIT}})
-    assert await upgrade(store) == 3
+    # written by version 2: without the look-up fields of the console's views
+    second = new_item(routed("OLD-2", "PL-04", date(2026, 3, 18), unit="zhenglian_company", mode=ServiceMode.ERRAND))
+    second = second.model_copy(update={"state": ItemState.READY, "ready_on": date(2026, 3, 18)})
+    version_two = {k: v for k, v in item_doc(second).items() if k not in ("open_resolvers", "order_state", "order_assignee")}
+    await store.db["ledger_items"].insert_one(version_two)
+    assert await upgrade(store) == 4
     assert await upgrade(store) == 0  # once
+    upgraded = MongoLedgerRepository(store)
+    assert [i.key for i in await upgraded.task_order_items(state="to_issue")] == ["OLD-2/PL-04"]
+    assert [i.key for i in await upgraded.task_order_items(state="issued")] == ["OLD-1/PL-04"]  # the old router's
+    assert [i.key for i in await upgraded.resolver_items("public_utilities_bureau")] == ["OLD-1/CP-01"]
     repo = MongoLedgerRepository(store)
     item = await repo.item("OLD-1/CP-01")
     assert item is not None and item.state is ItemState.BLOCKED and item.resume_to is ItemState.IN_PROGRESS
