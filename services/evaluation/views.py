@@ -18,6 +18,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 from services.common.domain import MODE_NAMES_ZH, OVERDUE_LEVEL_NAMES_ZH, STAGE_NAMES_ZH, Request, ServiceMode, Stage
@@ -194,6 +195,20 @@ class UnroutableView:
     rules_version: str
     decided_at: datetime
     agreement_id: str
+
+
+def context_from_rules(rules_dir: Path, today: date | None = None, *, short_names: bool = False,
+                       calendar: WorkingCalendar | None = None) -> ViewContext:
+    """A ``ViewContext`` from ``units.yaml`` (full names, or short ones as the CLI prints them) and
+    ``evaluation.yaml``; ``today`` defaults to today in the New Area. ``RulesError`` lists every problem."""
+    from services.common.rule_files import load_rulebook
+    from services.evaluation.scoring import load_config
+
+    units = load_rulebook(rules_dir).units
+    names = {code: unit.short_name if short_names else unit.name for code, unit in units.items()}
+    return ViewContext(unit_names=names, calendar=calendar or WorkingCalendar(),
+                       service_response_days=load_config(rules_dir).service_response_days,
+                       today=today or local_day(datetime.now(UTC)))
 
 
 # -- lines ---------------------------------------------------------------------------------------

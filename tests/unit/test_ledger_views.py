@@ -30,6 +30,7 @@ from services.evaluation.views import (
     ViewContext,
     active_rules_version,
     blockers_to_resolve,
+    context_from_rules,
     project_progress,
     recruiting_projects,
     rules_history,
@@ -38,6 +39,7 @@ from services.evaluation.views import (
     unit_board,
     unroutable_items,
 )
+from tests.conftest import RULES
 from tests.unit.ledger_kit import CREDIT, UNIT_NAMES, at, ledger, request, routed, started
 
 PLAN = "planning_construction_bureau"
@@ -310,3 +312,10 @@ async def test_rules_events_and_unroutable_items_are_stored_once_and_read_newest
     assert [u.decided_at for u in found] == [t0 + timedelta(days=1), t0, datetime(2025, 12, 31, 15, tzinfo=UTC)]
     assert [u.decided_at for u in await unroutable_items(book.repo, 1, today=date(2026, 11, 5))] == [t0 + timedelta(days=1)]
     assert await unroutable_items(book.repo, today=date(2028, 1, 1)) == []
+
+
+def test_a_context_from_the_rule_files_has_full_or_short_unit_names() -> None:
+    full = context_from_rules(RULES, MON)
+    short = context_from_rules(RULES, MON, short_names=True)
+    assert full.unit_names[PLAN] == "和林格尔新区规划建设局" and short.unit_names[PLAN] == "规划建设局"
+    assert (full.today, full.service_response_days) == (MON, 2)
