@@ -452,7 +452,9 @@ def item_block(project: Project, item: Item, by: By, reason: Annotated[str, type
 def item_report_issue(project: Project, item: Item,
                       by: Annotated[str, typer.Option("--by", help="服务对象企业的统一社会信用代码（18 位）")],
                       reason: Annotated[str, typer.Option(help="企业反映的堵点/卡点")],
-                      operator: Operator = None, consult: Consult = False, at: At = None, wait: Wait = 15) -> None:
+                      operator: Annotated[str | None, typer.Option(
+                          "--operator", help="代企业录入的工作人员姓名（记入台账）")] = None,
+                      consult: Consult = False, at: At = None, wait: Wait = 15) -> None:
     """企业反映堵点/卡点（方案四(二)）：代企业录入其电话等方式反映的问题，由承办单位解决（item unblock）。"""
     _item_request("report_issue", project, item, by, operator, consult, at, wait, reason=reason)
 
