@@ -65,12 +65,13 @@ fi
 
 # Chromium from the distribution: the console's browser tests drive it through Playwright (which
 # would otherwise download its own browser, and cannot here).
-if ! command -v chromium >/dev/null 2>&1; then
+# A CJK font too, or the pages' Chinese shows as empty boxes in the tests' screenshots.
+if ! command -v chromium >/dev/null 2>&1 || ! fc-list :lang=zh 2>/dev/null | grep -q .; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    echo "setup: installing chromium"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    echo "setup: installing chromium and a Chinese font"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null
   else
-    echo "setup: the console's browser tests need chromium; install it (apt-get install chromium)" >&2
+    echo "setup: the console's browser tests need chromium and a Chinese font; install them (apt-get install chromium fonts-wqy-microhei)" >&2
     exit 1
   fi
 fi

@@ -106,13 +106,40 @@ def evaluation() -> None:
 
 
 @app.command()
-def up() -> None:
-    """一条命令运行全部服务（路由 + 通知 + 评价），未设置 MONGODB_URL 时使用内置存储；Ctrl-C 停止。"""
+def up(no_console: Annotated[bool, typer.Option("--no-console", help="不启动服务台（网页）")] = False) -> None:
+    """一条命令运行全部服务（路由 + 通知 + 评价 + 服务台网页，默认 http://127.0.0.1:8080），
+    未设置 MONGODB_URL 时使用内置存储；Ctrl-C 停止。"""
     from services.evaluation.app import create_evaluation
     from services.notifier.app import create_notifier
     from services.router.app import create_router
 
-    _run_apps(create_router().app, create_notifier().app, create_evaluation().app)
+    services: list[Any] = [create_router().app, create_notifier().app, create_evaluation().app]
+    if not no_console:
+        services.append(_console())
+    _run_apps(*services)
+
+
+def _console() -> Any:
+    from services.console.app import create_console
+
+    try:
+        return create_console()
+    except RulesError as exc:
+        _fail([f"规则文件有 {len(exc.problems)} 处错误，服务台未启动："] + [f"  {p}" for p in exc.problems])
+
+
+@app.command()
+def console(port: Annotated[int | None, typer.Option(help="端口（默认 ZEROERRAND_CONSOLE_PORT 或 8080）")] = None,
+            host: Annotated[str | None, typer.Option(help="监听地址（默认 ZEROERRAND_CONSOLE_HOST 或 127.0.0.1）")] = None,
+            ) -> None:
+    """只运行服务台（网页）：企业凭访问码查看项目进度，各单位工作人员登录办理；可运行多个副本，共用同一存储。"""
+    import os
+
+    if port is not None:
+        os.environ["ZEROERRAND_CONSOLE_PORT"] = str(port)
+    if host is not None:
+        os.environ["ZEROERRAND_CONSOLE_HOST"] = host
+    _run_apps(_console())
 
 
 @app.command()
@@ -744,6 +771,82 @@ def report(year: Annotated[int, typer.Option(help="评价年度")],
     written = write_report(result, directory)
     typer.echo(summary_table(result))
     typer.echo("报告文件：" + "、".join(str(p) for p in written))
+
+
+users_app = typer.Typer(help="服务台账号 / console accounts.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+
+def _password(password_stdin: bool) -> str:
+    import sys
+
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return str(typer.prompt("密码", hide_input=True, confirmation_prompt="再输入一次"))
+
+
+def _accounts_do(action: Any) -> Any:
+    from services.common.storage import store_session
+    from services.console.accounts import COLLECTIONS, AccountError, Accounts
+
+    async def run() -> Any:
+        async with store_session(collections=COLLECTIONS) as store:
+            return await action(Accounts(store))
+
+    try:
+        return asyncio.run(run())
+    except AccountError as exc:
+        _fail(str(exc))
+
+
+PasswordStdin = Annotated[bool, typer.Option("--password-stdin", help="从标准输入读取密码（一行），不提示")]
+
+
+@users_app.command("add")
+def users_add(username: Annotated[str, typer.Argument(help="用户名（小写字母开头，3–40 个字符）")],
+              unit: Annotated[str, typer.Option(help="所属单位编码（units.yaml）")],
+              role: Annotated[str, typer.Option(help="gov_service（政务服务局）| econ_dev（经发局）| department（承办部门）"
+                                                     "| service_company（政联公司）| recruiting（招引单位）")],
+              name: Annotated[str, typer.Option(help="姓名（记入台账的操作人）")],
+              password_stdin: PasswordStdin = False) -> None:
+    """开设服务台账号：一人一号，属于一个单位、一种角色；密码以 Argon2id 散列保存。"""
+    from services.console.accounts import ROLE_NAMES_ZH, Role
+
+    try:
+        chosen = Role(role)
+    except ValueError:
+        _fail(f"--role 只能是 {'、'.join(r.value for r in Role)}")
+    book = _book(None)
+    password = _password(password_stdin)
+    account = _accounts_do(lambda accounts: accounts.add(username, name, unit, chosen, password, book.units))
+    typer.echo(f"已开设账号 {account.username}：{account.display_name}，{book.units[unit].short_name}，"
+               f"角色 {ROLE_NAMES_ZH[account.role]}")
+
+
+@users_app.command("disable")
+def users_disable(username: Annotated[str, typer.Argument(help="用户名")]) -> None:
+    """停用账号：立即失效，已登录的会话也在下一次请求时结束。"""
+    _accounts_do(lambda accounts: accounts.set_active(username, False))
+    typer.echo(f"已停用账号 {username}")
+
+
+@users_app.command("reset")
+def users_reset(username: Annotated[str, typer.Argument(help="用户名")], password_stdin: PasswordStdin = False) -> None:
+    """重置密码（并重新启用）：此前的会话全部失效。"""
+    password = _password(password_stdin)
+    _accounts_do(lambda accounts: accounts.reset(username, password))
+    typer.echo(f"已重置账号 {username} 的密码")
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """列出服务台账号。"""
+    from services.console.accounts import ROLE_NAMES_ZH
+
+    found = _accounts_do(lambda accounts: accounts.list())
+    typer.echo(f"共 {len(found)} 个账号")
+    for a in found:
+        typer.echo(f"{a.username}\t{a.display_name}\t{a.unit}\t{ROLE_NAMES_ZH[a.role]}\t{'启用' if a.active else '停用'}")
 
 
 def main() -> None:

@@ -276,6 +276,8 @@ class ConsoleSettings(BaseSettings):
     session_hours: float = Field(default=8.0, gt=0, le=24 * 7)
     max_attempts: int = Field(default=5, ge=1, description="failed logins or access codes per window and key")
     attempt_window_s: int = Field(default=300, ge=10)
+    outcome_wait_s: float = Field(default=5.0, ge=0, description="how long a form waits for the ledger's answer")
+    max_body_bytes: int = Field(default=64 * KIB, ge=KIB, description="largest form accepted")
 
     @property
     def cookies_secure(self) -> bool:

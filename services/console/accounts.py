@@ -1,0 +1,183 @@
+"""Console accounts (one per person, each acting for one unit in one role) and attempt limits.
+
+Passwords are hashed with Argon2id (argon2-cffi, the reference implementation's binding). A
+session cookie carries the account's name and its ``session_version``; resetting the password or
+disabling the account bumps the version, so every session made before ends at its next request.
+
+Failed logins and access codes are counted in the store per key (account, project, client
+address) and fixed window, so every console replica sees the same counts. (The ``limits``
+library's MongoDB storage needs motor, which reached its end of life; the count is one upsert.)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from pymongo import ASCENDING, IndexModel, ReturnDocument
+
+from services.common.domain import ECON_DEV_BUREAU, Unit, UnitKind
+from services.common.storage import Collection, Store
+
+USERS = Collection("console_users", (IndexModel([("unit", ASCENDING)]),))
+ATTEMPTS = Collection("console_attempts", (IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0),))
+COLLECTIONS = (USERS, ATTEMPTS)
+
+GOV_SERVICE_BUREAU = "gov_service_bureau"
+USERNAME = re.compile(r"^[a-z][a-z0-9_.-]{2,39}$")
+MIN_PASSWORD = 10
+
+
+class Role(StrEnum):
+    GOV_SERVICE = "gov_service"
+    ECON_DEV = "econ_dev"
+    DEPARTMENT = "department"
+    SERVICE_COMPANY = "service_company"
+    RECRUITING = "recruiting"
+
+
+ROLE_NAMES_ZH = {
+    Role.GOV_SERVICE: "政务服务局", Role.ECON_DEV: "经济发展招商服务局", Role.DEPARTMENT: "承办部门",
+    Role.SERVICE_COMPANY: "政联公司", Role.RECRUITING: "招引单位",
+}
+
+
+class AccountError(ValueError):
+    """A request about accounts that cannot be done; the message (Chinese) says why."""
+
+
+def check_role(role: Role, unit: str, units: Mapping[str, Unit]) -> None:
+    """The role must fit the unit: 政务服务局 and 经发局 are those bureaus, 政联公司 a service company."""
+    if unit not in units:
+        raise AccountError(f"单位 {unit!r} 不在单位名录（units.yaml）中")
+    if role is Role.GOV_SERVICE and unit != GOV_SERVICE_BUREAU:
+        raise AccountError(f"角色 {role.value}（政务服务局）只能属于单位 {GOV_SERVICE_BUREAU}")
+    if role is Role.ECON_DEV and unit != ECON_DEV_BUREAU:
+        raise AccountError(f"角色 {role.value}（经济发展招商服务局）只能属于单位 {ECON_DEV_BUREAU}")
+    if role is Role.SERVICE_COMPANY and units[unit].kind is not UnitKind.SERVICE_COMPANY:
+        raise AccountError(f"角色 {role.value}（政联公司）只能属于服务公司类单位，{unit} 不是")
+
+
+@dataclass(frozen=True)
+class Account:
+    username: str
+    display_name: str
+    unit: str
+    role: Role
+    active: bool
+    session_version: int
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> Account:
+        return cls(username=doc["_id"], display_name=doc["display_name"], unit=doc["unit"], role=Role(doc["role"]),
+                   active=doc["active"], session_version=doc["session_version"])
+
+
+class Accounts:
+    """Accounts in the store: add, disable, reset, and checking a password."""
+
+    def __init__(self, store: Store, hasher: PasswordHasher | None = None) -> None:
+        self._users = store.db[USERS.name]
+        self._hasher = hasher or PasswordHasher()
+        # verifying against this when the account does not exist takes as long as a real check
+        self._dummy = self._hasher.hash("zeroerrand-no-such-account")
+
+    @staticmethod
+    def check_password(password: str) -> None:
+        if len(password) < MIN_PASSWORD:
+            raise AccountError(f"密码太短：至少 {MIN_PASSWORD} 个字符")
+        if len(password) > 200:
+            raise AccountError("密码太长：至多 200 个字符")
+
+    async def add(self, username: str, display_name: str, unit: str, role: Role, password: str,
+                  units: Mapping[str, Unit], now: datetime | None = None) -> Account:
+        if not USERNAME.match(username):
+            raise AccountError(f"用户名 {username!r} 不合规：小写字母开头，3–40 个小写字母、数字或 _ . -")
+        if not display_name.strip() or len(display_name) > 100 or not display_name.isprintable():
+            raise AccountError("姓名须为 1–100 个可打印字符")
+        check_role(role, unit, units)
+        self.check_password(password)
+        now = now or datetime.now(UTC)
+        doc = {"_id": username, "display_name": display_name.strip(), "unit": unit, "role": role.value, "active": True,
+               "session_version": 1, "password_hash": self._hasher.hash(password), "created_at": now,
+               "updated_at": now}
+        from pymongo.errors import DuplicateKeyError
+
+        try:
+            await self._users.insert_one(doc)
+        except DuplicateKeyError:
+            raise AccountError(f"用户 {username} 已存在（要改密码请用 zeroerrand users reset）") from None
+        return Account.from_doc(doc)
+
+    async def get(self, username: str) -> Account | None:
+        doc = await self._users.find_one({"_id": username}, {"password_hash": 0})
+        return None if doc is None else Account.from_doc(doc)
+
+    async def list(self) -> list[Account]:
+        return [Account.from_doc(d) async for d in self._users.find({}, {"password_hash": 0}).sort("_id", ASCENDING)]
+
+    async def set_active(self, username: str, active: bool, now: datetime | None = None) -> Account:
+        doc = await self._users.find_one_and_update(
+            {"_id": username}, {"$set": {"active": active, "updated_at": now or datetime.now(UTC)},
+                                "$inc": {"session_version": 1}},
+            projection={"password_hash": 0}, return_document=ReturnDocument.AFTER)
+        if doc is None:
+            raise AccountError(f"没有用户 {username}")
+        return Account.from_doc(doc)
+
+    async def reset(self, username: str, password: str, now: datetime | None = None) -> Account:
+        """A new password; every session of the account ends (the account is enabled again)."""
+        self.check_password(password)
+        doc = await self._users.find_one_and_update(
+            {"_id": username}, {"$set": {"password_hash": self._hasher.hash(password), "active": True,
+                                         "updated_at": now or datetime.now(UTC)}, "$inc": {"session_version": 1}},
+            projection={"password_hash": 0}, return_document=ReturnDocument.AFTER)
+        if doc is None:
+            raise AccountError(f"没有用户 {username}")
+        return Account.from_doc(doc)
+
+    async def authenticate(self, username: str, password: str) -> Account | None:
+        """The account if the password is right and the account is active; else None (same time either way)."""
+        doc = await self._users.find_one({"_id": username}) if USERNAME.match(username) else None
+        try:
+            self._hasher.verify(doc["password_hash"] if doc else self._dummy, password)
+        except (VerificationError, InvalidHashError):
+            return None
+        if doc is None or not doc["active"]:
+            return None
+        return Account.from_doc(doc)
+
+
+class Attempts:
+    """Failed attempts per key in fixed windows: ``blocked`` before trying, ``failed`` after a miss."""
+
+    def __init__(self, store: Store, limit: int, window_s: int) -> None:
+        self._attempts = store.db[ATTEMPTS.name]
+        self.limit, self.window_s = limit, window_s
+
+    def _window(self, key: str, now: datetime) -> tuple[str, datetime]:
+        start = int(now.timestamp()) // self.window_s * self.window_s
+        return f"{key}@{start}", datetime.fromtimestamp(start + self.window_s, UTC)
+
+    async def blocked(self, keys: list[str], now: datetime | None = None) -> timedelta | None:
+        """How long until the next try is allowed, if any key reached the limit in this window."""
+        now = now or datetime.now(UTC)
+        for key in keys:
+            window, ends = self._window(key, now)
+            doc = await self._attempts.find_one({"_id": window})
+            if doc is not None and doc["count"] >= self.limit:
+                return ends - now
+        return None
+
+    async def failed(self, keys: list[str], now: datetime | None = None) -> None:
+        now = now or datetime.now(UTC)
+        for key in keys:
+            window, ends = self._window(key, now)
+            await self._attempts.update_one({"_id": window}, {"$inc": {"count": 1}, "$set": {"expires_at": ends}},
+                                            upsert=True)

@@ -1,0 +1,77 @@
+"""The rules page's "explain" form: one item's decision under the active rule files, as
+``zeroerrand rules explain --item`` prints it. The files are checked in the router's bounded
+child process first, and the engine is kept while their version stays the same."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from services.common.domain import MODE_NAMES_ZH, Request, Unroutable
+from services.common.rule_engine import RoutingEngine
+from services.common.rule_files import RulesError, read_rule_files, rules_version
+from services.common.settings import RouterSettings
+
+_engines: dict[str, RoutingEngine] = {}
+_lock = asyncio.Lock()
+
+
+async def _engine(directory: Path) -> RoutingEngine:
+    from services.router.active_rules import load_checked
+    from services.router.candidate import check_candidate
+
+    contents = read_rule_files(directory)
+    version = rules_version(contents.items())
+    async with _lock:
+        if version in _engines:
+            return _engines[version]
+        settings = RouterSettings()
+        problems = await check_candidate(directory, contents, timeout_s=settings.check_timeout_s,
+                                         memory_bytes=settings.check_memory_mb * 2**20)
+        if problems:
+            raise RulesError(problems)
+        _engines.clear()
+        _engines[version] = load_checked(directory)
+        return _engines[version]
+
+
+def parse_facts(engine: RoutingEngine, text: str) -> dict[str, Any]:
+    """``名称=值`` pairs separated by spaces, commas or new lines, typed by the rule files' fact specs."""
+    facts: dict[str, Any] = {}
+    for pair in text.replace(",", " ").replace("，", " ").split():
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"项目事实需写成 名称=值，而不是 {pair!r}")
+        spec = engine.book.project_facts.get(name)
+        if spec is None:
+            raise ValueError(f"规则中没有项目事实 {name!r}，可用：{'、'.join(engine.book.project_facts)}")
+        if spec.type == "number":
+            try:
+                facts[name] = float(value) if any(c in value for c in ".eE") else int(value)
+            except ValueError:
+                raise ValueError(f"项目事实 {name}（{spec.label}）是数值，{value!r} 不是数字") from None
+        elif spec.type == "boolean":
+            if value.lower() not in ("true", "false"):
+                raise ValueError(f"项目事实 {name}（{spec.label}）只能是 true 或 false")
+            facts[name] = value.lower() == "true"
+        else:
+            facts[name] = value
+    return facts
+
+
+async def explain(directory: Path, item: str, facts_text: str, consult: bool) -> dict[str, Any]:
+    """The decision as a dict (``error`` instead when the files or the facts are wrong)."""
+    try:
+        engine = await _engine(directory)
+    except RulesError as exc:
+        return {"error": "规则文件有错误：" + "；".join(str(p) for p in exc.problems[:5])}
+    try:
+        facts = parse_facts(engine, facts_text)
+    except ValueError as exc:
+        return {"error": str(exc)}
+    decision = engine.decide(item, Request.CONSULT if consult else Request.HANDLE, facts)
+    if isinstance(decision, Unroutable):
+        return {"routable": False, "version": engine.book.version, **decision.model_dump(mode="json")}
+    return {"routable": True, "version": engine.book.version, "mode_name": MODE_NAMES_ZH[decision.mode],
+            **decision.model_dump(mode="json")}

@@ -1,0 +1,580 @@
+"""The console's pages (服务台): server-rendered, in Chinese, no JavaScript.
+
+Every page reads through the services' view functions (``services.evaluation.views``, the
+notifier's and the accounts' repositories) and every change goes out as the same request the
+CLI publishes, so the ledger decides (首问负责, states, dates) exactly as for a unit's own system.
+Each handler asks for the role and unit it needs; the requesting unit is always the session's,
+never a form field.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from asgi_csrf import asgi_csrf
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.common import messages as m
+from services.common.access import check_access_code
+from services.common.domain import MODE_NAMES_ZH, REQUEST_NAMES_ZH
+from services.common.domain import Request as PlanRequest
+from services.console.accounts import ROLE_NAMES_ZH, Account, Role
+from services.console.service import Console
+from services.evaluation import views
+from services.evaluation.ledger import ItemState, local_day
+
+log = logging.getLogger("services.console")
+HERE = Path(__file__).parent
+LOCAL_TZ = "Asia/Shanghai"
+OPERATOR_ROLES = (Role.GOV_SERVICE, Role.ECON_DEV, Role.DEPARTMENT, Role.SERVICE_COMPANY)
+LEVEL_NAMES = {"red": "红牌", "yellow": "黄牌", "warning": "预警"}
+
+
+class Refusal(Exception):
+    """A page the session may not see: 403 with the reason."""
+
+    def __init__(self, reason: str, status: int = 403) -> None:
+        super().__init__(reason)
+        self.reason, self.status = reason, status
+
+
+class LoginNeeded(Exception):
+    def __init__(self, target: str) -> None:
+        super().__init__(target)
+        self.target = target
+
+
+# -- plumbing: body limit, security headers, access log without query strings -------------------
+
+class Guard:
+    """Outermost layer: refuses bodies over ``max_bytes`` before anything reads them, sets the security
+    headers, and logs each request by method, path and status (never the query, which may hold an
+    access code, nor any form field)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.monotonic(), 500
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await _plain(send, 413, "提交的内容过大")
+            log.info("%s %s 413", scope["method"], scope["path"])
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise HTTPException(413, "提交的内容过大")
+            return message
+
+        async def secured(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers += [(b"content-security-policy",
+                             b"default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'none'; "
+                             b"frame-ancestors 'none'; form-action 'self'; base-uri 'none'"),
+                            (b"x-frame-options", b"DENY"), (b"referrer-policy", b"no-referrer"),
+                            (b"x-content-type-options", b"nosniff"), (b"cache-control", b"no-store")]
+                message["headers"] = headers
+            await send(message)
+
+        try:
+            await self.app(scope, limited, secured)
+        finally:
+            log.info("%s %s %d %.0fms", scope["method"], scope["path"], status, (time.monotonic() - started) * 1000)
+
+
+async def _plain(send: Send, status: int, text: str) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
+    await send({"type": "http.response.body", "body": text.encode()})
+
+
+async def _csrf_failed(scope: Scope, send: Send, message_id: Any) -> None:
+    await _plain(send, 403, "表单已过期或来源不明（CSRF 校验未通过），请返回刷新页面后重新提交。")
+
+
+# -- the application ----------------------------------------------------------------------------
+
+def create_app(console: Console) -> ASGIApp:
+    settings = console.settings
+    app = FastAPI(title="零跑腿服务台", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.console = console
+    templates = Jinja2Templates(directory=HERE / "templates")
+    templates.env.globals.update(MODE_NAMES=MODE_NAMES_ZH, LEVEL_NAMES=LEVEL_NAMES, ROLE_NAMES=ROLE_NAMES_ZH)
+    templates.env.filters["local"] = lambda moment: (moment.astimezone(_tz()).strftime("%Y-%m-%d %H:%M")
+                                                     if isinstance(moment, datetime) else moment)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        context |= {"csrftoken": request.scope["csrftoken"](), "flashes": request.session.pop("flash", []),
+                    "account": getattr(request.state, "account", None),
+                    "enterprise": request.session.get("enterprise")}
+        return templates.TemplateResponse(request, name, context, status_code=status)
+
+    def flash(request: Request, kind: str, text: str) -> None:
+        request.session.setdefault("flash", []).append([kind, text])
+
+    def back(path: str) -> RedirectResponse:
+        return RedirectResponse(path, status_code=303)
+
+    async def operator(request: Request, *roles: Role) -> Account:
+        """The signed-in account, if it has one of ``roles``: else to the login page, or 403."""
+        username, version = request.session.get("user"), request.session.get("version")
+        assert console.accounts is not None
+        account = await console.accounts.get(username) if isinstance(username, str) else None
+        if account is None or not account.active or account.session_version != version:
+            request.session.pop("user", None)
+            raise LoginNeeded(request.url.path)
+        request.state.account = account
+        if roles and account.role not in roles:
+            raise Refusal(f"此页面仅供{'、'.join(ROLE_NAMES_ZH[r] for r in roles)}使用，"
+                          f"您的账号是{ROLE_NAMES_ZH[account.role]}（{console.rules.unit_name(account.unit)}）")
+        return account
+
+    def client(request: Request) -> str:
+        return request.client.host if request.client else "unknown"
+
+    async def too_many(request: Request, keys: list[str]) -> HTMLResponse | None:
+        assert console.attempts is not None
+        wait = await console.attempts.blocked(keys)
+        if wait is None:
+            return None
+        minutes = max(1, round(wait.total_seconds() / 60))
+        return page(request, "error.html", 429, title="尝试次数过多",
+                    reason=f"失败次数过多，请约 {minutes} 分钟后再试。")
+
+    def context_for(today: date | None = None) -> views.ViewContext:
+        names = {code: unit.short_name for code, unit in console.rules.book.units.items()}
+        return views.ViewContext(unit_names=names, calendar=console.calendar,
+                                 service_response_days=console.rules.config.service_response_days,
+                                 today=today or local_day(datetime.now(UTC)))
+
+    @app.exception_handler(LoginNeeded)
+    async def to_login(request: Request, exc: LoginNeeded) -> Response:
+        return back(f"/login?next={quote(exc.target)}")
+
+    @app.exception_handler(Refusal)
+    async def refused(request: Request, exc: Refusal) -> Response:
+        return page(request, "error.html", exc.status, title="无权访问" if exc.status == 403 else "未找到",
+                    reason=exc.reason)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        reasons = {404: "没有这个页面。", 405: "不支持这种请求方式。", 413: "提交的内容过大。"}
+        return page(request, "error.html", exc.status_code, title=f"错误 {exc.status_code}",
+                    reason=reasons.get(exc.status_code, str(exc.detail)))
+
+    # -- sign in and out ---------------------------------------------------------------------
+
+    @app.get("/", response_class=HTMLResponse)
+    async def home(request: Request) -> Response:
+        if request.session.get("user"):
+            account = await operator(request)
+            return back("/projects" if account.role is Role.RECRUITING else "/board")
+        if request.session.get("enterprise"):
+            return back("/e")
+        return page(request, "home.html")
+
+    @app.get("/login", response_class=HTMLResponse)
+    async def login_form(request: Request, next: str = "/") -> Response:
+        return page(request, "login.html", next=_local_path(next))
+
+    @app.post("/login")
+    async def login(request: Request) -> Response:
+        form = await request.form()
+        username, password = str(form.get("username", "")).strip().lower(), str(form.get("password", ""))
+        target = _local_path(str(form.get("next", "/")))
+        keys = [f"login:user:{username}", f"login:ip:{client(request)}"]
+        if (blocked := await too_many(request, keys)) is not None:
+            return blocked
+        assert console.accounts is not None and console.attempts is not None
+        account = await console.accounts.authenticate(username, password)
+        if account is None:
+            await console.attempts.failed(keys)
+            log.info("login refused")
+            return page(request, "login.html", 401, next=target, error="用户名或密码错误，或账号已停用。")
+        request.session.clear()
+        request.session.update({"user": account.username, "version": account.session_version})
+        log.info("login: %s (%s)", account.username, account.role.value)
+        return back(target)
+
+    @app.post("/logout")
+    async def logout(request: Request) -> Response:
+        request.session.clear()
+        return back("/")
+
+    # -- the enterprise: its project, by project code and access code -----------------------
+
+    async def open_project(request: Request, project: str, code: str) -> Response:
+        keys = [f"access:project:{project}", f"access:ip:{client(request)}"]
+        if (blocked := await too_many(request, keys)) is not None:
+            return blocked
+        assert console.attempts is not None and console.ledger is not None
+        key = console.settings.secret_key.get_secret_value()
+        if not project or not check_access_code(key, project, code) or await console.ledger.project(project) is None:
+            await console.attempts.failed(keys)
+            return page(request, "enterprise_login.html", 401, project=project,
+                        error="项目编码或访问码不正确（访问码见“一次性告知”通知中的链接）。")
+        request.session.clear()
+        request.session["enterprise"] = project
+        return back("/e")
+
+    @app.get("/e/open")
+    async def enterprise_link(request: Request, project: str = "", code: str = "") -> Response:
+        return await open_project(request, project.strip(), code)
+
+    @app.get("/e/login", response_class=HTMLResponse)
+    async def enterprise_login_form(request: Request) -> Response:
+        return page(request, "enterprise_login.html", project="")
+
+    @app.post("/e/login")
+    async def enterprise_login(request: Request) -> Response:
+        form = await request.form()
+        return await open_project(request, str(form.get("project", "")).strip(), str(form.get("code", "")))
+
+    async def enterprise_project(request: Request) -> tuple[str, Any]:
+        project = request.session.get("enterprise")
+        if not isinstance(project, str):
+            raise LoginNeeded("/e/login")
+        assert console.ledger is not None
+        progress = await views.project_progress(console.ledger, context_for(), project)
+        if progress is None:
+            request.session.clear()
+            raise LoginNeeded("/e/login")
+        return project, progress
+
+    @app.get("/e", response_class=HTMLResponse)
+    async def enterprise_home(request: Request) -> Response:
+        project, progress = await enterprise_project(request)
+        assert console.notices is not None and console.ledger is not None
+        recipient = f"enterprise:{progress.project.credit_code}"
+        notices = await console.notices.inbox(recipient, project=project, limit=200)
+        year = local_day(datetime.now(UTC)).year
+        providers = []
+        for unit in sorted({row.responsible_unit for row in progress.items if row.state is not ItemState.WAITING}):
+            done = await console.ledger.find_assessment(project, unit, "enterprise", year)
+            providers.append({"code": unit, "name": console.rules.unit_name(unit), "done": done})
+        return page(request, "enterprise.html", progress=progress, notices=notices, providers=providers, year=year,
+                    contacts=console.rules.contacts, questionnaire=console.rules.config.questionnaire,
+                    active=[row for row in progress.items if row.state not in (ItemState.COMPLETED, ItemState.DELIVERED)])
+
+    @app.get("/e/notices/{notice_id}", response_class=HTMLResponse)
+    async def enterprise_notice(request: Request, notice_id: str) -> Response:
+        project, progress = await enterprise_project(request)
+        assert console.notices is not None
+        recipient = f"enterprise:{progress.project.credit_code}"
+        notice = await console.notices.notice(notice_id, recipient)
+        if notice is None or notice.get("project_code") != project:
+            raise Refusal("没有这条通知。", 404)
+        await console.notices.mark_read(notice_id, recipient, datetime.now(UTC))
+        return page(request, "notice.html", notice=notice, back_to="/e")
+
+    @app.post("/e/issue")
+    async def enterprise_issue(request: Request) -> Response:
+        project, progress = await enterprise_project(request)
+        form = await request.form()
+        row = next((r for r in progress.items if r.key == form.get("item")), None)
+        if row is None:
+            flash(request, "error", "请选择要反映堵点/卡点的事项。")
+            return back("/e#issue")
+        await _send(request, m.ReportEnterpriseIssue, project_code=project, item_code=row.item_code,
+                    request=row.request if row.request is PlanRequest.CONSULT else None,
+                    requested_by=progress.project.credit_code, reason=str(form.get("reason", "")).strip())
+        return back("/e#issue")
+
+    @app.post("/e/assess")
+    async def enterprise_assess(request: Request) -> Response:
+        project, progress = await enterprise_project(request)
+        form = await request.form()
+        provider = str(form.get("provider", ""))
+        if provider not in {r.responsible_unit for r in progress.items}:
+            flash(request, "error", "请选择为本项目服务的单位。")
+            return back("/e#assess")
+        scores: dict[str, float] = {}
+        for indicator in console.rules.config.questionnaire:
+            try:
+                scores[indicator.code] = float(str(form.get(f"score_{indicator.code}", "")))
+            except ValueError:
+                flash(request, "error", f"请为“{indicator.name}”打分（0–{indicator.points:g}）。")
+                return back("/e#assess")
+        comment = str(form.get("comment", "")).strip() or None
+        await _send(request, m.SubmitAssessment, project_code=project, provider=provider, rater="enterprise",
+                    requested_by=progress.project.credit_code, year=int(str(form.get("year", "0")) or 0),
+                    scores=scores, comment=comment)
+        return back("/e#assess")
+
+    @app.post("/e/logout")
+    async def enterprise_logout(request: Request) -> Response:
+        request.session.clear()
+        return back("/e/login")
+
+    async def _send(http: Request, model: type[m.Command], **fields: Any) -> bool:
+        """Publishes the request and flashes what the ledger said (or that it is still on its way)."""
+        action = REQUEST_NAMES_ZH.get(str(model.model_fields["type"].default), "请求")
+        try:
+            _, outcome = await console.submit(model, **fields)
+        except ValidationError as exc:
+            problems = "；".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+            flash(http, "error", f"“{action}”填写有误：{problems}")
+            return False
+        if outcome is None:
+            flash(http, "info", f"“{action}”已提交，台账尚未处理完毕，请稍后刷新查看。")
+        elif outcome.status == "refused":
+            flash(http, "error", f"“{action}”未被接受：{outcome.reason}")
+            return False
+        else:
+            flash(http, "ok", f"“{action}”已办理。")
+        return True
+
+    # -- operators ---------------------------------------------------------------------------
+
+    @app.get("/board", response_class=HTMLResponse)
+    async def board(request: Request) -> Response:
+        account = await operator(request, *OPERATOR_ROLES)
+        assert console.ledger is not None and console.notices is not None
+        ctx = context_for()
+        items = await views.unit_board(console.ledger, ctx, account.unit)
+        blockers = await views.blockers_to_resolve(console.ledger, ctx, account.unit)
+        unread = await console.notices.unread_count(f"unit:{account.unit}")
+        return page(request, "board.html", items=items, blockers=blockers, unread=unread,
+                    unit_name=console.rules.unit_name(account.unit))
+
+    @app.get("/task-orders", response_class=HTMLResponse)
+    async def task_orders(request: Request) -> Response:
+        account = await operator(request, Role.ECON_DEV, Role.SERVICE_COMPANY)
+        assert console.ledger is not None
+        ctx = context_for()
+        if account.role is Role.ECON_DEV:
+            to_issue = await views.task_orders_to_issue(console.ledger, ctx)
+            orders = await views.task_orders(console.ledger, ctx)
+        else:
+            to_issue = []
+            orders = await views.task_orders(console.ledger, ctx, assigned_to=account.unit)
+        return page(request, "task_orders.html", to_issue=to_issue, orders=orders)
+
+    @app.get("/items/{project}/{item}", response_class=HTMLResponse)
+    async def item_page(request: Request, project: str, item: str, consult: bool = False) -> Response:
+        account = await operator(request)
+        progress, row = await _item(project, item, consult)
+        actions = _actions(account, row)
+        if not actions and not _may_view(account, progress):
+            raise Refusal(f"事项 {project}/{item} 不归{console.rules.unit_name(account.unit)}办理，无权查看")
+        return page(request, "item.html", progress=progress, row=row, actions=actions,
+                    contacts=console.rules.contacts, units=console.rules.book.units)
+
+    @app.post("/items/{project}/{item}")
+    async def item_action(request: Request, project: str, item: str, consult: bool = False) -> Response:
+        account = await operator(request, *OPERATOR_ROLES)
+        _, row = await _item(project, item, consult)
+        form = await request.form()
+        action = str(form.get("action", ""))
+        if action not in _actions(account, row):
+            raise Refusal(f"{console.rules.unit_name(account.unit)}不能对事项 {project}/{item} 执行“{action}”"
+                          "（首问负责：由承办单位办理；堵点由须解决的单位解除；任务单由经发局下发、政联公司接收）")
+        model, extra = ACTIONS[action]
+        fields: dict[str, Any] = {name: _field(form, name) for name in extra}
+        if action == "deliver":
+            fields["results"] = tuple(line.strip() for line in str(form.get("results", "")).splitlines() if line.strip())
+        await _send(request, model, project_code=project, item_code=item, requested_by=account.unit,
+                    operator=account.display_name, request=PlanRequest.CONSULT if consult else None, **fields)
+        return back(request.url.path + ("?consult=true" if consult else ""))
+
+    async def _item(project: str, item: str, consult: bool) -> tuple[Any, Any]:
+        assert console.ledger is not None
+        progress = await views.project_progress(console.ledger, context_for(), project)
+        wanted = PlanRequest.CONSULT if consult else PlanRequest.HANDLE
+        row = None if progress is None else next(
+            (r for r in progress.items if r.item_code == item and r.request is wanted), None)
+        if progress is None or row is None:
+            raise Refusal(f"台账中没有事项 {project}/{item}", 404)
+        return progress, row
+
+    def _may_view(account: Account, progress: Any) -> bool:
+        if account.role in (Role.GOV_SERVICE, Role.ECON_DEV):
+            return True
+        if account.role is Role.RECRUITING:
+            return bool(progress.project.recruiting_unit == account.unit)
+        return any(r.responsible_unit == account.unit for r in progress.items)
+
+    @app.get("/projects", response_class=HTMLResponse)
+    async def projects(request: Request) -> Response:
+        account = await operator(request, Role.RECRUITING)
+        assert console.ledger is not None
+        found = await views.recruiting_projects(console.ledger, context_for(), account.unit)
+        return page(request, "projects.html", projects=found, unit_name=console.rules.unit_name(account.unit))
+
+    @app.get("/projects/{project}", response_class=HTMLResponse)
+    async def project_page(request: Request, project: str) -> Response:
+        account = await operator(request)
+        assert console.ledger is not None
+        progress = await views.project_progress(console.ledger, context_for(), project)
+        if progress is None:
+            raise Refusal(f"台账中没有项目 {project}", 404)
+        if not _may_view(account, progress):
+            raise Refusal(f"项目 {project} 不是{console.rules.unit_name(account.unit)}招引或承办的项目，无权查看")
+        return page(request, "project.html", progress=progress, contacts=console.rules.contacts)
+
+    @app.get("/inbox", response_class=HTMLResponse)
+    async def inbox(request: Request) -> Response:
+        account = await operator(request)
+        assert console.notices is not None
+        found = await console.notices.inbox(f"unit:{account.unit}", limit=200)
+        if account.role is Role.GOV_SERVICE:
+            found = sorted(found + await console.notices.inbox("role:operators", limit=200),
+                           key=lambda n: n["created_at"], reverse=True)
+        return page(request, "inbox.html", notices=found)
+
+    @app.get("/inbox/{notice_id}", response_class=HTMLResponse)
+    async def inbox_notice(request: Request, notice_id: str) -> Response:
+        account = await operator(request)
+        assert console.notices is not None
+        recipients = [f"unit:{account.unit}"] + (["role:operators"] if account.role is Role.GOV_SERVICE else [])
+        for recipient in recipients:
+            notice = await console.notices.notice(notice_id, recipient)
+            if notice is not None:
+                await console.notices.mark_read(notice_id, recipient, datetime.now(UTC))
+                return page(request, "notice.html", notice=notice, back_to="/inbox")
+        raise Refusal("没有这条通知。", 404)
+
+    @app.get("/unroutable", response_class=HTMLResponse)
+    async def unroutable(request: Request) -> Response:
+        await operator(request, Role.GOV_SERVICE)
+        assert console.ledger is not None
+        items = await views.unroutable_items(console.ledger)
+        rejected = [h for h in await views.rules_history(console.ledger) if h.type == "rules.rejected"]
+        return page(request, "unroutable.html", items=items, rejected=rejected)
+
+    @app.get("/rules", response_class=HTMLResponse)
+    async def rules_page(request: Request) -> Response:
+        await operator(request, Role.GOV_SERVICE, Role.ECON_DEV)
+        assert console.ledger is not None
+        history = await views.rules_history(console.ledger)
+        active = await views.active_rules_version(console.ledger)
+        explained = None
+        item, facts = request.query_params.get("item"), request.query_params.get("facts", "")
+        if item:
+            explained = await _explain(item.strip(), facts, request.query_params.get("consult") == "true")
+        book = console.rules.book
+        return page(request, "rules.html", history=history, active=active, explained=explained, item=item or "",
+                    facts=facts, catalog=book.catalog, project_facts=book.project_facts)
+
+    async def _explain(item: str, facts_text: str, consult: bool) -> dict[str, Any]:
+        from services.console.explain import explain
+
+        return await explain(console.rules.directory, item, facts_text, consult)
+
+    @app.get("/report", response_class=HTMLResponse)
+    async def report(request: Request, year: int | None = None) -> Response:
+        account = await operator(request, Role.GOV_SERVICE, Role.ECON_DEV)
+        from services.evaluation.report import render_html
+        from services.evaluation.scoring import evaluate
+
+        assert console.ledger is not None
+        now = datetime.now(UTC)
+        year = year or local_day(now).year
+        if not 2000 <= year <= 2100:
+            raise Refusal("年度须在 2000–2100 之间", 404)
+        evaluator = "gov_service_bureau" if account.role is Role.GOV_SERVICE else "econ_dev_bureau"
+        assessments = await console.ledger.assessments(year)
+        items = await console.ledger.year_items(year, [a.project_code for a in assessments])
+        result = evaluate(year, items, assessments, console.rules.config, console.rules.book.units, console.calendar,
+                          local_day(now), now, evaluator=evaluator)
+        return HTMLResponse(render_html(result))
+
+    session_key = f"session:{settings.secret_key.get_secret_value()}"
+    app.add_middleware(SessionMiddleware, secret_key=session_key, session_cookie="zeroerrand_session",
+                       max_age=int(settings.session_hours * 3600), same_site="lax", https_only=settings.cookies_secure)
+    protected = asgi_csrf(app, signing_secret=f"csrf:{settings.secret_key.get_secret_value()}",
+                          always_protect={"/login", "/e/login", "/logout", "/e/logout"},
+                          cookie_secure=settings.cookies_secure, cookie_samesite="Lax", send_csrf_failed=_csrf_failed)
+    return Guard(protected, settings.max_body_bytes)
+
+
+ACTIONS: dict[str, tuple[type[m.Command], tuple[str, ...]]] = {
+    "contact": (m.ContactEnterprise, ("note",)),
+    "accept": (m.AcceptItem, ("note",)),
+    "progress": (m.ReportProgress, ("note",)),
+    "block": (m.ReportBlocker, ("reason", "resolver")),
+    "unblock": (m.ResolveBlocker, ("note",)),
+    "suspend": (m.SuspendItem, ("reason",)),
+    "resume": (m.ResumeItem, ("note",)),
+    "complete": (m.CompleteItem, ("note",)),
+    "deliver": (m.DeliverResults, ("note",)),
+    "issue_order": (m.IssueTaskOrder, ("note",)),
+    "accept_order": (m.AcceptTaskOrder, ("specialist_name", "specialist_phone")),
+}
+_WORKING = (ItemState.ACCEPTED, ItemState.IN_PROGRESS)
+_ACTIVE = (ItemState.READY, ItemState.CONTACTED, *_WORKING)
+
+
+def _actions(account: Account, row: Any) -> list[str]:
+    """The buttons this account gets for this item: the ledger still decides, these only avoid offering
+    what it would certainly refuse (首问负责, the item's state, the task order)."""
+    found: list[str] = []
+    if account.role is Role.RECRUITING:
+        return found
+    if account.unit == row.responsible_unit:
+        order_ok = not row.task_order_required or (row.task_order is not None and row.task_order.state != "issued")
+        state = row.state
+        if state is ItemState.READY and order_ok:
+            found.append("contact")
+        if state in (ItemState.READY, ItemState.CONTACTED) and order_ok and row.request is PlanRequest.HANDLE:
+            found.append("accept")
+        if state in _WORKING:
+            found += ["progress", "complete"]
+        if row.request is PlanRequest.CONSULT and state in (ItemState.READY, ItemState.CONTACTED) and order_ok:
+            found.append("complete")
+        if state in _ACTIVE:
+            found += ["block", "suspend"]
+        if state is ItemState.SUSPENDED:
+            found.append("resume")
+        if state is ItemState.COMPLETED:
+            found.append("deliver")
+    if row.state is ItemState.BLOCKED and (account.unit == row.responsible_unit
+                                           or any(b.resolver == account.unit for b in row.blockers)):
+        found.append("unblock")
+    if account.role is Role.ECON_DEV and row.task_order_to_issue:
+        found.append("issue_order")
+    if (account.role is Role.SERVICE_COMPANY and row.task_order is not None and row.task_order.state == "issued"
+            and row.task_order.assigned_to == account.unit and row.state in _ACTIVE):
+        found.append("accept_order")
+    return list(dict.fromkeys(found))
+
+
+def _field(form: Any, name: str) -> str | None:
+    value = str(form.get(name, "")).strip()
+    return value or None
+
+
+def _local_path(target: str) -> str:
+    """Only a path on this site (never ``//host`` or a scheme): an open redirect otherwise."""
+    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"
+
+
+def _tz() -> Any:
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(LOCAL_TZ)
+

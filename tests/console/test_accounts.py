@@ -1,0 +1,104 @@
+"""Console accounts and attempt limits on the real store: roles fit units, passwords are Argon2
+hashes, a disabled or reset account's sessions end, failed attempts are counted per window; and the
+``zeroerrand users`` commands an administrator runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.common.access import access_code, check_access_code, normalise
+from services.common.rule_files import load_rulebook
+from services.common.storage import Store
+from services.console.accounts import COLLECTIONS, USERS, AccountError, Accounts, Attempts, Role
+from tests.conftest import ROOT, RULES
+
+pytestmark = pytest.mark.integration
+UNITS = load_rulebook(RULES).units
+
+
+async def test_roles_must_fit_units_and_passwords_are_hashed(store: Store) -> None:
+    await store.ensure(COLLECTIONS)
+    accounts = Accounts(store)
+    for role, unit in ((Role.GOV_SERVICE, "planning_construction_bureau"), (Role.ECON_DEV, "gov_service_bureau"),
+                       (Role.SERVICE_COMPANY, "planning_construction_bureau"), (Role.DEPARTMENT, "no_such_unit")):
+        with pytest.raises(AccountError):
+            await accounts.add("someone", "某人", unit, role, "long-enough-password", UNITS)
+    with pytest.raises(AccountError, match="太短"):
+        await accounts.add("someone", "某人", "gov_service_bureau", Role.GOV_SERVICE, "short", UNITS)
+    with pytest.raises(AccountError, match="用户名"):
+        await accounts.add("Bad Name", "某人", "gov_service_bureau", Role.GOV_SERVICE, "long-enough-password", UNITS)
+    added = await accounts.add("gs.li", "李明", "gov_service_bureau", Role.GOV_SERVICE, "long-enough-password", UNITS)
+    assert added.session_version == 1
+    with pytest.raises(AccountError, match="已存在"):
+        await accounts.add("gs.li", "李明", "gov_service_bureau", Role.GOV_SERVICE, "long-enough-password", UNITS)
+    stored = await store.db[USERS.name].find_one({"_id": "gs.li"})
+    assert stored is not None and stored["password_hash"].startswith("$argon2id$")
+    assert "long-enough-password" not in str(stored)
+
+    assert await accounts.authenticate("gs.li", "long-enough-password") == added
+    assert await accounts.authenticate("gs.li", "wrong-password-x") is None
+    assert await accounts.authenticate("nobody", "long-enough-password") is None
+    disabled = await accounts.set_active("gs.li", False)
+    assert disabled.session_version == 2, "disabling ends the sessions made before"
+    assert await accounts.authenticate("gs.li", "long-enough-password") is None
+    reset = await accounts.reset("gs.li", "a-new-long-password")
+    assert reset.active and reset.session_version == 3
+    assert await accounts.authenticate("gs.li", "long-enough-password") is None
+    assert await accounts.authenticate("gs.li", "a-new-long-password") is not None
+
+
+async def test_failed_attempts_are_limited_per_key_and_window(store: Store) -> None:
+    await store.ensure(COLLECTIONS)
+    attempts = Attempts(store, limit=3, window_s=60)
+    start = datetime(2026, 11, 28, 10, 0, 5, tzinfo=UTC)
+    for _ in range(2):
+        await attempts.failed(["access:project:P1", "access:ip:1.2.3.4"], start)
+    assert await attempts.blocked(["access:project:P1"], start) is None
+    await attempts.failed(["access:project:P1", "access:ip:1.2.3.4"], start)
+    wait = await attempts.blocked(["access:project:P2", "access:ip:1.2.3.4"], start)
+    assert wait == timedelta(seconds=55), "the address reached the limit for any project"
+    assert await attempts.blocked(["access:project:P2", "access:ip:5.6.7.8"], start) is None
+    assert await attempts.blocked(["access:project:P1"], start + timedelta(seconds=60)) is None, "a new window"
+
+
+def test_access_codes_are_per_project_and_key() -> None:
+    code = access_code("key-one-0123456789", "HLXQ-2026-0031")
+    assert len(code) == 19 and code.count("-") == 3
+    assert code != access_code("key-one-0123456789", "HLXQ-2026-0047")
+    assert code != access_code("key-two-0123456789", "HLXQ-2026-0031")
+    assert check_access_code("key-one-0123456789", "HLXQ-2026-0031", code.lower().replace("-", " "))
+    assert not check_access_code("key-one-0123456789", "HLXQ-2026-0031", "91150100MA0N8XK21Q")
+    assert normalise(" abcd-efgh ijkl mnop ") == "ABCD-EFGH-IJKL-MNOP"
+
+
+def test_users_commands(embedded_uri: str) -> None:
+    """An administrator adds, lists, disables and resets accounts from the command line."""
+    env = {**os.environ, "MONGODB_URL": f"{embedded_uri.rstrip('/')}/zeroerrand_users_cli_{os.getpid()}"}
+
+    def run(*args: str, password: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "services.cli", "users", *args], cwd=ROOT, env=env, text=True,
+                              input=password, capture_output=True, timeout=60)
+
+    added = run("add", "pc.zhang", "--unit", "planning_construction_bureau", "--role", "department", "--name", "张伟",
+                "--password-stdin", password="a-long-password-1\n")
+    assert added.returncode == 0, added.stderr
+    assert "已开设账号 pc.zhang" in added.stdout
+    wrong = run("add", "pc.wang", "--unit", "planning_construction_bureau", "--role", "gov_service", "--name", "王",
+                "--password-stdin", password="a-long-password-1\n")
+    assert wrong.returncode == 1 and "只能属于单位 gov_service_bureau" in wrong.stderr
+    bad_role = run("add", "pc.wang", "--unit", "planning_construction_bureau", "--role", "boss", "--name", "王",
+                   "--password-stdin", password="a-long-password-1\n")
+    assert bad_role.returncode == 1 and "--role 只能是" in bad_role.stderr
+    assert "pc.zhang\t张伟\tplanning_construction_bureau\t承办部门\t启用" in run("list").stdout
+    assert run("disable", "pc.zhang").returncode == 0
+    assert "停用" in run("list").stdout
+    missing = run("disable", "nobody")
+    assert missing.returncode == 1 and "没有用户 nobody" in missing.stderr
+    assert run("reset", "pc.zhang", "--password-stdin", password="another-long-password\n").returncode == 0
+    assert "启用" in run("list").stdout
+
