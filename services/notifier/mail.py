@@ -8,6 +8,7 @@ not arrive) carries the same id and a mail system or reader can recognise the re
 from __future__ import annotations
 
 import asyncio
+import ssl
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
@@ -56,13 +57,15 @@ async def send(notification: dict[str, Any], settings: NotifierSettings, now: da
     message = build(notification, settings.smtp_from, now)
     password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
     try:
+        # the server's certificate and host name are verified (against smtp_ca_file if it is set)
+        context = ssl.create_default_context(cafile=str(settings.smtp_ca_file) if settings.smtp_ca_file else None)
         async with asyncio.timeout(settings.smtp_timeout_s):
             await aiosmtplib.send(
                 message, recipients=[address], hostname=settings.smtp_host, port=settings.smtp_port,
                 username=settings.smtp_username or None, password=password,
                 use_tls=settings.smtp_security == "tls", start_tls=settings.smtp_security == "starttls",
-                timeout=settings.smtp_timeout_s)
-    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                tls_context=context if settings.smtp_security != "none" else None, timeout=settings.smtp_timeout_s)
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
         reason = str(exc) or "no reply within the time limit"
         raise DeliveryError(masked_in(f"SMTP {settings.smtp_host}:{settings.smtp_port}: {type(exc).__name__}: {reason}",
                                       "email", address)) from exc

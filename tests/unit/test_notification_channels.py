@@ -207,3 +207,13 @@ def test_the_notifier_warns_once_at_start_of_channels_without_a_server(rules_cop
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "未设置 ZEROERRAND_NOTIFIER_SMS_GATEWAY_URL" in warnings[0].getMessage()
     assert "SMTP_HOST" not in warnings[0].getMessage() and "13900000000" not in caplog.text
+
+
+def test_an_empty_channel_setting_means_not_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deployment passes an unset variable as an empty one: no server, not a server named ''."""
+    for name in ("SMTP_HOST", "SMTP_PASSWORD", "SMTP_CA_FILE", "SMS_GATEWAY_URL", "SMS_GATEWAY_TOKEN"):
+        monkeypatch.setenv(f"ZEROERRAND_NOTIFIER_{name}", "")
+    settings = NotifierSettings()
+    assert (settings.smtp_host, settings.smtp_password, settings.smtp_ca_file, settings.sms_gateway_url,
+            settings.sms_gateway_token) == (None, None, None, None, None)
+    assert settings.smtp_security == "starttls" and settings.smtp_port == 587
