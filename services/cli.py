@@ -288,7 +288,8 @@ notifications_app = typer.Typer(help="通知记录 / stored notifications.", no_
 app.add_typer(notifications_app, name="notifications")
 
 LOCAL = ZoneInfo("Asia/Shanghai")  # the New Area's time: what people read is in it
-STATUS_ZH = {"delivered": "已送达", "pending": "待投递", "sending": "投递中", "failed": "投递失败"}
+# an inbox notification is unread until its recipient opens it in the console, then delivered
+STATUS_ZH = {"unread": "未读", "delivered": "已送达", "pending": "待投递", "sending": "投递中", "failed": "投递失败"}
 
 
 @notifications_app.command("list")
@@ -296,12 +297,13 @@ def notifications_list(
     project: Annotated[str | None, typer.Option(help="项目编码")] = None,
     recipient: Annotated[str | None, typer.Option(
         help="接收方：单位编码、统一社会信用代码，或 unit:xxx / enterprise:xxx / role:operators")] = None,
-    status: Annotated[str | None, typer.Option(help="delivered / pending / sending / failed")] = None,
+    status: Annotated[str | None, typer.Option(
+        help="unread（站内信未读）/ delivered（已读或已被外部渠道接收）/ pending / sending / failed")] = None,
     limit: Annotated[int, typer.Option(help="最多显示条数")] = 200,
     as_json: Annotated[bool, typer.Option("--json", help="输出 JSON")] = False,
     body: Annotated[bool, typer.Option("--body", help="同时显示通知正文")] = False,
 ) -> None:
-    """列出已发出的通知：发给谁、经哪个渠道、是否送达。"""
+    """列出已发出的通知：发给谁、经哪个渠道（站内信、Webhook、邮件、短信）、是否送达（站内信：是否已读）。"""
     from services.common.storage import StoreUnavailable, store_session
     from services.notifier.repository import COLLECTIONS, NotifierRepository
 
@@ -322,6 +324,8 @@ def notifications_list(
         when = doc["created_at"].astimezone(LOCAL).strftime("%Y-%m-%d %H:%M:%S")
         state = STATUS_ZH.get(doc["status"], doc["status"])
         extra = f"（{doc['attempts']} 次尝试：{doc['last_error']}）" if doc.get("last_error") else ""
+        if doc.get("read_at"):
+            extra += f"（{doc['read_at'].astimezone(LOCAL).strftime('%m-%d %H:%M')} 已读）"
         typer.echo(f"{when}  {doc['event_type']:<18} {doc['channel']:<7} {state}{extra}  "
                    f"{doc['recipient_name']}  《{doc['title']}》")
         if body:

@@ -11,7 +11,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 # -- bounds every message and rule file shares: dates in a sane window, strings of bounded length ---
 
@@ -75,6 +75,49 @@ WebhookUrl = Annotated[str, Field(max_length=2000, pattern=r"^https?://[\x21-\x7
 """An http(s) webhook address: printable ASCII, no credentials in it (the receiver checks the
 request's HMAC signature instead; a password in the URL would travel with every routed item)."""
 
+
+_EMAIL = re.compile(r"^[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
+                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)+$")
+_MOBILE = re.compile(r"^1[3-9]\d{9}$")
+
+
+def is_email_address(value: str) -> bool:
+    """An address mail can be sent to: ``local@domain.tld``, ASCII, at most 254 characters."""
+    return len(value) <= 254 and _EMAIL.match(value) is not None
+
+
+def mainland_mobile(value: str) -> str | None:
+    """A mainland China mobile number as 11 digits (``13900000000``) if ``value`` is one, written
+    with spaces or dashes or a ``+86``/``86`` prefix; else None (a landline, an extension)."""
+    digits = re.sub(r"[\s\-]", "", value)
+    if digits.startswith("+86"):
+        digits = digits[3:]
+    elif digits.startswith("86") and len(digits) == 13:
+        digits = digits[2:]
+    return digits if _MOBILE.match(digits) else None
+
+
+def _email_address(value: str) -> str:
+    if not is_email_address(value):
+        raise ValueError(f"不是有效的电子邮件地址（应形如 someone@example.cn）：{value!r} / not an e-mail address")
+    return value
+
+
+def _mobile_number(value: object) -> object:
+    if isinstance(value, int) and not isinstance(value, bool):  # {sms: 13900000000} without quotes in YAML
+        value = str(value)
+    if not isinstance(value, str):
+        return value  # the str type says what is wrong
+    number = mainland_mobile(value)
+    if number is None:
+        raise ValueError(f"不是中国大陆手机号（11 位数字，以 13–19 开头，如 \"13900000000\"）：{value!r} / not a mobile number")
+    return number
+
+
+EmailAddress = Annotated[str, AfterValidator(_email_address)]
+"""An e-mail address (``someone@example.cn``)."""
+MobileNumber = Annotated[str, BeforeValidator(_mobile_number)]
+"""A mainland China mobile number, kept as its 11 digits (spaces, dashes, +86 accepted on input)."""
 
 class Stage(StrEnum):
     """The six approval stages of policy section 二(二)."""

@@ -16,7 +16,7 @@ import math
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.common.domain import (
     YEAR_MAX,
@@ -37,6 +37,8 @@ from services.common.domain import (
     Unroutable,
     WebhookUrl,
     check_one_line,
+    is_email_address,
+    mainland_mobile,
 )
 
 # Fixed namespace: ids derived from it are the same on every machine and every redelivery.
@@ -85,6 +87,30 @@ class Contact(Message):
     phone: Phone | None = None
     email: Annotated[str, Field(min_length=3, max_length=254), AfterValidator(check_one_line)] | None = None
     webhook: WebhookUrl | None = Field(default=None, description="an http(s) URL, printable ASCII, no credentials")
+    notify_by: tuple[Literal["email", "sms"], ...] = Field(
+        default=(), max_length=2, description="channels besides the inbox: email (needs email), sms (needs a mobile phone)")
+
+    @field_validator("notify_by")
+    @classmethod
+    def _no_repeats(cls, channels: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(channels)) != len(channels):
+            raise ValueError(f"notify_by 中的渠道不能重复：{list(channels)} / a channel named twice")
+        return channels
+
+    @model_validator(mode="after")
+    def _reachable(self) -> Contact:
+        if "email" in self.notify_by and not (self.email and is_email_address(self.email)):
+            raise ValueError("notify_by 含 email（以邮件通知），须填写有效的电子邮件地址 email（如 someone@example.cn）"
+                             f"，当前为 {self.email!r} / notify_by email needs a valid email")
+        if "sms" in self.notify_by and self.mobile is None:
+            raise ValueError("notify_by 含 sms（以短信通知），须在 phone 填写中国大陆手机号（11 位，如 \"13900000000\"）"
+                             f"，当前为 {self.phone!r} / notify_by sms needs a mobile number in phone")
+        return self
+
+    @property
+    def mobile(self) -> str | None:
+        """The phone as a mainland mobile number's 11 digits, if it is one (an SMS can reach it)."""
+        return mainland_mobile(self.phone) if self.phone else None
 
 
 class Enterprise(Message):

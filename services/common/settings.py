@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, FilePath, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -205,13 +205,37 @@ class NotifierSettings(BaseSettings):
                                       description="HMAC-SHA256 key of the webhook signature; the default, "
                                                   "known to everyone, is accepted in development only")
     webhook_timeout_s: float = Field(default=5.0, gt=0)
-    max_attempts: int = Field(default=5, ge=1, description="webhook attempts before the final failed state")
+    # e-mail (SMTP): without smtp_host an e-mail notification ends failed, with the reason
+    smtp_host: str | None = Field(default=None, description="the SMTP server that takes the e-mail notifications")
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = Field(default="零跑腿 <zeroerrand@localhost>",
+                           description="From: of the e-mail notifications (an address the SMTP server may send as)")
+    smtp_security: Literal["starttls", "tls", "none"] = Field(
+        default="starttls", description="starttls (port 587), tls (implicit TLS, port 465) or none (a local relay)")
+    smtp_timeout_s: float = Field(default=30.0, gt=0, description="seconds one e-mail may take to send")
+    smtp_ca_file: FilePath | None = Field(default=None, description="CA certificates (PEM) that signed the SMTP "
+                                                                    "server's certificate; default: the system's")
+    # SMS (an HTTP gateway): without sms_gateway_url an SMS notification ends failed, with the reason
+    sms_gateway_url: str | None = Field(default=None, description="POST JSON {id, to, text} here; 2xx = accepted")
+    sms_gateway_token: SecretStr | None = Field(default=None, description="sent as Authorization: Bearer <token>")
+    sms_timeout_s: float = Field(default=10.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1, description="attempts of an external channel (webhook, e-mail, "
+                                                           "SMS) before the final failed state")
     backoff_base_s: float = Field(default=2.0, ge=0)
     backoff_max_s: float = Field(default=300.0, ge=0)
     poll_interval_s: float = Field(default=5.0, gt=0, description="delivery round even when not woken")
     delivery_concurrency: int = Field(default=8, ge=1)
     max_event_bytes: int = Field(default=MAX_EVENT_BYTES, ge=4 * KIB,
                                  description="largest event body read; a larger one is parked")
+
+    @field_validator("smtp_host", "smtp_username", "smtp_password", "smtp_ca_file", "sms_gateway_url",
+                     "sms_gateway_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``ZEROERRAND_NOTIFIER_SMTP_HOST=`` (as a deployment passes an unset variable) means not set."""
+        return None if isinstance(value, str) and not value.strip() else value
 
 
 class EvaluationSettings(BaseSettings):

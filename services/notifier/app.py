@@ -16,18 +16,22 @@ from services.common.rule_files import RulesError, load_rulebook
 from services.common.settings import (
     DEVELOPMENT_WEBHOOK_SECRET,
     BrokerSettings,
+    ConsoleSettings,
     NotifierSettings,
     RuntimeSettings,
     SettingsError,
     StoreSettings,
+    check_console_key,
+    mask_url,
 )
 from services.common.storage import Store, open_store
 from services.common.topology import NOTIFIER_QUEUE, declare_topology
+from services.notifier.channels import mask_address
 from services.notifier.compose import Composer
 from services.notifier.delivery import Deliverer
 from services.notifier.group_commit import GroupCommit
 from services.notifier.handlers import handle_event
-from services.notifier.plan import load_plan
+from services.notifier.plan import Email, NotificationPlan, Sms, load_plan
 from services.notifier.repository import COLLECTIONS, NotifierRepository
 
 log = logging.getLogger(__name__)
@@ -48,10 +52,46 @@ class Notifier:
     _delivery: asyncio.Task[None] | None = None
 
 
-def load_composer(settings: NotifierSettings) -> Composer:
-    """The plan, the directory and the unit names; ``RulesError`` lists every problem."""
+def load_composer(settings: NotifierSettings, console: ConsoleSettings | None = None) -> Composer:
+    """The plan, the directory and the unit names; ``RulesError`` lists every problem. ``console``
+    makes the enterprise's links (default: ``ConsoleSettings()``)."""
     book = load_rulebook(settings.rules_dir)
-    return Composer(load_plan(settings.rules_dir, book.units), book.units, book.catalog)
+    return Composer(load_plan(settings.rules_dir, book.units), book.units, book.catalog, console)
+
+
+def unconfigured_channels(plan: NotificationPlan, settings: NotifierSettings) -> dict[str, list[str]]:
+    """The channels the directory uses that have no server configured, with who uses them
+    (``{"email": ["units.gov_service_bureau"]}``): their notifications will end failed."""
+    missing = {"email": settings.smtp_host is None, "sms": settings.sms_gateway_url is None}
+    found: dict[str, list[str]] = {}
+    entries = [(f"units.{code}", c.channels) for code, c in plan.directory.units.items()]
+    entries += [(f"roles.{name}", c.channels) for name, c in plan.directory.roles.items()]
+    entries.append(("default_channels", plan.directory.default_channels))
+    for who, specs in entries:
+        for spec in specs:
+            channel = "email" if isinstance(spec, Email) else "sms" if isinstance(spec, Sms) else None
+            if channel and missing[channel] and who not in found.setdefault(channel, []):
+                found[channel].append(who)
+    return {channel: who for channel, who in found.items() if who}
+
+
+def warn_unconfigured(plan: NotificationPlan, settings: NotifierSettings) -> None:
+    """One WARNING at start if the directory uses e-mail or SMS without its server configured; and
+    says where the configured ones go (addresses masked)."""
+    unconfigured = unconfigured_channels(plan, settings)
+    if unconfigured:
+        what = {"email": "电子邮件（未设置 ZEROERRAND_NOTIFIER_SMTP_HOST）",
+                "sms": "短信（未设置 ZEROERRAND_NOTIFIER_SMS_GATEWAY_URL）"}
+        log.warning("通讯录使用了未配置的渠道，这些通知将记为投递失败 / the directory uses channels that are not "
+                    "configured, their notifications will fail: %s",
+                    "；".join(f"{what[c]}：{'、'.join(who)}" for c, who in unconfigured.items()))
+    if settings.smtp_host:
+        log.info("e-mail notifications go to SMTP %s:%d (%s) from %s", settings.smtp_host, settings.smtp_port,
+                 settings.smtp_security, mask_address("email", settings.smtp_from))
+        if settings.smtp_security == "none" and settings.smtp_password is not None:
+            log.warning("ZEROERRAND_NOTIFIER_SMTP_SECURITY=none: the SMTP password travels unencrypted")
+    if settings.sms_gateway_url:
+        log.info("SMS notifications go to the gateway %s", mask_url(settings.sms_gateway_url))
 
 
 def check_webhook_secret(settings: NotifierSettings, runtime: RuntimeSettings) -> None:
@@ -77,12 +117,16 @@ def check_webhook_secret(settings: NotifierSettings, runtime: RuntimeSettings) -
 
 def create_notifier(settings: NotifierSettings | None = None, broker_settings: BrokerSettings | None = None,
                     store_settings: StoreSettings | None = None, store: Store | None = None,
-                    runtime: RuntimeSettings | None = None) -> Notifier:
+                    runtime: RuntimeSettings | None = None, console_settings: ConsoleSettings | None = None) -> Notifier:
     """Wires the notifier; pass ``store`` to share an open store (it is then not closed here).
-    ``SettingsError`` if the webhook secret may not be used here (``check_webhook_secret``) or
-    the broker's TLS settings cannot work."""
+    ``SettingsError`` if the webhook secret or the console key (``ZEROERRAND_CONSOLE_SECRET_KEY``,
+    with which the enterprise's links in its notices are made) may not be used here, or the
+    broker's TLS settings cannot work."""
     settings = settings or NotifierSettings()
-    check_webhook_secret(settings, runtime or RuntimeSettings.load())
+    runtime = runtime or RuntimeSettings.load()
+    console = console_settings or ConsoleSettings()
+    check_webhook_secret(settings, runtime)
+    check_console_key(console, runtime, "通知服务")
     broker_settings = broker_settings or BrokerSettings()
     broker = make_broker(broker_settings, name="notifier", prefetch=settings.prefetch,
                          apply_types=False)  # see consuming.keep_message
@@ -92,7 +136,7 @@ def create_notifier(settings: NotifierSettings | None = None, broker_settings: B
     async def notify(event: Event, final_attempt: bool) -> None:
         assert notifier.repository is not None and notifier.composer is not None and notifier.commit is not None
         if await handle_event(event, notifier.repository, notifier.composer, notifier.commit) and notifier.deliverer:
-            notifier.deliverer.wake()  # webhooks stored: deliver now rather than at the next round
+            notifier.deliverer.wake()  # webhooks, e-mail or SMS stored: send now rather than at the next round
 
     subscriber = consume_events(broker, NOTIFIER_QUEUE, notifier.inflight, notify,
                                 description="Stores and delivers notifications.", max_bytes=settings.max_event_bytes,
@@ -101,10 +145,11 @@ def create_notifier(settings: NotifierSettings | None = None, broker_settings: B
     @notifier.app.on_startup
     async def start() -> None:
         try:
-            notifier.composer = load_composer(settings)
+            notifier.composer = load_composer(settings, console)
         except RulesError as exc:
             raise SystemExit("通知计划或通讯录有错误，通知服务未启动 / notification plan invalid:\n"
                              + "\n".join(str(p) for p in exc.problems)) from exc
+        warn_unconfigured(notifier.composer.plan, settings)
         if notifier.store is None:
             notifier.store = await open_store(store_settings, COLLECTIONS)
         else:
@@ -120,15 +165,15 @@ def create_notifier(settings: NotifierSettings | None = None, broker_settings: B
         assert notifier.repository is not None
         notifier.stop_delivery.clear()
         notifier.deliverer = Deliverer(notifier.repository, settings)
-        notifier._delivery = asyncio.create_task(notifier.deliverer.run(notifier.stop_delivery), name="webhook-delivery")
+        notifier._delivery = asyncio.create_task(notifier.deliverer.run(notifier.stop_delivery), name="notification-delivery")
 
     @notifier.app.on_shutdown
     async def stop() -> None:
         await subscriber.stop()
-        notifier.stop_delivery.set()  # no new webhook attempts; those under way may finish meanwhile
+        notifier.stop_delivery.set()  # no new attempts to send; those under way may finish meanwhile
         await notifier.inflight.drain(SHUTDOWN_GRACE_S)
         # an attempt cut short keeps its lease and is tried again when the lease ends
-        await stop_background(notifier._delivery, BACKGROUND_GRACE_S, "webhook attempts")
+        await stop_background(notifier._delivery, BACKGROUND_GRACE_S, "delivery attempts")
 
     @notifier.app.after_shutdown
     async def close_store() -> None:

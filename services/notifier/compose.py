@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from services.common.access import access_link
 from services.common.domain import ECON_DEV_BUREAU, OVERDUE_LEVEL_NAMES_ZH, REQUEST_NAMES_ZH, CatalogItem, Request, Unit
 from services.common.messages import (
     AgreementRejected,
@@ -42,7 +43,9 @@ from services.common.messages import (
     TaskOrderIssued,
     stable_id,
 )
-from services.notifier.plan import UNIT_PREFIX, NotificationPlan, Webhook
+from services.common.settings import ConsoleSettings
+from services.notifier.channels import INBOX
+from services.notifier.plan import UNIT_PREFIX, Email, NotificationPlan, Sms, Webhook
 
 REQUESTS = {Request.HANDLE: "办理", Request.CONSULT: "提供咨询"}
 CLOCK_NAMES = {"service": "首问响应时限", "statutory": "法定办理时限"}
@@ -101,9 +104,17 @@ def item_code_of(event: Event) -> str | None:
 
 
 class Composer:
+    """``console`` gives the enterprise's link to its project in the web console (``console_link``;
+    default: ``ConsoleSettings()`` from the environment)."""
+
     def __init__(self, plan: NotificationPlan, units: Mapping[str, Unit],
-                 catalog: Mapping[str, CatalogItem] | None = None) -> None:
+                 catalog: Mapping[str, CatalogItem] | None = None, console: ConsoleSettings | None = None) -> None:
         self.plan, self.units, self.catalog = plan, units, catalog or {}
+        self.console = console if console is not None else ConsoleSettings()
+
+    def console_link(self, project_code: str) -> str:
+        """The link of the enterprise's notices about ``project_code`` (it carries the access code)."""
+        return access_link(self.console.public_url, self.console.secret_key.get_secret_value(), project_code)
 
     def items_named(self, codes: Sequence[str]) -> str:
         """Item codes as the enterprise reads them: 名称（编码）."""
@@ -131,6 +142,7 @@ class Composer:
             title = string.Template(entry.title).safe_substitute(context).strip()
             body = string.Template(entry.body).safe_substitute(context).strip()
             for channel, address in recipient.channels:
+                inbox = channel == INBOX
                 documents.append({
                     # one per event, role, recipient and channel: a unit that is both the recruiting
                     # unit and the ledger owner gets both messages; a redelivery gets none again
@@ -139,17 +151,26 @@ class Composer:
                     "project_code": project_code_of(event), "item_code": item_code_of(event),
                     "role": recipient.role, "recipient": recipient.key, "recipient_name": recipient.name,
                     "channel": channel, "address": address, "title": title, "body": body,
-                    "status": "delivered" if channel == "inbox" else "pending",
+                    # an inbox notification is delivered when its recipient reads it (read_at);
+                    # one of another channel when its receiver accepts it, sent by the delivery loop
+                    "status": "unread" if inbox else "pending",
                     "attempts": 0, "last_error": None, "created_at": now, "updated_at": now,
-                    "delivered_at": now if channel == "inbox" else None,
-                    "next_attempt_at": None if channel == "inbox" else now,
+                    "delivered_at": None, "read_at": None, "next_attempt_at": None if inbox else now,
                 })
         return documents
 
     # -- recipients --------------------------------------------------------------------------
 
     def _channels(self, specs: Sequence[Any]) -> tuple[tuple[str, str | None], ...]:
-        return tuple(("webhook", s.webhook) if isinstance(s, Webhook) else ("inbox", None) for s in specs)
+        def channel(spec: Any) -> tuple[str, str | None]:
+            if isinstance(spec, Webhook):
+                return "webhook", spec.webhook
+            if isinstance(spec, Email):
+                return "email", spec.email
+            if isinstance(spec, Sms):
+                return "sms", spec.sms
+            return INBOX, None
+        return tuple(channel(s) for s in specs)
 
     def _unit(self, role: str, code: str) -> Recipient:
         contact = self.plan.directory.units.get(code)
@@ -168,9 +189,12 @@ class Composer:
         if target is None:
             return None
         if isinstance(target, Enterprise):
-            channels: list[tuple[str, str | None]] = [("inbox", None)]
-            if target.contact.webhook:
-                channels.append(("webhook", target.contact.webhook))
+            person = target.contact
+            channels: list[tuple[str, str | None]] = [(INBOX, None)]  # the enterprise always has its inbox
+            if person.webhook:
+                channels.append(("webhook", person.webhook))
+            for way in person.notify_by:  # the model made sure the address is there
+                channels.append(("email", person.email) if way == "email" else ("sms", person.mobile))
             return Recipient(to, f"enterprise:{target.credit_code}", f"{target.name}（{target.contact.name}）",
                              tuple(channels))
         return self._unit(to, str(target))
@@ -186,7 +210,8 @@ class Composer:
         if project is not None:
             ctx |= {"project_code": project.code, "project_name": project.name,
                     "enterprise_name": project.enterprise.name,
-                    "recruiting_unit_name": self.unit_name(project.recruiting_unit)}
+                    "recruiting_unit_name": self.unit_name(project.recruiting_unit),
+                    "console_link": self.console_link(project.code)}
             roles |= {"enterprise": project.enterprise, "recruiting_unit": project.recruiting_unit}
         if item is not None:
             ctx |= {"item_code": item.item_code, "item_name": item.item_name,

@@ -1,8 +1,11 @@
-"""Delivering stored webhook notifications: retries with exponential back-off, then a final state.
+"""Delivering stored notifications of the external channels (webhook, e-mail, SMS): retries with
+exponential back-off, then a final state.
 
 A notification is stored before its event is acknowledged; this loop only moves stored ones from
-``pending`` to ``delivered``, or to ``failed`` after ``max_attempts`` (the error kept). A claim is
-a lease: if the process dies mid-attempt, the notification is due again when the lease ends.
+``pending`` to ``delivered`` (the receiver, SMTP server or SMS gateway accepted it), or to
+``failed`` after ``max_attempts`` (the error kept), or at once when its channel has no server
+configured. A claim is a lease: if the process dies mid-attempt, the notification is due again
+when the lease ends. Inbox notifications are not sent: they are ``unread`` until read.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from services.common.settings import NotifierSettings
-from services.notifier import webhook
+from services.notifier import mail, sms, webhook
+from services.notifier.channels import DeliveryError, NotConfigured, mask_address
 from services.notifier.repository import NotifierRepository
 
 log = logging.getLogger(__name__)
@@ -30,11 +34,13 @@ class Deliverer:
     def __init__(self, repository: NotifierRepository, settings: NotifierSettings,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.repository, self.settings, self.clock = repository, settings, clock
-        self._lease = timedelta(seconds=settings.webhook_timeout_s * 3 + 5)
+        longest = max(settings.webhook_timeout_s, settings.smtp_timeout_s, settings.sms_timeout_s)
+        self._lease = timedelta(seconds=longest * 3 + 5)
         self._wake = asyncio.Event()
+        self._said_not_configured: set[str] = set()
 
     def wake(self, after_s: float = 0.0) -> None:
-        """Asks for a delivery round now (new webhooks stored) or after ``after_s`` (a retry due)."""
+        """Asks for a delivery round now (notifications to send stored) or after ``after_s`` (a retry due)."""
         if after_s <= 0:
             self._wake.set()
         else:
@@ -67,21 +73,40 @@ class Deliverer:
             await asyncio.gather(*running)
         return attempts
 
+    async def _send(self, client: httpx.AsyncClient, notification: dict[str, object]) -> None:
+        channel = notification.get("channel")
+        if channel == "webhook":
+            await webhook.post(client, notification, self.settings.webhook_secret.get_secret_value().encode(),
+                               self.clock())
+        elif channel == "email":
+            await mail.send(notification, self.settings, self.clock())
+        elif channel == "sms":
+            await sms.send(client, notification, self.settings)
+        else:
+            raise NotConfigured(f"渠道 {channel!r} 无法投递 / no such channel")
+
     async def _attempt(self, client: httpx.AsyncClient, notification: dict[str, object]) -> None:
         number = int(str(notification.get("attempts") or 0)) + 1
         ident = str(notification["_id"])
+        channel = str(notification.get("channel"))
         try:
-            await webhook.post(client, notification, self.settings.webhook_secret.get_secret_value().encode(),
-                               self.clock())
-        except webhook.WebhookError as exc:
+            await self._send(client, notification)
+        except DeliveryError as exc:
             now = self.clock()
-            final = number >= self.settings.max_attempts
+            final = isinstance(exc, NotConfigured) or number >= self.settings.max_attempts
             wait = backoff(number, self.settings)
             await self.repository.attempt_failed(ident, number, str(exc), now, None if final else now + wait)
             if not final:
                 self.wake(wait.total_seconds())
-            log.warning("webhook %s attempt %d/%d failed%s: %s", ident, number, self.settings.max_attempts,
-                        " (final)" if final else "", exc)
+            to = mask_address(channel, str(notification.get("address") or ""))
+            if isinstance(exc, NotConfigured):
+                # said once per channel (and at start): a backlog would otherwise repeat it per notification
+                level = logging.DEBUG if channel in self._said_not_configured else logging.WARNING
+                self._said_not_configured.add(channel)
+                log.log(level, "%s %s to %s failed: %s", channel, ident, to, exc)
+                return
+            log.warning("%s %s to %s attempt %d/%d failed%s: %s", channel, ident, to, number,
+                        self.settings.max_attempts, " (final)" if final else "", exc)
             return
         await self.repository.delivered(ident, number, self.clock())
 

@@ -13,7 +13,7 @@ from services.notifier.repository import NotifierRepository
 async def handle_event(event: Event, repository: NotifierRepository, composer: Composer, commit: GroupCommit,
                        now: datetime | None = None) -> bool:
     """Stores the notifications the plan asks for (with other events' writes); returns once stored,
-    saying whether any of them waits for delivery (a webhook)."""
+    saying whether any of them waits to be sent (a webhook, an e-mail, an SMS)."""
     read_model, new_project = repository.remember(event)
     project, item = await views_of(event, repository)
     documents = composer.compose(event, project, item, now or datetime.now(UTC))

@@ -6,15 +6,16 @@ errors naming the file, the line and the entry, like the routing rules.
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
-from services.common.domain import WebhookUrl
+from services.common.domain import EmailAddress, MobileNumber, WebhookUrl
 from services.common.rule_files import Problem, RulesError, read_located, validate_located
 
 PLAN_FILE = "notifications.yaml"
@@ -23,7 +24,10 @@ DIRECTORY_FILE = "directory.yaml"
 UNIT_PREFIX = "unit:"
 
 _COMMON = ("event_type", "event_id", "occurred_at")
-_PROJECT = ("project_code", "project_name", "enterprise_name", "recruiting_unit_name")
+# console_link: the enterprise's own link to its project in the web console (it carries the
+# project's access code), so only a message to the enterprise may use it
+CONSOLE_LINK = "console_link"
+_PROJECT = ("project_code", "project_name", "enterprise_name", "recruiting_unit_name", CONSOLE_LINK)
 _ITEM = (*_PROJECT, "item_code", "item_name", "responsible_unit_name")
 
 # The variables each event type's templates may use (what ``compose`` puts in the context).
@@ -117,7 +121,34 @@ class Webhook(_Strict):
     webhook: WebhookUrl
 
 
-ChannelSpec = Literal["inbox"] | Webhook
+class Email(_Strict):
+    email: EmailAddress
+
+
+class Sms(_Strict):
+    sms: MobileNumber
+
+
+_CHANNEL_KINDS = ("webhook", "email", "sms")
+
+
+def _channel_kind(value: Any) -> str | None:
+    """Which channel a spec in the directory is: ``inbox``, or a mapping of one known key."""
+    if isinstance(value, Webhook | Email | Sms):  # already built (a model given in code)
+        return _CHANNEL_KINDS[(Webhook, Email, Sms).index(type(value))]
+    if value == "inbox":
+        return "inbox"
+    if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in _CHANNEL_KINDS:
+        return str(next(iter(value)))
+    return None
+
+
+ChannelSpec = Annotated[
+    Annotated[Literal["inbox"], Tag("inbox")] | Annotated[Webhook, Tag("webhook")] | Annotated[Email, Tag("email")]
+    | Annotated[Sms, Tag("sms")],
+    Discriminator(_channel_kind, custom_error_type="channel_spec",
+                  custom_error_message="渠道应为 inbox、{webhook: https://...}、{email: 邮箱地址} 或 {sms: \"手机号\"} 之一"),
+]
 
 
 class Contact(_Strict):
@@ -137,6 +168,18 @@ class NotificationPlan:
     directory: DirectoryFile
 
 
+_DIRECTORY_ENTRY = re.compile(r"^(units|roles)\.([^.\[:]+)")
+
+
+def _named_entry(problem: Problem) -> Problem:
+    """A directory problem named by its entry (``[单位 gov_service_bureau]``), as the plan's are."""
+    found = _DIRECTORY_ENTRY.match(problem.message)
+    if problem.subject or found is None:
+        return problem
+    label = "单位" if found.group(1) == "units" else "角色"
+    return Problem(problem.file, problem.line, f"{label} {found.group(2)}", problem.message)
+
+
 def template_variables(text: str) -> set[str]:
     return {m.group("named") or m.group("braced") for m in string.Template.pattern.finditer(text)
             if m.group("named") or m.group("braced")}
@@ -148,7 +191,10 @@ def load_plan(directory: str | Path, units: Mapping[str, object]) -> Notificatio
     plan_source, _ = read_located(directory / PLAN_FILE)
     plan = validate_located(plan_source, PlanFile, "events", "事件")
     dir_source, _ = read_located(directory / DIRECTORY_FILE)
-    contacts = validate_located(dir_source, DirectoryFile, "units", "单位")
+    try:
+        contacts = validate_located(dir_source, DirectoryFile, "units", "单位")
+    except RulesError as exc:
+        raise RulesError([_named_entry(p) for p in exc.problems]) from None
     problems: list[Problem] = []
     for event_type, entries in plan.events.items():
         allowed = set(VARIABLES[event_type]) | set(_COMMON)
@@ -163,10 +209,15 @@ def load_plan(directory: str | Path, units: Mapping[str, object]) -> Notificatio
                 problems.append(Problem(plan_source.file, line, subject,
                                         f"to: 事件 {event_type} 没有角色 {entry.to!r}，可用：{choices}"))
             for part in ("title", "body"):
-                unknown = sorted(template_variables(getattr(entry, part)) - allowed)
+                used = template_variables(getattr(entry, part))
+                unknown = sorted(used - allowed)
                 if unknown:
                     problems.append(Problem(plan_source.file, plan_source.line(["events", event_type, index, part]),
                                             subject, f"{part}: 模板变量 {unknown} 不存在，可用：{sorted(allowed)}"))
+                if CONSOLE_LINK in used and CONSOLE_LINK in allowed and entry.to != "enterprise":
+                    problems.append(Problem(plan_source.file, plan_source.line(["events", event_type, index, part]),
+                                            subject, f"{part}: ${{{CONSOLE_LINK}}} 是企业查看本项目的专属链接（含访问码），"
+                                            f"只能用在发给 enterprise 的通知中，不能发给 {entry.to}"))
     for code in contacts.units:
         if code not in units:
             problems.append(Problem(dir_source.file, dir_source.line(["units", code]), f"单位 {code}",

@@ -15,15 +15,23 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 
 from services.common.messages import AgreementRejected, Enterprise, Event, ItemRouted, ServiceStarted
 from services.common.storage import Collection, Store
+from services.notifier.channels import INBOX
 from services.notifier.compose import ItemView, ProjectView
 
 READ_CONCURRENCY = 16
 # the kinds of recipient key a notification has: unit:CODE, enterprise:CREDIT_CODE, role:NAME
 RECIPIENT_KINDS = ("unit", "enterprise", "role")
+# Notification statuses: an inbox notification is unread until its recipient opens it, then
+# delivered; one of an external channel is pending (due at next_attempt_at), sending (claimed
+# under a lease), then delivered (accepted by the receiver) or failed.
+UNREAD, DELIVERED, PENDING, SENDING, FAILED = "unread", "delivered", "pending", "sending", "failed"
 NOTIFICATIONS = Collection("notifications", (
-    IndexModel([("status", ASCENDING), ("channel", ASCENDING), ("next_attempt_at", ASCENDING)]),
+    # the delivery loop's claim: status pending or sending, due by next_attempt_at (every external channel)
+    IndexModel([("status", ASCENDING), ("next_attempt_at", ASCENDING)]),
     IndexModel([("project_code", ASCENDING), ("created_at", DESCENDING)]),
     IndexModel([("recipient", ASCENDING), ("created_at", DESCENDING)]),
+    # a recipient's unread inbox and its count
+    IndexModel([("recipient", ASCENDING), ("status", ASCENDING), ("created_at", DESCENDING)]),
     IndexModel([("event_id", ASCENDING)]),
 ))
 PROJECTS = Collection("notifier_projects")
@@ -102,13 +110,14 @@ class NotifierRepository:
         return await self.store.insert_new(NOTIFICATIONS.name, documents)
 
     async def claim_due(self, now: datetime, lease: timedelta) -> dict[str, Any] | None:
-        """Takes one webhook notification due for an attempt, leasing it so no other worker does:
-        a pending one first, else one whose earlier lease ran out (its worker died). One equality
-        on ``status`` per look-up, so every store serves it from an index."""
-        for status in ("pending", "sending"):
+        """Takes one notification of an external channel (webhook, e-mail, SMS) due for an attempt,
+        leasing it so no other worker does: a pending one first, else one whose earlier lease ran
+        out (its worker died). Inbox notifications are never pending. One equality on ``status``
+        per look-up, so every store serves it from an index."""
+        for status in (PENDING, SENDING):
             claimed = await self._notifications.find_one_and_update(
-                {"status": status, "channel": "webhook", "next_attempt_at": {"$lte": now}},
-                {"$set": {"status": "sending", "next_attempt_at": now + lease, "updated_at": now}},
+                {"status": status, "next_attempt_at": {"$lte": now}},
+                {"$set": {"status": SENDING, "next_attempt_at": now + lease, "updated_at": now}},
                 sort=[("next_attempt_at", ASCENDING)], return_document=ReturnDocument.AFTER)
             if claimed is not None:
                 return claimed
@@ -117,7 +126,7 @@ class NotifierRepository:
     async def delivered(self, notification_id: str, attempts: int, now: datetime) -> None:
         await self._notifications.update_one(
             {"_id": notification_id},
-            {"$set": {"status": "delivered", "attempts": attempts, "delivered_at": now, "updated_at": now,
+            {"$set": {"status": DELIVERED, "attempts": attempts, "delivered_at": now, "updated_at": now,
                       "next_attempt_at": None, "last_error": None}})
 
     async def attempt_failed(self, notification_id: str, attempts: int, error: str, now: datetime,
@@ -125,7 +134,7 @@ class NotifierRepository:
         """Records a failed attempt: pending again at ``retry_at``, or finally failed when it is None."""
         await self._notifications.update_one(
             {"_id": notification_id},
-            {"$set": {"status": "failed" if retry_at is None else "pending", "attempts": attempts,
+            {"$set": {"status": FAILED if retry_at is None else PENDING, "attempts": attempts,
                       "last_error": error, "updated_at": now, "next_attempt_at": retry_at}})
 
     async def find(self, *, project: str | None = None, recipient: str | None = None, status: str | None = None,
@@ -153,3 +162,40 @@ class NotifierRepository:
             found += [doc async for doc in self._notifications.find(narrowed).sort(order).limit(limit)]
         found.sort(key=lambda doc: (doc["created_at"], doc["_id"]))
         return found[:limit]
+
+    # -- the inbox (read by the web console) -------------------------------------------------
+
+    async def inbox(self, recipient: str, *, project: str | None = None, unread_only: bool = False,
+                    limit: int = 100) -> list[dict[str, Any]]:
+        """The inbox notifications of one recipient key (``unit:CODE``, ``enterprise:CREDIT_CODE``,
+        ``role:operators``), newest first; ``project`` narrows to one project, ``unread_only`` to
+        those not yet opened. Equalities on ``recipient`` first, so an index serves it."""
+        query: dict[str, Any] = {"recipient": recipient, "channel": INBOX}
+        if unread_only:
+            query["status"] = UNREAD
+        if project:
+            query["project_code"] = project
+        order = [("created_at", DESCENDING), ("_id", DESCENDING)]
+        return [doc async for doc in self._notifications.find(query).sort(order).limit(max(0, limit))]
+
+    async def notice(self, notification_id: str, recipient: str) -> dict[str, Any] | None:
+        """One inbox notification, only if it is ``recipient``'s (else None, as if it did not exist)."""
+        return await self._notifications.find_one({"_id": notification_id, "recipient": recipient, "channel": INBOX})
+
+    async def mark_read(self, notification_id: str, recipient: str, now: datetime) -> bool:
+        """Marks ``recipient``'s inbox notification read: unread -> delivered, with ``read_at`` (and
+        ``delivered_at``) ``now``. True if it is the recipient's and now read (reading it again
+        changes nothing, not even ``read_at``); False if there is no such notification of theirs."""
+        changed = await self._notifications.update_one(
+            {"_id": notification_id, "recipient": recipient, "channel": INBOX, "status": UNREAD},
+            {"$set": {"status": DELIVERED, "read_at": now, "delivered_at": now, "updated_at": now}})
+        if changed.modified_count == 1:
+            return True
+        return await self.notice(notification_id, recipient) is not None
+
+    async def unread_count(self, recipient: str) -> int:
+        """How many of ``recipient``'s inbox notifications are unread. Counted from a ``find`` of
+        their ids: the embedded store answers ``count`` (and ``$match`` in an aggregation) by
+        scanning the whole collection, a ``find`` from the index on ``recipient`` and ``status``."""
+        query = {"recipient": recipient, "status": UNREAD, "channel": INBOX}
+        return len([doc async for doc in self._notifications.find(query, {"_id": 1})])

@@ -15,13 +15,14 @@ from typing import Any
 import httpx
 
 from services.common.settings import mask_urls_in
+from services.notifier.channels import DeliveryError
 
 SIGNATURE_HEADER = "X-ZeroErrand-Signature"
 TIMESTAMP_HEADER = "X-ZeroErrand-Timestamp"
 ID_HEADER = "X-ZeroErrand-Notification-Id"
 
 
-class WebhookError(RuntimeError):
+class WebhookError(DeliveryError):
     """The receiver did not take the notification (status, timeout, refused connection)."""
 
 

@@ -105,12 +105,19 @@ async def test_signing_the_examples_stores_exactly_the_expected_notifications(se
     await sign(amqp, example(ALUMINIUM))
     await sign(amqp, example(INELIGIBLE))
     await sign(amqp, example(CONSULT_UNKNOWN))
-    aluminium = await stored(store, 49 + 10, project="HLXQ-2026-0031")  # 49 in inboxes, 10 task orders by webhook
+    # 49 in inboxes, 10 task orders by webhook, and the enterprise's 24 by e-mail and by SMS (notify_by)
+    aluminium = await stored(store, 49 + 10 + 2 * 24, project="HLXQ-2026-0031")
     assert Counter((d["recipient"], d["channel"]) for d in aluminium) == {
-        ("enterprise:91150100MA0N8XK21Q", "inbox"): 24, ("unit:econ_dev_bureau", "inbox"): 2,
+        ("enterprise:91150100MA0N8XK21Q", "inbox"): 24, ("enterprise:91150100MA0N8XK21Q", "email"): 24,
+        ("enterprise:91150100MA0N8XK21Q", "sms"): 24, ("unit:econ_dev_bureau", "inbox"): 2,
         ("unit:gov_service_bureau", "inbox"): 2, ("unit:planning_construction_bureau", "inbox"): 8,
         ("unit:public_utilities_bureau", "inbox"): 3, ("unit:zhenglian_company", "inbox"): 10,
         ("unit:zhenglian_company", "webhook"): 10}
+    assert {d["status"] for d in aluminium if d["channel"] == "inbox"} == {"unread"}  # until read in the console
+    # no SMTP server and no SMS gateway are configured here: those end failed at once, saying so
+    unsent = await stored(store, 48, project="HLXQ-2026-0031", status="failed")
+    assert Counter((d["channel"], d["attempts"], d["last_error"][:12]) for d in unsent) == {
+        ("email", 1, "未配置 SMTP 服务器"): 24, ("sms", 1, "未配置短信网关（ZERO"): 24}
     notice = next(d for d in aluminium if d["title"] == "一次性告知：建设工程规划许可证")
     for material in load_rulebook(RULES).catalog["EP-02"].materials:
         assert material in notice["body"]

@@ -90,7 +90,8 @@ def notification(n: int) -> dict[str, Any]:
     return {"_id": f"n-{n:06d}", "event_id": f"event-{n // 3}", "event_type": "item.ready", "project_code": f"P-{n % 150:03d}",
             "item_code": "MA-01", "role": "enterprise", "recipient": f"unit:unit_{n % 40}", "recipient_name": "单位",
             "channel": "webhook" if n % 10 == 0 else "inbox", "address": None, "title": "标题", "body": "正文" * 100,
-            "status": "pending" if n % 10 == 0 and n > 2900 else "delivered", "attempts": 0, "last_error": None,
+            "status": ("pending" if n > 2900 else "delivered") if n % 10 == 0 else "unread" if n % 3 == 0 else "delivered",
+            "attempts": 0, "last_error": None,
             "created_at": NOW + timedelta(seconds=n), "updated_at": NOW, "delivered_at": None,
             "next_attempt_at": NOW - timedelta(minutes=1) if n % 10 == 0 else None}
 
@@ -137,6 +138,14 @@ async def test_every_read_is_served_by_an_index(recorded_store: tuple[Store, Rec
     assert claimed is not None
     await notifier.delivered(claimed["_id"], 1, NOW)
     await notifier.attempt_failed("n-002990", 1, "timeout", NOW, NOW)
+    # the console's reads of an inbox
+    assert await notifier.inbox("unit:unit_3", limit=20)
+    assert await notifier.inbox("unit:unit_3", project="P-003")
+    unread = await notifier.unread_count("unit:unit_3")
+    [first] = await notifier.inbox("unit:unit_3", unread_only=True, limit=1)
+    assert await notifier.notice(first["_id"], "unit:unit_3") is not None
+    assert await notifier.mark_read(first["_id"], "unit:unit_3", NOW)
+    assert await notifier.unread_count("unit:unit_3") == unread - 1 > 0
 
     ledger = MongoLedgerRepository(store)
     first = items[0]

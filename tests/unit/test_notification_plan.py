@@ -45,12 +45,20 @@ def notifications_for(name: str, engine: RoutingEngine) -> list[dict[str, object
 def test_an_eligible_project_tells_each_party_what_the_policy_names(engine: RoutingEngine) -> None:
     docs = notifications_for(ALUMINIUM, engine)
     routed = route_agreement(example(ALUMINIUM), engine).routed
-    by_recipient = Counter(str(d["recipient"]) for d in docs)
-    expected = Counter({"enterprise:91150100MA0N8XK21Q": 1 + len(routed),  # service started + one notice per item
-                        "unit:econ_dev_bureau": 2})  # ledger line + the recruiting unit's tracking duty
+    by_recipient = Counter((str(d["recipient"]), str(d["channel"])) for d in docs)
+    enterprise = "enterprise:91150100MA0N8XK21Q"
+    expected = Counter({(enterprise, "inbox"): 1 + len(routed),  # service started + one notice per item
+                        # the example's contact asks for e-mail and SMS too (notify_by: [email, sms])
+                        (enterprise, "email"): 1 + len(routed), (enterprise, "sms"): 1 + len(routed),
+                        ("unit:econ_dev_bureau", "inbox"): 2})  # ledger line + the recruiting unit's tracking duty
     for r in routed:  # each unit hears of its items (专业跑腿 ones too: the task order follows when ready)
-        expected[f"unit:{r.item.responsible_unit}"] += 1
+        expected[(f"unit:{r.item.responsible_unit}", "inbox")] += 1
     assert by_recipient == expected
+    assert {d["address"] for d in docs if d["channel"] == "email"} == {"wanght@lvneng-materials.example.cn"}
+    assert {d["address"] for d in docs if d["channel"] == "sms"} == {"13947100031"}
+    # the inbox waits to be read; e-mail and SMS wait to be sent
+    assert {(d["channel"], d["status"], d["delivered_at"], d["read_at"]) for d in docs} == {
+        ("inbox", "unread", None, None), ("email", "pending", None, None), ("sms", "pending", None, None)}
 
 
 def test_the_one_time_notice_lists_every_material_the_time_limit_and_the_fee_note(engine: RoutingEngine) -> None:

@@ -10,7 +10,13 @@ import sys
 
 import pytest
 
-from services.common.settings import DEVELOPMENT_WEBHOOK_SECRET, NotifierSettings, RuntimeSettings, SettingsError
+from services.common.settings import (
+    DEVELOPMENT_WEBHOOK_SECRET,
+    ConsoleSettings,
+    NotifierSettings,
+    RuntimeSettings,
+    SettingsError,
+)
 from services.notifier.app import create_notifier
 from tests.conftest import ROOT
 
@@ -44,7 +50,8 @@ def test_the_development_secret_is_allowed_in_development_and_a_real_one_anywher
     assert notifier.settings.webhook_secret.get_secret_value() == DEVELOPMENT_WEBHOOK_SECRET
     assert "development secret" in caplog.text
     chosen = create_notifier(NotifierSettings(webhook_secret="k7Qx9-a-real-secret"),
-                             runtime=RuntimeSettings(environment="production"))
+                             runtime=RuntimeSettings(environment="production"),
+                             console_settings=ConsoleSettings(secret_key="a-real-console-key-0123456789"))
     assert chosen.settings.webhook_secret.get_secret_value() == "k7Qx9-a-real-secret"
 
 
@@ -52,6 +59,21 @@ def test_an_empty_secret_is_refused_everywhere() -> None:
     for environment in ("development", "production"):
         with pytest.raises(SettingsError, match="ZEROERRAND_NOTIFIER_WEBHOOK_SECRET 为空"):
             create_notifier(NotifierSettings(webhook_secret=""), runtime=RuntimeSettings(environment=environment))
+
+
+def test_the_notifier_refuses_the_development_console_key_in_production() -> None:
+    """The enterprise's links in its notices are made with the console's key: the development one
+    would let anyone open every project."""
+    production = RuntimeSettings(environment="production")
+    with pytest.raises(SettingsError) as refused:
+        create_notifier(NotifierSettings(webhook_secret="k7Qx9-a-real-secret"), runtime=production,
+                        console_settings=ConsoleSettings())
+    assert "通知服务未启动" in str(refused.value) and "ZEROERRAND_CONSOLE_SECRET_KEY" in str(refused.value)
+    with pytest.raises(SettingsError, match="太短"):
+        create_notifier(NotifierSettings(), runtime=RuntimeSettings(environment="development"),
+                        console_settings=ConsoleSettings(secret_key="short"))
+    create_notifier(NotifierSettings(), runtime=RuntimeSettings(environment="development"),
+                    console_settings=ConsoleSettings())  # the development key on a developer's machine
 
 
 @pytest.mark.parametrize("command", ["notifier", "up"])
