@@ -106,9 +106,11 @@ async def main() -> None:
     rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
     data = Path(tempfile.mkdtemp(prefix="zeroerrand-year-"))
     data.chmod(0o755)  # as root, PostgreSQL runs as the postgres user
-    # a webhook secret of its own: the notifier refuses the development one outside development
+    # a webhook secret and a console key of its own: the development ones are refused outside
+    # development; the console `up` also serves on a free port
     env = {**os.environ, "ZEROERRAND_AMQP_URL": url, "ZEROERRAND_DATA_DIR": str(data),
-           "ZEROERRAND_NOTIFIER_WEBHOOK_SECRET": secrets.token_hex(32)}
+           "ZEROERRAND_NOTIFIER_WEBHOOK_SECRET": secrets.token_hex(32),
+           "ZEROERRAND_CONSOLE_SECRET_KEY": secrets.token_hex(32), "ZEROERRAND_CONSOLE_PORT": "0"}
     env.pop("MONGODB_URL", None)
     log = (data / "up.log").open("w")
     up = subprocess.Popen([CLI, "up"], env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -26,7 +26,8 @@ from services.common.domain import ECON_DEV_BUREAU, Unit, UnitKind
 from services.common.storage import Collection, Store
 
 USERS = Collection("console_users", (IndexModel([("unit", ASCENDING)]),))
-ATTEMPTS = Collection("console_attempts", (IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0),))
+# no TTL index: the embedded store (FerretDB 1.24) has none; windows that ended are deleted on the next miss
+ATTEMPTS = Collection("console_attempts", (IndexModel([("expires_at", ASCENDING)]),))
 COLLECTIONS = (USERS, ATTEMPTS)
 
 GOV_SERVICE_BUREAU = "gov_service_bureau"
@@ -126,7 +127,7 @@ class Accounts:
         doc = await self._users.find_one_and_update(
             {"_id": username}, {"$set": {"active": active, "updated_at": now or datetime.now(UTC)},
                                 "$inc": {"session_version": 1}},
-            projection={"password_hash": 0}, return_document=ReturnDocument.AFTER)
+            return_document=ReturnDocument.AFTER)  # no projection: the embedded store has none here
         if doc is None:
             raise AccountError(f"没有用户 {username}")
         return Account.from_doc(doc)
@@ -137,7 +138,7 @@ class Accounts:
         doc = await self._users.find_one_and_update(
             {"_id": username}, {"$set": {"password_hash": self._hasher.hash(password), "active": True,
                                          "updated_at": now or datetime.now(UTC)}, "$inc": {"session_version": 1}},
-            projection={"password_hash": 0}, return_document=ReturnDocument.AFTER)
+            return_document=ReturnDocument.AFTER)  # no projection: the embedded store has none here
         if doc is None:
             raise AccountError(f"没有用户 {username}")
         return Account.from_doc(doc)
@@ -177,6 +178,7 @@ class Attempts:
 
     async def failed(self, keys: list[str], now: datetime | None = None) -> None:
         now = now or datetime.now(UTC)
+        await self._attempts.delete_many({"expires_at": {"$lte": now}})
         for key in keys:
             window, ends = self._window(key, now)
             await self._attempts.update_one({"_id": window}, {"$inc": {"count": 1}, "$set": {"expires_at": ends}},

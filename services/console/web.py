@@ -122,7 +122,8 @@ def create_app(console: Console) -> ASGIApp:
     app = FastAPI(title="零跑腿服务台", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.console = console
     templates = Jinja2Templates(directory=HERE / "templates")
-    templates.env.globals.update(MODE_NAMES=MODE_NAMES_ZH, LEVEL_NAMES=LEVEL_NAMES, ROLE_NAMES=ROLE_NAMES_ZH)
+    templates.env.globals.update(MODE_NAMES=MODE_NAMES_ZH, LEVEL_NAMES=LEVEL_NAMES, ROLE_NAMES=ROLE_NAMES_ZH,
+                                 unit_name=console.rules.unit_name)
     templates.env.filters["local"] = lambda moment: (moment.astimezone(_tz()).strftime("%Y-%m-%d %H:%M")
                                                      if isinstance(moment, datetime) else moment)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -278,7 +279,7 @@ def create_app(console: Console) -> ASGIApp:
             providers.append({"code": unit, "name": console.rules.unit_name(unit), "done": done})
         return page(request, "enterprise.html", progress=progress, notices=notices, providers=providers, year=year,
                     contacts=console.rules.contacts, questionnaire=console.rules.config.questionnaire,
-                    active=[row for row in progress.items if row.state not in (ItemState.COMPLETED, ItemState.DELIVERED)])
+                    active=[row for row in progress.items if row.state in ISSUE_STATES])
 
     @app.get("/e/notices/{notice_id}", response_class=HTMLResponse)
     async def enterprise_notice(request: Request, notice_id: str) -> Response:
@@ -527,6 +528,8 @@ ACTIONS: dict[str, tuple[type[m.Command], tuple[str, ...]]] = {
 }
 _WORKING = (ItemState.ACCEPTED, ItemState.IN_PROGRESS)
 _ACTIVE = (ItemState.READY, ItemState.CONTACTED, *_WORKING)
+# where the ledger takes an enterprise's 堵点 (a waiting item's belongs to what it waits for)
+ISSUE_STATES = (*_ACTIVE, ItemState.BLOCKED)
 
 
 def _actions(account: Account, row: Any) -> list[str]:

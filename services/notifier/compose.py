@@ -252,8 +252,11 @@ class Composer:
         elif isinstance(event, ItemSuspended):
             ctx |= {"reported_by_name": self.unit_name(event.reported_by), "reason": event.reason}
         elif isinstance(event, ItemBlocked):
-            ctx |= {"reason": event.reason, "resolver_name": self.unit_name(event.resolver),
-                    "reported_by_name": self.unit_name(event.reported_by)}
+            # the enterprise reports a 堵点 under its credit code (item.enterprise_issue)
+            by_enterprise = project is not None and event.reported_by == project.enterprise.credit_code
+            reporter = f"服务对象 {project.enterprise.name}" if by_enterprise and project is not None \
+                else self.unit_name(event.reported_by)
+            ctx |= {"reason": event.reason, "resolver_name": self.unit_name(event.resolver), "reported_by_name": reporter}
             roles["resolver"] = event.resolver
         elif isinstance(event, ItemOverdue):
             ctx |= {"clock_name": CLOCK_NAMES[event.clock], "level_name": OVERDUE_LEVEL_NAMES_ZH[event.level],

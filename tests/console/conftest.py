@@ -30,7 +30,7 @@ from services.console.service import ConsoleService
 from services.evaluation.app import create_evaluation
 from services.notifier.app import create_notifier
 from services.router.app import create_router
-from tests.integration.conftest import amqp, amqp_url, clean_queues, embedded_endpoint, store  # noqa: F401
+from tests.integration.conftest import amqp, amqp_url, clean_queues, embedded_endpoint, embedded_uri, store  # noqa: F401
 
 CHROMIUM = "/usr/bin/chromium"
 KEY = "console-test-key-0123456789abcdef"

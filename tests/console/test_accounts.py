@@ -76,9 +76,9 @@ def test_access_codes_are_per_project_and_key() -> None:
     assert normalise(" abcd-efgh ijkl mnop ") == "ABCD-EFGH-IJKL-MNOP"
 
 
-def test_users_commands(embedded_uri: str) -> None:
+def test_users_commands(embedded_uri: str, store: Store) -> None:
     """An administrator adds, lists, disables and resets accounts from the command line."""
-    env = {**os.environ, "MONGODB_URL": f"{embedded_uri.rstrip('/')}/zeroerrand_users_cli_{os.getpid()}"}
+    env = {**os.environ, "MONGODB_URL": embedded_uri, "ZEROERRAND_DATABASE": store.db.name}
 
     def run(*args: str, password: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "services.cli", "users", *args], cwd=ROOT, env=env, text=True,

@@ -18,7 +18,7 @@ from services.console.accounts import Role
 from services.evaluation.ledger import ItemState, item_key
 from services.evaluation.repository import MongoLedgerRepository
 from services.notifier.repository import NotifierRepository
-from tests.conftest import ALUMINIUM, COMPUTING, example
+from tests.conftest import ALUMINIUM, COMPUTING, CONSULT_UNKNOWN, example
 from tests.console.conftest import PASSWORD, Site
 from tests.integration.test_router_rabbitmq import sign
 
@@ -126,9 +126,9 @@ async def test_enterprise_follows_its_project_to_hand_over(site: Site, amqp: aio
     staff = await (await browser.new_context()).new_page()
     await login(staff, site, "gs.li")
     await staff.goto(f"{site.url}/board")
-    assert await staff.locator(f"#blockers ~ table tr[data-item='{item_key(code, 'MA-01')}']").count() == 1
+    assert await staff.locator(f"#blockers tr[data-item='{item_key(code, 'MA-01')}']").count() == 1
     await staff.screenshot(path=shots / "department-board.png", full_page=True)
-    await staff.click(f"table tr[data-item='{item_key(code, 'MA-01')}'] a[href^='/items/']")
+    await staff.click(f"#blockers tr[data-item='{item_key(code, 'MA-01')}'] a[href^='/items/']")
     assert "已办理" in await act(staff, "unblock", note="已协调窗口改为线上核验")
     assert "已办理" in await act(staff, "contact")
     assert "已办理" in await act(staff, "accept")
@@ -144,12 +144,12 @@ async def test_enterprise_follows_its_project_to_hand_over(site: Site, amqp: aio
     await login(econ, site, "ed.wang")
     await econ.goto(f"{site.url}/task-orders")
     await econ.screenshot(path=shots / "task-orders-to-issue.png", full_page=True)
-    await econ.click(f"#to-issue ~ table tr[data-item='{item_key(code, 'MA-02')}'] a[href^='/items/']")
+    await econ.click(f"#to-issue tr[data-item='{item_key(code, 'MA-02')}'] a[href^='/items/']")
     assert "已办理" in await act(econ, "issue_order", note="请尽快办理")
     company = await (await browser.new_context()).new_page()
     await login(company, site, "zl.zhao")
     await company.goto(f"{site.url}/task-orders")
-    await company.click(f"table tr[data-item='{item_key(code, 'MA-02')}'] a[href^='/items/']")
+    await company.click(f"#orders tr[data-item='{item_key(code, 'MA-02')}'] a[href^='/items/']")
     assert "已办理" in await act(company, "accept_order", specialist_name="赵敏", specialist_phone="13800471234")
     for action in ("accept", "complete"):
         assert "已办理" in await act(company, action)
@@ -252,3 +252,58 @@ async def test_wrong_access_code_and_wrong_role_are_refused(site: Site, amqp: ai
     # a form posted without the CSRF token is refused too
     missing = await staff.request.post(f"{site.url}/logout", form={})
     assert missing.status == 403
+
+
+async def test_gov_service_bureau_sees_rules_unroutable_items_report_and_inbox(
+        site: Site, amqp: aio_pika.abc.AbstractRobustConnection, browser: Any, shots: Path) -> None:
+    agreement = example(CONSULT_UNKNOWN, suffix="web4")  # plans items the catalog does not know
+    await sign(amqp, agreement)
+    repo = MongoLedgerRepository(site.store)
+    await until(lambda: _unroutable_count(repo), True, "unroutable items recorded")
+    await until(lambda: _has_rules_version(repo), True, "the router's rules version recorded")
+    await site.account("gs.chen", "gov_service_bureau", Role.GOV_SERVICE)
+    page = await (await browser.new_context()).new_page()
+    await login(page, site, "gs.chen")
+
+    await page.goto(f"{site.url}/unroutable")
+    text = await page.locator("main").inner_text()
+    assert agreement.project.code in text and "清单中无此事项" in text
+    await page.screenshot(path=shots / "unroutable.png", full_page=True)
+
+    await page.goto(f"{site.url}/rules")
+    active = await repo.rules_events("rules.activated", 1)
+    assert active[0].version in await page.locator(".summary").inner_text()
+    await page.select_option("select[name=item]", "EP-02")
+    await page.fill("input[name=facts]", "annual_energy_tce=6000 annual_electricity_10k_kwh=100")
+    await page.click("form[action='/rules'] button[type=submit]")
+    await page.wait_for_load_state()
+    explained = await page.locator("#explained").inner_text()
+    assert "服务方式" in explained and "规则" in explained, explained
+    await page.screenshot(path=shots / "rules-explain.png", full_page=True)
+    await page.fill("input[name=facts]", "annual_energy_tce=lots")
+    await page.click("form[action='/rules'] button[type=submit]")
+    assert "不是数字" in await page.locator("#explained").inner_text()
+
+    response = await page.goto(f"{site.url}/report?year=2026")
+    assert response is not None and response.status == 200
+    assert "2026" in await page.title()
+    await page.screenshot(path=shots / "annual-report.png", full_page=True)
+
+    # 政务服务局 also reads the operators' notices (the unroutable items were announced to them)
+    await page.goto(f"{site.url}/inbox")
+    unread = page.locator("tr.unread a").first
+    await unread.click()
+    await page.wait_for_load_state()
+    notice_id = page.url.rsplit("/", 1)[1]
+    notices = NotifierRepository(site.store)
+    read = await notices.notice(notice_id, "role:operators") or await notices.notice(notice_id, "unit:gov_service_bureau")
+    assert read is not None and read["status"] == "delivered"
+    await page.screenshot(path=shots / "inbox-notice.png", full_page=True)
+
+
+async def _unroutable_count(repo: MongoLedgerRepository) -> bool:
+    return bool(await repo.unroutable(2026) or await repo.unroutable(2027))
+
+
+async def _has_rules_version(repo: MongoLedgerRepository) -> bool:
+    return bool(await repo.rules_events("rules.activated", 1))
