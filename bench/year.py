@@ -188,6 +188,7 @@ async def main() -> None:
         print(f"zeroerrand ledger show {code}: {show_s:.2f} s median of 5")
         python_s, _ = timed([sys.executable, "-c", "import services.cli"], env, 5)
         print(f"  (of which Python start-up and imports: {python_s:.2f} s)")
+        await console_pages(data, env, uri, code)
     finally:
         t_stop = time.perf_counter()
         up.send_signal(signal.SIGTERM)
@@ -199,6 +200,84 @@ async def main() -> None:
         log.close()
         rabbitmqctl("delete_vhost", vhost)
         subprocess.run(["rm", "-rf", str(data)], check=False)
+
+
+CONSOLE_ACCOUNTS = (  # username, unit, role: the boards with the most lines in this year
+    ("zl.bench", "zhenglian_company", "service_company"), ("pc.bench", "planning_construction_bureau", "department"),
+    ("ed.bench", "econ_dev_bureau", "econ_dev"), ("er.bench", "econ_dev_bureau", "recruiting"))
+
+
+async def console_pages(data: Path, env: dict[str, str], uri: str, code: str) -> None:
+    """Times the console's heaviest pages over HTTP (median of 5, a signed-in session each) against
+    the same view called in this process on the same store: what HTTP, sessions and the template add."""
+    import re
+
+    import httpx
+
+    from services.common.access import access_link
+    from services.common.storage import Store
+    from services.evaluation import views
+    from services.evaluation.repository import MongoLedgerRepository
+    from services.evaluation.views import context_from_rules
+
+    found = re.search(r"console listening on (http://[0-9.:]+)", (data / "up.log").read_text())
+    if found is None:
+        raise RuntimeError("the console of `zeroerrand up` did not say where it listens")
+    base = found.group(1)
+    password = secrets.token_hex(12)
+    for username, unit, role in CONSOLE_ACCOUNTS:
+        subprocess.run([CLI, "users", "add", username, "--unit", unit, "--role", role, "--name", "基准",
+                        "--password-stdin"], env=env, input=password + "\n", text=True, check=True,
+                       capture_output=True, timeout=60)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, tz_aware=True)
+    repo = MongoLedgerRepository(Store(client, "zeroerrand"))
+    ctx = context_from_rules(ROOT / "rules", short_names=True)
+
+    async def median(call: Any) -> float:
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            await call()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    async def session(username: str | None) -> httpx.AsyncClient:
+        http = httpx.AsyncClient(base_url=base, timeout=120)
+        if username is None:
+            key = env["ZEROERRAND_CONSOLE_SECRET_KEY"]
+            opened = await http.get(access_link(base, key, code).removeprefix(base))
+            assert opened.status_code == 303 and opened.headers["location"] == "/e", opened.text[:500]
+            return http
+        page = await http.get("/login")
+        token = re.search(r'name="csrftoken" value="([^"]+)"', page.text)
+        assert token is not None
+        done = await http.post("/login", data={"csrftoken": token.group(1), "username": username, "password": password,
+                                               "next": "/"})
+        assert done.status_code == 303, done.text[:500]
+        return http
+
+    async def get(http: httpx.AsyncClient, path: str) -> None:
+        (await http.get(path)).raise_for_status()
+
+    pages = [
+        (None, "/e", "the enterprise's project page", lambda: views.project_progress(repo, ctx, code)),
+        ("zl.bench", "/board", "政联公司's board", lambda: views.unit_board(repo, ctx, "zhenglian_company")),
+        ("pc.bench", "/board", "规划建设局's board", lambda: views.unit_board(repo, ctx, "planning_construction_bureau")),
+        ("ed.bench", "/task-orders", "经发局's task orders", lambda: views.task_orders_to_issue(repo, ctx)),
+        ("er.bench", "/projects", "经发局's projects as 招引单位",
+         lambda: views.recruiting_projects(repo, ctx, "econ_dev_bureau")),
+    ]
+    print(f"console pages over HTTP ({base}) against the same view in-process, median of 5:")
+    for username, path, label, view in pages:
+        http = await session(username)
+        page_s = await median(lambda http=http, path=path: get(http, path))
+        rows = await view()
+        view_s = await median(view)
+        size = len(rows.items) if hasattr(rows, "items") and not isinstance(rows, list) else len(rows)
+        print(f"  {label} ({path}, {size:,} rows): page {page_s:.2f} s, view {view_s:.2f} s "
+              f"(x{page_s / view_s:.1f})")
+        await http.aclose()
+    await client.close()
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,25 @@ HERE = Path(__file__).parent
 LOCAL_TZ = "Asia/Shanghai"
 OPERATOR_ROLES = (Role.GOV_SERVICE, Role.ECON_DEV, Role.DEPARTMENT, Role.SERVICE_COMPANY)
 LEVEL_NAMES = {"red": "红牌", "yellow": "黄牌", "warning": "预警"}
+
+
+@dataclass(frozen=True)
+class Paged:
+    """One page (``?page=N``, from 1) of a long list: a year's board can hold a thousand open lines."""
+
+    rows: list[Any]
+    number: int
+    pages: int
+    total: int
+
+    SIZE = 100
+
+    @classmethod
+    def of(cls, rows: list[Any], request: Request) -> Paged:
+        pages = max(1, -(-len(rows) // cls.SIZE))
+        text = request.query_params.get("page", "1")
+        number = min(max(int(text), 1), pages) if text.isdigit() and len(text) < 6 else 1
+        return cls(rows[(number - 1) * cls.SIZE: number * cls.SIZE], number, pages, len(rows))
 
 
 class Refusal(Exception):
@@ -359,7 +379,7 @@ def create_app(console: Console) -> ASGIApp:
         items = await views.unit_board(console.ledger, ctx, account.unit)
         blockers = await views.blockers_to_resolve(console.ledger, ctx, account.unit)
         unread = await console.notices.unread_count(f"unit:{account.unit}")
-        return page(request, "board.html", items=items, blockers=blockers, unread=unread,
+        return page(request, "board.html", items=Paged.of(items, request), blockers=blockers, unread=unread,
                     unit_name=console.rules.unit_name(account.unit))
 
     @app.get("/task-orders", response_class=HTMLResponse)
@@ -367,13 +387,12 @@ def create_app(console: Console) -> ASGIApp:
         account = await operator(request, Role.ECON_DEV, Role.SERVICE_COMPANY)
         assert console.ledger is not None
         ctx = context_for()
-        if account.role is Role.ECON_DEV:
-            to_issue = await views.task_orders_to_issue(console.ledger, ctx)
-            orders = await views.task_orders(console.ledger, ctx)
-        else:
-            to_issue = []
-            orders = await views.task_orders(console.ledger, ctx, assigned_to=account.unit)
-        return page(request, "task_orders.html", to_issue=to_issue, orders=orders)
+        assigned_to = None if account.role is Role.ECON_DEV else account.unit
+        to_issue = await views.task_orders_to_issue(console.ledger, ctx) if assigned_to is None else []
+        # the orders under way: issued (to accept) first, then accepted; closed ones are in each item's history
+        orders = [*await views.task_orders(console.ledger, ctx, assigned_to=assigned_to, state="issued"),
+                  *await views.task_orders(console.ledger, ctx, assigned_to=assigned_to, state="accepted")]
+        return page(request, "task_orders.html", to_issue=to_issue, orders=Paged.of(orders, request))
 
     @app.get("/items/{project}/{item}", response_class=HTMLResponse)
     async def item_page(request: Request, project: str, item: str, consult: bool = False) -> Response:
@@ -424,7 +443,8 @@ def create_app(console: Console) -> ASGIApp:
         account = await operator(request, Role.RECRUITING)
         assert console.ledger is not None
         found = await views.recruiting_projects(console.ledger, context_for(), account.unit)
-        return page(request, "projects.html", projects=found, unit_name=console.rules.unit_name(account.unit))
+        return page(request, "projects.html", projects=Paged.of(found, request),
+                    unit_name=console.rules.unit_name(account.unit))
 
     @app.get("/projects/{project}", response_class=HTMLResponse)
     async def project_page(request: Request, project: str) -> Response:
