@@ -26,6 +26,7 @@ from services.common.settings import (
 )
 from services.common.storage import Store, open_store
 from services.common.topology import NOTIFIER_QUEUE, declare_topology
+from services.notifier import mail, sms
 from services.notifier.channels import mask_address
 from services.notifier.compose import Composer
 from services.notifier.delivery import Deliverer
@@ -52,17 +53,28 @@ class Notifier:
     _delivery: asyncio.Task[None] | None = None
 
 
+def unavailable_channels(settings: NotifierSettings) -> dict[str, str]:
+    """The external channels without a server configured, with the reason their notifications fail."""
+    found = {}
+    if not settings.smtp_host:
+        found["email"] = mail.NOT_CONFIGURED
+    if not settings.sms_gateway_url:
+        found["sms"] = sms.NOT_CONFIGURED
+    return found
+
+
 def load_composer(settings: NotifierSettings, console: ConsoleSettings | None = None) -> Composer:
     """The plan, the directory and the unit names; ``RulesError`` lists every problem. ``console``
     makes the enterprise's links (default: ``ConsoleSettings()``)."""
     book = load_rulebook(settings.rules_dir)
-    return Composer(load_plan(settings.rules_dir, book.units), book.units, book.catalog, console)
+    return Composer(load_plan(settings.rules_dir, book.units), book.units, book.catalog, console,
+                    unavailable_channels(settings))
 
 
 def unconfigured_channels(plan: NotificationPlan, settings: NotifierSettings) -> dict[str, list[str]]:
     """The channels the directory uses that have no server configured, with who uses them
     (``{"email": ["units.gov_service_bureau"]}``): their notifications will end failed."""
-    missing = {"email": settings.smtp_host is None, "sms": settings.sms_gateway_url is None}
+    missing = {channel: True for channel in unavailable_channels(settings)}
     found: dict[str, list[str]] = {}
     entries = [(f"units.{code}", c.channels) for code, c in plan.directory.units.items()]
     entries += [(f"roles.{name}", c.channels) for name, c in plan.directory.roles.items()]
@@ -70,7 +82,7 @@ def unconfigured_channels(plan: NotificationPlan, settings: NotifierSettings) ->
     for who, specs in entries:
         for spec in specs:
             channel = "email" if isinstance(spec, Email) else "sms" if isinstance(spec, Sms) else None
-            if channel and missing[channel] and who not in found.setdefault(channel, []):
+            if channel and missing.get(channel) and who not in found.setdefault(channel, []):
                 found[channel].append(who)
     return {channel: who for channel, who in found.items() if who}
 
@@ -133,10 +145,18 @@ def create_notifier(settings: NotifierSettings | None = None, broker_settings: B
     notifier = Notifier(settings=settings, broker=broker, app=FastStream(broker), store=store)
     owns_store = store is None
 
+    said_unavailable: set[str] = set()
+
     async def notify(event: Event, final_attempt: bool) -> None:
         assert notifier.repository is not None and notifier.composer is not None and notifier.commit is not None
-        if await handle_event(event, notifier.repository, notifier.composer, notifier.commit) and notifier.deliverer:
+        documents = await handle_event(event, notifier.repository, notifier.composer, notifier.commit)
+        if notifier.deliverer and any(d["status"] == "pending" for d in documents):
             notifier.deliverer.wake()  # webhooks, e-mail or SMS stored: send now rather than at the next round
+        for doc in documents:  # said once per channel (the start warned of the directory's)
+            if doc["status"] == "failed" and doc["channel"] not in said_unavailable:
+                said_unavailable.add(doc["channel"])
+                log.warning("%s notifications are stored failed, not sent (first: %s to %s): %s", doc["channel"],
+                            doc["_id"], mask_address(doc["channel"], doc["address"]), doc["last_error"])
 
     subscriber = consume_events(broker, NOTIFIER_QUEUE, notifier.inflight, notify,
                                 description="Stores and delivers notifications.", max_bytes=settings.max_event_bytes,

@@ -105,12 +105,16 @@ def item_code_of(event: Event) -> str | None:
 
 class Composer:
     """``console`` gives the enterprise's link to its project in the web console (``console_link``;
-    default: ``ConsoleSettings()`` from the environment)."""
+    default: ``ConsoleSettings()`` from the environment). ``unavailable`` names the external
+    channels that have no server configured, with the reason: their notifications are stored
+    ``failed`` with it at once, never queued for attempts that cannot succeed."""
 
     def __init__(self, plan: NotificationPlan, units: Mapping[str, Unit],
-                 catalog: Mapping[str, CatalogItem] | None = None, console: ConsoleSettings | None = None) -> None:
+                 catalog: Mapping[str, CatalogItem] | None = None, console: ConsoleSettings | None = None,
+                 unavailable: Mapping[str, str] | None = None) -> None:
         self.plan, self.units, self.catalog = plan, units, catalog or {}
         self.console = console if console is not None else ConsoleSettings()
+        self.unavailable = dict(unavailable or {})
 
     def console_link(self, project_code: str) -> str:
         """The link of the enterprise's notices about ``project_code`` (it carries the access code)."""
@@ -143,6 +147,7 @@ class Composer:
             body = string.Template(entry.body).safe_substitute(context).strip()
             for channel, address in recipient.channels:
                 inbox = channel == INBOX
+                reason = self.unavailable.get(channel)
                 documents.append({
                     # one per event, role, recipient and channel: a unit that is both the recruiting
                     # unit and the ledger owner gets both messages; a redelivery gets none again
@@ -153,9 +158,9 @@ class Composer:
                     "channel": channel, "address": address, "title": title, "body": body,
                     # an inbox notification is delivered when its recipient reads it (read_at);
                     # one of another channel when its receiver accepts it, sent by the delivery loop
-                    "status": "unread" if inbox else "pending",
-                    "attempts": 0, "last_error": None, "created_at": now, "updated_at": now,
-                    "delivered_at": None, "read_at": None, "next_attempt_at": None if inbox else now,
+                    "status": "unread" if inbox else "failed" if reason else "pending",
+                    "attempts": 0, "last_error": reason, "created_at": now, "updated_at": now,
+                    "delivered_at": None, "read_at": None, "next_attempt_at": None if inbox or reason else now,
                 })
         return documents
 

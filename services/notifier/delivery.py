@@ -3,9 +3,11 @@ exponential back-off, then a final state.
 
 A notification is stored before its event is acknowledged; this loop only moves stored ones from
 ``pending`` to ``delivered`` (the receiver, SMTP server or SMS gateway accepted it), or to
-``failed`` after ``max_attempts`` (the error kept), or at once when its channel has no server
-configured. A claim is a lease: if the process dies mid-attempt, the notification is due again
-when the lease ends. Inbox notifications are not sent: they are ``unread`` until read.
+``failed`` after ``max_attempts`` (the error kept). A channel with no server configured is
+stored ``failed`` by the composer and never claimed; if one is claimed all the same (stored by a
+replica that has the server, tried by one that has not), it fails at once with the reason.
+A claim is a lease: if the process dies mid-attempt, the notification is due again when the
+lease ends. Inbox notifications are not sent: they are ``unread`` until read.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from services.common.messages import AgreementRejected, Event, ItemEvent, ItemRouted, RequestRefused, ServiceStarted
 from services.notifier.compose import WITH_PROJECT, Composer, ItemView, MissingContext, ProjectView
@@ -11,16 +12,16 @@ from services.notifier.repository import NotifierRepository
 
 
 async def handle_event(event: Event, repository: NotifierRepository, composer: Composer, commit: GroupCommit,
-                       now: datetime | None = None) -> bool:
-    """Stores the notifications the plan asks for (with other events' writes); returns once stored,
-    saying whether any of them waits to be sent (a webhook, an e-mail, an SMS)."""
+                       now: datetime | None = None) -> list[dict[str, Any]]:
+    """Stores the notifications the plan asks for (with other events' writes); returns them once
+    stored (those ``pending`` wait to be sent: a webhook, an e-mail, an SMS)."""
     read_model, new_project = repository.remember(event)
     project, item = await views_of(event, repository)
     documents = composer.compose(event, project, item, now or datetime.now(UTC))
     await commit.submit(read_model, documents)
     if new_project is not None:
         repository.remembered(new_project)
-    return any(d["channel"] != "inbox" for d in documents)
+    return documents
 
 
 async def views_of(event: Event, repository: NotifierRepository) -> tuple[ProjectView | None, ItemView | None]:

@@ -195,7 +195,7 @@ class NotifierRepository:
 
     async def unread_count(self, recipient: str) -> int:
         """How many of ``recipient``'s inbox notifications are unread. Counted from a ``find`` of
-        their ids: the embedded store answers ``count`` (and ``$match`` in an aggregation) by
-        scanning the whole collection, a ``find`` from the index on ``recipient`` and ``status``."""
+        their ids: the embedded store answers a ``count`` command by scanning the whole collection
+        (its explain shows a Seq Scan), a ``find`` from the index on ``recipient`` and ``status``."""
         query = {"recipient": recipient, "status": UNREAD, "channel": INBOX}
         return len([doc async for doc in self._notifications.find(query, {"_id": 1})])

@@ -95,9 +95,14 @@ class Services:
         return [line for line in self.log().splitlines() if re.search(pattern, line)]
 
     def connection_lines(self) -> tuple[list[str], list[str], list[str]]:
-        """The log's lines for a lost connection, for its return, and every WARNING."""
+        """The log's lines for a lost connection, for its return, and every other WARNING but the
+        notifier's one per channel that no server is configured for: the aluminium agreements ask for
+        e-mail and SMS (notify_by), which these tests do not configure (those notices end failed)."""
+        unconfigured = self.lines(r"WARNING services\.notifier\.app: (email|sms) notifications are stored failed.*未配置")
+        assert len(unconfigured) <= 2, "\n".join(unconfigured)  # said once per channel, not per notice
         return (self.lines(r"WARNING .*connection to RabbitMQ .* lost"),
-                self.lines(r"INFO .*connected to RabbitMQ .* again after"), self.lines(r"\bWARNING\b"))
+                self.lines(r"INFO .*connected to RabbitMQ .* again after"),
+                [line for line in self.lines(r"\bWARNING\b") if line not in unconfigured])
 
 
 async def consumers(url: str) -> dict[str, int]:

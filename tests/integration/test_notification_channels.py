@@ -237,9 +237,14 @@ async def test_a_channel_without_a_server_ends_failed_with_the_reason(
         assert "通讯录使用了未配置的渠道" in caplog.text and "units.gov_service_bureau" in caplog.text
         await sign(amqp, agreement)
         failed = await stored(store, 4, project=agreement.project.code, status="failed")
-    reasons = {(d["channel"], d["attempts"], d["last_error"].split(" / ")[0]) for d in failed}
-    assert reasons == {("email", 1, "未配置 SMTP 服务器（ZEROERRAND_NOTIFIER_SMTP_HOST），邮件无法发送"),
-                       ("sms", 1, "未配置短信网关（ZEROERRAND_NOTIFIER_SMS_GATEWAY_URL），短信无法发送")}
+    # stored failed with the reason, never tried
+    reasons = {(d["channel"], d["attempts"], d["next_attempt_at"], d["last_error"].split(" / ")[0]) for d in failed}
+    assert reasons == {("email", 0, None, "未配置 SMTP 服务器（ZEROERRAND_NOTIFIER_SMTP_HOST），邮件无法发送"),
+                       ("sms", 0, None, "未配置短信网关（ZEROERRAND_NOTIFIER_SMS_GATEWAY_URL），短信无法发送")}
+    # the log says it once per channel, the address masked
+    said = [r.getMessage() for r in caplog.records if "stored failed, not sent" in r.getMessage()]
+    assert len(said) == 2 and any("s***@gov-service.example.cn" in line for line in said)
+    assert not any(UNIT_EMAIL in line or UNIT_PHONE in line for line in said)
     inbox = await NotifierRepository(store).find(project=agreement.project.code, recipient="unit:gov_service_bureau",
                                                  status="unread")
     assert len(inbox) == 2  # the inbox does not depend on them

@@ -114,10 +114,10 @@ async def test_signing_the_examples_stores_exactly_the_expected_notifications(se
         ("unit:public_utilities_bureau", "inbox"): 3, ("unit:zhenglian_company", "inbox"): 10,
         ("unit:zhenglian_company", "webhook"): 10}
     assert {d["status"] for d in aluminium if d["channel"] == "inbox"} == {"unread"}  # until read in the console
-    # no SMTP server and no SMS gateway are configured here: those end failed at once, saying so
+    # no SMTP server and no SMS gateway are configured here: those are failed at once, saying so
     unsent = await stored(store, 48, project="HLXQ-2026-0031", status="failed")
     assert Counter((d["channel"], d["attempts"], d["last_error"][:12]) for d in unsent) == {
-        ("email", 1, "未配置 SMTP 服务器"): 24, ("sms", 1, "未配置短信网关（ZERO"): 24}
+        ("email", 0, "未配置 SMTP 服务器"): 24, ("sms", 0, "未配置短信网关（ZERO"): 24}  # stored so, never tried
     notice = next(d for d in aluminium if d["title"] == "一次性告知：建设工程规划许可证")
     for material in load_rulebook(RULES).catalog["EP-02"].materials:
         assert material in notice["body"]

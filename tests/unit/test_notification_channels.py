@@ -217,3 +217,21 @@ def test_an_empty_channel_setting_means_not_set(monkeypatch: pytest.MonkeyPatch)
     assert (settings.smtp_host, settings.smtp_password, settings.smtp_ca_file, settings.sms_gateway_url,
             settings.sms_gateway_token) == (None, None, None, None, None)
     assert settings.smtp_security == "starttls" and settings.smtp_port == 587
+
+
+def test_a_channel_without_a_server_is_stored_failed_with_the_reason_and_never_queued(engine: object) -> None:
+    from services.notifier.app import load_composer, unavailable_channels
+
+    assert set(unavailable_channels(NotifierSettings())) == {"email", "sms"}
+    assert unavailable_channels(NotifierSettings(smtp_host="smtp.example.cn")) == {"sms": sms.NOT_CONFIGURED}
+    result = route_agreement(example(ALUMINIUM), engine)  # type: ignore[arg-type]
+    assert result.started is not None
+    project = result.started.project
+    view = ProjectView(project.code, project.name, project.enterprise, project.recruiting_unit)
+    composed = load_composer(NotifierSettings(smtp_host="smtp.example.cn"), CONSOLE).compose(result.started, view, None, NOW)
+    states = {(d["channel"], d["status"], d["attempts"], d["last_error"], d["next_attempt_at"])
+              for d in composed if d["role"] == "enterprise"}
+    assert states == {("inbox", "unread", 0, None, None), ("email", "pending", 0, None, NOW),
+                      ("sms", "failed", 0, sms.NOT_CONFIGURED, None)}
+    assert sms.NOT_CONFIGURED.startswith("未配置短信网关（ZEROERRAND_NOTIFIER_SMS_GATEWAY_URL）")
+    assert mail.NOT_CONFIGURED.startswith("未配置 SMTP 服务器（ZEROERRAND_NOTIFIER_SMTP_HOST）")
