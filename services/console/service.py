@@ -58,7 +58,8 @@ class Rules:
         book = load_rulebook(directory)
         plan = load_plan(directory, book.units)
         return cls(directory=directory, book=book, config=load_config(directory),
-                   contacts={code: c.contact for code, c in plan.directory.units.items()})
+                   contacts={code: c.contact + (f"，电话 {c.phone}" if c.phone else "")
+                             for code, c in plan.directory.units.items()})
 
     def unit_name(self, code: str) -> str:
         unit = self.book.units.get(code)

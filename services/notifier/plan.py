@@ -153,6 +153,8 @@ ChannelSpec = Annotated[
 
 class Contact(_Strict):
     contact: str = Field(min_length=1)
+    phone: str | None = Field(default=None, min_length=3, max_length=50, pattern=r"^[0-9+()\- ]+$",
+                              description="a number the enterprise may call (shown in the console)")
     channels: tuple[ChannelSpec, ...] = Field(min_length=1)
 
 
