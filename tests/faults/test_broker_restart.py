@@ -62,7 +62,7 @@ async def test_a_broker_restart_under_a_stream_loses_nothing_and_logs_no_error()
         assert outcome.notifications_stored == outcome.notifications_expected > 0
         assert consumers_back <= CONSUMERS_BACK_WITHIN_S
         # one line each way per connection (the router's, the notifier's and the evaluation service's)
-        assert len(lost) == 3 and len(back) == 3, "\n".join(lost + back)
+        assert len(lost) == 4 and len(back) == 4, "\n".join(lost + back)  # router, notifier, evaluation, console
         assert warnings == lost, "\n".join(warnings)
         assert exit_code == 0
         services.remove()

@@ -62,14 +62,14 @@ async def test_the_services_carry_on_through_the_other_nodes_when_theirs_stops()
         print(f"log problems (ERROR, Traceback, unread task exceptions): {len(problems)}; WARNING lines: "
               f"{len(warnings)}; exit code on SIGTERM: {exit_code}; log: {services.log_path}")
         assert problems == [], "\n".join(problems[:40])
-        assert before[first.node] == 3  # the router's, the notifier's and the evaluation service's
-        assert after[first.node] == 0 and sum(after.values()) == 4
+        assert before[first.node] == 4  # the router's, the notifier's, the evaluation service's and the console's
+        assert after[first.node] == 0 and sum(after.values()) == 5  # the four, and the test's own publisher
         assert outcome.items_distinct == outcome.items_expected == AGREEMENTS * 23
         assert outcome.ledger_lines == outcome.items_expected and outcome.ledger_keys_missing == 0
         assert outcome.notifications_missing == 0 and outcome.notifications_unexpected == 0
         assert outcome.notifications_stored == outcome.notifications_expected > 0
         assert recovered <= RECOVER_WITHIN_S
-        assert len(lost) == 3 and len(back) == 3, "\n".join(lost + back)
+        assert len(lost) == 4 and len(back) == 4, "\n".join(lost + back)  # router, notifier, evaluation, console
         assert all(f":{first.port}/" in line for line in lost)
         assert all(f":{first.port}/" not in line.split(" again after")[0] for line in back)  # another node
         assert warnings == lost, "\n".join(warnings)
