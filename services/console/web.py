@@ -30,7 +30,7 @@ from services.common import messages as m
 from services.common.access import check_access_code
 from services.common.domain import MODE_NAMES_ZH, REQUEST_NAMES_ZH
 from services.common.domain import Request as PlanRequest
-from services.console.accounts import ROLE_NAMES_ZH, Account, Role
+from services.console.accounts import ROLE_NAMES_ZH, Account, Attempt, Role
 from services.console.service import Console
 from services.evaluation import views
 from services.evaluation.ledger import ItemState, local_day
@@ -157,12 +157,11 @@ def create_app(console: Console) -> ASGIApp:
     def client(request: Request) -> str:
         return request.client.host if request.client else "unknown"
 
-    async def too_many(request: Request, keys: list[str]) -> HTMLResponse | None:
-        assert console.attempts is not None
-        wait = await console.attempts.blocked(keys)
-        if wait is None:
+    async def too_many(request: Request, attempt: Attempt) -> HTMLResponse | None:
+        """429 if the try (counted before it is made: see ``Attempts``) is over a key's limit."""
+        if attempt.wait is None:
             return None
-        minutes = max(1, round(wait.total_seconds() / 60))
+        minutes = max(1, round(attempt.wait.total_seconds() / 60))
         return page(request, "error.html", 429, title="尝试次数过多",
                     reason=f"失败次数过多，请约 {minutes} 分钟后再试。")
 
@@ -207,15 +206,15 @@ def create_app(console: Console) -> ASGIApp:
         form = await request.form()
         username, password = str(form.get("username", "")).strip().lower(), str(form.get("password", ""))
         target = _local_path(str(form.get("next", "/")))
-        keys = [f"login:user:{username}", f"login:ip:{client(request)}"]
-        if (blocked := await too_many(request, keys)) is not None:
-            return blocked
         assert console.accounts is not None and console.attempts is not None
+        attempt = await console.attempts.take([f"login:user:{username}", f"login:ip:{client(request)}"])
+        if (blocked := await too_many(request, attempt)) is not None:
+            return blocked
         account = await console.accounts.authenticate(username, password)
         if account is None:
-            await console.attempts.failed(keys)
             log.info("login refused")
             return page(request, "login.html", 401, next=target, error="用户名或密码错误，或账号已停用。")
+        await console.attempts.refund(attempt)
         request.session.clear()
         request.session.update({"user": account.username, "version": account.session_version})
         log.info("login: %s (%s)", account.username, account.role.value)
@@ -229,15 +228,15 @@ def create_app(console: Console) -> ASGIApp:
     # -- the enterprise: its project, by project code and access code -----------------------
 
     async def open_project(request: Request, project: str, code: str) -> Response:
-        keys = [f"access:project:{project}", f"access:ip:{client(request)}"]
-        if (blocked := await too_many(request, keys)) is not None:
-            return blocked
         assert console.attempts is not None and console.ledger is not None
+        attempt = await console.attempts.take([f"access:project:{project}", f"access:ip:{client(request)}"])
+        if (blocked := await too_many(request, attempt)) is not None:
+            return blocked
         key = console.settings.secret_key.get_secret_value()
         if not project or not check_access_code(key, project, code) or await console.ledger.project(project) is None:
-            await console.attempts.failed(keys)
             return page(request, "enterprise_login.html", 401, project=project,
                         error="项目编码或访问码不正确（访问码见“一次性告知”通知中的链接）。")
+        await console.attempts.refund(attempt)
         request.session.clear()
         request.session["enterprise"] = project
         return back("/e")
