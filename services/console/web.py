@@ -61,7 +61,13 @@ class LoginNeeded(Exception):
 class Guard:
     """Outermost layer: refuses bodies over ``max_bytes`` before anything reads them, sets the security
     headers, and logs each request by method, path and status (never the query, which may hold an
-    access code, nor any form field)."""
+    access code, nor any form field).
+
+    A request with a body is read here in full (at most ``max_bytes``) before the layers below see it,
+    and refused unless it is what the console's forms send: ``application/x-www-form-urlencoded`` in
+    UTF-8. The CSRF layer parses the body itself and failed with an exception (an HTTP 500 and a
+    traceback in the log) on a chunked body over the limit, on bytes that are not UTF-8 and on any
+    ``multipart/form-data`` body (asgi-csrf's multipart parser does not run with python-multipart 0.0.x)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -71,20 +77,6 @@ class Guard:
             await self.app(scope, receive, send)
             return
         started, status = time.monotonic(), 500
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await _plain(send, 413, "提交的内容过大")
-            log.info("%s %s 413", scope["method"], scope["path"])
-            return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise HTTPException(413, "提交的内容过大")
-            return message
 
         async def secured(message: Message) -> None:
             nonlocal status
@@ -100,9 +92,72 @@ class Guard:
             await send(message)
 
         try:
-            await self.app(scope, limited, secured)
+            refusal = self._refusal(scope)
+            if refusal is None and scope["method"] not in ("GET", "HEAD", "OPTIONS"):
+                body = await self._body(receive)
+                if body is None:
+                    refusal = 413, "提交的内容过大"
+                else:
+                    refusal = self._form_refusal(scope, body)
+                    receive = _replay(body, receive)
+            if refusal is not None:
+                await _plain(secured, *refusal)
+                return
+            await self.app(scope, receive, secured)
+        except _Disconnected:
+            status = 499
         finally:
             log.info("%s %s %d %.0fms", scope["method"], scope["path"], status, (time.monotonic() - started) * 1000)
+
+    def _refusal(self, scope: Scope) -> tuple[int, str] | None:
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            return 413, "提交的内容过大"
+        return None
+
+    async def _body(self, receive: Receive) -> bytes | None:
+        """The whole body (None if it is over the limit); ``_Disconnected`` if the client went away."""
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return None
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+    @staticmethod
+    def _form_refusal(scope: Scope, body: bytes) -> tuple[int, str] | None:
+        kind = dict(scope.get("headers") or []).get(b"content-type", b"").split(b";")[0].strip().lower()
+        if body and kind != b"application/x-www-form-urlencoded":
+            return 415, "只接受网页表单提交的内容（application/x-www-form-urlencoded）"
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            return 400, "提交的内容不是 UTF-8 编码"
+        return None
+
+
+class _Disconnected(Exception):
+    """The client went away before its body was read."""
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives the body read already, then whatever the client sends next."""
+    given = False
+
+    async def replayed() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
 
 
 async def _plain(send: Send, status: int, text: str) -> None:

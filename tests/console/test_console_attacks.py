@@ -37,6 +37,13 @@ async def _signed_in(site: Site, username: str) -> AsyncIterator[httpx.AsyncClie
         yield client
 
 
+@pytest.fixture
+async def gov(site: Site) -> AsyncIterator[httpx.AsyncClient]:
+    await site.account("gs.attack", "gov_service_bureau", Role.GOV_SERVICE)
+    async with _signed_in(site, "gs.attack") as client:
+        yield client
+
+
 async def test_concurrent_tries_stay_within_the_limit(store: Store) -> None:
     """Checking the count and then counting the failure let a burst through (18 of 60 at once, limit
     5); the embedded store's ``$inc`` also lost concurrent increments. Now each try is a record."""
@@ -68,4 +75,24 @@ async def test_a_burst_of_wrong_passwords_gets_no_more_tries_than_the_limit(site
 
     answers = Counter(await asyncio.gather(*(wrong(i) for i in range(40))))
     assert set(answers) <= {401, 429} and answers[401] <= site.settings.max_attempts, answers
+
+
+async def test_bodies_the_forms_never_send_are_refused_not_crashed(site: Site, gov: httpx.AsyncClient) -> None:
+    token = _token((await gov.get("/board")).text)
+
+    async def chunked() -> AsyncIterator[bytes]:
+        yield f"csrftoken={token}&action=contact&note=".encode()
+        for _ in range(100):
+            yield b"a" * 1024
+
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    too_big = await gov.post("/logout", content=chunked(), headers=form)
+    assert too_big.status_code == 413, "a chunked body over the limit, without a Content-Length"
+    not_utf8 = await gov.post("/logout", content=f"csrftoken={token}&x=".encode() + b"\xff\xfe", headers=form)
+    assert not_utf8.status_code == 400
+    multipart = await gov.post("/logout", data={"csrftoken": token}, files={"note": ("a.txt", b"hello")})
+    assert multipart.status_code == 415
+    assert (await gov.get("/board")).status_code == 200, "still signed in: none of them reached the app"
+    logout = await gov.post("/logout", data={"csrftoken": token})
+    assert logout.status_code == 303, "an ordinary form still goes through"
 
