@@ -496,6 +496,9 @@ def create_app(console: Console) -> ASGIApp:
         account = await operator(request)
         assert console.notices is not None
         found = await console.notices.inbox(f"unit:{account.unit}", limit=200)
+        if account.role is Role.RECRUITING:
+            recruited = await _recruited(account)
+            found = [n for n in found if n.get("project_code") in recruited]
         if account.role is Role.GOV_SERVICE:
             found = sorted(found + await console.notices.inbox("role:operators", limit=200),
                            key=lambda n: n["created_at"], reverse=True)
@@ -508,10 +511,20 @@ def create_app(console: Console) -> ASGIApp:
         recipients = [f"unit:{account.unit}"] + (["role:operators"] if account.role is Role.GOV_SERVICE else [])
         for recipient in recipients:
             notice = await console.notices.notice(notice_id, recipient)
+            if notice is not None and account.role is Role.RECRUITING \
+                    and notice.get("project_code") not in await _recruited(account):
+                notice = None
             if notice is not None:
                 await console.notices.mark_read(notice_id, recipient, datetime.now(UTC))
                 return page(request, "notice.html", notice=notice, back_to="/inbox")
         raise Refusal("没有这条通知。", 404)
+
+    async def _recruited(account: Account) -> set[str]:
+        """The projects a 招引单位 account brought in. Its unit's inbox (``unit:CODE``) is shared with
+        the unit's operators when the unit is also a department: a 招引单位 account reads (and marks
+        read) only the notices about the projects it brought in, never the department's work."""
+        assert console.ledger is not None
+        return {p.code for p in await console.ledger.recruiting_unit_projects(account.unit)}
 
     @app.get("/unroutable", response_class=HTMLResponse)
     async def unroutable(request: Request) -> Response:

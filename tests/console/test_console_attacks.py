@@ -11,12 +11,16 @@ import re
 from collections import Counter
 from collections.abc import AsyncIterator
 
+import aio_pika
 import httpx
 import pytest
 
 from services.common.storage import Store
 from services.console.accounts import COLLECTIONS, Attempts, Role
+from services.notifier.repository import NotifierRepository
+from tests.conftest import ALUMINIUM, COMPUTING
 from tests.console.conftest import PASSWORD, Site
+from tests.console.test_console_browser import routed, small_project, until
 
 pytestmark = pytest.mark.integration
 
@@ -95,4 +99,32 @@ async def test_bodies_the_forms_never_send_are_refused_not_crashed(site: Site, g
     assert (await gov.get("/board")).status_code == 200, "still signed in: none of them reached the app"
     logout = await gov.post("/logout", data={"csrftoken": token})
     assert logout.status_code == 303, "an ordinary form still goes through"
+
+
+async def test_a_recruiting_account_reads_only_its_projects_notices(
+        site: Site, amqp: aio_pika.abc.AbstractRobustConnection) -> None:
+    """A 招引单位 account may belong to any unit; the unit's inbox also holds its department work."""
+    recruited = small_project(ALUMINIUM, "atk1", ("MA-01",), recruiting_unit="planning_construction_bureau")
+    worked = small_project(COMPUTING, "atk2", ("MA-01", "LT-01"), recruiting_unit="econ_dev_bureau")
+    for agreement in (recruited, worked):
+        await routed(site, amqp, agreement)
+    notices = NotifierRepository(site.store)
+    unit = "unit:planning_construction_bureau"
+    for agreement in (recruited, worked):
+        code = agreement.project.code
+        await until(lambda code=code: _has(notices, unit, code), True, f"{code}'s notice to the unit")
+    department_notice = (await notices.inbox(unit, project=worked.project.code))[0]
+
+    await site.account("pc.recruiter", "planning_construction_bureau", Role.RECRUITING)
+    async with _signed_in(site, "pc.recruiter") as recruiter:
+        inbox = (await recruiter.get("/inbox")).text
+        assert recruited.project.code in inbox and worked.project.code not in inbox
+        answer = await recruiter.get(f"/inbox/{department_notice['_id']}")
+        assert answer.status_code == 404
+    assert (await notices.notice(department_notice["_id"], unit) or {}).get("status") == "unread", \
+        "the department's notice is still unread"
+
+
+async def _has(notices: NotifierRepository, recipient: str, project: str) -> bool:
+    return bool(await notices.inbox(recipient, project=project))
 
