@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 from asgi_csrf import asgi_csrf
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -235,6 +236,10 @@ def create_app(console: Console) -> ASGIApp:
         return page(request, "error.html", exc.status, title="无权访问" if exc.status == 403 else "未找到",
                     reason=exc.reason)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        return page(request, "error.html", 400, title="请求有误", reason="地址中的参数格式不正确（如年度须为数字）。")
+
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
         reasons = {404: "没有这个页面。", 405: "不支持这种请求方式。", 413: "提交的内容过大。"}
@@ -375,8 +380,12 @@ def create_app(console: Console) -> ASGIApp:
                 flash(request, "error", f"请为“{indicator.name}”打分（0–{indicator.points:g}）。")
                 return back("/e#assess")
         comment = str(form.get("comment", "")).strip() or None
+        year = str(form.get("year", "")).strip()
+        if not year.isdigit() or len(year) != 4:
+            flash(request, "error", "测评年度须为四位数字。")
+            return back("/e#assess")
         await _send(request, m.SubmitAssessment, project_code=project, provider=provider, rater="enterprise",
-                    requested_by=progress.project.credit_code, year=int(str(form.get("year", "0")) or 0),
+                    requested_by=progress.project.credit_code, year=int(year),
                     scores=scores, comment=comment)
         return back("/e#assess")
 

@@ -101,6 +101,16 @@ async def test_bodies_the_forms_never_send_are_refused_not_crashed(site: Site, g
     assert logout.status_code == 303, "an ordinary form still goes through"
 
 
+async def test_explain_holds_facts_to_the_agreements_bounds(site: Site, gov: httpx.AsyncClient) -> None:
+    for facts, reason in (("annual_energy_tce=1e999", "有限数"), ("annual_energy_tce=1e20", "超出"),
+                          ("annual_energy_tce=" + "9" * 4000, "超出")):
+        answer = await gov.get("/rules", params={"item": "PL-03", "facts": facts})
+        assert answer.status_code == 200 and reason in answer.text, facts
+    answer = await gov.get("/rules", params={"item": "PL-03", "facts": "annual_energy_tce=6000"})
+    assert "errand.zhenglian_company" in answer.text
+    assert (await gov.get("/report", params={"year": "abc"})).status_code == 400
+
+
 async def test_a_recruiting_account_reads_only_its_projects_notices(
         site: Site, amqp: aio_pika.abc.AbstractRobustConnection) -> None:
     """A 招引单位 account may belong to any unit; the unit's inbox also holds its department work."""
@@ -128,3 +138,17 @@ async def test_a_recruiting_account_reads_only_its_projects_notices(
 async def _has(notices: NotifierRepository, recipient: str, project: str) -> bool:
     return bool(await notices.inbox(recipient, project=project))
 
+
+async def test_an_enterprise_assessment_with_a_malformed_year_is_answered(
+        site: Site, amqp: aio_pika.abc.AbstractRobustConnection) -> None:
+    agreement = small_project(ALUMINIUM, "atk3", ("MA-01",))
+    await routed(site, amqp, agreement)
+    async with httpx.AsyncClient(base_url=site.url) as enterprise:
+        assert (await enterprise.get(site.link(agreement.project.code))).status_code == 303
+        token = _token((await enterprise.get("/e")).text)
+        scores = {f"score_{name}": "1" for name in ("responsiveness", "notice", "efficiency", "attitude",
+                                                     "free_of_charge", "delivery")}
+        answer = await enterprise.post("/e/assess", data={"csrftoken": token, "provider": "gov_service_bureau",
+                                                          "year": "abc", **scores})
+        assert answer.status_code == 303
+        assert "四位数字" in (await enterprise.get("/e")).text
