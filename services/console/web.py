@@ -229,6 +229,8 @@ def create_app(console: Console) -> ASGIApp:
 
     @app.exception_handler(LoginNeeded)
     async def to_login(request: Request, exc: LoginNeeded) -> Response:
+        if exc.target == "/e/login":  # an enterprise (no session, or its project gone): its own form, not the staff's
+            return back("/e/login")
         return back(f"/login?next={quote(exc.target)}")
 
     @app.exception_handler(Refusal)

@@ -152,3 +152,12 @@ async def test_an_enterprise_assessment_with_a_malformed_year_is_answered(
                                                           "year": "abc", **scores})
         assert answer.status_code == 303
         assert "四位数字" in (await enterprise.get("/e")).text
+
+
+async def test_an_enterprise_without_a_session_is_sent_to_its_own_form(site: Site) -> None:
+    """Not to the staff's login page (工作人员登录) with ``next=/e/login``, which it cannot use."""
+    async with httpx.AsyncClient(base_url=site.url) as enterprise:
+        for path in ("/e", "/e/notices/anything"):
+            answer = await enterprise.get(path)
+            assert answer.status_code == 303 and answer.headers["location"] == "/e/login", path
+        assert (await enterprise.get("/board")).headers["location"] == "/login?next=/board"
