@@ -133,6 +133,15 @@ class Accounts:
             raise AccountError(f"没有用户 {username}")
         return Account.from_doc(doc)
 
+    async def end_sessions(self, username: str, version: int, now: datetime | None = None) -> bool:
+        """Signing out: the session cookie is signed, not stored, so clearing it in the browser leaves
+        any copy of it valid until it expires; bumping the version ends every session of the account
+        made so far (its person's other browsers too). Only a session still current may do it."""
+        changed = await self._users.update_one({"_id": username, "session_version": version},
+                                               {"$inc": {"session_version": 1},
+                                                "$set": {"updated_at": now or datetime.now(UTC)}})
+        return changed.modified_count == 1
+
     async def reset(self, username: str, password: str, now: datetime | None = None) -> Account:
         """A new password; every session of the account ends (the account is enabled again)."""
         self.check_password(password)

@@ -284,6 +284,10 @@ def create_app(console: Console) -> ASGIApp:
 
     @app.post("/logout")
     async def logout(request: Request) -> Response:
+        username, version = request.session.get("user"), request.session.get("version")
+        if isinstance(username, str) and isinstance(version, int):
+            assert console.accounts is not None
+            await console.accounts.end_sessions(username, version)
         request.session.clear()
         return back("/")
 

@@ -161,3 +161,16 @@ async def test_an_enterprise_without_a_session_is_sent_to_its_own_form(site: Sit
             answer = await enterprise.get(path)
             assert answer.status_code == 303 and answer.headers["location"] == "/e/login", path
         assert (await enterprise.get("/board")).headers["location"] == "/login?next=/board"
+
+
+async def test_a_session_cookie_copied_before_signing_out_is_refused_after(site: Site) -> None:
+    await site.account("pc.leaves", "planning_construction_bureau", Role.DEPARTMENT)
+    async with _signed_in(site, "pc.leaves") as staff:
+        copied = dict(staff.cookies)
+        token = _token((await staff.get("/board")).text)
+        assert (await staff.post("/logout", data={"csrftoken": token})).status_code == 303
+    async with httpx.AsyncClient(base_url=site.url, cookies=copied) as replay:
+        answer = await replay.get("/board")
+        assert answer.status_code == 303 and answer.headers["location"].startswith("/login")
+    async with _signed_in(site, "pc.leaves") as again:
+        assert (await again.get("/board")).status_code == 200, "signing in again works"
