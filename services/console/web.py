@@ -78,6 +78,9 @@ class Guard:
             await self.app(scope, receive, send)
             return
         started, status = time.monotonic(), 500
+        # asgi-csrf lets any request with "Authorization: Bearer …" through unchecked (meant for API
+        # tokens); the console has none and would still honour the session cookie: drop the header
+        scope = dict(scope, headers=[(k, v) for k, v in scope.get("headers") or [] if k.lower() != b"authorization"])
 
         async def secured(message: Message) -> None:
             nonlocal status

@@ -174,3 +174,14 @@ async def test_a_session_cookie_copied_before_signing_out_is_refused_after(site:
         assert answer.status_code == 303 and answer.headers["location"].startswith("/login")
     async with _signed_in(site, "pc.leaves") as again:
         assert (await again.get("/board")).status_code == 200, "signing in again works"
+
+
+async def test_a_bearer_header_does_not_skip_the_csrf_check(site: Site) -> None:
+    """asgi-csrf skips its check for "Authorization: Bearer"; the session cookie was honoured anyway."""
+    await site.account("pc.bearer", "planning_construction_bureau", Role.DEPARTMENT)
+    async with _signed_in(site, "pc.bearer") as staff:
+        session = staff.cookies["zeroerrand_session"]
+    async with httpx.AsyncClient(base_url=site.url) as forger:
+        answer = await forger.post("/logout", data={}, headers={"cookie": f"zeroerrand_session={session}",
+                                                                "authorization": "Bearer anything"})
+        assert answer.status_code == 403 and "CSRF" in answer.text
