@@ -78,9 +78,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         started, status = time.monotonic(), 500
-        # asgi-csrf lets any request with "Authorization: Bearer …" through unchecked (meant for API
-        # tokens); the console has none and would still honour the session cookie: drop the header
-        scope = dict(scope, headers=[(k, v) for k, v in scope.get("headers") or [] if k.lower() != b"authorization"])
+        scope = dict(scope, headers=_headers(scope.get("headers") or []))
 
         async def secured(message: Message) -> None:
             nonlocal status
@@ -144,6 +142,17 @@ class Guard:
         except UnicodeDecodeError:
             return 400, "提交的内容不是 UTF-8 编码"
         return None
+
+
+def _headers(headers: Any) -> list[tuple[bytes, bytes]]:
+    """The request's headers as the CSRF layer and the app must both read them. asgi-csrf lets any
+    request with "Authorization: Bearer …" through unchecked (meant for API tokens: the console has
+    none, and would still honour the session cookie), so that header is dropped; and it reads the
+    last Cookie header while Starlette reads the first, so a second, empty one made it skip the check
+    ("no cookies") while the session still signed the request in: several are joined into one."""
+    kept = [(k.lower(), v) for k, v in headers if k.lower() not in (b"authorization", b"cookie")]
+    cookies = [v.strip() for k, v in headers if k.lower() == b"cookie" and v.strip()]
+    return kept + ([(b"cookie", b"; ".join(cookies))] if cookies else [])
 
 
 class _Disconnected(Exception):

@@ -185,3 +185,14 @@ async def test_a_bearer_header_does_not_skip_the_csrf_check(site: Site) -> None:
         answer = await forger.post("/logout", data={}, headers={"cookie": f"zeroerrand_session={session}",
                                                                 "authorization": "Bearer anything"})
         assert answer.status_code == 403 and "CSRF" in answer.text
+
+
+async def test_a_second_empty_cookie_header_does_not_skip_the_csrf_check(site: Site) -> None:
+    """asgi-csrf read the last Cookie header (empty: "no cookies", no check), Starlette the first."""
+    await site.account("pc.cookies", "planning_construction_bureau", Role.DEPARTMENT)
+    async with _signed_in(site, "pc.cookies") as staff:
+        session = staff.cookies["zeroerrand_session"]
+    async with httpx.AsyncClient(base_url=site.url) as forger:
+        answer = await forger.post("/items/NO-SUCH/MA-01", data={"action": "contact"},
+                                   headers=[("cookie", f"zeroerrand_session={session}"), ("cookie", "")])
+        assert answer.status_code == 403 and "CSRF" in answer.text
