@@ -6,12 +6,13 @@ disabling the account bumps the version, so every session made before ends at it
 
 Failed logins and access codes are counted in the store per key (account, project, client
 address) and fixed window, so every console replica sees the same counts. (The ``limits``
-library's MongoDB storage needs motor, which reached its end of life; the count is one upsert.)
+library's MongoDB storage needs motor, which reached its end of life; each try is one record.)
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,7 +28,7 @@ from services.common.storage import Collection, Store
 
 USERS = Collection("console_users", (IndexModel([("unit", ASCENDING)]),))
 # no TTL index: the embedded store (FerretDB 1.24) has none; windows that ended are deleted on the next miss
-ATTEMPTS = Collection("console_attempts", (IndexModel([("expires_at", ASCENDING)]),))
+ATTEMPTS = Collection("console_attempts", (IndexModel([("expires_at", ASCENDING)]), IndexModel([("window", ASCENDING)])))
 COLLECTIONS = (USERS, ATTEMPTS)
 
 GOV_SERVICE_BUREAU = "gov_service_bureau"
@@ -132,6 +133,15 @@ class Accounts:
             raise AccountError(f"没有用户 {username}")
         return Account.from_doc(doc)
 
+    async def end_sessions(self, username: str, version: int, now: datetime | None = None) -> bool:
+        """Signing out: the session cookie is signed, not stored, so clearing it in the browser leaves
+        any copy of it valid until it expires; bumping the version ends every session of the account
+        made so far (its person's other browsers too). Only a session still current may do it."""
+        changed = await self._users.update_one({"_id": username, "session_version": version},
+                                               {"$inc": {"session_version": 1},
+                                                "$set": {"updated_at": now or datetime.now(UTC)}})
+        return changed.modified_count == 1
+
     async def reset(self, username: str, password: str, now: datetime | None = None) -> Account:
         """A new password; every session of the account ends (the account is enabled again)."""
         self.check_password(password)
@@ -155,8 +165,27 @@ class Accounts:
         return Account.from_doc(doc)
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """A try counted by ``Attempts.take``: ``wait`` is how long until tries are allowed again (None: go
+    ahead); ``ids`` are its records, given back by ``Attempts.refund`` when it succeeds."""
+
+    wait: timedelta | None
+    ids: tuple[str, ...]
+
+
 class Attempts:
-    """Failed attempts per key in fixed windows: ``blocked`` before trying, ``failed`` after a miss."""
+    """Tries per key in fixed windows, one record per try and key (never a counter).
+
+    ``take`` records a try before it is made and then counts the window's records: a try that finds
+    more than ``limit`` is refused (and its records removed), one that succeeds is given back with
+    ``refund``, and one that fails stays counted. Inserting a record with a unique id is atomic on
+    every store; a ``$inc`` on one counter is not on the embedded store (FerretDB 1.24 loses
+    concurrent increments: 50 at once left 7), and checking before counting let a burst of
+    concurrent tries all pass the check before the first failure was counted. Each try's own record
+    is in the count it sees, so at most ``limit`` tries per key and window are ever made, however
+    many arrive at once. ``blocked`` and ``failed`` read and add records without taking a try.
+    """
 
     def __init__(self, store: Store, limit: int, window_s: int) -> None:
         self._attempts = store.db[ATTEMPTS.name]
@@ -166,20 +195,46 @@ class Attempts:
         start = int(now.timestamp()) // self.window_s * self.window_s
         return f"{key}@{start}", datetime.fromtimestamp(start + self.window_s, UTC)
 
+    async def _count(self, window: str) -> int:
+        """The window's records, up to one over the limit (a ``find`` on the index: see ``unread_count``)."""
+        found = self._attempts.find({"window": window}, {"_id": 1}).limit(self.limit + 1)
+        return len([doc async for doc in found])
+
+    async def _add(self, keys: list[str], now: datetime) -> list[tuple[str, str, datetime]]:
+        await self._attempts.delete_many({"expires_at": {"$lte": now}})
+        added = []
+        for key in keys:
+            window, ends = self._window(key, now)
+            record = uuid.uuid4().hex
+            await self._attempts.insert_one({"_id": record, "window": window, "expires_at": ends})
+            added.append((record, window, ends))
+        return added
+
+    async def take(self, keys: list[str], now: datetime | None = None) -> Attempt:
+        """Records a try against every key, then says whether it may be made."""
+        now = now or datetime.now(UTC)
+        added = await self._add(keys, now)
+        waits = [ends - now for _, window, ends in added if await self._count(window) > self.limit]
+        ids = tuple(record for record, _, _ in added)
+        if waits:
+            await self._attempts.delete_many({"_id": {"$in": list(ids)}})
+            return Attempt(wait=max(waits), ids=())
+        return Attempt(wait=None, ids=ids)
+
+    async def refund(self, attempt: Attempt) -> None:
+        """A try that succeeded is not a failure: its records go."""
+        if attempt.ids:
+            await self._attempts.delete_many({"_id": {"$in": list(attempt.ids)}})
+
     async def blocked(self, keys: list[str], now: datetime | None = None) -> timedelta | None:
         """How long until the next try is allowed, if any key reached the limit in this window."""
         now = now or datetime.now(UTC)
         for key in keys:
             window, ends = self._window(key, now)
-            doc = await self._attempts.find_one({"_id": window})
-            if doc is not None and doc["count"] >= self.limit:
+            if await self._count(window) >= self.limit:
                 return ends - now
         return None
 
     async def failed(self, keys: list[str], now: datetime | None = None) -> None:
-        now = now or datetime.now(UTC)
-        await self._attempts.delete_many({"expires_at": {"$lte": now}})
-        for key in keys:
-            window, ends = self._window(key, now)
-            await self._attempts.update_one({"_id": window}, {"$inc": {"count": 1}, "$set": {"expires_at": ends}},
-                                            upsert=True)
+        """Counts a failed try that was not taken with ``take``."""
+        await self._add(keys, now or datetime.now(UTC))

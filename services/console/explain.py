@@ -8,12 +8,16 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from services.common.domain import MODE_NAMES_ZH, Request, Unroutable
+from services.common.messages import FactValue
 from services.common.rule_engine import RoutingEngine
 from services.common.rule_files import RulesError, read_rule_files, rules_version
 from services.common.settings import RouterSettings
 
 _engines: dict[str, RoutingEngine] = {}
+_FACT = TypeAdapter(FactValue)
 _lock = asyncio.Lock()
 
 
@@ -57,6 +61,11 @@ def parse_facts(engine: RoutingEngine, text: str) -> dict[str, Any]:
             facts[name] = value.lower() == "true"
         else:
             facts[name] = value
+        try:  # the bounds every agreement's facts are held to (finite, ±1e15, one line of 200)
+            _FACT.validate_python(facts[name])
+        except ValidationError as exc:
+            reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+            raise ValueError(f"项目事实 {name}（{spec.label}）：{reason}") from None
     return facts
 
 
@@ -70,6 +79,8 @@ async def explain(directory: Path, item: str, facts_text: str, consult: bool) ->
         facts = parse_facts(engine, facts_text)
     except ValueError as exc:
         return {"error": str(exc)}
+    if len(item) > 64:
+        return {"error": "事项编码过长"}
     decision = engine.decide(item, Request.CONSULT if consult else Request.HANDLE, facts)
     if isinstance(decision, Unroutable):
         return {"routable": False, "version": engine.book.version, **decision.model_dump(mode="json")}

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from asgi_csrf import asgi_csrf
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -31,7 +32,7 @@ from services.common import messages as m
 from services.common.access import check_access_code
 from services.common.domain import MODE_NAMES_ZH, REQUEST_NAMES_ZH
 from services.common.domain import Request as PlanRequest
-from services.console.accounts import ROLE_NAMES_ZH, Account, Role
+from services.console.accounts import ROLE_NAMES_ZH, Account, Attempt, Role
 from services.console.service import Console
 from services.evaluation import views
 from services.evaluation.ledger import ItemState, local_day
@@ -81,7 +82,13 @@ class LoginNeeded(Exception):
 class Guard:
     """Outermost layer: refuses bodies over ``max_bytes`` before anything reads them, sets the security
     headers, and logs each request by method, path and status (never the query, which may hold an
-    access code, nor any form field)."""
+    access code, nor any form field).
+
+    A request with a body is read here in full (at most ``max_bytes``) before the layers below see it,
+    and refused unless it is what the console's forms send: ``application/x-www-form-urlencoded`` in
+    UTF-8. The CSRF layer parses the body itself and failed with an exception (an HTTP 500 and a
+    traceback in the log) on a chunked body over the limit, on bytes that are not UTF-8 and on any
+    ``multipart/form-data`` body (asgi-csrf's multipart parser does not run with python-multipart 0.0.x)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -91,20 +98,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         started, status = time.monotonic(), 500
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await _plain(send, 413, "提交的内容过大")
-            log.info("%s %s 413", scope["method"], scope["path"])
-            return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise HTTPException(413, "提交的内容过大")
-            return message
+        scope = dict(scope, headers=_headers(scope.get("headers") or []))
 
         async def secured(message: Message) -> None:
             nonlocal status
@@ -120,9 +114,83 @@ class Guard:
             await send(message)
 
         try:
-            await self.app(scope, limited, secured)
+            refusal = self._refusal(scope)
+            if refusal is None and scope["method"] not in ("GET", "HEAD", "OPTIONS"):
+                body = await self._body(receive)
+                if body is None:
+                    refusal = 413, "提交的内容过大"
+                else:
+                    refusal = self._form_refusal(scope, body)
+                    receive = _replay(body, receive)
+            if refusal is not None:
+                await _plain(secured, *refusal)
+                return
+            await self.app(scope, receive, secured)
+        except _Disconnected:
+            status = 499
         finally:
             log.info("%s %s %d %.0fms", scope["method"], scope["path"], status, (time.monotonic() - started) * 1000)
+
+    def _refusal(self, scope: Scope) -> tuple[int, str] | None:
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            return 413, "提交的内容过大"
+        return None
+
+    async def _body(self, receive: Receive) -> bytes | None:
+        """The whole body (None if it is over the limit); ``_Disconnected`` if the client went away."""
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return None
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+    @staticmethod
+    def _form_refusal(scope: Scope, body: bytes) -> tuple[int, str] | None:
+        kind = dict(scope.get("headers") or []).get(b"content-type", b"").split(b";")[0].strip().lower()
+        if body and kind != b"application/x-www-form-urlencoded":
+            return 415, "只接受网页表单提交的内容（application/x-www-form-urlencoded）"
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            return 400, "提交的内容不是 UTF-8 编码"
+        return None
+
+
+def _headers(headers: Any) -> list[tuple[bytes, bytes]]:
+    """The request's headers as the CSRF layer and the app must both read them. asgi-csrf lets any
+    request with "Authorization: Bearer …" through unchecked (meant for API tokens: the console has
+    none, and would still honour the session cookie), so that header is dropped; and it reads the
+    last Cookie header while Starlette reads the first, so a second, empty one made it skip the check
+    ("no cookies") while the session still signed the request in: several are joined into one."""
+    kept = [(k.lower(), v) for k, v in headers if k.lower() not in (b"authorization", b"cookie")]
+    cookies = [v.strip() for k, v in headers if k.lower() == b"cookie" and v.strip()]
+    return kept + ([(b"cookie", b"; ".join(cookies))] if cookies else [])
+
+
+class _Disconnected(Exception):
+    """The client went away before its body was read."""
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives the body read already, then whatever the client sends next."""
+    given = False
+
+    async def replayed() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
 
 
 async def _plain(send: Send, status: int, text: str) -> None:
@@ -177,12 +245,11 @@ def create_app(console: Console) -> ASGIApp:
     def client(request: Request) -> str:
         return request.client.host if request.client else "unknown"
 
-    async def too_many(request: Request, keys: list[str]) -> HTMLResponse | None:
-        assert console.attempts is not None
-        wait = await console.attempts.blocked(keys)
-        if wait is None:
+    async def too_many(request: Request, attempt: Attempt) -> HTMLResponse | None:
+        """429 if the try (counted before it is made: see ``Attempts``) is over a key's limit."""
+        if attempt.wait is None:
             return None
-        minutes = max(1, round(wait.total_seconds() / 60))
+        minutes = max(1, round(attempt.wait.total_seconds() / 60))
         return page(request, "error.html", 429, title="尝试次数过多",
                     reason=f"失败次数过多，请约 {minutes} 分钟后再试。")
 
@@ -194,12 +261,18 @@ def create_app(console: Console) -> ASGIApp:
 
     @app.exception_handler(LoginNeeded)
     async def to_login(request: Request, exc: LoginNeeded) -> Response:
+        if exc.target == "/e/login":  # an enterprise (no session, or its project gone): its own form, not the staff's
+            return back("/e/login")
         return back(f"/login?next={quote(exc.target)}")
 
     @app.exception_handler(Refusal)
     async def refused(request: Request, exc: Refusal) -> Response:
         return page(request, "error.html", exc.status, title="无权访问" if exc.status == 403 else "未找到",
                     reason=exc.reason)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        return page(request, "error.html", 400, title="请求有误", reason="地址中的参数格式不正确（如年度须为数字）。")
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
@@ -227,15 +300,15 @@ def create_app(console: Console) -> ASGIApp:
         form = await request.form()
         username, password = str(form.get("username", "")).strip().lower(), str(form.get("password", ""))
         target = _local_path(str(form.get("next", "/")))
-        keys = [f"login:user:{username}", f"login:ip:{client(request)}"]
-        if (blocked := await too_many(request, keys)) is not None:
-            return blocked
         assert console.accounts is not None and console.attempts is not None
+        attempt = await console.attempts.take([f"login:user:{username}", f"login:ip:{client(request)}"])
+        if (blocked := await too_many(request, attempt)) is not None:
+            return blocked
         account = await console.accounts.authenticate(username, password)
         if account is None:
-            await console.attempts.failed(keys)
             log.info("login refused")
             return page(request, "login.html", 401, next=target, error="用户名或密码错误，或账号已停用。")
+        await console.attempts.refund(attempt)
         request.session.clear()
         request.session.update({"user": account.username, "version": account.session_version})
         log.info("login: %s (%s)", account.username, account.role.value)
@@ -243,21 +316,25 @@ def create_app(console: Console) -> ASGIApp:
 
     @app.post("/logout")
     async def logout(request: Request) -> Response:
+        username, version = request.session.get("user"), request.session.get("version")
+        if isinstance(username, str) and isinstance(version, int):
+            assert console.accounts is not None
+            await console.accounts.end_sessions(username, version)
         request.session.clear()
         return back("/")
 
     # -- the enterprise: its project, by project code and access code -----------------------
 
     async def open_project(request: Request, project: str, code: str) -> Response:
-        keys = [f"access:project:{project}", f"access:ip:{client(request)}"]
-        if (blocked := await too_many(request, keys)) is not None:
-            return blocked
         assert console.attempts is not None and console.ledger is not None
+        attempt = await console.attempts.take([f"access:project:{project}", f"access:ip:{client(request)}"])
+        if (blocked := await too_many(request, attempt)) is not None:
+            return blocked
         key = console.settings.secret_key.get_secret_value()
         if not project or not check_access_code(key, project, code) or await console.ledger.project(project) is None:
-            await console.attempts.failed(keys)
             return page(request, "enterprise_login.html", 401, project=project,
                         error="项目编码或访问码不正确（访问码见“一次性告知”通知中的链接）。")
+        await console.attempts.refund(attempt)
         request.session.clear()
         request.session["enterprise"] = project
         return back("/e")
@@ -341,8 +418,12 @@ def create_app(console: Console) -> ASGIApp:
                 flash(request, "error", f"请为“{indicator.name}”打分（0–{indicator.points:g}）。")
                 return back("/e#assess")
         comment = str(form.get("comment", "")).strip() or None
+        year = str(form.get("year", "")).strip()
+        if not year.isdigit() or len(year) != 4:
+            flash(request, "error", "测评年度须为四位数字。")
+            return back("/e#assess")
         await _send(request, m.SubmitAssessment, project_code=project, provider=provider, rater="enterprise",
-                    requested_by=progress.project.credit_code, year=int(str(form.get("year", "0")) or 0),
+                    requested_by=progress.project.credit_code, year=int(year),
                     scores=scores, comment=comment)
         return back("/e#assess")
 
@@ -462,6 +543,9 @@ def create_app(console: Console) -> ASGIApp:
         account = await operator(request)
         assert console.notices is not None
         found = await console.notices.inbox(f"unit:{account.unit}", limit=200)
+        if account.role is Role.RECRUITING:
+            recruited = await _recruited(account)
+            found = [n for n in found if n.get("project_code") in recruited]
         if account.role is Role.GOV_SERVICE:
             found = sorted(found + await console.notices.inbox("role:operators", limit=200),
                            key=lambda n: n["created_at"], reverse=True)
@@ -474,10 +558,20 @@ def create_app(console: Console) -> ASGIApp:
         recipients = [f"unit:{account.unit}"] + (["role:operators"] if account.role is Role.GOV_SERVICE else [])
         for recipient in recipients:
             notice = await console.notices.notice(notice_id, recipient)
+            if notice is not None and account.role is Role.RECRUITING \
+                    and notice.get("project_code") not in await _recruited(account):
+                notice = None
             if notice is not None:
                 await console.notices.mark_read(notice_id, recipient, datetime.now(UTC))
                 return page(request, "notice.html", notice=notice, back_to="/inbox")
         raise Refusal("没有这条通知。", 404)
+
+    async def _recruited(account: Account) -> set[str]:
+        """The projects a 招引单位 account brought in. Its unit's inbox (``unit:CODE``) is shared with
+        the unit's operators when the unit is also a department: a 招引单位 account reads (and marks
+        read) only the notices about the projects it brought in, never the department's work."""
+        assert console.ledger is not None
+        return {p.code for p in await console.ledger.recruiting_unit_projects(account.unit)}
 
     @app.get("/unroutable", response_class=HTMLResponse)
     async def unroutable(request: Request) -> Response:
