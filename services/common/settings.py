@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import AliasChoices, Field, FilePath, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, FilePath, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -292,8 +292,10 @@ class ConsoleSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
-    public_url: str = Field(default="http://127.0.0.1:8080",
-                            description="the console's address as the enterprise reaches it (links in notices)")
+    public_url: str = Field(default="", description="the console's address as the enterprise reaches it (links in "
+                                                    "notices); default http://HOST:PORT")
+    forwarded_allow_ips: str | None = Field(default=None, description="addresses of the proxies whose "
+                                            "X-Forwarded-For the console believes (comma-separated); unset: none")
     secret_key: SecretStr = Field(default=SecretStr(DEVELOPMENT_CONSOLE_KEY))
     secure_cookies: bool | None = Field(default=None, description="Secure flag of the cookies; default: "
                                                                   "on when public_url is https")
@@ -302,6 +304,13 @@ class ConsoleSettings(BaseSettings):
     attempt_window_s: int = Field(default=300, ge=10)
     outcome_wait_s: float = Field(default=5.0, ge=0, description="how long a form waits for the ledger's answer")
     max_body_bytes: int = Field(default=64 * KIB, ge=KIB, description="largest form accepted")
+
+    @model_validator(mode="after")
+    def _default_public_url(self) -> ConsoleSettings:
+        if not self.public_url:
+            host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+            self.public_url = f"http://{host}:{self.port}"
+        return self
 
     @property
     def cookies_secure(self) -> bool:

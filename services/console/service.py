@@ -151,7 +151,11 @@ class ConsoleService:
         await self.console.open()
         settings = self.console.settings
         config = uvicorn.Config(self.app, host=settings.host, port=settings.port, access_log=False, log_config=None,
-                                server_header=False, proxy_headers=False, timeout_graceful_shutdown=3, lifespan="off")
+                                server_header=False, timeout_graceful_shutdown=3, lifespan="off",
+                                # the client address the attempt limits count by: behind a proxy, the
+                                # one it forwards, but only from the proxies named in the settings
+                                proxy_headers=settings.forwarded_allow_ips is not None,
+                                forwarded_allow_ips=settings.forwarded_allow_ips or "")
         self._server = _Server(config)
         self._task = asyncio.create_task(self._server.serve(), name="console-http")
         while not self._server.started:

@@ -327,7 +327,9 @@ def create_app(console: Console) -> ASGIApp:
 
     async def open_project(request: Request, project: str, code: str) -> Response:
         assert console.attempts is not None and console.ledger is not None
-        attempt = await console.attempts.take([f"access:project:{project}", f"access:ip:{client(request)}"])
+        # per client address only: a per-project count would let anyone lock an enterprise out of its own
+        # project with five wrong codes, and an 80-bit code is not guessed in any number of windows
+        attempt = await console.attempts.take([f"access:ip:{client(request)}"])
         if (blocked := await too_many(request, attempt)) is not None:
             return blocked
         key = console.settings.secret_key.get_secret_value()
@@ -438,7 +440,7 @@ def create_app(console: Console) -> ASGIApp:
         try:
             _, outcome = await console.submit(model, **fields)
         except ValidationError as exc:
-            problems = "；".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
+            problems = "；".join(_problem(e) for e in exc.errors()[:5])
             flash(http, "error", f"“{action}”填写有误：{problems}")
             return False
         if outcome is None:
@@ -480,7 +482,7 @@ def create_app(console: Console) -> ASGIApp:
         account = await operator(request)
         progress, row = await _item(project, item, consult)
         actions = _actions(account, row)
-        if not actions and not _may_view(account, progress):
+        if not actions and not _may_view(account, progress, row):
             raise Refusal(f"事项 {project}/{item} 不归{console.rules.unit_name(account.unit)}办理，无权查看")
         return page(request, "item.html", progress=progress, row=row, actions=actions,
                     contacts=console.rules.contacts, units=console.rules.book.units)
@@ -512,12 +514,14 @@ def create_app(console: Console) -> ASGIApp:
             raise Refusal(f"台账中没有事项 {project}/{item}", 404)
         return progress, row
 
-    def _may_view(account: Account, progress: Any) -> bool:
+    def _may_view(account: Account, progress: Any, row: Any = None) -> bool:
+        """政务服务局 and 经发局 oversee every project, a 招引单位 the projects it brought in; a
+        department or 政联公司 sees its own lines only (``row``: that line; None: any line of the project)."""
         if account.role in (Role.GOV_SERVICE, Role.ECON_DEV):
             return True
         if account.role is Role.RECRUITING:
             return bool(progress.project.recruiting_unit == account.unit)
-        return any(r.responsible_unit == account.unit for r in progress.items)
+        return any(_own(account, r) for r in ([row] if row is not None else progress.items))
 
     @app.get("/projects", response_class=HTMLResponse)
     async def projects(request: Request) -> Response:
@@ -536,7 +540,11 @@ def create_app(console: Console) -> ASGIApp:
             raise Refusal(f"台账中没有项目 {project}", 404)
         if not _may_view(account, progress):
             raise Refusal(f"项目 {project} 不是{console.rules.unit_name(account.unit)}招引或承办的项目，无权查看")
-        return page(request, "project.html", progress=progress, contacts=console.rules.contacts)
+        rows = progress.items
+        if account.role in (Role.DEPARTMENT, Role.SERVICE_COMPANY):
+            rows = tuple(r for r in rows if _own(account, r))
+        return page(request, "project.html", progress=progress, rows=rows, partial=len(rows) < len(progress.items),
+                    contacts=console.rules.contacts)
 
     @app.get("/inbox", response_class=HTMLResponse)
     async def inbox(request: Request) -> Response:
@@ -678,6 +686,32 @@ def _actions(account: Account, row: Any) -> list[str]:
             and row.task_order.assigned_to == account.unit and row.state in _ACTIVE):
         found.append("accept_order")
     return list(dict.fromkeys(found))
+
+
+FIELD_NAMES = {"note": "备注/进展", "reason": "原因", "resolver": "须解决的单位", "results": "审批结果",
+               "specialist_name": "服务专员姓名", "specialist_phone": "服务专员电话", "comment": "评价意见",
+               "scores": "测评得分", "year": "年度"}
+
+
+def _problem(error: Any) -> str:
+    """One validation error of a form, in Chinese: which field, and what is wrong with it."""
+    where = FIELD_NAMES.get(str(error["loc"][0]) if error["loc"] else "", "")
+    kind, limits = error["type"], error.get("ctx") or {}
+    if kind in ("missing", "string_type", "string_too_short", "too_short"):
+        what = "不能为空"
+    elif kind in ("string_too_long", "too_long"):
+        what = f"过长（至多 {limits.get('max_length', '')} {'字' if kind == 'string_too_long' else '项'}）"
+    elif kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        what = "超出范围"
+    else:
+        what = str(error.get("msg", "不符合要求")).removeprefix("Value error, ")
+    return f"{where or '内容'}{what}"
+
+
+def _own(account: Account, row: Any) -> bool:
+    """A line the account's unit works on: it is responsible, must resolve a blocker, or holds its task order."""
+    return bool(row.responsible_unit == account.unit or any(b.resolver == account.unit for b in row.blockers)
+                or (row.task_order is not None and row.task_order.assigned_to == account.unit))
 
 
 def _field(form: Any, name: str) -> str | None:

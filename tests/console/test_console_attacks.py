@@ -196,3 +196,23 @@ async def test_a_second_empty_cookie_header_does_not_skip_the_csrf_check(site: S
         answer = await forger.post("/items/NO-SUCH/MA-01", data={"action": "contact"},
                                    headers=[("cookie", f"zeroerrand_session={session}"), ("cookie", "")])
         assert answer.status_code == 403 and "CSRF" in answer.text
+
+
+async def test_a_department_sees_only_its_own_lines_of_a_shared_project(
+        site: Site, amqp: aio_pika.abc.AbstractRobustConnection) -> None:
+    """规划建设局 works LT-01 of a project whose MA-02 is 政联公司's: it sees its line, not the
+    other unit's (nor the 服务专员's phone on it)."""
+    shared = small_project(ALUMINIUM, "atk3", ("MA-01", "MA-02", "LT-01"))
+    await routed(site, amqp, shared)
+    code = shared.project.code
+    await site.account("pc.own", "planning_construction_bureau", Role.DEPARTMENT)
+    async with _signed_in(site, "pc.own") as department:
+        page = await department.get(f"/projects/{code}")
+        assert page.status_code == 200 and "LT-01" in page.text
+        assert "MA-02" not in page.text and "MA-01" not in page.text and "仅显示本单位" in page.text
+        assert (await department.get(f"/items/{code}/LT-01")).status_code == 200
+        assert (await department.get(f"/items/{code}/MA-02")).status_code == 403
+    await site.account("gs.all", "gov_service_bureau", Role.GOV_SERVICE)
+    async with _signed_in(site, "gs.all") as bureau:
+        overseen = (await bureau.get(f"/projects/{code}")).text
+        assert all(item in overseen for item in ("MA-01", "MA-02", "LT-01")) and "仅显示本单位" not in overseen

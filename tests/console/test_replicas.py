@@ -58,3 +58,24 @@ async def test_replicas_share_sessions_attempts_and_disabling(site: Site) -> Non
                     assert gone.status_code == 303 and gone.headers["location"].startswith("/login")
     finally:
         await second.stop()
+
+
+async def test_behind_a_named_proxy_attempts_count_per_forwarded_client(site: Site) -> None:
+    """With ``ZEROERRAND_CONSOLE_FORWARDED_ALLOW_IPS`` the limits count the client the proxy names, so
+    one client's failures do not lock out everyone behind the proxy; without it the header is ignored."""
+    behind = create_console(site.settings.model_copy(update={"forwarded_allow_ips": "127.0.0.1"}),
+                            site.service.console.broker_settings, store=site.store,
+                            runtime=RuntimeSettings(environment="development"), rules_dir=site.rules)
+    await behind.start()
+    try:
+        async def try_code(base: str, client: str) -> int:
+            async with httpx.AsyncClient(base_url=base, headers={"X-Forwarded-For": client}) as http:
+                return (await http.get("/e/open", params={"project": "HLXQ-NONE", "code": "AAAA-BBBB-CCCC-DDDD"})).status_code
+
+        proxy = f"http://127.0.0.1:{behind.port}"
+        assert [await try_code(proxy, "10.0.0.1") for _ in range(site.settings.max_attempts + 1)][-1] == 429
+        assert await try_code(proxy, "10.0.0.2") == 401, "another client behind the proxy is not locked out"
+        # the console without the setting ignores the header: every try is the proxy's own address
+        assert [await try_code(site.url, f"10.1.0.{n}") for n in range(site.settings.max_attempts + 1)][-1] == 429
+    finally:
+        await behind.stop()

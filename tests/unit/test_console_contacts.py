@@ -23,3 +23,12 @@ def test_a_units_phone_is_shown_with_its_contact_and_checked(rules_copy: Path) -
     with pytest.raises(RulesError) as refused:
         Rules.load(rules_copy)
     assert "directory.yaml:" in str(refused.value.problems[0]) and "phone" in str(refused.value.problems[0])
+
+
+def test_the_public_address_defaults_to_where_the_console_listens() -> None:
+    from services.common.settings import ConsoleSettings
+
+    assert ConsoleSettings(port=8181).public_url == "http://127.0.0.1:8181"
+    assert ConsoleSettings(host="0.0.0.0", port=9000).public_url == "http://127.0.0.1:9000"
+    assert ConsoleSettings(public_url="https://fuwu.example.cn").public_url == "https://fuwu.example.cn"
+    assert ConsoleSettings(public_url="https://fuwu.example.cn").cookies_secure
