@@ -550,10 +550,10 @@ def create_app(console: Console) -> ASGIApp:
     async def inbox(request: Request) -> Response:
         account = await operator(request)
         assert console.notices is not None
-        found = await console.notices.inbox(f"unit:{account.unit}", limit=200)
-        if account.role is Role.RECRUITING:
-            recruited = await _recruited(account)
-            found = [n for n in found if n.get("project_code") in recruited]
+        # a 招引单位 account: only the notices about the projects it brought in (in the query, so the
+        # department's own work on the same unit key neither shows nor crowds them out of the page)
+        recruited = sorted(await _recruited(account)) if account.role is Role.RECRUITING else None
+        found = await console.notices.inbox(f"unit:{account.unit}", projects=recruited, limit=200)
         if account.role is Role.GOV_SERVICE:
             found = sorted(found + await console.notices.inbox("role:operators", limit=200),
                            key=lambda n: n["created_at"], reverse=True)

@@ -165,16 +165,19 @@ class NotifierRepository:
 
     # -- the inbox (read by the web console) -------------------------------------------------
 
-    async def inbox(self, recipient: str, *, project: str | None = None, unread_only: bool = False,
-                    limit: int = 100) -> list[dict[str, Any]]:
+    async def inbox(self, recipient: str, *, project: str | None = None, projects: Sequence[str] | None = None,
+                    unread_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
         """The inbox notifications of one recipient key (``unit:CODE``, ``enterprise:CREDIT_CODE``,
-        ``role:operators``), newest first; ``project`` narrows to one project, ``unread_only`` to
-        those not yet opened. Equalities on ``recipient`` first, so an index serves it."""
+        ``role:operators``), newest first; ``project`` narrows to one project, ``projects`` to any of
+        several (a 招引单位's), ``unread_only`` to those not yet opened. Equalities on ``recipient``
+        first, so an index serves it."""
         query: dict[str, Any] = {"recipient": recipient, "channel": INBOX}
         if unread_only:
             query["status"] = UNREAD
         if project:
             query["project_code"] = project
+        elif projects is not None:
+            query["project_code"] = {"$in": list(projects)}
         order = [("created_at", DESCENDING), ("_id", DESCENDING)]
         return [doc async for doc in self._notifications.find(query).sort(order).limit(max(0, limit))]
 
