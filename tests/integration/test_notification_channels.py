@@ -34,7 +34,7 @@ from services.notifier.app import Notifier, create_notifier
 from services.notifier.repository import NotifierRepository
 from services.router.app import Router, create_router
 from tests.conftest import ALUMINIUM, CONSULT_UNKNOWN, RULES, example
-from tests.integration.test_notifier import Receiver, stored
+from tests.integration.test_notifier import Receiver, serving, stored
 from tests.integration.test_router_rabbitmq import sign
 from tests.tls_certs import Pki, make_pki
 
@@ -115,10 +115,7 @@ def pki() -> Iterator[Pki]:
 @pytest.fixture
 async def gateway() -> AsyncIterator[Receiver]:
     """A real HTTP server standing for the SMS gateway."""
-    instance = Receiver()
-    server = await asyncio.start_server(instance._handle, "127.0.0.1", 0)
-    instance.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/sms/send"
-    async with server:
+    async with serving(Receiver(), "/sms/send") as instance:
         yield instance
 
 

@@ -4,6 +4,7 @@ signed webhooks to a real local HTTP receiver, final failure, malformed events."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections import Counter
@@ -60,12 +61,18 @@ class Receiver:
         await asyncio.wait_for(enough(), timeout)
 
 
+@contextlib.asynccontextmanager
+async def serving(instance: Receiver, path: str) -> AsyncIterator[Receiver]:
+    """``instance`` listening on a free port of 127.0.0.1, its ``url`` ending in ``path``."""
+    server = await asyncio.start_server(instance._handle, "127.0.0.1", 0)
+    instance.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}{path}"
+    async with server:
+        yield instance
+
+
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    instance = Receiver()
-    server = await asyncio.start_server(instance._handle, "127.0.0.1", 0)
-    instance.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
-    async with server:
+    async with serving(Receiver(), "/hook") as instance:
         yield instance
 
 
