@@ -106,16 +106,26 @@ async def ready_counts(amqp_url: str, queues: Sequence[str] = WORK_QUEUES) -> di
 
 
 async def wait_drained(amqp_url: str, processes: Sequence[ServiceProcess], timeout_s: float = 240) -> float:
-    """Waits until no work queue has a message, ready or in flight (and the services still run);
-    returns the seconds it took."""
+    """Waits until no work queue has a message, ready or in flight (and the services still run),
+    seen twice a second apart; returns the seconds it took until the first of the two. Once is not
+    enough: the queues are read one after another, so the ledger can publish an event to the
+    notifier's queue (already read: empty) and then acknowledge its own (read next: empty)."""
     started = time.monotonic()
+    drained_at: float | None = None
     while True:
         for process in processes:
             process.check_running()
+        empty = False
         if not any((await ready_counts(amqp_url)).values()):
             depths = queue_depths(amqp_url)
-            if all(depths.get(q, (0, 0))[0] == 0 for q in WORK_QUEUES):
-                return time.monotonic() - started
+            empty = all(depths.get(q, (0, 0))[0] == 0 for q in WORK_QUEUES)
+        if empty and drained_at is not None:
+            return drained_at - started
+        if empty:
+            drained_at = time.monotonic()
+            await asyncio.sleep(1.0)
+            continue
+        drained_at = None
         if time.monotonic() - started > timeout_s:
             pytest.fail(f"the queues did not drain in {timeout_s:.0f} s: {queue_depths(amqp_url)}")
         await asyncio.sleep(0.3)
@@ -206,6 +216,19 @@ class Outcome:
     def summary(self) -> str:
         return (f"{self.projects} projects, {sum(self.ledger_items.values()):,} ledger items, "
                 f"{sum(self.notifications.values()):,} notifications")
+
+
+async def settled_outcome(uri: str, database: str, pause_s: float = 1.0, timeout_s: float = 30) -> Outcome:
+    """The outcome once two readings ``pause_s`` apart agree: work still finishing after the queues
+    drained (a notification stored a moment after its event left the queue) is counted too."""
+    deadline = time.monotonic() + timeout_s
+    found = await outcome(uri, database)
+    while True:
+        await asyncio.sleep(pause_s)
+        again = await outcome(uri, database)
+        if again == found or time.monotonic() > deadline:
+            return again
+        found = again
 
 
 async def outcome(uri: str, database: str) -> Outcome:

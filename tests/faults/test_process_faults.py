@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,10 +26,10 @@ from services.common.topology import CONSUMER_QUEUES, NOTIFIER_QUEUE, ROUTER_QUE
 from tests.faults.harness import (
     Outcome,
     ServiceProcess,
-    outcome,
     queue_depths,
     ready_counts,
     service_env,
+    settled_outcome,
     sign_all,
     wait_drained,
     year_of_agreements,
@@ -87,6 +87,7 @@ class Stream:
         self.services = {name: ServiceProcess(name, env, data_dir / f"{name}.log", amqp_url)
                          for name in ("router", "notifier", "evaluation", "up")}
         self.expected: dict[tuple[str, int], tuple[int, int, int]] = {}  # kind -> items, ledger lines, notifications
+        self.references: dict[tuple[str, int], str] = {}  # kind -> the reference project's code
 
     @property
     def store_uri(self) -> str:
@@ -105,9 +106,10 @@ class Stream:
         samples = one_of_each_kind(year_of_agreements(30, tag="R"))
         await sign_all(self.amqp_url, samples)
         await wait_drained(self.amqp_url, self.running())
-        found = await outcome(self.store_uri, self.database)
+        found = await settled_outcome(self.store_uri, self.database)
         for agreement in samples:
             code = agreement.project.code
+            self.references[kind(agreement)] = code
             self.expected[kind(agreement)] = (len(self.tap.ids[code]), found.ledger_items[code],
                                               found.notifications[code])
         assert all(items and lines and notes for items, lines, notes in self.expected.values()), self.expected
@@ -122,10 +124,28 @@ class Stream:
                 pytest.fail(f"only {self.tap.distinct} of {count} items routed in {timeout_s:.0f} s")
             await asyncio.sleep(0.05)
 
+    async def difference(self, code: str, agreements: Sequence[AgreementSigned]) -> str:
+        """What a wrong project's notifications hold that its kind's reference does not (or lacks)."""
+        from pymongo import AsyncMongoClient
+
+        of_kind = kind(next(a for a in agreements if a.project.code == code))
+        reference = self.references[of_kind]
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(self.store_uri, tz_aware=True)
+        try:
+            found = {}
+            for project in (code, reference):
+                found[project] = Counter(
+                    (d["event_type"], d["recipient"].split(":")[0], d["channel"], d["status"]) async for d in
+                    client[self.database]["notifications"].find({"project_code": project}))
+        finally:
+            await client.close()
+        return (f"notifications of {code} beyond its reference {reference}: {found[code] - found[reference]}; "
+                f"missing: {found[reference] - found[code]}")
+
     async def judge(self, agreements: Sequence[AgreementSigned]) -> Outcome:
         """Everything drained: every project of the stream holds exactly what its kind yields."""
         drained = await wait_drained(self.amqp_url, self.running())
-        found = await outcome(self.store_uri, self.database)
+        found = await settled_outcome(self.store_uri, self.database)
         wrong = []
         for agreement in agreements:
             code = agreement.project.code
@@ -139,7 +159,8 @@ class Stream:
         print(f"drained {drained:.1f} s after the last fault: {found.summary()}; {self.tap.distinct:,} distinct items "
               f"in {self.tap.deliveries:,} deliveries ({self.tap.deliveries - self.tap.distinct} repeated under the "
               f"same message id); parked: {parked or 'none'}")
-        assert not wrong, f"{len(wrong)} projects wrong, e.g. {wrong[:5]}"
+        assert not wrong, f"{len(wrong)} projects wrong, e.g. {wrong[:5]}; " + await self.difference(
+            wrong[0].split(":")[0], agreements)
         assert found.projects == len(agreements) + len(self.expected)
         assert not parked, parked
         return found
