@@ -298,7 +298,8 @@ def create_app(console: Console) -> ASGIApp:
     @app.post("/login")
     async def login(request: Request) -> Response:
         form = await request.form()
-        username, password = str(form.get("username", "")).strip().lower(), str(form.get("password", ""))
+        # a user name is at most 40 characters: anything longer is no account, and not a key to store
+        username, password = str(form.get("username", "")).strip().lower()[:64], str(form.get("password", ""))
         target = _local_path(str(form.get("next", "/")))
         assert console.accounts is not None and console.attempts is not None
         attempt = await console.attempts.take([f"login:user:{username}", f"login:ip:{client(request)}"])
