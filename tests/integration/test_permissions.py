@@ -4,6 +4,8 @@ real aio-pika connection as that user. Users and vhost are deleted afterwards.""
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -15,11 +17,13 @@ import aio_pika
 import aiormq
 import pytest
 from faststream.rabbit import RabbitBroker
+from ruamel.yaml import YAML
 
 from services.common import permissions as access
 from services.common.domain import ServiceMode
 from services.common.settings import BrokerSettings
 from services.common.topology import EVENTS, ITEMS, MODE_QUEUES, REQUESTS, declare_topology
+from tests.conftest import ROOT
 
 UNITS = ("tax_branch", "gov_service_bureau")
 PASSWORD = "zeroerrand-test-" + uuid.uuid4().hex
@@ -203,3 +207,38 @@ async def test_a_department_reads_its_own_queue_with_its_own_keys_and_sends_requ
     await tax.refused(publish(REQUESTS.name, "item.completed"))
     await tax.refused(publish(ITEMS.name, "joint.tax_branch"))
     await tax.refused(bind(own, EVENTS.name, "#"))
+
+
+def test_the_generated_users_script_sets_exactly_these_grants(tmp_path: Any) -> None:
+    """deploy/rabbitmq/users.sh, as the rabbitmq-users job runs it, on a private vhost and with the
+    user names prefixed for the test: every user gets the permissions of services.common.permissions."""
+    tag = uuid.uuid4().hex[:8]
+    vhost, prefix = f"zeroerrand-test-{tag}", f"zeroerrand-test-{tag}-"
+    script = (ROOT / "deploy" / "rabbitmq" / "users.sh").read_text(encoding="utf-8")
+    script = script.replace("'zeroerrand-", f"'{prefix}").replace("'zeroerrand' ", f"'{vhost}' ")
+    names = re.findall(r"^upsert_user '([^']+)'", script, re.MULTILINE)
+    runner = tmp_path / "run.sh"
+    runner.write_text('set -euo pipefail\nctl() { rabbitmqctl "$@"; }\n'
+                      'upsert_user() { ctl add_user "$1" "$2"; ctl set_user_tags "$1" $3; }\n' + script)
+    env = {**os.environ, **{v: PASSWORD for v in re.findall(r'"\$\{([A-Z0-9_]+):\?', script)}}
+    _ctl("add_vhost", vhost)
+    try:
+        done = subprocess.run(["bash", str(runner)], capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stderr
+        listed = {line.split("\t")[0]: tuple(line.split("\t")[1:])
+                  for line in _ctl("list_permissions", "-p", vhost, "--silent").splitlines() if line}
+        topics = _ctl("list_topic_permissions", "-p", vhost, "--silent").splitlines()
+        for grant in access.grants(load_units(), prefix):
+            assert listed[grant.user] == (grant.configure, grant.write, grant.read), grant.user
+            for exchange, (write, read) in grant.topic.items():
+                assert "\t".join((grant.user, exchange, write, read)) in topics
+        assert sorted(names) == sorted(g.user for g in access.grants(load_units(), prefix))
+    finally:
+        for name in names:
+            subprocess.run(["rabbitmqctl", "delete_user", name], capture_output=True, timeout=60)
+        _ctl("delete_vhost", vhost)
+
+
+def load_units() -> list[str]:
+    loaded = YAML(typ="safe").load((ROOT / "rules" / "units.yaml").read_text(encoding="utf-8"))
+    return [str(unit["code"]) for unit in loaded["units"]]
