@@ -4,12 +4,14 @@ real aio-pika connection as that user. Users and vhost are deleted afterwards.""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -20,12 +22,14 @@ from faststream.rabbit import RabbitBroker
 from ruamel.yaml import YAML
 
 from services.common import permissions as access
+from services.common.bus import BrokerPublisher, Outgoing, make_broker
 from services.common.domain import ServiceMode
-from services.common.settings import BrokerSettings
-from services.common.topology import EVENTS, ITEMS, MODE_QUEUES, REQUESTS, declare_topology
-from tests.conftest import ROOT
+from services.common.settings import BrokerSettings, RouterSettings
+from services.common.topology import AGREEMENT_SIGNED, AGREEMENTS, EVENTS, ITEMS, MODE_QUEUES, REQUESTS, declare_topology
+from services.router.app import create_router
+from tests.conftest import ALUMINIUM, ROOT, example
 
-UNITS = ("tax_branch", "gov_service_bureau")
+UNITS = ("tax_branch", "gov_service_bureau", "planning_construction_bureau")
 PASSWORD = "zeroerrand-test-" + uuid.uuid4().hex
 
 
@@ -242,3 +246,52 @@ def test_the_generated_users_script_sets_exactly_these_grants(tmp_path: Any) -> 
 def load_units() -> list[str]:
     loaded = YAML(typ="safe").load((ROOT / "rules" / "units.yaml").read_text(encoding="utf-8"))
     return [str(unit["code"]) for unit in loaded["units"]]
+
+
+async def test_the_router_runs_as_its_user_and_a_unit_receives_its_items_and_cannot_forge_its_user_id(
+        setup: tuple[str, str, list[access.Grant]], admin_declared: str, rules_copy: Path,
+        as_user: Callable[[str], Awaitable[As]]) -> None:
+    """The real router as ``router``, an agreement signed as ``operator`` (the CLI's publisher), the
+    planning bureau's system as its unit user: its own items arrive, stamped with the router's user."""
+    vhost, prefix, _ = setup
+    unit = "planning_construction_bureau"
+    system = await aio_pika.connect(_url(vhost, prefix + access.unit_user(unit)), timeout=10)
+    router = create_router(RouterSettings(rules_dir=rules_copy, watch_rules=False),
+                           BrokerSettings(amqp_url=_url(vhost, prefix + "router")))
+    await router.app.start()
+    try:
+        channel = await system.channel()
+        queue = await channel.declare_queue(access.unit_queue(unit), durable=True,
+                                            arguments={"x-queue-type": "quorum"})
+        await queue.bind(ITEMS.name, routing_key=f"*.{unit}")
+        await queue.purge()
+        agreement = example(ALUMINIUM, suffix=uuid.uuid4().hex[:6])
+        operator = make_broker(BrokerSettings(amqp_url=_url(vhost, prefix + "operator")))
+        async with operator:
+            await operator.connect()
+            await BrokerPublisher(operator).publish_all(
+                [Outgoing(AGREEMENTS, AGREEMENT_SIGNED, agreement, agreement.event_id, agreement.type)])
+        got: list[aio_pika.abc.AbstractIncomingMessage] = []
+        for _ in range(150):
+            message = await queue.get(fail=False, no_ack=True)
+            if message is None:
+                if got:
+                    break
+                await asyncio.sleep(0.1)
+                continue
+            got.append(message)
+        assert got, "no item reached the unit's own queue"
+        assert {m.routing_key for m in got} == {f"joint.{unit}"}
+        assert {m.user_id for m in got} == {prefix + "router"}
+        # a request under another user's name: RabbitMQ refuses the user_id, the channel closes
+        sender = await system.channel(publisher_confirms=True)
+        requests = await sender.get_exchange(REQUESTS.name, ensure=False)
+        with pytest.raises(aiormq.exceptions.ChannelPreconditionFailed):
+            await requests.publish(aio_pika.Message(b"{}", user_id=prefix + "console"), routing_key="item.accept")
+        sender = await system.channel(publisher_confirms=True)
+        requests = await sender.get_exchange(REQUESTS.name, ensure=False)
+        await requests.publish(aio_pika.Message(b"{}", user_id=prefix + access.unit_user(unit)),
+                               routing_key="item.accept")
+    finally:
+        await router.app.stop()
+        await system.close()
