@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -52,6 +52,8 @@ from services.common.messages import (
     stable_id,
 )
 from services.evaluation.assessments import decide_assessment, decide_rectification, rectified, submitted
+from services.evaluation.identity import NOT_GIVEN, refusal, unit_systems
+from services.evaluation.identity import Publisher as Sender
 from services.evaluation.ledger import (
     Applied,
     Duplicate,
@@ -87,6 +89,8 @@ class Ledger:
     calendar: WorkingCalendar
     config: EvaluationConfig
     unit_names: Mapping[str, str]
+    # RabbitMQ user of a unit's own system → its unit (ZEROERRAND_EVALUATION_UNIT_SYSTEMS, identity.py)
+    unit_systems: Mapping[str, str] = field(default_factory=unit_systems)
 
 
 async def _publish(ledger: Ledger, events: Sequence[Event]) -> None:
@@ -207,9 +211,12 @@ async def sweep(ledger: Ledger, today: date, now: datetime) -> list[Event]:
 # -- requests ---------------------------------------------------------------------------------
 
 
-async def on_request(command: Command, ledger: Ledger, now: datetime, final: bool) -> str:
+async def on_request(command: Command, ledger: Ledger, now: datetime, final: bool,
+                     publisher: str | Sender | None = NOT_GIVEN) -> str:
     """Every request: claimed under its id first (the same request again is replayed, another one
-    reusing the id is refused), then checked against the ledger by its own handler."""
+    reusing the id is refused), refused if ``publisher`` (the message's validated AMQP ``user_id``)
+    is a unit's system speaking for another unit (identity.py), then checked against the ledger by
+    its own handler."""
     body = command.model_dump(mode="json")
     fingerprint = hashlib.sha256(command.model_dump_json().encode()).hexdigest()
     claimed = await ledger.repo.claim(RequestOutcome(
@@ -224,6 +231,15 @@ async def on_request(command: Command, ledger: Ledger, now: datetime, final: boo
         return "refused"
     if claimed.status == "refused":  # told again: its event may not have gone out before a crash
         await _tell_refused(command, claimed.reason or "", ledger, now, **where)
+        return "refused"
+    impostor = refusal(publisher, command.requested_by, ledger.unit_systems)
+    if impostor is not None:
+        if claimed.status == "pending":
+            return await _refuse(command, impostor, ledger, now, **where)
+        # the same request was applied before, sent by whom it may: a copy from another sender
+        # changes nothing, and its outcome stays the first sender's
+        log.warning("request %s (%s) sent again by %s, not allowed to send it: ignored", command.request_id,
+                    command.type, publisher)
         return "refused"
     return await REQUEST_HANDLERS[type(command)](command, ledger, now, final)
 
@@ -365,10 +381,13 @@ HANDLERS: dict[type[Message], Handler] = {
 }
 
 
-async def handle(message: Message, ledger: Ledger, now: datetime, final: bool = True) -> str:
+async def handle(message: Message, ledger: Ledger, now: datetime, final: bool = True,
+                 publisher: str | Sender | None = NOT_GIVEN) -> str:
     """Records one message in the ledger; returns what happened (for logs and tests). Events the
     ledger itself published, and those of no concern to it, are ignored."""
     handler = HANDLERS.get(type(message))
     if handler is None:
         return "ignored"
+    if handler is on_request and isinstance(message, Command):
+        return await on_request(message, ledger, now, final, publisher)
     return await handler(message, ledger, now, final)

@@ -9,6 +9,7 @@ see deploy/README.md).
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -108,3 +109,35 @@ def test_no_secret_is_committed_and_env_example_names_every_one() -> None:
             if re.search(r"PASSWORD|SECRET|COOKIE|_KEY$", key):
                 assert REQUIRED.fullmatch(str(value)), f"{name}: {key} is not taken from deploy/.env"
     assert ".env" in (DEPLOY / ".gitignore").read_text(encoding="utf-8").split()
+
+
+# -- RabbitMQ: one user per service and per unit's own system ---------------------------------------
+
+def test_each_service_reaches_rabbitmq_as_its_own_user_and_trusts_only_the_publishers_of_events() -> None:
+    services = compose()["services"]
+    for name in ("router", "notifier", "evaluation"):
+        environment = services[name]["environment"]
+        variable = f"ZEROERRAND_AMQP_PASSWORD_{name.upper()}"
+        assert environment["ZEROERRAND_AMQP_URL"] == (
+            f"amqp://zeroerrand-{name}:${{{variable}:?set {variable} in deploy/.env}}@haproxy:5672/zeroerrand")
+        assert json.loads(environment["ZEROERRAND_TRUSTED_PUBLISHERS"]) == ["zeroerrand-router", "zeroerrand-evaluation"]
+    systems = json.loads(services["evaluation"]["environment"]["ZEROERRAND_EVALUATION_UNIT_SYSTEMS"])
+    units = YAML(typ="safe").load((ROOT / "rules" / "units.yaml").read_text(encoding="utf-8"))["units"]
+    assert systems == {f"zeroerrand-unit.{u['code']}": u["code"] for u in units}
+
+
+def test_the_users_job_runs_the_generated_grants_with_passwords_from_env() -> None:
+    definition = compose()
+    job = definition["services"]["rabbitmq-users"]
+    assert job["env_file"] == [".env"]
+    assert {"source": "rabbitmq_users", "target": "/etc/zeroerrand/rabbitmq-users.sh"} in job["configs"]
+    assert definition["configs"]["rabbitmq_users"] == {"file": "./rabbitmq/users.sh"}
+    script = job["entrypoint"][2]
+    assert "source /etc/zeroerrand/rabbitmq-users.sh" in script and "'.*' '.*' '.*'" not in script.replace(
+        "ctl set_permissions -p zeroerrand admin '.*' '.*' '.*'", "")
+    users = (DEPLOY / "rabbitmq" / "users.sh").read_text(encoding="utf-8")
+    done = subprocess.run(["bash", "-n", str(DEPLOY / "rabbitmq" / "users.sh")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    variables = set(re.findall(r'"\$\{([A-Z0-9_]+):\?', users))
+    assert variables and variables <= set(env_example()), variables - set(env_example())
+    assert ".*" not in re.sub(r"ctl 'set_topic_permissions' .*", "", users), "no service or unit gets everything"
