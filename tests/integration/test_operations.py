@@ -151,3 +151,27 @@ async def test_health_names_the_unreachable_broker() -> None:
     assert answer.status_code == 503, answer.text
     assert answer.json() == {"broker": "unreachable: router"}
     assert metrics.status_code == 200 and "# TYPE zeroerrand_items_routed_total counter" in metrics.text
+
+
+async def test_health_says_when_the_connection_is_lost(amqp_url: str) -> None:
+    """A connection that was up and is lost (its socket closed under it; the next attempt in an hour)."""
+    broker = make_broker(amqp_url, reconnect_interval_s=3600)
+    async with broker:
+        await broker.connect()
+        server = OperationsServer([Watched("evaluation", broker, ("zeroerrand.evaluation.events",))],
+                                  OperationsSettings(metrics_port=0))
+        await server.start()
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}", timeout=30) as client:
+                before = await client.get("/health")
+                underlying = broker._connection.transport.connection  # type: ignore[union-attr]
+                await underlying.close(ConnectionError("cut by the test"))
+                for _ in range(100):  # aio-pika hears of the loss through its close callbacks
+                    after = await client.get("/health")
+                    if after.status_code != 200:
+                        break
+                    await asyncio.sleep(0.1)
+        finally:
+            await server.stop()
+    assert before.status_code == 200 and before.json() == {"broker": "ok"}
+    assert after.status_code == 503 and after.json() == {"broker": "unreachable: evaluation"}
