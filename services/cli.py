@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -58,14 +59,22 @@ def router() -> None:
     """运行路由服务：消费 agreement.signed，按规则把每个审批事项投递到对应队列；规则文件改动后自动生效。"""
     from services.router.app import create_router
 
-    _run_apps(create_router().app)
+    service = create_router()
+    _run_apps(service.app, watched=[service.watched()])
 
 
-def _run_apps(*apps: Any) -> None:
-    """Starts FastStream apps in one process and stops them, in reverse, on Ctrl-C or SIGTERM."""
+def _run_apps(*apps: Any, watched: Sequence[Any] = ()) -> None:
+    """Starts FastStream apps in one process and stops them, in reverse, on Ctrl-C or SIGTERM; with
+    ``ZEROERRAND_METRICS_PORT`` set, serves ``/metrics`` and ``/health`` for the ``watched`` services
+    (``services.common.operations``) once they have started, until they stop."""
     import signal
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from services.common.logs import configure_logging
+    from services.common.operations import OperationsServer
+    from services.common.settings import OperationsSettings
+
+    operations = OperationsSettings()
+    configure_logging(operations.log_format)
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -73,12 +82,17 @@ def _run_apps(*apps: Any) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         started = []
+        endpoint = OperationsServer(watched, operations) if operations.metrics_port is not None else None
         try:
             for service in apps:
                 await service.start()
                 started.append(service)
+            if endpoint is not None:
+                await endpoint.start()
             await stop.wait()
         finally:
+            if endpoint is not None:
+                await endpoint.stop()
             # all at once: each stops consuming, lets its work in flight finish for a few seconds
             # (or go back to its queue) and closes its store, so the process exits within 10 s
             results = await asyncio.gather(*(service.stop() for service in reversed(started)), return_exceptions=True)
@@ -94,7 +108,8 @@ def notifier() -> None:
     """运行通知服务：把事件变成发给企业、招引单位、承办单位等的通知，存储并投递（站内信、Webhook）。"""
     from services.notifier.app import create_notifier
 
-    _run_apps(create_notifier().app)
+    service = create_notifier()
+    _run_apps(service.app, watched=[service.watched()])
 
 
 @app.command()
@@ -102,7 +117,8 @@ def evaluation() -> None:
     """运行评价服务：维护年度综合评价台账（项目、事项状态、时限、堵点、评价），定时发出超时预警。"""
     from services.evaluation.app import create_evaluation
 
-    _run_apps(create_evaluation().app)
+    service = create_evaluation()
+    _run_apps(service.app, watched=[service.watched()])
 
 
 @app.command()
@@ -113,10 +129,14 @@ def up(no_console: Annotated[bool, typer.Option("--no-console", help="不启动�
     from services.notifier.app import create_notifier
     from services.router.app import create_router
 
-    services: list[Any] = [create_router().app, create_notifier().app, create_evaluation().app]
+    router, notifier, evaluation = create_router(), create_notifier(), create_evaluation()
+    services: list[Any] = [router.app, notifier.app, evaluation.app]
+    watched = [router.watched(), notifier.watched(), evaluation.watched()]
     if not no_console:
-        services.append(_console())
-    _run_apps(*services)
+        console = _console()
+        services.append(console)
+        watched.append(console.watched())
+    _run_apps(*services, watched=watched)
 
 
 def _console() -> Any:
@@ -139,7 +159,8 @@ def console(port: Annotated[int | None, typer.Option(help="端口（默认 ZEROE
         os.environ["ZEROERRAND_CONSOLE_PORT"] = str(port)
     if host is not None:
         os.environ["ZEROERRAND_CONSOLE_HOST"] = host
-    _run_apps(_console())
+    service = _console()
+    _run_apps(service, watched=[service.watched()])
 
 
 @app.command()

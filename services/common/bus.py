@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -33,6 +34,7 @@ from services.common.connection import (
     unless_connection_lost,
 )
 from services.common.messages import Command, Event, Message
+from services.common.operations import PUBLISH_CONFIRM_SECONDS
 from services.common.settings import BrokerSettings, BrokerUnavailable, mask_url, split_urls
 from services.common.topology import EVENTS, REQUESTS
 
@@ -215,6 +217,7 @@ class BrokerPublisher:
         )) for out in outgoing]
         # a connection lost meanwhile fails the batch instead of leaving it waiting on a dead writer
         connection = channel.connection
+        started = time.perf_counter()
         if _can_write_batches(channel):
             confirmations: Sequence[Awaitable[Any]] = await unless_connection_lost(_write_batch(channel, messages),
                                                                                    connection)
@@ -222,6 +225,7 @@ class BrokerPublisher:
             confirmations = [channel.basic_publish(body, exchange=name, routing_key=key, properties=properties,
                                                    mandatory=True) for name, key, body, properties in messages]
         results = await unless_connection_lost(asyncio.gather(*confirmations, return_exceptions=True), connection)
+        PUBLISH_CONFIRM_SECONDS.observe(time.perf_counter() - started)
         failures = [(o, r) for o, r in zip(outgoing, results, strict=True) if isinstance(r, BaseException)]
         if failures:
             first_out, first_error = failures[0]

@@ -27,6 +27,7 @@ from faststream.rabbit.annotations import RabbitMessage
 from pydantic import TypeAdapter, ValidationError
 
 from services.common.connection import ConnectionLostError, connection_lost, unless_connection_lost
+from services.common.logs import bind_subject
 from services.common.messages import ROUTED_ITEM_TYPE, AnyCommand, AnyEvent, RoutedItem, item_routed
 from services.common.topology import DEAD, DELIVERY_LIMIT, EVENTS
 
@@ -315,17 +316,18 @@ def consume_events(broker: RabbitBroker, queue: RabbitQueue, inflight: Inflight,
                        reason=f"消息格式无效 / invalid message: {invalid_summary(exc)}")
             await ack(message)
             return
-        try:
-            await handle(decoded, is_last_attempt(raw))
-        except Exception as exc:
-            ident = getattr(decoded, "event_id", None) or getattr(decoded, "request_id", None)
-            # a LookupError is the expected race of events that arrive before what they refer to
-            # (an item.ready before its item.routed): retried at once, so not worth a warning
-            log.log(failure_level(exc), "message %s (%s) on %s not handled yet: %r", ident, decoded.type,
-                    queue.name, exc)
-            await retry_or_park(broker, queue, message, exc)
-            return
-        await ack(message)
+        with bind_subject(decoded):  # its log lines carry project_code and item_code
+            try:
+                await handle(decoded, is_last_attempt(raw))
+            except Exception as exc:
+                ident = getattr(decoded, "event_id", None) or getattr(decoded, "request_id", None)
+                # a LookupError is the expected race of events that arrive before what they refer to
+                # (an item.ready before its item.routed): retried at once, so not worth a warning
+                log.log(failure_level(exc), "message %s (%s) on %s not handled yet: %r", ident, decoded.type,
+                        queue.name, exc)
+                await retry_or_park(broker, queue, message, exc)
+                return
+            await ack(message)
 
     @subscriber
     async def on_event(message):  # type: ignore[no-untyped-def]  # no annotation: nothing for FastDepends to do

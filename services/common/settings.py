@@ -331,3 +331,26 @@ def check_console_key(settings: ConsoleSettings, runtime: RuntimeSettings, who: 
             "print(secrets.token_hex(32))\"），通知服务与服务台须用同一个；仅在开发机上可设 ZEROERRAND_ENVIRONMENT=development。"
             f" / {who} refused to start: ZEROERRAND_CONSOLE_SECRET_KEY is the development default and "
             f"ZEROERRAND_ENVIRONMENT is {runtime.environment}")
+
+
+class OperationsSettings(BaseSettings):
+    """``ZEROERRAND_METRICS_*`` and ``ZEROERRAND_LOG_FORMAT``: what a service process shows its operators.
+
+    One HTTP endpoint per process (``zeroerrand up`` runs every service in one process, so one
+    endpoint serves them all): ``/metrics`` (Prometheus text) and ``/health``. Without
+    ``ZEROERRAND_METRICS_PORT`` there is none (two services on one machine would otherwise fight
+    for a default port); ``0`` takes a free port, which the start logs."""
+
+    model_config = SettingsConfigDict(env_prefix="ZEROERRAND_")
+
+    metrics_host: str = Field(default="127.0.0.1", description="address of /metrics and /health")
+    metrics_port: int | None = Field(default=None, ge=0, le=65535,
+                                     description="port of /metrics and /health; unset: no endpoint; 0: any free port")
+    log_format: Literal["json", "text"] = Field(default="json", description="json: one JSON object a line")
+    queue_sample_interval_s: float = Field(default=5.0, gt=0, description="how often consumer lag is sampled")
+    health_timeout_s: float = Field(default=1.0, gt=0, description="how long the store has to answer a ping")
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value

@@ -18,6 +18,7 @@ from faststream.rabbit import RabbitBroker
 
 from services.common.bus import BrokerPublisher, make_broker, request_out
 from services.common.messages import Command
+from services.common.operations import Watched
 from services.common.rule_files import RuleBook, load_rulebook
 from services.common.settings import (
     BrokerSettings,
@@ -141,6 +142,10 @@ class ConsoleService:
         self.console, self.app = console, app
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
+
+    def watched(self) -> Watched:
+        """Its store (its broker, which only publishes requests, is not watched)."""
+        return Watched("console", None, (), lambda: self.console.store)
 
     @property
     def port(self) -> int:

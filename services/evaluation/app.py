@@ -23,6 +23,7 @@ from services.common.consuming import (
     stop_background,
 )
 from services.common.messages import Message
+from services.common.operations import Watched
 from services.common.rule_files import load_rulebook
 from services.common.settings import BrokerSettings, EvaluationSettings, StoreSettings
 from services.common.storage import Store, open_store
@@ -48,6 +49,10 @@ class Evaluation:
     inflight: Inflight = field(default_factory=Inflight)
     stop_sweeping: asyncio.Event = field(default_factory=asyncio.Event)
     _sweeper: asyncio.Task[None] | None = None
+
+    def watched(self) -> Watched:
+        return Watched("evaluation", self.broker, (EVALUATION_QUEUE.name, LEDGER_REQUESTS_QUEUE.name),
+                       lambda: self.store)
 
     async def sweep_now(self, now: datetime | None = None) -> int:
         assert self.ledger is not None

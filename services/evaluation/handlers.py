@@ -33,6 +33,7 @@ from services.common.messages import (
     Event,
     IssueTaskOrder,
     ItemCommand,
+    ItemOverdue,
     ItemRouted,
     ItemUnroutable,
     Message,
@@ -51,6 +52,7 @@ from services.common.messages import (
     SuspendItem,
     stable_id,
 )
+from services.common.operations import LEDGER_REQUESTS, OVERDUE_EVENTS
 from services.evaluation.assessments import decide_assessment, decide_rectification, rectified, submitted
 from services.evaluation.identity import NOT_GIVEN, refusal, unit_systems
 from services.evaluation.identity import Publisher as Sender
@@ -199,6 +201,9 @@ async def sweep(ledger: Ledger, today: date, now: datetime) -> list[Event]:
         await _publish(ledger, found.events)
         if await _save(ledger, found.item, item.version) is not None:
             announced.extend(found.events)
+            for event in found.events:
+                if isinstance(event, ItemOverdue):
+                    OVERDUE_EVENTS.labels(level=event.level).inc()
     needed = sorted({item_key(i.project_code, code) for i in waiting for code in i.requires})
     done = {i.key: i for i in await ledger.repo.items(needed) if i.state is ItemState.DELIVERED}
     for item in waiting:
@@ -389,5 +394,9 @@ async def handle(message: Message, ledger: Ledger, now: datetime, final: bool = 
     if handler is None:
         return "ignored"
     if handler is on_request and isinstance(message, Command):
-        return await on_request(message, ledger, now, final, publisher)
-    return await handler(message, ledger, now, final)
+        outcome = await on_request(message, ledger, now, final, publisher)
+    else:
+        outcome = await handler(message, ledger, now, final)
+    if type(message) in REQUEST_HANDLERS:
+        LEDGER_REQUESTS.labels(outcome=outcome).inc()
+    return outcome

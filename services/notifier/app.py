@@ -12,6 +12,7 @@ from faststream.rabbit import RabbitBroker
 from services.common.bus import make_broker
 from services.common.consuming import BACKGROUND_GRACE_S, SHUTDOWN_GRACE_S, Inflight, consume_events, stop_background
 from services.common.messages import Event
+from services.common.operations import Watched
 from services.common.rule_files import RulesError, load_rulebook
 from services.common.settings import (
     DEVELOPMENT_WEBHOOK_SECRET,
@@ -51,6 +52,9 @@ class Notifier:
     inflight: Inflight = field(default_factory=Inflight)
     stop_delivery: asyncio.Event = field(default_factory=asyncio.Event)
     _delivery: asyncio.Task[None] | None = None
+
+    def watched(self) -> Watched:
+        return Watched("notifier", self.broker, (NOTIFIER_QUEUE.name,), lambda: self.store)
 
 
 def unavailable_channels(settings: NotifierSettings) -> dict[str, str]:

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
+from services.common.operations import DELIVERY_ATTEMPTS, NOTIFICATIONS_FINAL
 from services.common.settings import NotifierSettings
 from services.notifier import mail, sms, webhook
 from services.notifier.channels import DeliveryError, NotConfigured, mask_address
@@ -98,6 +99,9 @@ class Deliverer:
             final = isinstance(exc, NotConfigured) or number >= self.settings.max_attempts
             wait = backoff(number, self.settings)
             await self.repository.attempt_failed(ident, number, str(exc), now, None if final else now + wait)
+            DELIVERY_ATTEMPTS.labels(channel=channel, outcome="failed").inc()
+            if final:
+                NOTIFICATIONS_FINAL.labels(channel=channel, status="failed").inc()
             if not final:
                 self.wake(wait.total_seconds())
             to = mask_address(channel, str(notification.get("address") or ""))
@@ -111,6 +115,8 @@ class Deliverer:
                         self.settings.max_attempts, " (final)" if final else "", exc)
             return
         await self.repository.delivered(ident, number, self.clock())
+        DELIVERY_ATTEMPTS.labels(channel=channel, outcome="delivered").inc()
+        NOTIFICATIONS_FINAL.labels(channel=channel, status="delivered").inc()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Delivers due notifications until ``stop`` is set: when woken, and every ``poll_interval_s``

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.common.messages import AgreementRejected, Event, ItemEvent, ItemRouted, RequestRefused, ServiceStarted
+from services.common.operations import NOTIFICATIONS_FINAL, NOTIFICATIONS_STORED
 from services.notifier.compose import WITH_PROJECT, Composer, ItemView, MissingContext, ProjectView
 from services.notifier.group_commit import GroupCommit
 from services.notifier.repository import NotifierRepository
@@ -21,6 +22,10 @@ async def handle_event(event: Event, repository: NotifierRepository, composer: C
     await commit.submit(read_model, documents)
     if new_project is not None:
         repository.remembered(new_project)
+    for document in documents:
+        NOTIFICATIONS_STORED.labels(channel=document["channel"]).inc()
+        if document["status"] == "failed":  # a channel with no server configured: failed as stored
+            NOTIFICATIONS_FINAL.labels(channel=document["channel"], status="failed").inc()
     return documents
 
 

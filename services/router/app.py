@@ -25,7 +25,9 @@ from services.common.consuming import (
     park_if_too_large,
     retry_or_park,
 )
+from services.common.logs import bind_subject
 from services.common.messages import AgreementSigned, RulesActivated, RulesRejected
+from services.common.operations import Watched
 from services.common.settings import BrokerSettings, RouterSettings
 from services.common.topology import AGREEMENTS, ROUTER_QUEUE, declare_topology
 from services.router.active_rules import ActiveRules
@@ -46,6 +48,9 @@ class Router:
     initial_event: RulesActivated | RulesRejected | None = None
     _watcher: asyncio.Task[None] | None = field(default=None)
     inflight: Inflight = field(default_factory=Inflight)
+
+    def watched(self) -> Watched:
+        return Watched("router", self.broker, (ROUTER_QUEUE.name,))
 
     async def drain(self) -> None:
         await self.inflight.drain()
@@ -99,16 +104,18 @@ def create_router(settings: RouterSettings | None = None, broker_settings: Broke
                        reason=f"agreement.signed 消息格式无效 / invalid message: {invalid_summary(exc)}")
             await ack(message)
             return
-        try:
-            await handle_agreement_signed(agreement, rules, publisher)
-        except Exception as exc:
-            if connection_lost(exc):  # the connection logs it once; the agreement comes again
-                log.debug("agreement %s: routing interrupted by the lost connection: %r", agreement.agreement_id, exc)
-            else:
-                log.exception("agreement %s: routing failed", agreement.agreement_id)
-            await retry_or_park(broker, ROUTER_QUEUE, message, exc)
-            return
-        await ack(message)
+        with bind_subject(agreement):  # its log lines carry the project code
+            try:
+                await handle_agreement_signed(agreement, rules, publisher)
+            except Exception as exc:
+                if connection_lost(exc):  # the connection logs it once; the agreement comes again
+                    log.debug("agreement %s: routing interrupted by the lost connection: %r", agreement.agreement_id,
+                              exc)
+                else:
+                    log.exception("agreement %s: routing failed", agreement.agreement_id)
+                await retry_or_park(broker, ROUTER_QUEUE, message, exc)
+                return
+            await ack(message)
 
     @router.app.on_startup
     async def load_rules() -> None:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from services.common.bus import Outgoing, Publisher, event_out
 from services.common.messages import ROUTED_ITEM_TYPE, AgreementSigned, ItemRouted, ItemUnroutable, RoutedItem
+from services.common.operations import AGREEMENTS_REJECTED, ITEMS_ROUTED, ITEMS_UNROUTABLE
 from services.common.topology import ITEMS, UNROUTABLE_KEY
 from services.router.active_rules import ActiveRules
 from services.router.routing import RoutingResult, route_agreement
@@ -55,8 +56,21 @@ async def handle_agreement_signed(agreement: AgreementSigned, rules: ActiveRules
     """Routes one agreement and returns after every resulting message is confirmed."""
     result = route_agreement(agreement, rules.engine)
     await publisher.publish_all(outgoing_for(result))
+    _count(result)
     _log(agreement, result.routed, result.unroutable, result.rejected is not None)
     return result
+
+
+def _count(result: RoutingResult) -> None:
+    """The metrics of one agreement, once its messages are confirmed (an agreement redelivered after
+    a crash between the confirm and its ack is counted again: the counters are of work done)."""
+    if result.rejected is not None:
+        AGREEMENTS_REJECTED.inc()
+        return
+    for routed in result.routed:
+        ITEMS_ROUTED.labels(mode=routed.item.mode.value).inc()
+    if result.unroutable:
+        ITEMS_UNROUTABLE.inc(len(result.unroutable))
 
 
 def _log(agreement: AgreementSigned, routed: Sequence[ItemRouted], unroutable: Sequence[ItemUnroutable],

@@ -199,6 +199,7 @@ def service_env(amqp_url: str, data_dir: Path, database: str) -> dict[str, str]:
     env.update({"ZEROERRAND_AMQP_URL": amqp_url, "ZEROERRAND_DATA_DIR": str(data_dir),
                 "ZEROERRAND_DATABASE": database, "ZEROERRAND_ENVIRONMENT": "development",
                 "ZEROERRAND_CONSOLE_PORT": "0",  # `up` serves the console too: on a free port, never 8080
+                "ZEROERRAND_LOG_FORMAT": "text",  # the log is read for its WARNING and ERROR lines
                 "PYTHONUNBUFFERED": "1"})
     return env
 

@@ -53,7 +53,8 @@ class Services:
         self.data = store_directory(f"zeroerrand-{name}-data-")
         self.log_path = self.data / "services.log"
         self.env = {**os.environ, "ZEROERRAND_AMQP_URL": amqp_url, "ZEROERRAND_DATA_DIR": str(self.data),
-                    "ZEROERRAND_ROUTER_WATCH_RULES": "false", "ZEROERRAND_CONSOLE_PORT": "0", "PYTHONUNBUFFERED": "1"}
+                    "ZEROERRAND_ROUTER_WATCH_RULES": "false", "ZEROERRAND_CONSOLE_PORT": "0", "PYTHONUNBUFFERED": "1",
+                    "ZEROERRAND_LOG_FORMAT": "text"}  # the log is read for its WARNING and ERROR lines
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
