@@ -278,9 +278,9 @@ async def stop_background(task: asyncio.Task[Any] | None, grace_s: float, what: 
 
 
 def consume_events(broker: RabbitBroker, queue: RabbitQueue, inflight: Inflight,
-                   handle: Callable[[Any, bool], Awaitable[None]], *, description: str, max_bytes: int,
+                   handle: Callable[..., Awaitable[None]], *, description: str, max_bytes: int,
                    exchange: RabbitExchange = EVENTS, decode: Decoder = decode_event,
-                   trusted_publishers: frozenset[str] | None = None) -> Any:
+                   trusted_publishers: frozenset[str] | None = None, pass_publisher: bool = False) -> Any:
     """Subscribes ``handle`` to ``exchange`` (default ``zeroerrand.events``) on ``queue``: the
     consumer pattern of the notifier and the evaluation service (events, and the ledger's requests).
 
@@ -290,8 +290,10 @@ def consume_events(broker: RabbitBroker, queue: RabbitQueue, inflight: Inflight,
     retried with back-off and parked with the error on its last attempt (``final_attempt`` tells the
     handler it is the last one). With ``trusted_publishers``, a message whose AMQP ``user_id`` (which
     RabbitMQ validates against the publishing connection's user) is not one of them is parked at
-    once, unread: only the router and the ledger may announce what happened. Returns the
-    subscriber, which the service stops first on shutdown before draining ``inflight``.
+    once, unread: only the router and the ledger may announce what happened. With ``pass_publisher``,
+    ``handle`` also gets that ``user_id`` (None if the message has none): the ledger ties a unit
+    system's requests to its unit by it. Returns the subscriber, which the service stops first on
+    shutdown before draining ``inflight``.
     """
     subscriber = broker.subscriber(queue, exchange, ack_policy=AckPolicy.MANUAL, decoder=keep_message,
                                    title=exchange.name, description=description)
@@ -318,7 +320,10 @@ def consume_events(broker: RabbitBroker, queue: RabbitQueue, inflight: Inflight,
             return
         with bind_subject(decoded):  # its log lines carry project_code and item_code
             try:
-                await handle(decoded, is_last_attempt(raw))
+                if pass_publisher:
+                    await handle(decoded, is_last_attempt(raw), publisher)
+                else:
+                    await handle(decoded, is_last_attempt(raw))
             except Exception as exc:
                 ident = getattr(decoded, "event_id", None) or getattr(decoded, "request_id", None)
                 # a LookupError is the expected race of events that arrive before what they refer to

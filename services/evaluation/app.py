@@ -101,7 +101,12 @@ def create_evaluation(settings: EvaluationSettings | None = None, broker_setting
                             description="Keeps the ledger (台账) from the router's events.",
                             max_bytes=settings.max_event_bytes,
                             trusted_publishers=broker_settings.trusted())
-    requests = consume_events(broker, LEDGER_REQUESTS_QUEUE, service.inflight, record, exchange=REQUESTS,
+    async def record_request(message: Message, final_attempt: bool, publisher: str | None) -> None:
+        assert service.ledger is not None  # the validated AMQP user_id: whose system sent it
+        await handle(message, service.ledger, datetime.now(UTC), final_attempt, publisher=publisher)
+
+    requests = consume_events(broker, LEDGER_REQUESTS_QUEUE, service.inflight, record_request, exchange=REQUESTS,
+                              pass_publisher=True,
                               decode=decode_command, max_bytes=settings.max_request_bytes,
                               description="Checks the units' requests against the ledger, then publishes the events.")
 
