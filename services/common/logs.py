@@ -76,7 +76,9 @@ def render_text(_: Any, __: str, event_dict: EventDict) -> str:
     head = (f"{fields.pop('timestamp', '')} {str(fields.pop('level', '')).upper()} {fields.pop('logger', '')}: "
             f"{fields.pop('event', '')}")
     exception = fields.pop("exception", None)
-    extra = " ".join(f"{key}={value}" for key, value in fields.items())
+    # in one order whatever the order they were bound in: the project, the item, then the rest by name
+    first = [key for key in ("project_code", "item_code") if key in fields]
+    extra = " ".join(f"{key}={fields[key]}" for key in [*first, *sorted(set(fields) - set(first))])
     return head + (f" [{extra}]" if extra else "") + (f"\n{exception}" if exception else "")
 
 
