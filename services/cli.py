@@ -222,17 +222,10 @@ def _parse_facts(book: RuleBook, pairs: list[str]) -> dict[str, Any]:
         if not sep:
             _fail(f"--fact 需写成 名称=值，而不是 {pair!r}")
         spec = book.project_facts.get(name)
-        value: Any = text
-        if spec is not None and spec.type == "number":
-            try:
-                value = float(text) if any(c in text for c in ".eE") else int(text)
-            except ValueError:
-                _fail(f"项目事实 {name}（{spec.label}）是数值，{text!r} 不是数字")
-        elif spec is not None and spec.type == "boolean":
-            if text.lower() not in ("true", "false"):
-                _fail(f"项目事实 {name}（{spec.label}）只能是 true 或 false")
-            value = text.lower() == "true"
-        facts[name] = value
+        try:
+            facts[name] = text if spec is None else spec.parse(name, text)
+        except ValueError as exc:
+            _fail(str(exc))
     return facts
 
 
@@ -438,17 +431,10 @@ def _submit(model: Any, wait: float, describe: str, **fields: Any) -> Any:
 async def _await_outcome(request_id: str, wait: float) -> Any:
     from services.common.storage import store_session
     from services.evaluation.repository import COLLECTIONS, MongoLedgerRepository
+    from services.evaluation.views import request_outcome
 
     async with store_session(collections=COLLECTIONS) as store:
-        repo = MongoLedgerRepository(store)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        while loop.time() < deadline:
-            found = await repo.outcome(request_id)
-            if found is not None and found.status != "pending":
-                return found
-            await asyncio.sleep(0.2)
-    return None
+        return await request_outcome(MongoLedgerRepository(store), request_id, wait, poll_s=0.2)
 
 
 def _item_request(kind: str, project: str, item: str, by: str, operator: str | None, consult: bool, at: str | None,

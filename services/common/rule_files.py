@@ -139,6 +139,20 @@ class FactSpec(_Strict):
     minimum: float | None = Field(default=None, description="number facts: the smallest value that can be true")
     maximum: float | None = Field(default=None, description="number facts: the largest value that can be true")
 
+    def parse(self, name: str, text: str) -> Any:
+        """A value typed in (``rules explain --fact``, the console's explain form) as this fact's type;
+        ``ValueError`` (Chinese) when it is not one."""
+        if self.type == "number":
+            try:
+                return float(text) if any(c in text for c in ".eE") else int(text)
+            except ValueError:
+                raise ValueError(f"项目事实 {name}（{self.label}）是数值，{text!r} 不是数字") from None
+        if self.type == "boolean":
+            if text.lower() not in ("true", "false"):
+                raise ValueError(f"项目事实 {name}（{self.label}）只能是 true 或 false")
+            return text.lower() == "true"
+        return text
+
 
 class Outcome(_Strict):
     """What a rule decides: the service mode and the unit responsible for the item."""

@@ -50,17 +50,7 @@ def parse_facts(engine: RoutingEngine, text: str) -> dict[str, Any]:
         spec = engine.book.project_facts.get(name)
         if spec is None:
             raise ValueError(f"规则中没有项目事实 {name!r}，可用：{'、'.join(engine.book.project_facts)}")
-        if spec.type == "number":
-            try:
-                facts[name] = float(value) if any(c in value for c in ".eE") else int(value)
-            except ValueError:
-                raise ValueError(f"项目事实 {name}（{spec.label}）是数值，{value!r} 不是数字") from None
-        elif spec.type == "boolean":
-            if value.lower() not in ("true", "false"):
-                raise ValueError(f"项目事实 {name}（{spec.label}）只能是 true 或 false")
-            facts[name] = value.lower() == "true"
-        else:
-            facts[name] = value
+        facts[name] = spec.parse(name, value)
         try:  # the bounds every agreement's facts are held to (finite, ±1e15, one line of 200)
             _FACT.validate_python(facts[name])
         except ValidationError as exc:

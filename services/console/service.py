@@ -36,6 +36,7 @@ from services.evaluation.ledger import RequestOutcome
 from services.evaluation.repository import COLLECTIONS as LEDGER_COLLECTIONS
 from services.evaluation.repository import MongoLedgerRepository
 from services.evaluation.scoring import EvaluationConfig, load_config
+from services.evaluation.views import request_outcome
 from services.evaluation.working_days import WorkingCalendar
 from services.notifier.plan import load_plan
 from services.notifier.repository import COLLECTIONS as NOTIFIER_COLLECTIONS
@@ -115,14 +116,7 @@ class Console:
         command = model(request_id=str(uuid.uuid4()), requested_at=now, **fields)
         assert self.publisher is not None and self.ledger is not None
         await self.publisher.publish_all([request_out(command)])
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.outcome_wait_s
-        while loop.time() < deadline:
-            found = await self.ledger.outcome(command.request_id)
-            if found is not None and found.status != "pending":
-                return command, found
-            await asyncio.sleep(0.1)
-        return command, None
+        return command, await request_outcome(self.ledger, command.request_id, self.settings.outcome_wait_s)
 
 
 class _Server(uvicorn.Server):

@@ -35,7 +35,7 @@ from services.common.domain import Request as PlanRequest
 from services.console.accounts import ROLE_NAMES_ZH, Account, Attempt, Role
 from services.console.service import Console
 from services.evaluation import views
-from services.evaluation.ledger import ItemState, local_day
+from services.evaluation.ledger import ENTERPRISE_ISSUE_STATES, ItemState, allowed_from, awaits_task_order, local_day
 
 log = logging.getLogger("services.console")
 HERE = Path(__file__).parent
@@ -379,7 +379,7 @@ def create_app(console: Console) -> ASGIApp:
             providers.append({"code": unit, "name": console.rules.unit_name(unit), "done": done})
         return page(request, "enterprise.html", progress=progress, notices=notices, providers=providers, year=year,
                     contacts=console.rules.contacts, questionnaire=console.rules.config.questionnaire,
-                    active=[row for row in progress.items if row.state in ISSUE_STATES])
+                    active=[row for row in progress.items if row.state in ENTERPRISE_ISSUE_STATES])
 
     @app.get("/e/notices/{notice_id}", response_class=HTMLResponse)
     async def enterprise_notice(request: Request, notice_id: str) -> Response:
@@ -649,44 +649,36 @@ ACTIONS: dict[str, tuple[type[m.Command], tuple[str, ...]]] = {
     "issue_order": (m.IssueTaskOrder, ("note",)),
     "accept_order": (m.AcceptTaskOrder, ("specialist_name", "specialist_phone")),
 }
-_WORKING = (ItemState.ACCEPTED, ItemState.IN_PROGRESS)
-_ACTIVE = (ItemState.READY, ItemState.CONTACTED, *_WORKING)
-# where the ledger takes an enterprise's 堵点 (a waiting item's belongs to what it waits for)
-ISSUE_STATES = (*_ACTIVE, ItemState.BLOCKED)
+# the buttons of the responsible unit, in the order they are shown
+OWNER_ACTIONS = ("contact", "accept", "progress", "complete", "block", "suspend", "resume", "deliver")
 
 
 def _actions(account: Account, row: Any) -> list[str]:
     """The buttons this account gets for this item: the ledger still decides, these only avoid offering
-    what it would certainly refuse (首问负责, the item's state, the task order)."""
-    found: list[str] = []
+    what it would certainly refuse (首问负责, the item's state, the task order), by the ledger's own rules."""
     if account.role is Role.RECRUITING:
-        return found
-    if account.unit == row.responsible_unit:
-        order_ok = not row.task_order_required or (row.task_order is not None and row.task_order.state != "issued")
-        state = row.state
-        if state is ItemState.READY and order_ok:
-            found.append("contact")
-        if state in (ItemState.READY, ItemState.CONTACTED) and order_ok and row.request is PlanRequest.HANDLE:
-            found.append("accept")
-        if state in _WORKING:
-            found += ["progress", "complete"]
-        if row.request is PlanRequest.CONSULT and state in (ItemState.READY, ItemState.CONTACTED) and order_ok:
-            found.append("complete")
-        if state in _ACTIVE:
-            found += ["block", "suspend"]
-        if state is ItemState.SUSPENDED:
-            found.append("resume")
-        if state is ItemState.COMPLETED:
-            found.append("deliver")
-    if row.state is ItemState.BLOCKED and (account.unit == row.responsible_unit
-                                           or any(b.resolver == account.unit for b in row.blockers)):
+        return []
+    order_state = None if row.task_order is None else row.task_order.state
+
+    def possible(action: str) -> bool:
+        kind = _type_of(action)
+        return (row.state in allowed_from(kind, row.request)
+                and not awaits_task_order(kind, row.task_order_required, order_state))
+
+    found = [action for action in OWNER_ACTIONS if account.unit == row.responsible_unit and possible(action)]
+    if possible("unblock") and (account.unit == row.responsible_unit
+                                or any(b.resolver == account.unit for b in row.blockers)):
         found.append("unblock")
     if account.role is Role.ECON_DEV and row.task_order_to_issue:
         found.append("issue_order")
-    if (account.role is Role.SERVICE_COMPANY and row.task_order is not None and row.task_order.state == "issued"
-            and row.task_order.assigned_to == account.unit and row.state in _ACTIVE):
+    if (account.role is Role.SERVICE_COMPANY and order_state == "issued" and possible("accept_order")
+            and row.task_order.assigned_to == account.unit):
         found.append("accept_order")
-    return list(dict.fromkeys(found))
+    return found
+
+
+def _type_of(action: str) -> str:
+    return str(ACTIONS[action][0].model_fields["type"].default)
 
 
 FIELD_NAMES = {"note": "备注/进展", "reason": "原因", "resolver": "须解决的单位", "results": "审批结果",

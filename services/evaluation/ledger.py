@@ -500,6 +500,11 @@ def decide(item: LedgerItem, command: ItemCommand, now: datetime, unit_names: Ma
     return _apply(item, command, now, day)
 
 
+# where the ledger takes an enterprise's 堵点 (a waiting item's belongs to what it waits for; a
+# suspended one waits for the enterprise itself; a finished one is over): see ``_enterprise_issue``
+ENTERPRISE_ISSUE_STATES = (*_ACTIVE, ItemState.BLOCKED)
+
+
 def _enterprise_issue(item: LedgerItem, command: ReportEnterpriseIssue, now: datetime, day: date,
                       unit_names: Mapping[str, str], delivered: Mapping[str, date],
                       project: ProjectRecord | None) -> Outcome:
@@ -539,10 +544,26 @@ def _enterprise_issue(item: LedgerItem, command: ReportEnterpriseIssue, now: dat
                    operator=command.operator, resume_to=resume_to, blockers=(*item.blockers, blocker))
 
 
+def allowed_from(request_type: str, request: Request) -> tuple[ItemState, ...]:
+    """The states a plan line must be in for a request of ``request_type``: an advice-only line is
+    never accepted (受理), and is completed straight from ready or contacted."""
+    if request is Request.CONSULT and request_type == "item.accept":
+        return ()
+    if request is Request.CONSULT and request_type == "item.complete":
+        return (ItemState.READY, ItemState.CONTACTED)
+    return _ALLOWED_FROM[request_type]
+
+
+def awaits_task_order(request_type: str, task_order_required: bool, order_state: str | None) -> bool:
+    """A 专业跑腿 item is contacted, accepted and completed only once its task order is accepted."""
+    return request_type in _AFTER_TASK_ORDER and task_order_required and order_state in (None, "issued")
+
+
+_AFTER_TASK_ORDER = frozenset({"item.contact", "item.accept", "item.complete"})
+
+
 def _state_refusal(item: LedgerItem, command: ItemCommand, action: str) -> Refused | None:
-    allowed = _ALLOWED_FROM[command.type]
-    if isinstance(command, CompleteItem) and item.request is Request.CONSULT:
-        allowed = (ItemState.READY, ItemState.CONTACTED)
+    allowed = allowed_from(command.type, item.request)
     if isinstance(command, AcceptItem) and item.request is Request.CONSULT:
         return Refused(f"事项 {item.item_code} 仅提供咨询，无需受理；提供咨询后直接办结")
     if item.state not in allowed:
@@ -554,8 +575,7 @@ def _state_refusal(item: LedgerItem, command: ItemCommand, action: str) -> Refus
             return Refused(f"事项 {item.item_code} 的任务单尚未下发，不能接收")
         if order.state != "issued":
             return Refused(f"任务单 {order.number} 已接收（服务专员 {order.specialist_name}），不能重复接收")
-    elif isinstance(command, (ContactEnterprise, AcceptItem, CompleteItem)) and item.task_order_required and (
-            order is None or order.state == "issued"):
+    elif awaits_task_order(command.type, item.task_order_required, None if order is None else order.state):
         step = "尚未下发" if order is None else "尚未接收并指定服务专员"
         return Refused(f"“专业跑腿”事项 {item.item_code} 的任务单{step}，不能{action}")
     return None

@@ -14,6 +14,7 @@ announced: ``red`` > ``yellow`` > ``warning``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from services.evaluation.ledger import (
     ItemState,
     LedgerItem,
     ProjectRecord,
+    RequestOutcome,
     RulesRecord,
     UnroutableRecord,
     clock_readings,
@@ -382,6 +384,20 @@ def _rules_view(record: RulesRecord) -> RulesEventView:
         occurred_at=record.occurred_at, version=record.version, previous_version=record.previous_version,
         attempted_version=record.attempted_version, active_version=record.active_version, problems=record.problems,
         rules=record.rules, items=record.items, directory=record.directory)
+
+
+async def request_outcome(repo: LedgerRepository, request_id: str, wait_s: float,
+                          poll_s: float = 0.1) -> RequestOutcome | None:
+    """What the ledger made of a request (applied or refused), waiting up to ``wait_s`` for it;
+    None if it is still pending then (or not yet received)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while loop.time() < deadline:
+        found = await repo.outcome(request_id)
+        if found is not None and found.status != "pending":
+            return found
+        await asyncio.sleep(poll_s)
+    return None
 
 
 async def rules_history(repo: LedgerRepository, limit: int = 100) -> list[RulesEventView]:

@@ -27,13 +27,15 @@ from services.common.topology import CONSUMER_QUEUES, dead_letter_queue
 from services.router.app import Router, create_router
 
 
-def _rabbitmqctl(*args: str) -> None:
+def _rabbitmqctl(*args: str) -> str:
+    """Runs ``rabbitmqctl`` and returns what it printed; the test fails (never skips) if it cannot."""
     exe = shutil.which("rabbitmqctl")
     if exe is None:
         pytest.fail("rabbitmqctl not found: the integration tests create a private vhost with it")
     done = subprocess.run([exe, *args], capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
         pytest.fail(f"rabbitmqctl {' '.join(args)} failed (is RabbitMQ running?): {done.stderr or done.stdout}")
+    return done.stdout
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -28,19 +27,10 @@ from services.common.settings import BrokerSettings, RouterSettings
 from services.common.topology import AGREEMENT_SIGNED, AGREEMENTS, EVENTS, ITEMS, MODE_QUEUES, REQUESTS, declare_topology
 from services.router.app import create_router
 from tests.conftest import ALUMINIUM, ROOT, example
+from tests.integration.conftest import _rabbitmqctl
 
 UNITS = ("tax_branch", "gov_service_bureau", "planning_construction_bureau")
 PASSWORD = "zeroerrand-test-" + uuid.uuid4().hex
-
-
-def _ctl(*args: str) -> str:
-    exe = shutil.which("rabbitmqctl")
-    if exe is None:
-        pytest.fail("rabbitmqctl not found: this test creates users and a vhost with it")
-    done = subprocess.run([exe, *args], capture_output=True, text=True, timeout=60)
-    if done.returncode != 0:
-        pytest.fail(f"rabbitmqctl {' '.join(args)} failed: {done.stderr or done.stdout}")
-    return done.stdout
 
 
 @pytest.fixture(scope="module")
@@ -50,17 +40,17 @@ def setup() -> Iterator[tuple[str, str, list[access.Grant]]]:
     vhost, prefix = f"zeroerrand-test-{tag}", f"zeroerrand-test-{tag}-"
     admin = urlsplit(BrokerSettings().amqp_url).username or "guest"
     grants = access.grants(UNITS, prefix)
-    _ctl("add_vhost", vhost)
+    _rabbitmqctl("add_vhost", vhost)
     try:
-        _ctl("set_permissions", "-p", vhost, admin, ".*", ".*", ".*")
+        _rabbitmqctl("set_permissions", "-p", vhost, admin, ".*", ".*", ".*")
         for grant in grants:
             for command in access.rabbitmqctl_commands(grant, vhost):
-                _ctl(*[PASSWORD if part == access.PASSWORD_PLACEHOLDER else part for part in command])
+                _rabbitmqctl(*[PASSWORD if part == access.PASSWORD_PLACEHOLDER else part for part in command])
         yield vhost, prefix, grants
     finally:
         for grant in grants:
             subprocess.run(["rabbitmqctl", "delete_user", grant.user], capture_output=True, timeout=60)
-        _ctl("delete_vhost", vhost)
+        _rabbitmqctl("delete_vhost", vhost)
 
 
 def _url(vhost: str, user: str | None = None) -> str:
@@ -225,13 +215,13 @@ def test_the_generated_users_script_sets_exactly_these_grants(tmp_path: Any) -> 
     runner.write_text('set -euo pipefail\nctl() { rabbitmqctl "$@"; }\n'
                       'upsert_user() { ctl add_user "$1" "$2"; ctl set_user_tags "$1" $3; }\n' + script)
     env = {**os.environ, **{v: PASSWORD for v in re.findall(r'"\$\{([A-Z0-9_]+):\?', script)}}
-    _ctl("add_vhost", vhost)
+    _rabbitmqctl("add_vhost", vhost)
     try:
         done = subprocess.run(["bash", str(runner)], capture_output=True, text=True, timeout=300, env=env)
         assert done.returncode == 0, done.stderr
         listed = {line.split("\t")[0]: tuple(line.split("\t")[1:])
-                  for line in _ctl("list_permissions", "-p", vhost, "--silent").splitlines() if line}
-        topics = _ctl("list_topic_permissions", "-p", vhost, "--silent").splitlines()
+                  for line in _rabbitmqctl("list_permissions", "-p", vhost, "--silent").splitlines() if line}
+        topics = _rabbitmqctl("list_topic_permissions", "-p", vhost, "--silent").splitlines()
         for grant in access.grants(load_units(), prefix):
             assert listed[grant.user] == (grant.configure, grant.write, grant.read), grant.user
             for exchange, (write, read) in grant.topic.items():
@@ -240,7 +230,7 @@ def test_the_generated_users_script_sets_exactly_these_grants(tmp_path: Any) -> 
     finally:
         for name in names:
             subprocess.run(["rabbitmqctl", "delete_user", name], capture_output=True, timeout=60)
-        _ctl("delete_vhost", vhost)
+        _rabbitmqctl("delete_vhost", vhost)
 
 
 def load_units() -> list[str]:
