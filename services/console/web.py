@@ -30,18 +30,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common import messages as m
 from services.common.access import check_access_code
-from services.common.domain import MODE_NAMES_ZH, REQUEST_NAMES_ZH
+from services.common.domain import REQUEST_NAMES_ZH
 from services.common.domain import Request as PlanRequest
 from services.console.accounts import ROLE_NAMES_ZH, Account, Attempt, Role
 from services.console.service import Console
 from services.evaluation import views
-from services.evaluation.ledger import ENTERPRISE_ISSUE_STATES, ItemState, allowed_from, awaits_task_order, local_day
+from services.evaluation.ledger import ENTERPRISE_ISSUE_STATES, LOCAL, ItemState, allowed_from, awaits_task_order, local_day
 
 log = logging.getLogger("services.console")
 HERE = Path(__file__).parent
-LOCAL_TZ = "Asia/Shanghai"
 OPERATOR_ROLES = (Role.GOV_SERVICE, Role.ECON_DEV, Role.DEPARTMENT, Role.SERVICE_COMPANY)
-LEVEL_NAMES = {"red": "红牌", "yellow": "黄牌", "warning": "预警"}
 
 
 @dataclass(frozen=True)
@@ -210,9 +208,9 @@ def create_app(console: Console) -> ASGIApp:
     app = FastAPI(title="零跑腿服务台", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.console = console
     templates = Jinja2Templates(directory=HERE / "templates")
-    templates.env.globals.update(MODE_NAMES=MODE_NAMES_ZH, LEVEL_NAMES=LEVEL_NAMES, ROLE_NAMES=ROLE_NAMES_ZH,
+    templates.env.globals.update(ROLE_NAMES=ROLE_NAMES_ZH,
                                  unit_name=console.rules.unit_name)
-    templates.env.filters["local"] = lambda moment: (moment.astimezone(_tz()).strftime("%Y-%m-%d %H:%M")
+    templates.env.filters["local"] = lambda moment: (moment.astimezone(LOCAL).strftime("%Y-%m-%d %H:%M")
                                                      if isinstance(moment, datetime) else moment)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
@@ -715,10 +713,4 @@ def _field(form: Any, name: str) -> str | None:
 def _local_path(target: str) -> str:
     """Only a path on this site (never ``//host`` or a scheme): an open redirect otherwise."""
     return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"
-
-
-def _tz() -> Any:
-    from zoneinfo import ZoneInfo
-
-    return ZoneInfo(LOCAL_TZ)
 
