@@ -65,7 +65,6 @@ def _shared() -> list[Processor]:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
-        _drop_color_message,
     ]
 
 
@@ -88,8 +87,9 @@ def formatter(log_format: Literal["json", "text"]) -> structlog.stdlib.Processor
                            else render_text)
     return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[*_shared(), structlog.stdlib.ExtraAdder()],
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, structlog.processors.format_exc_info,
-                    mask_event, renderer],
+        # after the pre-chain: uvicorn's colour copy arrives as a record's extra, added by ExtraAdder
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, _drop_color_message,
+                    structlog.processors.format_exc_info, mask_event, renderer],
     )
 
 

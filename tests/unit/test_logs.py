@@ -79,3 +79,12 @@ def test_ids_and_credit_codes_are_not_taken_for_phone_numbers() -> None:
 def test_the_subject_of_an_agreement_is_its_project() -> None:
     agreement = example(ALUMINIUM)
     assert subject_of(agreement) == {"project_code": agreement.project.code}
+
+
+def test_uvicorns_colour_copy_of_a_message_is_left_out(root_restored: None) -> None:
+    out = io.StringIO()
+    configure_logging("json", stream=out)
+    logging.getLogger("uvicorn.error").info("Uvicorn running on %s", "http://127.0.0.1:8080",
+                                            extra={"color_message": "Uvicorn running on \x1b[1m%s\x1b[0m"})
+    line = json.loads(out.getvalue())
+    assert line["event"] == "Uvicorn running on http://127.0.0.1:8080" and "color_message" not in line
