@@ -10,8 +10,12 @@ import re
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
+from zoneinfo import ZoneInfo
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+
+NEW_AREA_TIME = ZoneInfo("Asia/Shanghai")
+"""The New Area's time: days (signing, ready, due dates) are its days, and what people read is in it."""
 
 # -- bounds every message and rule file shares: dates in a sane window, strings of bounded length ---
 

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import math
 import uuid
+from datetime import date, datetime, time
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.common.domain import (
+    NEW_AREA_TIME,
     YEAR_MAX,
     YEAR_MIN,
     Code,
@@ -164,6 +166,8 @@ class AgreementSigned(Event):
     project: Project
     eligibility: Eligibility
     plan: tuple[PlannedItem, ...] = Field(min_length=1, max_length=MAX_PLAN_LINES)
+    backfill: bool = Field(default=False, description="补录: a past agreement entered afterwards with the reports that "
+                           "followed it; its items count as routed on the signing day")
 
 
 class AgreementRejected(Event):
@@ -217,6 +221,8 @@ class RoutedItem(Message):
                                        description="planned item codes whose results this item waits for")
     task_order_required: bool = Field(description="专业跑腿: 经济发展招商服务局 issues a task order when the item is ready")
     decision: Decision
+    backfilled_from: Day | None = Field(default=None, description="补录: set when the agreement was entered as a "
+                                        "back-filled record; its signing day, which the item counts as routed on")
 
 
 ROUTED_ITEM_TYPE = "approval.item"
@@ -234,9 +240,24 @@ class ItemRouted(Event):
 def item_routed(item: RoutedItem) -> ItemRouted:
     """The ``item.routed`` event a routed item stands for, the same from every copy of the message:
     its id derives from the item id, its times are the decision's (a redelivered item, or the
-    item routed again from a redelivered agreement, has the same event id)."""
+    item routed again from a redelivered agreement, has the same event id); a back-filled item's
+    happened on its signing day (:func:`as_of_signing`)."""
     at = item.decision.decided_at
-    return ItemRouted(event_id=stable_id(item.item_id, "item.routed"), occurred_at=at, recorded_at=at, item=item)
+    return ItemRouted(event_id=stable_id(item.item_id, "item.routed"),
+                      occurred_at=as_of_signing(item.backfilled_from, at), recorded_at=at, item=item)
+
+
+def as_of_signing(backfilled_from: date | None, decided_at: datetime) -> datetime:
+    """When the routing of an agreement counts as having happened: when it was decided; for a
+    back-filled agreement (补录, ``backfilled_from`` its signing day), the start of the signing day
+    (New Area time) if that was earlier. A back-filled agreement is a past one entered afterwards
+    with the reports that followed it (a year taken over from paper records, the demo): its ledger
+    lines and clocks start on the signing day so those reports fit. An agreement merely entered late
+    is not back-filled: a unit's clock starts when the item reaches it. ``recorded_at`` still says
+    when it was routed."""
+    if backfilled_from is None or decided_at.astimezone(NEW_AREA_TIME).date() <= backfilled_from:
+        return decided_at
+    return datetime.combine(backfilled_from, time.min, NEW_AREA_TIME)
 
 
 class ItemUnroutable(Event):

@@ -27,11 +27,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
 
-from services.common.domain import ECON_DEV_BUREAU, REQUEST_NAMES_ZH, Request, ServiceMode, Stage
+from services.common.domain import ECON_DEV_BUREAU, NEW_AREA_TIME, REQUEST_NAMES_ZH, Request, ServiceMode, Stage
 from services.common.messages import (
     AcceptItem,
     AcceptTaskOrder,
@@ -71,7 +70,7 @@ from services.common.messages import (
 )
 from services.evaluation.working_days import WorkingCalendar
 
-LOCAL = ZoneInfo("Asia/Shanghai")
+LOCAL = NEW_AREA_TIME
 LATE_AFTER = timedelta(days=1)  # a record made more than a day after the fact is flagged as back-filled
 FUTURE_TOLERANCE = timedelta(minutes=10)  # clocks of the senders' systems may run a little ahead
 
@@ -297,7 +296,7 @@ class RulesRecord(_Record):
 
 class UnroutableRecord(_Record):
     """An ``item.unroutable`` event: a planned item no rule could place, with the reason. ``year`` is
-    the (local) year of the decision, what the list is read by."""
+    the (local) year it happened (the signing day, for an agreement entered late), what the list is read by."""
 
     event_id: str
     item_id: str
@@ -339,7 +338,7 @@ def unroutable_record(event: ItemUnroutable, now: datetime) -> UnroutableRecord:
         reason_code=decision.reason_code, reason=decision.reason,
         facts_json=json.dumps(decision.facts, ensure_ascii=False, sort_keys=True, default=str),
         rules_version=decision.rules_version, decided_at=decision.decided_at.astimezone(UTC),
-        year=local_day(decision.decided_at).year, occurred_at=event.occurred_at.astimezone(UTC),
+        year=local_day(event.occurred_at).year, occurred_at=event.occurred_at.astimezone(UTC),
         recorded_at=now.astimezone(UTC))
 
 

@@ -15,9 +15,15 @@ import math
 import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
-from services.common.domain import ECON_DEV_BUREAU, EVALUATOR_BY_MODE, GOV_SERVICE_BUREAU, MODE_NAMES_ZH, STAGE_NAMES_ZH
+from services.common.domain import (
+    ECON_DEV_BUREAU,
+    EVALUATOR_BY_MODE,
+    GOV_SERVICE_BUREAU,
+    MODE_NAMES_ZH,
+    NEW_AREA_TIME,
+    STAGE_NAMES_ZH,
+)
 from services.evaluation.annual import AnnualReport, BlockerCause, LateRectification, ProviderScore, StageTimeliness
 
 __all__ = [
@@ -44,7 +50,7 @@ BLOCKER_FILL = "#f4b183"
 BLOCKER_OPEN_FILL = "#c55a11"
 
 NO_DATA = "无数据"
-LOCAL = ZoneInfo("Asia/Shanghai")
+LOCAL = NEW_AREA_TIME
 UNEVALUATED = "未评价"
 UNEVALUATED_REASON = "本年度无综合测评"
 NOT_RECTIFIED = "未整改"

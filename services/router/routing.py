@@ -24,6 +24,7 @@ from services.common.messages import (
     ItemUnroutable,
     RoutedItem,
     ServiceStarted,
+    as_of_signing,
     item_routed,
     stable_id,
 )
@@ -73,6 +74,7 @@ def route_agreement(agreement: AgreementSigned, engine: RoutingEngine, clock: Cl
             agreement_id=agreement.agreement_id, project=project, reasons=tuple(reasons),
         ))
 
+    as_of = as_of_signing(agreement.signed_on if agreement.backfill else None, now)
     routed: list[ItemRouted] = []
     unroutable: list[ItemUnroutable] = []
     seen: dict[tuple[str, Request], int] = {}
@@ -98,7 +100,7 @@ def route_agreement(agreement: AgreementSigned, engine: RoutingEngine, clock: Cl
         if isinstance(decision, Unroutable):
             catalog_item = book.catalog.get(planned.item) or book.retired.get(planned.item)
             unroutable.append(ItemUnroutable(
-                event_id=stable_id(item_id, "item.unroutable"), occurred_at=now, recorded_at=now,
+                event_id=stable_id(item_id, "item.unroutable"), occurred_at=as_of, recorded_at=now,
                 item_id=item_id, agreement_id=agreement.agreement_id, project_code=project.code,
                 project_name=project.name, recruiting_unit=project.recruiting_unit,
                 item_code=planned.item, item_name=catalog_item.name if catalog_item else None,
@@ -121,10 +123,11 @@ def route_agreement(agreement: AgreementSigned, engine: RoutingEngine, clock: Cl
             fees=item.fees, fee_note=item.fee_note(),
             requires=prerequisites(item, handled) if planned.request is Request.HANDLE else (),
             task_order_required=decision.task_order, decision=decision,
+            backfilled_from=agreement.signed_on if agreement.backfill else None,
         )))
 
     started = ServiceStarted(
-        event_id=stable_id(agreement.agreement_id, "service.started"), occurred_at=now, recorded_at=now,
+        event_id=stable_id(agreement.agreement_id, "service.started"), occurred_at=as_of, recorded_at=now,
         agreement_id=agreement.agreement_id, signed_on=agreement.signed_on, project=project,
         ledger_owner=ECON_DEV_BUREAU, items_planned=len(agreement.plan), items_routed=len(routed),
         items_unroutable=len(unroutable), rules_version=engine.version,
