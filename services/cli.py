@@ -873,3 +873,8 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+from services.demo.command import demo as _demo  # noqa: E402
+
+app.command("demo")(_demo)

@@ -91,6 +91,8 @@ class LedgerRepository(Protocol):
         """Stores the rectification if the stored 测评 is not rectified yet."""
     async def assessments(self, year: int | None = None) -> list[Assessment]: ...
     async def outcome(self, request_id: str) -> RequestOutcome | None: ...
+    async def outcomes(self, request_ids: Sequence[str]) -> list[RequestOutcome]:
+        """What is stored for each of ``request_ids`` that the ledger has received (one look-up)."""
     async def claim(self, outcome: RequestOutcome) -> RequestOutcome:
         """Records a request as ``pending`` unless its id is known; returns what is stored for the id."""
     async def record_outcome(self, request_id: str, status: str, reason: str | None = None,
@@ -254,6 +256,10 @@ class MongoLedgerRepository:
     async def outcome(self, request_id: str) -> RequestOutcome | None:
         return _load(RequestOutcome, await self._requests.find_one({"_id": request_id}))  # type: ignore[no-any-return]
 
+    async def outcomes(self, request_ids: Sequence[str]) -> list[RequestOutcome]:
+        found = self._requests.find({"_id": {"$in": list(request_ids)}})
+        return [_load(RequestOutcome, doc) async for doc in found]
+
     async def claim(self, outcome: RequestOutcome) -> RequestOutcome:
         try:
             await self._requests.insert_one(_doc(outcome, outcome.request_id))
@@ -416,6 +422,10 @@ class MemoryLedgerRepository:
 
     async def outcome(self, request_id: str) -> RequestOutcome | None:
         return _load(RequestOutcome, copy.deepcopy(self._table(REQUESTS).get(request_id)))  # type: ignore[no-any-return]
+
+    async def outcomes(self, request_ids: Sequence[str]) -> list[RequestOutcome]:
+        table = self._table(REQUESTS)
+        return [_load(RequestOutcome, copy.deepcopy(table[i])) for i in request_ids if i in table]
 
     async def claim(self, outcome: RequestOutcome) -> RequestOutcome:
         stored = self._table(REQUESTS).setdefault(outcome.request_id, _doc(outcome, outcome.request_id))
