@@ -15,7 +15,10 @@ every queue needs write on each queue and read on each exchange: every service u
 configure on exactly the topology's names (no other name), write on every topology queue (no
 exchange beyond its own), and read on every exchange, but reads only its own queues. Configure
 also allows deleting those names: declaring the topology as an administrator only (definitions
-file) and passive declares in the services would remove that, see docs/security.md.
+file) and passive declares in the services would remove that, see docs/security.md. Re-declaring
+is all these grants allow: creating a queue with a dead-letter exchange also needs read on it, so
+on an empty vhost the administrator makes the topology first (deploy/ imports definitions.json at
+boot; tests/integration/test_own_users_e2e.py checks both).
 """
 
 from __future__ import annotations

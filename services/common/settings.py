@@ -6,7 +6,7 @@ import re
 import ssl
 from pathlib import Path
 from typing import Literal
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import AliasChoices, Field, FilePath, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -331,6 +331,34 @@ def check_console_key(settings: ConsoleSettings, runtime: RuntimeSettings, who: 
             "print(secrets.token_hex(32))\"），通知服务与服务台须用同一个；仅在开发机上可设 ZEROERRAND_ENVIRONMENT=development。"
             f" / {who} refused to start: ZEROERRAND_CONSOLE_SECRET_KEY is the development default and "
             f"ZEROERRAND_ENVIRONMENT is {runtime.environment}")
+
+
+
+GUEST_USER = "guest"
+SERVICE_NAMES_ZH = {"router": "路由服务", "notifier": "通知服务", "evaluation": "评价服务", "console": "服务台"}
+
+
+def amqp_users(settings: BrokerSettings) -> list[str]:
+    """The RabbitMQ user of each URL of ``ZEROERRAND_AMQP_URL`` (a URL without one logs in as
+    ``guest``, as aiormq does)."""
+    return [unquote(urlsplit(url).username or "") or GUEST_USER for url in split_urls(settings.amqp_url)]
+
+
+def check_broker_user(settings: BrokerSettings, runtime: RuntimeSettings, service: str) -> None:
+    """Refuses (``SettingsError``) RabbitMQ's ``guest`` user (the default URL) outside development:
+    its password is known to everyone, and a broker that lets it in from elsewhere than localhost
+    gives it every permission; each service connects as its own user (docs/security.md)."""
+    if GUEST_USER not in amqp_users(settings) or runtime.development:
+        return
+    zh = SERVICE_NAMES_ZH.get(service, service)
+    raise SettingsError(
+        f"{zh}未启动：ZEROERRAND_AMQP_URL（{mask_url(settings.amqp_url)}）使用 RabbitMQ 的 guest 用户（默认账号，"
+        f"密码人人可见），而运行环境是 {runtime.environment}。请让每个服务以自己的 RabbitMQ 用户连接"
+        f"（如 amqp://zeroerrand-{service}:密码@主机:5672/zeroerrand；用户与权限见 deploy/rabbitmq/users.sh 与 "
+        "docs/security.md）；仅在开发机上可设 ZEROERRAND_ENVIRONMENT=development。"
+        f" / {service} refused to start: ZEROERRAND_AMQP_URL uses RabbitMQ's guest user and ZEROERRAND_ENVIRONMENT "
+        f"is {runtime.environment}; connect as the service's own user (deploy/rabbitmq/users.sh), or set "
+        "ZEROERRAND_ENVIRONMENT=development on a developer's machine")
 
 
 class OperationsSettings(BaseSettings):

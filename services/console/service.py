@@ -26,6 +26,7 @@ from services.common.settings import (
     EvaluationSettings,
     RuntimeSettings,
     StoreSettings,
+    check_broker_user,
     check_console_key,
 )
 from services.common.storage import Store, open_store
@@ -177,10 +178,13 @@ class ConsoleService:
 def make_console(settings: ConsoleSettings | None = None, broker_settings: BrokerSettings | None = None,
                  store_settings: StoreSettings | None = None, store: Store | None = None,
                  runtime: RuntimeSettings | None = None, rules_dir: Path | None = None) -> Console:
-    """The console's resources (not yet opened); ``SettingsError`` for a key that may not be used here,
-    ``RulesError`` for rule files it cannot read."""
+    """The console's resources (not yet opened); ``SettingsError`` for a key that may not be used here
+    or RabbitMQ's guest user outside development, ``RulesError`` for rule files it cannot read."""
     settings = settings or ConsoleSettings()
-    check_console_key(settings, runtime or RuntimeSettings.load(), "服务台")
+    runtime = runtime or RuntimeSettings.load()
+    check_console_key(settings, runtime, "服务台")
+    broker_settings = broker_settings or BrokerSettings()
+    check_broker_user(broker_settings, runtime, "console")
     rules = Rules.load(rules_dir or EvaluationSettings().rules_dir)
-    return Console(settings=settings, broker_settings=broker_settings or BrokerSettings(),
+    return Console(settings=settings, broker_settings=broker_settings,
                    store_settings=store_settings, rules=rules, store=store)

@@ -25,7 +25,13 @@ from services.common.consuming import (
 from services.common.messages import Message
 from services.common.operations import Watched
 from services.common.rule_files import load_rulebook
-from services.common.settings import BrokerSettings, EvaluationSettings, StoreSettings
+from services.common.settings import (
+    BrokerSettings,
+    EvaluationSettings,
+    RuntimeSettings,
+    StoreSettings,
+    check_broker_user,
+)
 from services.common.storage import Store, open_store
 from services.common.topology import EVALUATION_QUEUE, LEDGER_REQUESTS_QUEUE, REQUESTS, declare_topology
 from services.evaluation.handlers import Ledger, handle, sweep
@@ -84,9 +90,13 @@ def ledger_on(store: Store, publisher: Publisher, rules: tuple[EvaluationConfig,
 
 
 def create_evaluation(settings: EvaluationSettings | None = None, broker_settings: BrokerSettings | None = None,
-                      store_settings: StoreSettings | None = None, store: Store | None = None) -> Evaluation:
+                      store_settings: StoreSettings | None = None, store: Store | None = None,
+                      runtime: RuntimeSettings | None = None) -> Evaluation:
+    """Wires the evaluation service (ledger, sweep); ``SettingsError`` for RabbitMQ's guest user
+    outside development."""
     settings = settings or EvaluationSettings()
     broker_settings = broker_settings or BrokerSettings()
+    check_broker_user(broker_settings, runtime or RuntimeSettings.load(), "evaluation")
     broker = make_broker(broker_settings, name="evaluation", prefetch=settings.prefetch,
                          apply_types=False)  # see consuming.keep_message
     service = Evaluation(settings=settings, broker=broker, app=FastStream(broker), store=store)

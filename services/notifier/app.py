@@ -22,6 +22,7 @@ from services.common.settings import (
     RuntimeSettings,
     SettingsError,
     StoreSettings,
+    check_broker_user,
     check_console_key,
     mask_url,
 )
@@ -136,14 +137,15 @@ def create_notifier(settings: NotifierSettings | None = None, broker_settings: B
                     runtime: RuntimeSettings | None = None, console_settings: ConsoleSettings | None = None) -> Notifier:
     """Wires the notifier; pass ``store`` to share an open store (it is then not closed here).
     ``SettingsError`` if the webhook secret or the console key (``ZEROERRAND_CONSOLE_SECRET_KEY``,
-    with which the enterprise's links in its notices are made) may not be used here, or the
-    broker's TLS settings cannot work."""
+    with which the enterprise's links in its notices are made) may not be used here, the
+    broker's TLS settings cannot work, or it would connect as RabbitMQ's guest user outside development."""
     settings = settings or NotifierSettings()
     runtime = runtime or RuntimeSettings.load()
     console = console_settings or ConsoleSettings()
     check_webhook_secret(settings, runtime)
     check_console_key(console, runtime, "通知服务")
     broker_settings = broker_settings or BrokerSettings()
+    check_broker_user(broker_settings, runtime, "notifier")
     broker = make_broker(broker_settings, name="notifier", prefetch=settings.prefetch,
                          apply_types=False)  # see consuming.keep_message
     notifier = Notifier(settings=settings, broker=broker, app=FastStream(broker), store=store)

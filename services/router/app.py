@@ -28,7 +28,7 @@ from services.common.consuming import (
 from services.common.logs import bind_subject
 from services.common.messages import AgreementSigned, RulesActivated, RulesRejected
 from services.common.operations import Watched
-from services.common.settings import BrokerSettings, RouterSettings
+from services.common.settings import BrokerSettings, RouterSettings, RuntimeSettings, check_broker_user
 from services.common.topology import AGREEMENTS, ROUTER_QUEUE, declare_topology
 from services.router.active_rules import ActiveRules
 from services.router.handlers import handle_agreement_signed
@@ -71,10 +71,12 @@ class Router:
 
 
 def create_router(settings: RouterSettings | None = None, broker_settings: BrokerSettings | None = None,
-                  publisher: Publisher | None = None) -> Router:
-    """Wires the router; ``publisher`` replaces the real one (``BrokerPublisher``) in handler tests."""
+                  publisher: Publisher | None = None, runtime: RuntimeSettings | None = None) -> Router:
+    """Wires the router; ``publisher`` replaces the real one (``BrokerPublisher``) in handler tests.
+    ``SettingsError`` for RabbitMQ's guest user outside development."""
     settings = settings or RouterSettings()
     broker_settings = broker_settings or BrokerSettings()
+    check_broker_user(broker_settings, runtime or RuntimeSettings.load(), "router")
     # no dependency injection (see consuming.keep_message): FastDepends resolved the handler's one
     # parameter in a worker thread, a window in which a lost connection cancelled the delivery's
     # task, which FastStream logs as an ERROR

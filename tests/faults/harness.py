@@ -46,6 +46,7 @@ WORK_QUEUES = (ROUTER_QUEUE.name, NOTIFIER_QUEUE.name, EVALUATION_QUEUE.name, LE
 CONSUMED_BY = {"router": (ROUTER_QUEUE.name,), "notifier": (NOTIFIER_QUEUE.name,),
                "evaluation": (EVALUATION_QUEUE.name, LEDGER_REQUESTS_QUEUE.name)}
 CONSUMED_BY["up"] = tuple(q for queues in CONSUMED_BY.values() for q in queues)
+CONSUMED_BY["console"] = ()  # it consumes nothing: started once its process runs
 
 
 def year_of_agreements(count: int, *, seed: int = 2026, year: int = 2026, tag: str = "F") -> list[AgreementSigned]:

@@ -65,7 +65,7 @@ def test_mongodb_members_authenticate_by_keyfile_and_mongo_1_makes_the_root_user
 
 def test_the_services_reach_mongodb_as_their_own_user_in_production() -> None:
     services = compose()["services"]
-    for name in ("router", "notifier", "evaluation"):
+    for name in ("router", "notifier", "evaluation", "console"):
         environment = services[name]["environment"]
         assert environment["MONGODB_URL"].startswith(
             "mongodb://zeroerrand:${ZEROERRAND_MONGO_PASSWORD:?set ZEROERRAND_MONGO_PASSWORD in deploy/.env}"
@@ -115,7 +115,7 @@ def test_no_secret_is_committed_and_env_example_names_every_one() -> None:
 
 def test_each_service_reaches_rabbitmq_as_its_own_user_and_trusts_only_the_publishers_of_events() -> None:
     services = compose()["services"]
-    for name in ("router", "notifier", "evaluation"):
+    for name in ("router", "notifier", "evaluation", "console"):
         environment = services[name]["environment"]
         variable = f"ZEROERRAND_AMQP_PASSWORD_{name.upper()}"
         assert environment["ZEROERRAND_AMQP_URL"] == (
@@ -141,3 +141,88 @@ def test_the_users_job_runs_the_generated_grants_with_passwords_from_env() -> No
     variables = set(re.findall(r'"\$\{([A-Z0-9_]+):\?', users))
     assert variables and variables <= set(env_example()), variables - set(env_example())
     assert ".*" not in re.sub(r"ctl 'set_topic_permissions' .*", "", users), "no service or unit gets everything"
+
+
+# -- every service in compose.yaml: its own user, its metrics port, a healthcheck, Prometheus ------
+# (`docker compose` is not installed here, so the file is read as YAML; merge keys are resolved)
+
+APP_SERVICES = {"router": 9101, "notifier": 9102, "evaluation": 9103, "console": 9104}
+
+
+def test_every_service_runs_as_its_own_rabbitmq_user_and_none_as_guest() -> None:
+    services = compose()["services"]
+    users = set()
+    for name in APP_SERVICES:
+        environment = services[name]["environment"]
+        variable = f"ZEROERRAND_AMQP_PASSWORD_{name.upper()}"
+        assert environment["ZEROERRAND_AMQP_URL"] == (
+            f"amqp://zeroerrand-{name}:${{{variable}:?set {variable} in deploy/.env}}@haproxy:5672/zeroerrand")
+        assert environment["ZEROERRAND_ENVIRONMENT"] == "production"  # where guest is refused
+        users.add(environment["ZEROERRAND_AMQP_URL"].split("//")[1].split(":")[0])
+    assert len(users) == len(APP_SERVICES)
+    assert "guest" not in json.dumps(compose()), "no value in compose.yaml names guest"
+    assert {c for c in services if services[c].get("command", [None])[0] in APP_SERVICES} == set(APP_SERVICES)
+
+
+def test_every_service_serves_metrics_and_health_on_its_port_and_is_healthchecked_there() -> None:
+    services = compose()["services"]
+    for name, port in APP_SERVICES.items():
+        service = services[name]
+        assert service["environment"]["ZEROERRAND_METRICS_PORT"] == str(port), name
+        assert service["environment"]["ZEROERRAND_METRICS_HOST"] == "0.0.0.0", name
+        check = service["healthcheck"]
+        # the image (python:3.12-slim) has python, not curl
+        assert check["test"][:3] == ["CMD", "python", "-c"], name
+        assert f"urlopen('http://127.0.0.1:{port}/health', timeout=4)" in check["test"][3], name
+        assert {"interval", "timeout", "retries", "start_period"} <= check.keys(), name
+        compile(check["test"][3], name, "exec")
+        assert "ports" not in service, f"{name}: the metrics endpoint has no authentication, publish nothing"
+    assert "curl" not in (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
+
+
+def test_prometheus_scrapes_every_replica_of_every_service() -> None:
+    definition = compose()
+    prometheus = definition["services"]["prometheus"]
+    assert {"source": "prometheus_yml", "target": "/etc/prometheus/prometheus.yml"} in prometheus["configs"]
+    assert definition["configs"]["prometheus_yml"] == {"file": "./prometheus.yml"}
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    assert prometheus["ports"][0].startswith("${PROMETHEUS_BIND:-127.0.0.1}:")
+    assert "healthcheck" in prometheus
+    scrape = YAML(typ="safe").load((DEPLOY / "prometheus.yml").read_text(encoding="utf-8"))["scrape_configs"]
+    jobs = {job["job_name"]: job for job in scrape}
+    for name, port in APP_SERVICES.items():
+        assert jobs[f"zeroerrand-{name}"]["dns_sd_configs"] == [
+            {"names": [name], "type": "A", "port": port, "refresh_interval": "30s"}]
+
+
+def test_the_console_runs_behind_haproxy_with_the_notifiers_key_and_address() -> None:
+    services = compose()["services"]
+    console, notifier = services["console"]["environment"], services["notifier"]["environment"]
+    for key in ("ZEROERRAND_CONSOLE_SECRET_KEY", "ZEROERRAND_CONSOLE_PUBLIC_URL"):
+        assert console[key] == notifier[key] and REQUIRED.fullmatch(console[key]), key
+    assert console["MONGODB_URL"] == notifier["MONGODB_URL"]
+    assert console["ZEROERRAND_CONSOLE_HOST"] == "0.0.0.0" and console["ZEROERRAND_CONSOLE_PORT"] == "8080"
+    assert services["console"]["command"] == ["console"]
+    assert services["console"]["depends_on"]["mongo-init"] == {"condition": "service_completed_successfully"}
+    assert "${ZEROERRAND_CONSOLE_HTTP_PORT:-8080}:8080" in services["haproxy"]["ports"]
+    haproxy = (DEPLOY / "haproxy.cfg").read_text(encoding="utf-8")
+    assert "server-template console 8 console:8080 check port 9104" in haproxy
+    assert "option httpchk GET /health" in haproxy
+    # the console believes X-Forwarded-For: haproxy must replace what the client sent
+    assert "http-request set-header X-Forwarded-For %[src]" in haproxy
+
+
+def test_the_wheel_carries_the_consoles_pages() -> None:
+    """deploy/Dockerfile installs a wheel: every file of services/ that is not Python must be package data."""
+    import fnmatch
+    import tomllib
+
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["package-data"]
+    files = subprocess.run(["git", "ls-files", "services"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split()
+    for path in (f for f in files if not f.endswith(".py")):
+        package, covered = path.rsplit("/", 1)[0], False
+        for name, patterns in data.items():
+            base = name.replace(".", "/") + "/"
+            covered |= path.startswith(base) and any(fnmatch.fnmatch(path[len(base):], p) for p in patterns)
+        assert covered, f"{path} ({package}) is not in [tool.setuptools.package-data]"

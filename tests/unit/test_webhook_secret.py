@@ -12,6 +12,7 @@ import pytest
 
 from services.common.settings import (
     DEVELOPMENT_WEBHOOK_SECRET,
+    BrokerSettings,
     ConsoleSettings,
     NotifierSettings,
     RuntimeSettings,
@@ -19,6 +20,9 @@ from services.common.settings import (
 )
 from services.notifier.app import create_notifier
 from tests.conftest import ROOT
+
+# production refuses RabbitMQ's guest user (tests/unit/test_guest_refused.py)
+OWN_USER = BrokerSettings(amqp_url="amqp://zeroerrand-notifier:pw@127.0.0.1:5672/zeroerrand")
 
 
 def test_the_environment_is_production_unless_said_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,7 +53,7 @@ def test_the_development_secret_is_allowed_in_development_and_a_real_one_anywher
     notifier = create_notifier(NotifierSettings(), runtime=RuntimeSettings(environment="development"))
     assert notifier.settings.webhook_secret.get_secret_value() == DEVELOPMENT_WEBHOOK_SECRET
     assert "development secret" in caplog.text
-    chosen = create_notifier(NotifierSettings(webhook_secret="k7Qx9-a-real-secret"),
+    chosen = create_notifier(NotifierSettings(webhook_secret="k7Qx9-a-real-secret"), OWN_USER,
                              runtime=RuntimeSettings(environment="production"),
                              console_settings=ConsoleSettings(secret_key="a-real-console-key-0123456789"))
     assert chosen.settings.webhook_secret.get_secret_value() == "k7Qx9-a-real-secret"
@@ -79,7 +83,8 @@ def test_the_notifier_refuses_the_development_console_key_in_production() -> Non
 @pytest.mark.parametrize("command", ["notifier", "up"])
 def test_the_cli_refuses_to_start_with_the_reason_in_a_line(command: str) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("ZEROERRAND_NOTIFIER_WEBHOOK_SECRET", "ZEROERRAND_ENVIRONMENT")}
-    env["ZEROERRAND_AMQP_URL"] = "amqp://guest:guest@127.0.0.1:1/"  # never reached: the refusal comes first
+    # never reached: the refusal comes first (a user of its own: `up` refuses guest in production too)
+    env["ZEROERRAND_AMQP_URL"] = "amqp://zeroerrand-notifier:pw@127.0.0.1:1/"
     done = subprocess.run([sys.executable, "-m", "services.cli", command], capture_output=True, text=True, timeout=60,
                           cwd=ROOT, env=env)
     assert done.returncode == 1, done.stdout + done.stderr
