@@ -282,6 +282,43 @@ def _explained(decision: Any, item_code: str | None = None) -> dict[str, Any]:
     return data
 
 
+# -- rules dry-run, history, show, reroute (issue 12): thin commands over services/router/dry_run*.py,
+# services/router/versions.py and the ledger's side in services/evaluation/ -------------------------
+
+
+@rules_app.command("dry-run")
+def rules_dry_run(
+    rules: Annotated[Path, typer.Option("--rules", help="候选规则目录（与生效规则比较）")],
+    items: Annotated[Path | None, typer.Option(
+        "--items", help="以往事项的导出文件（JSON Lines，一行一个事项）；默认：台账中的全部事项")] = None,
+    active: Annotated[Path | None, typer.Option(
+        "--active", help="生效规则目录（默认：ZEROERRAND_ROUTER_RULES_DIR 或仓库的 rules/）")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="输出 JSON")] = False,
+    no_memo: Annotated[bool, typer.Option("--no-memo", help="不复用相同事实的决策（逐项重新决策，用于测量）")] = False,
+) -> None:
+    """预演：候选规则与生效规则相比，哪些事项的分派会改变（退出码 0 无改变，3 有改变，1 候选规则无效）。"""
+    from services.router.dry_run import ItemsFileError, render
+    from services.router.dry_run_command import dry_run, problem_lines
+
+    settings = RouterSettings()
+    try:
+        outcome = dry_run(rules, _rules_dir(active), items, timeout_s=settings.check_timeout_s,
+                          memory_bytes=settings.check_memory_mb * 2**20, memo=not no_memo)
+    except (ItemsFileError, OSError) as exc:
+        _fail(f"无法读取事项：{exc}")
+    if as_json:
+        typer.echo(_dump(outcome.as_json()))
+        raise typer.Exit(outcome.exit_code)
+    if outcome.problems:
+        _fail(list(problem_lines(outcome)), outcome.exit_code)
+    if outcome.error is not None:
+        _fail(outcome.error, outcome.exit_code)
+    assert outcome.report is not None
+    for line in render(outcome.report):
+        typer.echo(line)
+    raise typer.Exit(outcome.exit_code)
+
+
 @catalog_app.command("list")
 def catalog_list(as_json: Annotated[bool, typer.Option("--json", help="输出 JSON")] = False,
                  rules: RulesDir = None) -> None:
