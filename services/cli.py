@@ -319,6 +319,40 @@ def rules_dry_run(
     raise typer.Exit(outcome.exit_code)
 
 
+@rules_app.command("history")
+def rules_history(as_json: Annotated[bool, typer.Option("--json", help="输出 JSON")] = False) -> None:
+    """规则版本历史：每个曾经生效的版本、生效时间、分派的事项数、与上一版本相比各文件的改动。"""
+    from services.router.rules_history import read_history
+    from services.router.versions import render_history
+
+    entries = asyncio.run(read_history())
+    if as_json:
+        typer.echo(_dump([e.as_json() for e in entries]))
+        return
+    for line in render_history(entries, ZoneInfo("Asia/Shanghai")):
+        typer.echo(line)
+
+
+@rules_app.command("show")
+def rules_show(version: Annotated[str, typer.Argument(help="规则版本（或其唯一前缀），见 zeroerrand rules history")],
+               file: Annotated[str | None, typer.Option("--file", help="只显示这个文件，如 routing.yaml")] = None) -> None:
+    """显示某个曾经生效的规则版本的文件内容。"""
+    from services.router.rules_history import read_version
+
+    files = asyncio.run(read_version(version))
+    if files is None:
+        _fail(f"没有存档的规则版本 {version}（见 zeroerrand rules history）")
+        return
+    if file is not None:
+        if file not in files:
+            _fail(f"规则版本 {version} 中没有文件 {file}（有：{'、'.join(sorted(files))}）")
+        typer.echo(files[file], nl=False)
+        return
+    for name, text in sorted(files.items()):
+        typer.echo(f"# ===== {name}（规则版本 {version}）=====")
+        typer.echo(text, nl=not text.endswith("\n"))
+
+
 @catalog_app.command("list")
 def catalog_list(as_json: Annotated[bool, typer.Option("--json", help="输出 JSON")] = False,
                  rules: RulesDir = None) -> None:

@@ -48,3 +48,14 @@ def _record(doc: dict[str, Any], projects: dict[str, dict[str, Any]], state: Any
     if facts is not None:
         record["facts"] = facts
     return record
+
+
+async def items_routed_by_version(store: Store) -> dict[str, int]:
+    """How many items each rules version routed, from the ledger's projects (every item of an
+    agreement is routed by the version ``service.started`` names)."""
+    counts: dict[str, int] = {}
+    async for doc in store.db[PROJECTS.name].find({}, {"rules_version": 1, "items_routed": 1}):
+        version = doc.get("rules_version")
+        if version:
+            counts[version] = counts.get(version, 0) + int(doc.get("items_routed") or 0)
+    return counts
