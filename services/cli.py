@@ -282,7 +282,7 @@ def _explained(decision: Any, item_code: str | None = None) -> dict[str, Any]:
     return data
 
 
-# -- rules dry-run, history, show, reroute (issue 12): thin commands over services/router/dry_run*.py,
+# -- rules dry-run, history, show (issue 12): thin commands over services/router/dry_run*.py,
 # services/router/versions.py and the ledger's side in services/evaluation/ -------------------------
 
 

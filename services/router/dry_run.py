@@ -296,6 +296,5 @@ def render(report: DryRunReport, problems: Sequence[str] = (), *, max_open: int 
                          f"{'、'.join(change.examples)}")
     if report.open_changed:
         lines.append("")
-        lines.append("未办结的事项仍按原规则版本办理；如需按生效的新规则重新分派，规则生效后执行 "
-                     "zeroerrand rules reroute --project 项目编码。")
+        lines.append("注意：规则生效后，上述未办结事项仍由分派它们的原规则版本决定的单位办理，不会自动重新分派。")
     return lines

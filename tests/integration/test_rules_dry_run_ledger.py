@@ -4,6 +4,9 @@ decision record and each project's facts, and the dry-run decides them again."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,7 +19,7 @@ from services.evaluation.rules_items import count_items, ledger_items
 from services.router.dry_run import compare, subject_from
 from services.router.dry_run_command import engine_for
 from services.router.routing import route_agreement
-from tests.conftest import ALUMINIUM, CONSULT_UNKNOWN, RULES, example
+from tests.conftest import ALUMINIUM, CONSULT_UNKNOWN, ROOT, RULES, example
 from tests.unit.ledger_kit import ledger
 from tests.unit.test_rules_dry_run import lower_threshold
 
@@ -24,7 +27,7 @@ pytestmark = pytest.mark.integration
 
 
 async def test_the_ledger_keeps_what_a_dry_run_needs_and_it_finds_the_crossing_projects(
-        store: Store, rules_copy: Path) -> None:
+        store: Store, rules_copy: Path, embedded_uri: str) -> None:
     repo = MongoLedgerRepository(store)
     await repo.ensure()
     book = ledger(repo=repo)
@@ -61,3 +64,13 @@ async def test_the_ledger_keeps_what_a_dry_run_needs_and_it_finds_the_crossing_p
     [change] = changed.ordered()
     assert change.item_code == "PL-03" and change.projects == [example(ALUMINIUM, suffix="b").project.code]
     assert change.open_projects == change.projects  # routed, not delivered: open
+
+    # the command, reading the same ledger from the store as an operator's shell would
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZEROERRAND_") and k != "MONGODB_URL"}
+    env |= {"MONGODB_URL": embedded_uri, "ZEROERRAND_DATABASE": store.database, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "services.cli", "rules", "dry-run", "--rules", str(rules_copy),
+                           "--active", str(RULES)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 3, done.stderr
+    assert f"共比较 {len(records)} 个事项，决策改变 1 个（其中未办结 1 个）" in done.stdout
+    assert f"受影响的未办结事项（项目）：{example(ALUMINIUM, suffix='b').project.code}" in done.stdout
