@@ -282,6 +282,77 @@ def _explained(decision: Any, item_code: str | None = None) -> dict[str, Any]:
     return data
 
 
+# -- rules dry-run, history, show (issue 12): thin commands over services/router/dry_run*.py,
+# services/router/versions.py and the ledger's side in services/evaluation/ -------------------------
+
+
+@rules_app.command("dry-run")
+def rules_dry_run(
+    rules: Annotated[Path, typer.Option("--rules", help="候选规则目录（与生效规则比较）")],
+    items: Annotated[Path | None, typer.Option(
+        "--items", help="以往事项的导出文件（JSON Lines，一行一个事项）；默认：台账中的全部事项")] = None,
+    active: Annotated[Path | None, typer.Option(
+        "--active", help="生效规则目录（默认：ZEROERRAND_ROUTER_RULES_DIR 或仓库的 rules/）")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="输出 JSON")] = False,
+    no_memo: Annotated[bool, typer.Option("--no-memo", help="不复用相同事实的决策（逐项重新决策，用于测量）")] = False,
+) -> None:
+    """预演：候选规则与生效规则相比，哪些事项的分派会改变（退出码 0 无改变，3 有改变，1 候选规则无效）。"""
+    from services.router.dry_run import ItemsFileError, render
+    from services.router.dry_run_command import dry_run, problem_lines
+
+    settings = RouterSettings()
+    try:
+        outcome = dry_run(rules, _rules_dir(active), items, timeout_s=settings.check_timeout_s,
+                          memory_bytes=settings.check_memory_mb * 2**20, memo=not no_memo)
+    except (ItemsFileError, OSError) as exc:
+        _fail(f"无法读取事项：{exc}")
+    if as_json:
+        typer.echo(_dump(outcome.as_json()))
+        raise typer.Exit(outcome.exit_code)
+    if outcome.problems:
+        _fail(list(problem_lines(outcome)), outcome.exit_code)
+    if outcome.error is not None:
+        _fail(outcome.error, outcome.exit_code)
+    assert outcome.report is not None
+    for line in render(outcome.report):
+        typer.echo(line)
+    raise typer.Exit(outcome.exit_code)
+
+
+@rules_app.command("history")
+def rules_history(as_json: Annotated[bool, typer.Option("--json", help="输出 JSON")] = False) -> None:
+    """规则版本历史：每个曾经生效的版本、生效时间、分派的事项数、与上一版本相比各文件的改动。"""
+    from services.router.rules_history import read_history
+    from services.router.versions import render_history
+
+    entries = asyncio.run(read_history())
+    if as_json:
+        typer.echo(_dump([e.as_json() for e in entries]))
+        return
+    for line in render_history(entries, ZoneInfo("Asia/Shanghai")):
+        typer.echo(line)
+
+
+@rules_app.command("show")
+def rules_show(version: Annotated[str, typer.Argument(help="规则版本（或其唯一前缀），见 zeroerrand rules history")],
+               file: Annotated[str | None, typer.Option("--file", help="只显示这个文件，如 routing.yaml")] = None) -> None:
+    """显示某个曾经生效的规则版本的文件内容。"""
+    from services.router.rules_history import read_version
+
+    files = asyncio.run(read_version(version))
+    if files is None:
+        _fail(f"没有存档的规则版本 {version}（见 zeroerrand rules history）")
+        return
+    if file is not None:
+        if file not in files:
+            _fail(f"规则版本 {version} 中没有文件 {file}（有：{'、'.join(sorted(files))}）")
+        typer.echo(files[file], nl=False)
+        return
+    for name, text in sorted(files.items()):
+        typer.echo(f"# ===== {name}（规则版本 {version}）=====")
+        typer.echo(text, nl=not text.endswith("\n"))
+
+
 @catalog_app.command("list")
 def catalog_list(as_json: Annotated[bool, typer.Option("--json", help="输出 JSON")] = False,
                  rules: RulesDir = None) -> None:

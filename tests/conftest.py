@@ -16,6 +16,9 @@ from services.router.active_rules import load_checked
 # The test suite is a development environment (the notifier may use the development webhook
 # secret); the tests of the production refusal say their environment themselves.
 os.environ["ZEROERRAND_ENVIRONMENT"] = "development"
+# A router made in a test archives no rules versions (it would open the store of var/); the tests of
+# the archive give the router their own store (tests/integration/test_rules_history.py).
+os.environ.setdefault("ZEROERRAND_ROUTER_ARCHIVE_RULES", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "rules"

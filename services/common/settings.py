@@ -168,6 +168,10 @@ class RouterSettings(BaseSettings):
     check_timeout_s: float = Field(default=3.0, gt=0, description="seconds a rules check may take")
     check_memory_mb: int = Field(default=512, ge=128, description="address space of the rules check, MiB")
     start_check_timeout_s: float = Field(default=60.0, gt=0)
+    # each activated version's files are archived in the store (services/router/versions.py); the
+    # router routes whether or not the store answers, and retries the archive this often
+    archive_rules: bool = True
+    archive_retry_s: float = Field(default=5.0, gt=0)
 
 
 class StoreSettings(BaseSettings):

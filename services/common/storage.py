@@ -378,8 +378,11 @@ def tls_hint(uri: str, exc: BaseException) -> str:
     return ""
 
 
-async def open_store(settings: StoreSettings | None = None, collections: Iterable[Collection] = ()) -> Store:
-    """Connects to ``MONGODB_URL``, or starts (or joins) the embedded store, and creates the indexes."""
+async def open_store(settings: StoreSettings | None = None, collections: Iterable[Collection] = (), *,
+                     watch: bool = True) -> Store:
+    """Connects to ``MONGODB_URL``, or starts (or joins) the embedded store, and creates the indexes.
+    ``watch=False``: this process goes on if the embedded store stops (the router, which only
+    archives rules versions in it, see ``services.router.versions``)."""
     settings = settings or StoreSettings()
     embedded = None
     if settings.mongodb_url:
@@ -414,7 +417,8 @@ async def open_store(settings: StoreSettings | None = None, collections: Iterabl
     except BaseException:
         await store.close()
         raise
-    store.watch()
+    if watch:
+        store.watch()
     return store
 
 

@@ -66,6 +66,7 @@ from services.evaluation.ledger import (
     RequestOutcome,
     become_ready,
     decide,
+    facts_text,
     issue_task_order,
     item_key,
     new_item,
@@ -117,7 +118,7 @@ async def on_service_started(event: ServiceStarted, ledger: Ledger, now: datetim
         credit_code=project.enterprise.credit_code, recruiting_unit=project.recruiting_unit, signed_on=event.signed_on,
         ledger_owner=event.ledger_owner, items_planned=event.items_planned, items_routed=event.items_routed,
         items_unroutable=event.items_unroutable, rules_version=event.rules_version, started_at=event.occurred_at,
-        recorded_at=now))
+        recorded_at=now, facts_json=facts_text(project.facts)))
     return "recorded"
 
 

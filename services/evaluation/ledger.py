@@ -196,6 +196,12 @@ class LedgerItem(_Record):
     results: tuple[str, ...] = ()
     applied: tuple[str, ...] = ()
     history: tuple[HistoryEntry, ...] = ()
+    # the decision record it was routed by (lines routed before it was kept have none): the rule,
+    # the rules version, and the facts the rules tested as JSON text (their names have dots, which
+    # a stored document's keys may not have); what ``zeroerrand rules dry-run`` compares against
+    rule_id: str | None = None
+    rules_version: str | None = None
+    facts_json: str | None = None
 
     @property
     def is_open(self) -> bool:
@@ -236,6 +242,9 @@ class ProjectRecord(_Record):
     started_at: datetime
     recorded_at: datetime
     delivered_at: datetime | None = None
+    # the project facts of the agreement (JSON text; None for projects recorded before it was
+    # kept): ``zeroerrand rules dry-run`` decides every item again with them
+    facts_json: str | None = None
 
 
 class Assessment(_Record):
@@ -319,6 +328,11 @@ class UnroutableRecord(_Record):
     recorded_at: datetime
 
 
+def facts_text(facts: Mapping[str, Any]) -> str:
+    """Facts as the ledger stores them: JSON text with sorted keys."""
+    return json.dumps(facts, ensure_ascii=False, sort_keys=True, default=str)
+
+
 def rules_record(event: RulesActivated | RulesRejected, now: datetime) -> RulesRecord:
     common = {"event_id": event.event_id, "directory": event.directory,
               "occurred_at": event.occurred_at.astimezone(UTC), "recorded_at": now.astimezone(UTC)}
@@ -336,7 +350,7 @@ def unroutable_record(event: ItemUnroutable, now: datetime) -> UnroutableRecord:
         project_code=event.project_code, project_name=event.project_name, recruiting_unit=event.recruiting_unit,
         item_code=event.item_code, item_name=event.item_name, request=event.request,
         reason_code=decision.reason_code, reason=decision.reason,
-        facts_json=json.dumps(decision.facts, ensure_ascii=False, sort_keys=True, default=str),
+        facts_json=facts_text(decision.facts),
         rules_version=decision.rules_version, decided_at=decision.decided_at.astimezone(UTC),
         year=local_day(event.occurred_at).year, occurred_at=event.occurred_at.astimezone(UTC),
         recorded_at=now.astimezone(UTC))
@@ -378,7 +392,8 @@ def new_item(event: ItemRouted) -> LedgerItem:
         time_limit_days=routed.time_limit_days, materials=routed.materials, fee_note=routed.fee_note,
         requires=routed.requires,
         task_order_required=routed.task_order_required, state=ItemState.WAITING, routed_on=day,
-        applied=(event.event_id,),
+        applied=(event.event_id,), rule_id=routed.decision.rule_id, rules_version=routed.decision.rules_version,
+        facts_json=facts_text(routed.decision.facts),
         history=(HistoryEntry(request_id=None, type=event.type, from_state=None, to_state=ItemState.WAITING,
                               by=ECON_DEV_BUREAU, occurred_at=event.occurred_at, recorded_at=event.recorded_at),))
 

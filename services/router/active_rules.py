@@ -53,6 +53,7 @@ class ActiveRules:
         self.memory_bytes = memory_bytes
         self._engine: RoutingEngine | None = None
         self._lock = asyncio.Lock()
+        self.contents: dict[str, bytes] = {}  # the bytes of the rule files in force (archived by the router)
 
     @property
     def engine(self) -> RoutingEngine:
@@ -86,6 +87,7 @@ class ActiveRules:
             engine = RoutingEngine(book)
             previous = self.version
             self._engine = engine
+            self.contents = dict(contents)
             log.info("rules version %s active (was %s)", engine.version, previous)
             return RulesActivated(
                 event_id=stable_id("rules.activated", engine.version, now.isoformat()),

@@ -32,6 +32,7 @@ from services.common.settings import BrokerSettings, RouterSettings, RuntimeSett
 from services.common.topology import AGREEMENTS, ROUTER_QUEUE, declare_topology
 from services.router.active_rules import ActiveRules
 from services.router.handlers import handle_agreement_signed
+from services.router.versions import RulesArchive, StoreOpener
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class Router:
     initial_event: RulesActivated | RulesRejected | None = None
     _watcher: asyncio.Task[None] | None = field(default=None)
     inflight: Inflight = field(default_factory=Inflight)
+    archive: RulesArchive | None = None  # each activated version's files, to the store (versions.py)
 
     def watched(self) -> Watched:
         return Watched("router", self.broker, (ROUTER_QUEUE.name,))
@@ -60,6 +62,11 @@ class Router:
         event = await self.rules.reload()
         if event is not None:
             await self.publisher.publish_all([event_out(event)])
+        self._archive(event)
+
+    def _archive(self, event: RulesActivated | RulesRejected | None) -> None:
+        if isinstance(event, RulesActivated) and self.archive is not None:
+            self.archive.add(event, self.rules.contents)
 
     async def _watch(self) -> None:
         async for _changes in awatch(self.settings.rules_dir, debounce=self.settings.reload_debounce_ms,
@@ -70,9 +77,19 @@ class Router:
                 log.exception("applying a rules change failed; the active rules are unchanged")
 
 
+def _open_archive_store() -> StoreOpener:
+    from services.common.settings import StoreSettings
+    from services.common.storage import open_store
+    from services.router.versions import COLLECTIONS
+
+    return lambda: open_store(StoreSettings(), COLLECTIONS, watch=False)
+
+
 def create_router(settings: RouterSettings | None = None, broker_settings: BrokerSettings | None = None,
-                  publisher: Publisher | None = None, runtime: RuntimeSettings | None = None) -> Router:
-    """Wires the router; ``publisher`` replaces the real one (``BrokerPublisher``) in handler tests.
+                  publisher: Publisher | None = None, runtime: RuntimeSettings | None = None,
+                  archive_store: StoreOpener | None = None) -> Router:
+    """Wires the router; ``publisher`` replaces the real one (``BrokerPublisher``) in handler tests;
+    ``archive_store`` opens the store the rules versions are archived in (default: the services').
     ``SettingsError`` for RabbitMQ's guest user outside development."""
     settings = settings or RouterSettings()
     broker_settings = broker_settings or BrokerSettings()
@@ -85,6 +102,8 @@ def create_router(settings: RouterSettings | None = None, broker_settings: Broke
                         memory_bytes=settings.check_memory_mb * 2**20)
     publisher = publisher or BrokerPublisher(broker)
     router = Router(settings=settings, broker=broker, app=FastStream(broker), rules=rules, publisher=publisher)
+    if settings.archive_rules:
+        router.archive = RulesArchive(archive_store or _open_archive_store(), retry_s=settings.archive_retry_s)
 
     subscriber = broker.subscriber(ROUTER_QUEUE, AGREEMENTS, ack_policy=AckPolicy.MANUAL, decoder=keep_message,
                                    title="agreement.signed",
@@ -134,6 +153,9 @@ def create_router(settings: RouterSettings | None = None, broker_settings: Broke
     async def announce_and_watch() -> None:
         if router.initial_event is not None:
             await publisher.publish_all([event_out(router.initial_event)])
+        if router.archive is not None:
+            router._archive(router.initial_event)
+            router.archive.start()
         if settings.watch_rules:
             router._watcher = asyncio.create_task(router._watch(), name="rules-watcher")
 
@@ -145,5 +167,7 @@ def create_router(settings: RouterSettings | None = None, broker_settings: Broke
             router._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await router._watcher
+        if router.archive is not None:
+            await router.archive.stop()
 
     return router
