@@ -942,10 +942,10 @@ def main() -> None:
         raise SystemExit(1) from None
 
 
-if __name__ == "__main__":
-    main()
-
-
 from services.demo.command import demo as _demo  # noqa: E402
 
 app.command("demo")(_demo)
+
+
+if __name__ == "__main__":
+    main()
