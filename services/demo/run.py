@@ -84,7 +84,7 @@ class DemoFigures:
     signed: int = 0
     lines: int = 0
     unroutable: int = 0
-    requests: Counter[str] = field(default_factory=Counter)  # applied / refused / duplicate
+    requests: Counter[str] = field(default_factory=Counter)  # by outcome: applied / refused (a replay: as first)
     refusals: list[str] = field(default_factory=list)
     blocked: int = 0
     suspended: int = 0
