@@ -195,8 +195,8 @@ def sign(file: Annotated[Path, typer.Argument(help="协议文件（YAML 或 JSON
 def rules_check(rules: RulesDir = None) -> None:
     """静态检查：格式与引用（文件、行号、规则），以及每个事项在每种项目事实取值下恰好适用一条规则。"""
     from services.common.rule_files import read_rule_files
-    from services.common.rules_check import cases_to_try
     from services.router.candidate import check_candidate
+    from services.router.rules_check import cases_to_try
 
     # the same bounded check the router runs on a candidate, so both give the same verdict
     settings = RouterSettings()

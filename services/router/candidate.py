@@ -34,9 +34,9 @@ _READING = "reading "
 
 
 def _check(directory: Path, contents: Mapping[str, bytes]) -> list[Problem]:
-    from services.common.rule_engine import RoutingEngine
     from services.common.rule_files import load_rulebook
-    from services.common.rules_check import check_rules
+    from services.router.rule_engine import RoutingEngine
+    from services.router.rules_check import check_rules
 
     def reading(path: str) -> None:  # the parent names this file if the check is cut short
         sys.stderr.write(f"{_READING}{path}\n")

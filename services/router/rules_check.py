@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.common.domain import Request
-from services.common.rule_engine import RoutingEngine
 from services.common.rule_files import (
     CATALOG_FILE,
     PROJECT_PREFIX,
@@ -26,6 +25,7 @@ from services.common.rule_files import (
     Problem,
     RuleBook,
 )
+from services.router.rule_engine import RoutingEngine
 
 _OTHER = "__其他取值__"
 # items × requests × combinations of tested fact values; the repository's rules need 900
