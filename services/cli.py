@@ -13,8 +13,9 @@ from zoneinfo import ZoneInfo
 import typer
 
 from services.common.domain import MODE_NAMES_ZH, OVERDUE_LEVEL_NAMES_ZH, STAGE_NAMES_ZH, Request, Unroutable
-from services.common.rule_files import RuleBook, RulesError, load_rulebook, rules_version
+from services.common.rule_files import RuleBook, load_rulebook, rules_version
 from services.common.settings import BrokerSettings, RouterSettings, mask_url, mask_urls_in
+from services.common.yaml_files import RulesError
 
 app = typer.Typer(help="“企业零跑腿”服务系统 / Zero Errand: 路由、通知、评价服务与运维命令。", no_args_is_help=True,
                   pretty_exceptions_enable=False)

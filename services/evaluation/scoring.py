@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.common.domain import EVALUATOR_BY_MODE, STAGE_NAMES_ZH, ServiceMode, Stage, Unit
-from services.common.rule_files import read_located, validate_located
+from services.common.yaml_files import read_located, validate_located
 from services.evaluation.annual import (
     AnnualReport,
     BlockerCause,

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import services
-from services.common.rule_files import ROUTING_FILE, Problem, RulesError
+from services.common.rule_files import ROUTING_FILE
+from services.common.yaml_files import Problem, RulesError
 
 # at most this many problems come back (an operator reads the first ones; the rest is the same mistake)
 MAX_PROBLEMS = 200

@@ -45,13 +45,12 @@ from services.common.rule_files import (
     PROJECT_PREFIX,
     REQUEST_FIELD,
     ROUTING_FILE,
-    Problem,
     RoutingRule,
     RuleBook,
-    RulesError,
     Test,
     retired_message,
 )
+from services.common.yaml_files import Problem, RulesError
 
 
 class RuleEngineError(RuntimeError):

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from services.common.messages import ItemBlocked, ItemDelivered, ItemOverdue, ProjectDelivered
-from services.common.rule_files import RulesError, load_rulebook
+from services.common.rule_files import load_rulebook
 from services.common.settings import NotifierSettings
+from services.common.yaml_files import RulesError
 from services.notifier.compose import Composer, ItemView, ProjectView
 from services.notifier.delivery import backoff
 from services.notifier.plan import load_plan

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from services.common.rule_files import RulesError, load_rulebook
+from services.common.rule_files import load_rulebook
+from services.common.yaml_files import RulesError
 from services.router.active_rules import load_checked
 from services.router.rules_check import check_rules
 
