@@ -36,7 +36,7 @@ from services.common.connection import (
 from services.common.messages import Command, Event, Message
 from services.common.operations import PUBLISH_CONFIRM_SECONDS
 from services.common.settings import BrokerSettings, BrokerUnavailable, mask_url, split_urls
-from services.common.topology import EVENTS, REQUESTS
+from services.common.topology import EVENTS, REQUESTS, type_routing_key
 
 PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 
@@ -57,12 +57,12 @@ class Outgoing:
 
 def event_out(event: Event) -> Outgoing:
     """An event on ``zeroerrand.events``, routed by its type, with its id as the AMQP message id."""
-    return Outgoing(EVENTS, event.type, event, event.event_id, event.type)
+    return Outgoing(EVENTS, type_routing_key(event.type), event, event.event_id, event.type)
 
 
 def request_out(command: Command) -> Outgoing:
     """A request to the ledger on ``zeroerrand.requests``, routed by its type, its id as the message id."""
-    return Outgoing(REQUESTS, command.type, command, command.request_id, command.type)
+    return Outgoing(REQUESTS, type_routing_key(command.type), command, command.request_id, command.type)
 
 
 class Publisher(Protocol):
