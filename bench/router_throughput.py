@@ -72,7 +72,6 @@ from services.common.agreement_files import load_agreement, to_event  # noqa: E4
 from services.common.bus import BrokerPublisher, Outgoing, make_broker  # noqa: E402
 from services.common.domain import Request  # noqa: E402
 from services.common.messages import AgreementSigned, PlannedItem  # noqa: E402
-from services.common.rule_engine import RoutingEngine  # noqa: E402
 from services.common.settings import BrokerSettings, RouterSettings  # noqa: E402
 from services.common.topology import (  # noqa: E402
     AGREEMENT_SIGNED,
@@ -88,6 +87,7 @@ from services.common.topology import (  # noqa: E402
 from services.router.active_rules import load_checked  # noqa: E402
 from services.router.app import create_router  # noqa: E402
 from services.router.routing import route_agreement  # noqa: E402
+from services.router.rule_engine import RoutingEngine  # noqa: E402
 
 RULES = ROOT / "rules"
 EXAMPLE = ROOT / "examples/agreements/hl-2026-0031-aluminium-frames.yaml"

@@ -10,8 +10,8 @@ import pytest
 
 from services.common.agreement_files import load_agreement, to_event
 from services.common.messages import AgreementSigned
-from services.common.rule_engine import RoutingEngine
 from services.router.active_rules import load_checked
+from services.router.rule_engine import RoutingEngine
 
 # The test suite is a development environment (the notifier may use the development webhook
 # secret); the tests of the production refusal say their environment themselves.

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from services.common.domain import Day, Ident
 from services.common.messages import MAX_PLAN_LINES, AgreementSigned, Eligibility, Message, PlannedItem, Project, stable_id
-from services.common.rule_files import Problem, RulesError, read_located, validate_located
+from services.common.yaml_files import Problem, RulesError, read_located, validate_located
 
 
 class AgreementFile(Message):

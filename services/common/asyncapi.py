@@ -40,8 +40,10 @@ from services.common.topology import (
     EVENTS,
     EXCHANGE_BINDINGS,
     EXCHANGES,
+    ITEM_HEADERS,
     ITEMS,
     REQUESTS,
+    UNROUTABLE_HEADERS,
     UNROUTABLE_KEY,
     dead_letter_queue,
 )
@@ -53,9 +55,6 @@ COMMAND = "python -m services.common.asyncapi > docs/asyncapi.yaml"
 
 # published by the router; every other event on zeroerrand.events is the ledger's (evaluation service)
 ROUTER_EVENTS = frozenset({"service.started", "agreement.rejected", "rules.activated", "rules.rejected"})
-ITEM_HEADERS = ("x-zeroerrand-project", "x-zeroerrand-item", "x-zeroerrand-mode", "x-zeroerrand-unit",
-                "x-zeroerrand-rule", "x-zeroerrand-rules-version")
-UNROUTABLE_HEADERS = ("x-zeroerrand-project", "x-zeroerrand-item", "x-zeroerrand-reason")
 
 
 def _union(annotated: Any) -> tuple[type[Message], ...]:

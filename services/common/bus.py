@@ -10,9 +10,10 @@ raises after the others have settled, and the caller must not acknowledge its in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol, TypeGuard
@@ -36,7 +37,7 @@ from services.common.connection import (
 from services.common.messages import Command, Event, Message
 from services.common.operations import PUBLISH_CONFIRM_SECONDS
 from services.common.settings import BrokerSettings, BrokerUnavailable, mask_url, split_urls
-from services.common.topology import EVENTS, REQUESTS
+from services.common.topology import EVENTS, REQUESTS, declare_topology, type_routing_key
 
 PERSISTENT = int(aio_pika.DeliveryMode.PERSISTENT)
 
@@ -57,12 +58,12 @@ class Outgoing:
 
 def event_out(event: Event) -> Outgoing:
     """An event on ``zeroerrand.events``, routed by its type, with its id as the AMQP message id."""
-    return Outgoing(EVENTS, event.type, event, event.event_id, event.type)
+    return Outgoing(EVENTS, type_routing_key(event.type), event, event.event_id, event.type)
 
 
 def request_out(command: Command) -> Outgoing:
     """A request to the ledger on ``zeroerrand.requests``, routed by its type, its id as the message id."""
-    return Outgoing(REQUESTS, command.type, command, command.request_id, command.type)
+    return Outgoing(REQUESTS, type_routing_key(command.type), command, command.request_id, command.type)
 
 
 class Publisher(Protocol):
@@ -233,6 +234,24 @@ class BrokerPublisher:
                 f"{len(failures)} of {len(outgoing)} publishes failed; first: {first_out.message_type} "
                 f"to {first_out.exchange.name}/{first_out.routing_key}: {first_error!r}"
             ) from first_error
+
+
+@contextlib.asynccontextmanager
+async def connected_publisher(settings: BrokerSettings | None = None) -> AsyncIterator[BrokerPublisher]:
+    """A ``BrokerPublisher`` on a connection of its own, with the whole topology declared first (so
+    a message waits in its consumer's queue even if that service never ran), closed on leaving:
+    for one-off commands (the CLI's ``sign``, requests to the ledger, ``sweep``), not services."""
+    broker = make_broker(settings or BrokerSettings())
+    async with broker:
+        await broker.connect()
+        await declare_topology(broker)
+        yield BrokerPublisher(broker)
+
+
+async def publish_once(outgoing: Sequence[Outgoing], settings: BrokerSettings | None = None) -> None:
+    """Connects, declares the topology, publishes ``outgoing`` confirmed, and disconnects."""
+    async with connected_publisher(settings) as publisher:
+        await publisher.publish_all(outgoing)
 
 
 def _json(message: Message) -> bytes:

@@ -29,7 +29,7 @@ from pydantic import TypeAdapter, ValidationError
 from services.common.connection import ConnectionLostError, connection_lost, unless_connection_lost
 from services.common.logs import bind_subject
 from services.common.messages import ROUTED_ITEM_TYPE, AnyCommand, AnyEvent, RoutedItem, item_routed
-from services.common.topology import DEAD, DELIVERY_LIMIT, EVENTS
+from services.common.topology import DEAD, DELIVERY_LIMIT, EVENTS, dead_letter_key, parked_headers
 
 log = logging.getLogger(__name__)
 ANY_EVENT = TypeAdapter[Any](AnyEvent)
@@ -53,9 +53,6 @@ def decode_command(message_type: str | None, body: bytes) -> Any:
     return ANY_COMMAND.validate_json(body)
 
 
-ERROR_HEADER = "x-zeroerrand-error"
-ERROR_KIND_HEADER = "x-zeroerrand-error-kind"
-SOURCE_QUEUE_HEADER = "x-zeroerrand-source-queue"
 
 
 async def keep_message(message: StreamMessage[Any]) -> StreamMessage[Any]:
@@ -107,14 +104,12 @@ def invalid_summary(exc: ValidationError, *, most: int = 10, part: int = 64) -> 
 
 async def park(broker: RabbitBroker, queue: RabbitQueue, raw_message: Any, *, kind: str, reason: str) -> None:
     """Publishes the original message to ``queue``'s dead-letter queue with the reason (confirmed)."""
-    headers: dict[str, Any] = {str(k): v for k, v in (getattr(raw_message, "headers", None) or {}).items()
-                               if isinstance(v, (str, int))}
     reason = printable(reason)
-    headers.update({ERROR_HEADER: reason, ERROR_KIND_HEADER: kind, SOURCE_QUEUE_HEADER: queue.name})
+    headers = parked_headers(getattr(raw_message, "headers", None) or {}, queue, kind=kind, reason=reason)
     await broker.publish(
         raw_message.body,
         exchange=DEAD,
-        routing_key=queue.name,
+        routing_key=dead_letter_key(queue),
         persist=True,
         mandatory=True,
         message_id=getattr(raw_message, "message_id", None),

@@ -1,4 +1,4 @@
-"""Exchanges, queues and routing keys: the only module that spells a name on the broker.
+"""Exchanges, queues, routing keys and message headers: the only module that spells a name on the broker.
 
 Every service declares the whole topology at start (declaring is idempotent), so a message
 published before its consumer ever ran waits in that consumer's durable queue instead of being
@@ -11,11 +11,13 @@ notifier's and the ledger's), as the same message (body, ``message_id``, validat
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from faststream.rabbit import ExchangeType, QueueType, RabbitExchange, RabbitQueue
 
 from services.common.domain import ServiceMode
+from services.common.messages import ItemUnroutable, RoutedItem
 
 DELIVERY_LIMIT = 5
 
@@ -31,8 +33,60 @@ AGREEMENT_SIGNED = "agreement.signed"
 UNROUTABLE_KEY = "unroutable"
 
 
+# The headers of a routed or parked item on ``zeroerrand.items``, so a downstream system can filter
+# without reading the body; and of a message parked on a dead-letter queue, saying why.
+PROJECT_HEADER = "x-zeroerrand-project"
+ITEM_HEADER = "x-zeroerrand-item"
+MODE_HEADER = "x-zeroerrand-mode"
+UNIT_HEADER = "x-zeroerrand-unit"
+RULE_HEADER = "x-zeroerrand-rule"
+RULES_VERSION_HEADER = "x-zeroerrand-rules-version"
+REASON_HEADER = "x-zeroerrand-reason"
+ITEM_HEADERS = (PROJECT_HEADER, ITEM_HEADER, MODE_HEADER, UNIT_HEADER, RULE_HEADER, RULES_VERSION_HEADER)
+UNROUTABLE_HEADERS = (PROJECT_HEADER, ITEM_HEADER, REASON_HEADER)
+ERROR_HEADER = "x-zeroerrand-error"
+ERROR_KIND_HEADER = "x-zeroerrand-error-kind"
+SOURCE_QUEUE_HEADER = "x-zeroerrand-source-queue"
+
+
 def item_routing_key(mode: ServiceMode, unit: str) -> str:
+    """A routed item's key on ``zeroerrand.items``: ``{mode}.{unit}``."""
     return f"{mode.value}.{unit}"
+
+
+def type_routing_key(message_type: str) -> str:
+    """An event's key on ``zeroerrand.events`` and a request's on ``zeroerrand.requests``: its type."""
+    return message_type
+
+
+def item_headers(item: RoutedItem) -> dict[str, str]:
+    """The headers of a routed item (``ITEM_HEADERS``)."""
+    return {
+        PROJECT_HEADER: item.project_code,
+        ITEM_HEADER: item.item_code,
+        MODE_HEADER: item.mode.value,
+        UNIT_HEADER: item.responsible_unit,
+        RULE_HEADER: item.decision.rule_id,
+        RULES_VERSION_HEADER: item.decision.rules_version,
+    }
+
+
+def unroutable_headers(parked: ItemUnroutable) -> dict[str, str]:
+    """The headers of a parked item (``UNROUTABLE_HEADERS``)."""
+    return {PROJECT_HEADER: parked.project_code, ITEM_HEADER: parked.item_code,
+            REASON_HEADER: parked.unroutable.reason_code}
+
+
+def dead_letter_key(queue: RabbitQueue | str) -> str:
+    """The key on ``zeroerrand.dead`` of what ``queue`` (a queue or its name) gives up on: its name."""
+    return queue if isinstance(queue, str) else queue.name
+
+
+def parked_headers(original: Mapping[Any, Any], queue: RabbitQueue, *, kind: str, reason: str) -> dict[str, Any]:
+    """The headers of a message parked from ``queue``: its own string and integer headers, and why."""
+    headers: dict[str, Any] = {str(k): v for k, v in original.items() if isinstance(v, (str, int))}
+    headers.update({ERROR_HEADER: reason, ERROR_KIND_HEADER: kind, SOURCE_QUEUE_HEADER: queue.name})
+    return headers
 
 
 def _quorum(name: str, routing_key: str) -> RabbitQueue:
@@ -44,14 +98,14 @@ def _quorum(name: str, routing_key: str) -> RabbitQueue:
         arguments={
             "x-delivery-limit": DELIVERY_LIMIT,
             "x-dead-letter-exchange": DEAD.name,
-            "x-dead-letter-routing-key": name,
+            "x-dead-letter-routing-key": dead_letter_key(name),
         },
     )
 
 
 def dead_letter_queue(queue: RabbitQueue) -> RabbitQueue:
     """Where ``queue``'s poison and malformed messages are parked, with the reason."""
-    return RabbitQueue(f"{queue.name}.dead", queue_type=QueueType.QUORUM, durable=True, routing_key=queue.name)
+    return RabbitQueue(f"{queue.name}.dead", queue_type=QueueType.QUORUM, durable=True, routing_key=dead_letter_key(queue))
 
 
 ROUTER_QUEUE = _quorum("zeroerrand.router.agreements", AGREEMENT_SIGNED)
@@ -90,5 +144,5 @@ async def declare_topology(broker: Any) -> None:
         await declared.bind(exchange.name, routing_key=queue.routing())
     for queue in CONSUMER_QUEUES:
         dead = await broker.declare_queue(dead_letter_queue(queue))
-        await dead.bind(DEAD.name, routing_key=queue.name)
+        await dead.bind(DEAD.name, routing_key=dead_letter_key(queue))
 

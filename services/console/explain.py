@@ -12,9 +12,10 @@ from pydantic import TypeAdapter, ValidationError
 
 from services.common.domain import MODE_NAMES_ZH, Request, Unroutable
 from services.common.messages import FactValue
-from services.common.rule_engine import RoutingEngine
-from services.common.rule_files import RulesError, read_rule_files, rules_version
+from services.common.rule_files import read_rule_files, rules_version
 from services.common.settings import RouterSettings
+from services.common.yaml_files import RulesError
+from services.router.rule_engine import RoutingEngine
 
 _engines: dict[str, RoutingEngine] = {}
 _FACT = TypeAdapter(FactValue)

@@ -179,7 +179,7 @@ async def services_running(settings: BrokerSettings, log_file: Path, figures: De
            "ZEROERRAND_EVALUATION_SWEEP_INTERVAL_S": str(10 ** 7)}
     with log_file.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-c", "from services.cli import app; app()", "up", "--no-console"],
+            [sys.executable, "-m", "services.cli", "up", "--no-console"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     figures.started_services = True
     try:

@@ -7,13 +7,13 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from faststream import FastStream
 from faststream.rabbit import RabbitBroker
 
-from services.common.bus import BrokerPublisher, Publisher, make_broker
+from services.common.bus import BrokerPublisher, Publisher, connected_publisher, make_broker
 from services.common.consuming import (
     BACKGROUND_GRACE_S,
     SHUTDOWN_GRACE_S,
@@ -22,7 +22,7 @@ from services.common.consuming import (
     decode_command,
     stop_background,
 )
-from services.common.messages import Message
+from services.common.messages import Event, Message
 from services.common.operations import Watched
 from services.common.rule_files import load_rulebook
 from services.common.settings import (
@@ -32,7 +32,7 @@ from services.common.settings import (
     StoreSettings,
     check_broker_user,
 )
-from services.common.storage import Store, open_store
+from services.common.storage import Store, open_store, store_session
 from services.common.topology import EVALUATION_QUEUE, LEDGER_REQUESTS_QUEUE, REQUESTS, declare_topology
 from services.evaluation.handlers import Ledger, handle, sweep
 from services.evaluation.ledger import local_day
@@ -87,6 +87,13 @@ def ledger_on(store: Store, publisher: Publisher, rules: tuple[EvaluationConfig,
     """The ledger the handlers work with, on a store: for the service and for the CLI's sweep."""
     config, unit_names = rules
     return Ledger(MongoLedgerRepository(store), publisher, calendar or WorkingCalendar(), config, unit_names)
+
+
+async def sweep_once(rules: tuple[EvaluationConfig, dict[str, str]], day: date, now: datetime) -> list[Event]:
+    """One sweep of the ledger outside the service (the CLI's ``sweep``), on its own store session and
+    broker connection: the overdue events it published."""
+    async with store_session(collections=COLLECTIONS) as store, connected_publisher() as publisher:
+        return await sweep(ledger_on(store, publisher, rules), day, now)
 
 
 def create_evaluation(settings: EvaluationSettings | None = None, broker_settings: BrokerSettings | None = None,

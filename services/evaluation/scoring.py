@@ -14,12 +14,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.common.domain import EVALUATOR_BY_MODE, STAGE_NAMES_ZH, ServiceMode, Stage, Unit
-from services.common.rule_files import read_located, validate_located
+from services.common.yaml_files import read_located, validate_located
 from services.evaluation.annual import (
     AnnualReport,
     BlockerCause,
@@ -31,6 +31,9 @@ from services.evaluation.annual import (
 )
 from services.evaluation.ledger import Assessment, LedgerItem, clock_readings
 from services.evaluation.working_days import WorkingCalendar
+
+if TYPE_CHECKING:  # the repository imports this module
+    from services.evaluation.repository import LedgerRepository
 
 EVALUATION_FILE = "evaluation.yaml"
 Rater = Literal["enterprise", "recruiting_unit"]
@@ -142,6 +145,16 @@ class _Tally:
 def active_in(item: LedgerItem, year: int) -> bool:
     """Routed by the end of ``year`` and not finished before it began."""
     return item.routed_on.year <= year and (item.finished_on is None or item.finished_on.year >= year)
+
+
+async def evaluate_year(repo: LedgerRepository, year: int, config: EvaluationConfig, units: Mapping[str, Unit],
+                        calendar: WorkingCalendar, today: date, generated_at: datetime,
+                        evaluator: str | None = None) -> AnnualReport:
+    """``evaluate`` over the ledger: the year's assessments and the items of the year and of every
+    assessed project."""
+    assessments = await repo.assessments(year)
+    items = await repo.year_items(year, [a.project_code for a in assessments])
+    return evaluate(year, items, assessments, config, units, calendar, today, generated_at, evaluator=evaluator)
 
 
 def evaluate(year: int, items: Iterable[LedgerItem], assessments: Iterable[Assessment],

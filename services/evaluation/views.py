@@ -338,6 +338,24 @@ async def project_progress(repo: LedgerRepository, ctx: ViewContext, project_cod
     return _progress(project, await repo.project_items(project_code), ctx)
 
 
+def progress_document(progress: ProjectProgress) -> dict[str, Any]:
+    """A project's progress as JSON-ready data (``zeroerrand ledger show --json``): the project record
+    and, per line, its state, prerequisites, both clocks with their due dates, task order, announced
+    overdue levels, open blockers and back-filled records."""
+    return {"project": progress.project.model_dump(mode="json"), "items": [{
+        "item": r.item_code, "request": r.request.value, "name": r.item_name, "stage": r.stage_name, "mode": r.mode_name,
+        "unit": r.responsible_unit_name, "state": r.state_name, "waiting_for": list(r.waiting_for),
+        "clocks": {c.clock: {"name": c.name, "used": c.used, "limit": c.limit, "due": c.due.isoformat(),
+                             "running": c.running, "late": c.late} for c in r.clocks},
+        "task_order": None if r.task_order is None else {
+            "number": r.task_order.number, "state": r.task_order.state, "automatic": r.task_order.automatic,
+            "specialist": r.task_order.specialist_name, "phone": r.task_order.specialist_phone},
+        "task_order_required": r.task_order_required,
+        "overdue": list(r.overdue),
+        "blockers": [{"reason": b.reason, "resolver": b.resolver_name} for b in r.blockers],
+        "late_records": r.late_records} for r in progress.items]}
+
+
 async def unit_board(repo: LedgerRepository, ctx: ViewContext, unit: str) -> list[ItemRow]:
     """A unit's board: the open items it is responsible for, worst overdue level first (red, yellow,
     warning, none), then the earliest due day of the running clock (none last)."""

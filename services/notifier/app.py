@@ -13,7 +13,7 @@ from services.common.bus import make_broker
 from services.common.consuming import BACKGROUND_GRACE_S, SHUTDOWN_GRACE_S, Inflight, consume_events, stop_background
 from services.common.messages import Event
 from services.common.operations import Watched
-from services.common.rule_files import RulesError, load_rulebook
+from services.common.rule_files import load_rulebook
 from services.common.settings import (
     DEVELOPMENT_WEBHOOK_SECRET,
     BrokerSettings,
@@ -28,6 +28,7 @@ from services.common.settings import (
 )
 from services.common.storage import Store, open_store
 from services.common.topology import NOTIFIER_QUEUE, declare_topology
+from services.common.yaml_files import RulesError
 from services.notifier import mail, sms
 from services.notifier.channels import mask_address
 from services.notifier.compose import Composer

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 from services.common.domain import EmailAddress, MobileNumber, WebhookUrl
-from services.common.rule_files import Problem, RulesError, read_located, validate_located
+from services.common.yaml_files import Problem, RulesError, read_located, validate_located
 
 PLAN_FILE = "notifications.yaml"
 DIRECTORY_FILE = "directory.yaml"

@@ -9,10 +9,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from services.common.messages import MAX_PROBLEM_CHARS, MAX_PROBLEMS, RulesActivated, RulesRejected, stable_id
-from services.common.rule_engine import RoutingEngine
-from services.common.rule_files import Problem, RulesError, load_rulebook, read_rule_files, rules_version
-from services.common.rules_check import check_rules
+from services.common.rule_files import load_rulebook, read_rule_files, rules_version
+from services.common.yaml_files import Problem, RulesError
 from services.router.candidate import check_candidate
+from services.router.rule_engine import RoutingEngine
+from services.router.rules_check import check_rules
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import services
-from services.common.rule_files import ROUTING_FILE, Problem, RulesError
+from services.common.rule_files import ROUTING_FILE
+from services.common.yaml_files import Problem, RulesError
 
 # at most this many problems come back (an operator reads the first ones; the rest is the same mistake)
 MAX_PROBLEMS = 200
@@ -34,9 +35,9 @@ _READING = "reading "
 
 
 def _check(directory: Path, contents: Mapping[str, bytes]) -> list[Problem]:
-    from services.common.rule_engine import RoutingEngine
     from services.common.rule_files import load_rulebook
-    from services.common.rules_check import check_rules
+    from services.router.rule_engine import RoutingEngine
+    from services.router.rules_check import check_rules
 
     def reading(path: str) -> None:  # the parent names this file if the check is cut short
         sys.stderr.write(f"{_READING}{path}\n")

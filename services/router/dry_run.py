@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from services.common.domain import Decision, Request, Unroutable
-from services.common.rule_engine import RoutingEngine, relevant_fields
 from services.common.rule_files import PROJECT_PREFIX
+from services.router.rule_engine import RoutingEngine, relevant_fields
 
 MAX_EXAMPLES = 3
 PROGRESS_EVERY = 1000

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.common.rule_engine import RoutingEngine
-from services.common.rule_files import Problem, RulesError, load_rulebook, read_rule_files, rules_version
+from services.common.rule_files import load_rulebook, read_rule_files, rules_version
+from services.common.yaml_files import Problem, RulesError
 from services.router.dry_run import DryRunReport, Subject, compare, read_items, subject_from
+from services.router.rule_engine import RoutingEngine
 
 EXIT_UNCHANGED, EXIT_INVALID, EXIT_CHANGED = 0, 1, 3
 PROGRESS_FROM = 10_000  # items: a smaller run is over before a bar would help
@@ -55,7 +56,7 @@ def check_candidate_dir(directory: Path, *, timeout_s: float, memory_bytes: int)
 
 def engine_for(directory: Path, contents: dict[str, bytes] | None = None, *, memo: bool = True) -> RoutingEngine:
     """The engine of checked rule files (``RulesError`` if they are not valid)."""
-    from services.common.rules_check import check_rules
+    from services.router.rules_check import check_rules
 
     book = load_rulebook(directory, contents)
     engine = RoutingEngine(book, cache_size=ENGINE_CACHE if memo else 0)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from services.common.bus import Outgoing, Publisher, event_out
 from services.common.messages import ROUTED_ITEM_TYPE, AgreementSigned, ItemRouted, ItemUnroutable, RoutedItem
 from services.common.operations import AGREEMENTS_REJECTED, ITEMS_ROUTED, ITEMS_UNROUTABLE
-from services.common.topology import ITEMS, UNROUTABLE_KEY
+from services.common.topology import ITEMS, UNROUTABLE_KEY, item_headers, unroutable_headers
 from services.router.active_rules import ActiveRules
 from services.router.routing import RoutingResult, route_agreement
 
@@ -34,22 +34,12 @@ def outgoing_for(result: RoutingResult) -> list[Outgoing]:
 
 def unroutable_out(parked: ItemUnroutable) -> Outgoing:
     """A parked item: the ``item.unroutable`` event itself, on ``zeroerrand.items`` with key ``unroutable``."""
-    return Outgoing(ITEMS, UNROUTABLE_KEY, parked, parked.item_id, parked.type,
-                    {"x-zeroerrand-project": parked.project_code, "x-zeroerrand-item": parked.item_code,
-                     "x-zeroerrand-reason": parked.unroutable.reason_code})
+    return Outgoing(ITEMS, UNROUTABLE_KEY, parked, parked.item_id, parked.type, unroutable_headers(parked))
 
 
 def item_out(item: RoutedItem) -> Outgoing:
     """The item for downstream systems: key ``{mode}.{unit}``, its id as the AMQP message id."""
-    headers = {
-        "x-zeroerrand-project": item.project_code,
-        "x-zeroerrand-item": item.item_code,
-        "x-zeroerrand-mode": item.mode.value,
-        "x-zeroerrand-unit": item.responsible_unit,
-        "x-zeroerrand-rule": item.decision.rule_id,
-        "x-zeroerrand-rules-version": item.decision.rules_version,
-    }
-    return Outgoing(ITEMS, item.decision.routing_key, item, item.item_id, ROUTED_ITEM_TYPE, headers)
+    return Outgoing(ITEMS, item.decision.routing_key, item, item.item_id, ROUTED_ITEM_TYPE, item_headers(item))
 
 
 async def handle_agreement_signed(agreement: AgreementSigned, rules: ActiveRules, publisher: Publisher) -> RoutingResult:

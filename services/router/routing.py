@@ -28,7 +28,7 @@ from services.common.messages import (
     item_routed,
     stable_id,
 )
-from services.common.rule_engine import RoutingEngine
+from services.router.rule_engine import RoutingEngine
 
 Clock = Callable[[], datetime]
 

@@ -59,8 +59,11 @@ async def test_a_demo_year_ends_with_every_provider_scored_or_not_evaluated(amqp
         assert len({i.project_code for i in items}) == PROJECTS
         # the year happened: lines handed over, others still open, 堵点, 中止, late work, 测评
         kinds = {h.type for i in items for h in i.history}
-        assert {"item.deliver", "item.report_blocker", "item.enterprise_issue", "item.suspend", "item.resume",
-                "task_order.accept"} <= kinds, kinds
+        assert {"task_order.issued", "task_order.accepted", "item.contacted", "item.accepted", "item.progress",
+                "item.blocked", "item.unblocked", "item.suspended", "item.resumed", "item.completed",
+                "item.delivered"} <= kinds, kinds
+        units = load_rulebook(ROOT / "rules").units
+        assert any(h.type == "item.blocked" and h.by not in units for i in items for h in i.history)  # by the enterprise
         assert any(i.delivered_on for i in items) and any(i.is_open for i in items)
         assert any(i.overdue_sent for i in items)  # the weekly sweeps of the simulated days warned
         assert assessments and notifications > len(items)
@@ -69,10 +72,9 @@ async def test_a_demo_year_ends_with_every_provider_scored_or_not_evaluated(amqp
 
         with (tmp_path / "first" / "scores.csv").open(encoding="utf-8-sig") as f:
             rows = list(csv.DictReader(f))
-        units = {row["单位"]: row["结论"] for row in rows}
-        names = {code: unit.name for code, unit in load_rulebook(ROOT / "rules").units.items()}
+        verdicts = {row["单位"]: row["结论"] for row in rows}
         for code in served:
-            assert units.get(names[code]) in ("合格", "不合格", "未评价"), (code, units)
+            assert verdicts.get(units[code].name) in ("合格", "不合格", "未评价"), (code, verdicts)
         assert (tmp_path / "first" / "index.html").exists()
 
         # again, with `zeroerrand up` running: it is used, and the same seed changes nothing

@@ -18,7 +18,6 @@ import pytest
 
 from services.common.domain import ECON_DEV_BUREAU, Request
 from services.common.messages import PlannedItem
-from services.common.rule_engine import RoutingEngine
 from services.common.storage import Store
 from services.evaluation.ledger import (
     Blocker,
@@ -53,6 +52,7 @@ from services.evaluation.views import (
 )
 from services.evaluation.working_days import WorkingCalendar
 from services.router.routing import route_agreement
+from services.router.rule_engine import RoutingEngine
 from tests.conftest import ALUMINIUM, example
 from tests.unit.ledger_kit import UNIT_NAMES, at
 

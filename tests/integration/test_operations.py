@@ -19,10 +19,10 @@ from pymongo import AsyncMongoClient
 
 from services.common.bus import BrokerPublisher, Outgoing, make_broker
 from services.common.operations import OperationsServer, Watched
-from services.common.rule_engine import RoutingEngine
 from services.common.settings import OperationsSettings
 from services.common.topology import AGREEMENT_SIGNED, AGREEMENTS, declare_topology
 from services.router.routing import route_agreement
+from services.router.rule_engine import RoutingEngine
 from tests.conftest import ALUMINIUM, example
 from tests.faults.outage_harness import SERVICE_QUEUES, Services, wait_for_consumers
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from services.common.agreement_files import load_agreement, to_event
-from services.common.rule_files import RulesError
+from services.common.yaml_files import RulesError
 from tests.conftest import EXAMPLES
 
 

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+import pytest
+from typer.testing import CliRunner
+
+from services.cli import app
+from services.common.bus import Outgoing
 from services.common.domain import NEW_AREA_TIME
 from services.common.messages import ContactEnterprise, ItemRouted, item_routed
-from services.common.rule_engine import RoutingEngine
 from services.evaluation.ledger import Applied, ItemState, Outcome, Refused, decide, local_day, new_item
 from services.router.routing import route_agreement
-from tests.conftest import ALUMINIUM, example
+from services.router.rule_engine import RoutingEngine
+from tests.conftest import ALUMINIUM, EXAMPLES, example
 from tests.unit.ledger_kit import UNIT_NAMES
 
 NOW = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
@@ -67,3 +72,19 @@ def test_the_ledger_takes_back_dated_reports_after_the_signing_day_only_for_a_ba
     refused = contact(late.routed[0], date(2026, 3, 19))
     assert isinstance(refused, Refused) and "早于该事项上一次记录的日期" in refused.reason
     assert isinstance(contact(backfilled.routed[0], date(2026, 3, 17)), Refused)  # before the signing day
+
+
+def test_sign_backfill_publishes_a_backfilled_agreement(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.common import bus
+
+    sent: list[Outgoing] = []
+
+    async def capture(outgoing: list[Outgoing]) -> None:
+        sent.extend(outgoing)
+
+    monkeypatch.setattr(bus, "publish_once", capture)
+    plain = CliRunner().invoke(app, ["sign", str(EXAMPLES / ALUMINIUM)])
+    backfilled = CliRunner().invoke(app, ["sign", "--backfill", str(EXAMPLES / ALUMINIUM)])
+    assert plain.exit_code == 0 and backfilled.exit_code == 0, plain.output + backfilled.output
+    assert [o.message.backfill for o in sent] == [False, True]  # type: ignore[attr-defined]
+    assert "补录，事项自签约日 2026-03-18 起算" in backfilled.output and "补录" not in plain.output

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from services.common.domain import PREVIOUS_STAGE, Decision, Jurisdiction, Request, ServiceMode, Stage, Unroutable
-from services.common.rule_engine import RoutingEngine
 from services.common.rule_files import load_rulebook
+from services.router.rule_engine import RoutingEngine
 from tests.conftest import RULES
 
 BOOK = load_rulebook(RULES)

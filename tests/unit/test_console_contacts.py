@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.rule_files import RulesError
+from services.common.yaml_files import RulesError
 from services.console.service import Rules
 
 

@@ -26,12 +26,12 @@ from services.common.messages import (
     Project,
     RulesRejected,
 )
-from services.common.rule_engine import RoutingEngine
-from services.common.rule_files import RulesError
 from services.common.settings import MAX_AGREEMENT_BYTES, MAX_EVENT_BYTES, MAX_REQUEST_BYTES, mask_url, mask_urls_in
+from services.common.yaml_files import RulesError
 from services.router.active_rules import announced_problems
 from services.router.handlers import outgoing_for
 from services.router.routing import route_agreement
+from services.router.rule_engine import RoutingEngine
 from tests.conftest import ALUMINIUM, EXAMPLES, ROOT, example
 
 EVENTS = TypeAdapter[Any](AnyEvent)

@@ -15,8 +15,9 @@ from pydantic import ValidationError
 from services.common.access import access_link
 from services.common.agreement_files import load_agreement
 from services.common.messages import Contact
-from services.common.rule_files import RulesError, load_rulebook
+from services.common.rule_files import load_rulebook
 from services.common.settings import ConsoleSettings, NotifierSettings
+from services.common.yaml_files import RulesError
 from services.notifier import mail, sms
 from services.notifier.app import unconfigured_channels, warn_unconfigured
 from services.notifier.channels import mask_address, mask_email, mask_phone, masked_in

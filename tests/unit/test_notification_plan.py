@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 
 from services.common.messages import ItemBlocked, ItemDelivered, ItemOverdue, ProjectDelivered
-from services.common.rule_engine import RoutingEngine
-from services.common.rule_files import RulesError, load_rulebook
+from services.common.rule_files import load_rulebook
 from services.common.settings import NotifierSettings
+from services.common.yaml_files import RulesError
 from services.notifier.compose import Composer, ItemView, ProjectView
 from services.notifier.delivery import backoff
 from services.notifier.plan import load_plan
 from services.notifier.webhook import signature, verify
 from services.router.routing import route_agreement
+from services.router.rule_engine import RoutingEngine
 from tests.conftest import ALUMINIUM, CONSULT_UNKNOWN, INELIGIBLE, RULES, example
 
 NOW = datetime(2026, 3, 18, 9, 0, tzinfo=UTC)

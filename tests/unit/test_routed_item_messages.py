@@ -15,10 +15,10 @@ from pydantic import ValidationError
 from services.common.consuming import decode_command, decode_event
 from services.common.domain import ServiceMode
 from services.common.messages import ROUTED_ITEM_TYPE, AnyEvent, ItemRouted, ItemUnroutable, item_routed
-from services.common.rule_engine import RoutingEngine
 from services.common.topology import EVENTS, EXCHANGE_BINDINGS, ITEMS, UNROUTABLE_KEY
 from services.router.handlers import outgoing_for
 from services.router.routing import route_agreement
+from services.router.rule_engine import RoutingEngine
 from tests.conftest import ALUMINIUM, CONSULT_UNKNOWN, example
 
 

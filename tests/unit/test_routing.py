@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import Counter
 
 from services.common.messages import PlannedItem
-from services.common.rule_engine import RoutingEngine
 from services.router.routing import route_agreement
+from services.router.rule_engine import RoutingEngine
 from tests.conftest import ALUMINIUM, COMPUTING, CONSULT_UNKNOWN, INELIGIBLE, example
 
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from services.common.domain import Decision, Request, Unroutable
-from services.common.rule_engine import RoutingEngine, RuleEngineError, _Host, compile_ruleset
 from services.common.rule_files import load_rulebook
+from services.router.rule_engine import RoutingEngine, RuleEngineError, _Host, compile_ruleset
 from tests.conftest import RULES
 
 

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from services.common.rule_files import RulesError, load_rulebook
-from services.common.rules_check import check_rules
+from services.common.rule_files import load_rulebook
+from services.common.yaml_files import RulesError
 from services.router.active_rules import load_checked
+from services.router.rules_check import check_rules
 
 
 def edit(path: Path, old: str, new: str, count: int = 1) -> None:
@@ -385,7 +386,7 @@ def test_more_rules_than_the_engine_holds_are_refused_with_the_line_of_the_first
 def test_a_ruleset_the_engine_cannot_hold_is_a_rules_problem_not_a_crash(rules_copy: Path,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     import services.common.rule_files as rule_files
-    from services.common.rule_engine import RoutingEngine
+    from services.router.rule_engine import RoutingEngine
 
     routing = rules_copy / "routing.yaml"
     routing.write_text(routing.read_text(encoding="utf-8") + _extra_rules(300), encoding="utf-8")
@@ -399,7 +400,7 @@ def test_a_ruleset_the_engine_cannot_hold_is_a_rules_problem_not_a_crash(rules_c
 
 
 def test_the_cases_the_check_plans_are_the_cases_it_tries(engine: object) -> None:
-    from services.common.rules_check import cases_to_try
+    from services.router.rules_check import cases_to_try
 
     book = load_rulebook(Path(__file__).parents[2] / "rules")
     assert cases_to_try(book) == check_rules(book).cases == 900

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from services.common.messages import RectifyAssessment, SubmitAssessment
-from services.common.rule_files import RulesError
+from services.common.yaml_files import RulesError
 from services.evaluation.handlers import handle
 from services.evaluation.ledger import Assessment
 from services.evaluation.scoring import EvaluationConfig, evaluate, load_config, questionnaire_score

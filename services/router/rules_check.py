@@ -18,14 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.common.domain import Request
-from services.common.rule_engine import RoutingEngine
-from services.common.rule_files import (
-    CATALOG_FILE,
-    PROJECT_PREFIX,
-    ROUTING_FILE,
-    Problem,
-    RuleBook,
-)
+from services.common.rule_files import CATALOG_FILE, PROJECT_PREFIX, ROUTING_FILE, RuleBook
+from services.common.yaml_files import Problem
+from services.router.rule_engine import RoutingEngine
 
 _OTHER = "__其他取值__"
 # items × requests × combinations of tested fact values; the repository's rules need 900

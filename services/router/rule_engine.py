@@ -45,13 +45,12 @@ from services.common.rule_files import (
     PROJECT_PREFIX,
     REQUEST_FIELD,
     ROUTING_FILE,
-    Problem,
     RoutingRule,
     RuleBook,
-    RulesError,
     Test,
     retired_message,
 )
+from services.common.yaml_files import Problem, RulesError
 
 
 class RuleEngineError(RuntimeError):
@@ -295,6 +294,10 @@ class RoutingEngine:
             raise RuleEngineError(f"rule action failed inside durable-rules: {state['exception']}")
 
     def _decision(self, item_code: str, rule_id: str, facts: dict[str, Any], now: datetime) -> Decision | Unroutable:
+        # here, not at the top: the bounded child that checks a candidate (services.router.candidate)
+        # compiles and matches rules but never decides, and must not load the broker client with topology
+        from services.common.topology import item_routing_key
+
         rule = self.book.rule(rule_id)
         item = self.book.catalog[item_code]
         outcome = rule.then
@@ -310,7 +313,7 @@ class RoutingEngine:
             approving_authority=outcome.authority or item.owner,
             evaluated_as=evaluated_as,
             evaluator=EVALUATOR_BY_MODE[evaluated_as],
-            routing_key=f"{outcome.mode.value}.{unit}",
+            routing_key=item_routing_key(outcome.mode, unit),
             rule_id=rule.id,
             rule_name=rule.name,
             rules_version=self.version,

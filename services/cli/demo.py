@@ -1,4 +1,4 @@
-"""The ``zeroerrand demo`` command: its options and the closing summary (the work is in ``run``)."""
+"""``demo``: a simulated year (the work is in ``services.demo``): its options and the closing summary."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ def demo(projects: Annotated[int, typer.Option(min=1, max=2000, help="模拟签�
     只能在开发环境（ZEROERRAND_ENVIRONMENT=development）运行。"""
     from rich.console import Console
 
-    from services.common.rule_files import RulesError
     from services.common.settings import (
         PROJECT_ROOT,
         BrokerUnavailable,
@@ -31,6 +30,7 @@ def demo(projects: Annotated[int, typer.Option(min=1, max=2000, help="模拟签�
         RuntimeSettings,
         SettingsError,
     )
+    from services.common.yaml_files import RulesError
     from services.demo.progress import RichPhases
     from services.demo.run import DemoError, DemoOptions, run_demo
     from services.evaluation.ledger import local_day

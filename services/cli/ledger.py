@@ -1,0 +1,114 @@
+"""``ledger show`` / ``ledger requests`` and ``sweep``: the ledger as the evaluation service keeps it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from services.cli._common import Project, book, day, dump, fail, fail_problems, on_ledger
+
+if TYPE_CHECKING:
+    from services.evaluation.views import ItemRow
+
+ledger_app = typer.Typer(help="年度综合评价台账 / the ledger.", no_args_is_help=True)
+
+
+@ledger_app.command("show")
+def ledger_show(project: Project,
+                today: Annotated[str | None, typer.Option(help="按哪一天计算已用工作日（默认今天）")] = None,
+                as_json: Annotated[bool, typer.Option("--json", help="输出 JSON")] = False) -> None:
+    """项目台账：每个事项的阶段、服务方式、承办单位、状态、等待的前置事项、两个时钟（首问响应、法定时限）、
+    任务单、堵点及须由谁解决、超时预警。"""
+    from datetime import UTC, datetime
+
+    from services.common.settings import EvaluationSettings
+    from services.evaluation.ledger import local_day
+    from services.evaluation.scoring import load_config
+    from services.evaluation.views import ViewContext, progress_document, project_progress
+    from services.evaluation.working_days import WorkingCalendar
+
+    on = day(today) if today else local_day(datetime.now(UTC))
+    calendar = WorkingCalendar()
+    config = load_config(EvaluationSettings().rules_dir)
+    units = book(None).units
+    ctx = ViewContext(unit_names={code: unit.short_name for code, unit in units.items()}, calendar=calendar,
+                      service_response_days=config.service_response_days, today=on)
+    progress = asyncio.run(on_ledger(lambda repo: project_progress(repo, ctx, project)))
+    if progress is None:
+        fail(f"台账中没有项目 {project}")
+    if as_json:
+        typer.echo(dump(progress_document(progress)))
+        return
+    head = progress.project
+    delivered_text = "已全部移交" if head.delivered_at else "办理中"
+    typer.echo(f"项目 {project}（{head.name}）服务对象：{head.enterprise}；签约 {head.signed_on}；{delivered_text}")
+    for row in progress.items:
+        typer.echo(_line(row))
+    for warning in calendar.warnings:
+        typer.echo(f"注意：{warning}", err=True)
+
+
+def _line(r: ItemRow) -> str:
+    """One ledger line, its fields separated by tabs."""
+    consult = "（仅咨询）" if r.request.value == "consult" else ""
+    parts = [f"{r.stage_name:<8}", f"{r.item_code} {r.item_name}{consult}", r.mode_name, r.responsible_unit_name,
+             r.state_name]
+    if r.waiting_for:
+        parts.append("等待 " + "、".join(r.waiting_for) + " 办结移交")
+    for clock in r.clocks:
+        state = "计时中" if clock.running else "已停止"
+        parts.append(f"{clock.name} 已用 {clock.used}/{clock.limit} 工作日（{state}），到期 {clock.due.isoformat()}"
+                     + ("，超时" if clock.late else ""))
+    if r.task_order:
+        t = r.task_order
+        who = f"，服务专员 {t.specialist_name}（{t.specialist_phone}）" if t.specialist_name else ""
+        parts.append(f"任务单 {t.number} {t.state_name}{'（自动下发）' if t.automatic else ''}{who}")
+    elif r.task_order_required and not r.waiting_for:
+        parts.append("任务单待经济发展招商服务局下发")
+    if r.overdue_names:
+        parts.append("【" + "、".join(r.overdue_names) + "】")
+    parts += [f"堵点：{b.reason}（须由{b.resolver_name}解决）" for b in r.blockers]
+    if r.late_records:
+        parts.append(f"补录 {r.late_records} 条")
+    return "\t".join(parts)
+
+
+@ledger_app.command("requests")
+def ledger_requests(limit: Annotated[int, typer.Option(help="最多显示条数")] = 50) -> None:
+    """被台账拒绝的请求及原因（首问负责、状态不符、测评不合规等）。"""
+    from services.evaluation.ledger import LOCAL
+
+    found = asyncio.run(on_ledger(lambda repo: repo.refused(limit)))
+    typer.echo(f"共 {len(found)} 条被拒绝的请求")
+    for outcome in found:
+        typer.echo(f"{outcome.recorded_at.astimezone(LOCAL):%Y-%m-%d %H:%M}  {outcome.request_type:<22} {outcome.requested_by}  "
+                   f"{outcome.request_id}：{outcome.reason}")
+
+
+def sweep(today: Annotated[str | None, typer.Option(help="按哪一天计算（YYYY-MM-DD，默认今天）")] = None) -> None:
+    """立即检查一遍超时事项（首问响应与法定时限），发出预警/黄牌/红牌（评价服务也会定时检查）。"""
+    from datetime import UTC, datetime
+
+    from services.common.domain import OVERDUE_LEVEL_NAMES_ZH
+    from services.common.settings import EvaluationSettings
+    from services.common.yaml_files import RulesError
+    from services.evaluation.app import read_rules, sweep_once
+    from services.evaluation.ledger import CLOCK_NAMES_ZH, local_day
+
+    now = datetime.now(UTC)
+    on = day(today) if today else local_day(now)
+    if on > local_day(now):
+        fail(f"--today {on} 晚于今天：超时提醒会真实发给各单位，只能按今天或以前计算；"
+             f"要预览以后的时钟，请用 zeroerrand ledger show 项目编码 --today {on}")
+    try:
+        rules = read_rules(EvaluationSettings().rules_dir)
+    except RulesError as exc:
+        fail_problems("规则文件", exc)
+    found: list[Any] = asyncio.run(sweep_once(rules, on, now))
+    typer.echo(f"按 {on} 计算，发出 {len(found)} 条超时提醒")
+    for event in found:
+        typer.echo(f"  {event.project_code}/{event.item_code} {CLOCK_NAMES_ZH[event.clock]}"
+                   f"{OVERDUE_LEVEL_NAMES_ZH[event.level]}：已用 {event.working_days_used}/{event.time_limit_days} "
+                   f"个工作日，到期日 {event.due_on}")

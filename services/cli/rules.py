@@ -1,0 +1,203 @@
+"""``rules check`` / ``rules explain`` and ``catalog list``: the routing rules as operators read them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from services.cli._common import RulesDir, book, dump, fail, fail_problems, rules_dir
+from services.common.domain import Request
+
+if TYPE_CHECKING:
+    from services.common.rule_files import RuleBook
+
+rules_app = typer.Typer(help="检查与解释路由规则 / check and explain the routing rules.", no_args_is_help=True)
+catalog_app = typer.Typer(help="服务事项清单 / the item catalog.", no_args_is_help=True)
+
+
+@rules_app.command("check")
+def rules_check(rules: RulesDir = None) -> None:
+    """静态检查：格式与引用（文件、行号、规则），以及每个事项在每种项目事实取值下恰好适用一条规则。"""
+    from services.common.rule_files import load_rulebook, read_rule_files, rules_version
+    from services.common.settings import RouterSettings
+    from services.common.yaml_files import RulesError
+    from services.router.candidate import check_candidate
+    from services.router.rules_check import cases_to_try
+
+    # the same bounded check the router runs on a candidate, so both give the same verdict
+    settings = RouterSettings()
+    directory = rules_dir(rules)
+    try:
+        contents = read_rule_files(directory)
+    except RulesError as exc:
+        fail_problems("规则文件", exc)
+    problems = asyncio.run(check_candidate(directory, contents, timeout_s=settings.check_timeout_s,
+                                           memory_bytes=settings.check_memory_mb * 2**20))
+    if problems:
+        fail([f"规则版本 {rules_version(contents.items())}：发现 {len(problems)} 个问题："] + [f"  {p}" for p in problems])
+    checked = load_rulebook(directory, contents)  # passed the check: read again only for the figures below
+    typer.echo(f"规则版本 {checked.version}：{len(checked.units)} 个单位、{len(checked.catalog)} 个事项、"
+               f"{len(checked.rules)} 条规则，检查了 {cases_to_try(checked)} 种情形，无遗漏、无重叠。")
+
+
+@rules_app.command("explain")
+def rules_explain(
+    file: Annotated[Path | None, typer.Argument(help="协议文件：逐项输出决策（不发布）")] = None,
+    item: Annotated[str | None, typer.Option(help="事项编码，如 PL-03")] = None,
+    fact: Annotated[list[str] | None, typer.Option(help="项目事实 名称=值，可重复，如 annual_energy_tce=6000")] = None,
+    request: Annotated[Request, typer.Option(help="handle（办理）或 consult（仅咨询）")] = Request.HANDLE,
+    rules: RulesDir = None,
+) -> None:
+    """解释：输出决策记录（JSON）：服务方式、承办单位、路由键、决定的规则、规则版本、所用事实。"""
+    from services.common.domain import Unroutable
+    from services.common.yaml_files import RulesError
+    from services.router.active_rules import load_checked
+
+    if (file is None) == (item is None):
+        fail("请给出协议文件，或用 --item 指定事项编码（二者选一）")
+    try:
+        engine = load_checked(rules_dir(rules))
+    except RulesError as exc:
+        fail_problems("规则文件", exc)
+    if item is not None:
+        decision = engine.decide(item, request, _parse_facts(engine.book, fact or []))
+        typer.echo(dump(_explained(decision)))
+        if isinstance(decision, Unroutable):
+            raise typer.Exit(2)
+        return
+    from services.common.agreement_files import load_agreement, to_event
+    from services.common.messages import stable_id
+    from services.router.routing import route_agreement
+
+    assert file is not None
+    try:
+        agreement = to_event(load_agreement(file))
+    except RulesError as exc:
+        fail_problems("协议文件", exc)
+    result = route_agreement(agreement, engine)
+    if result.rejected is not None:
+        typer.echo(dump({"agreement_id": agreement.agreement_id, "rejected": True, "reasons": result.rejected.reasons}))
+        raise typer.Exit(2)
+    by_id = {r.item.item_id: _explained(r.item.decision, r.item.item_code) for r in result.routed}
+    by_id |= {u.item_id: _explained(u.unroutable, u.item_code) for u in result.unroutable}
+    for position, planned in enumerate(agreement.plan, start=1):
+        typer.echo(json.dumps(by_id[stable_id(agreement.agreement_id, str(position), planned.item)],
+                              ensure_ascii=False, default=str))
+
+
+def _parse_facts(rule_book: RuleBook, pairs: list[str]) -> dict[str, Any]:
+    facts: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep:
+            fail(f"--fact 需写成 名称=值，而不是 {pair!r}")
+        spec = rule_book.project_facts.get(name)
+        try:
+            facts[name] = text if spec is None else spec.parse(name, text)
+        except ValueError as exc:
+            fail(str(exc))
+    return facts
+
+
+def _explained(decision: Any, item_code: str | None = None) -> dict[str, Any]:
+    from services.common.domain import MODE_NAMES_ZH, Unroutable
+
+    data: dict[str, Any] = {"item": item_code} if item_code else {}
+    if isinstance(decision, Unroutable):
+        data |= {"routable": False, **decision.model_dump(mode="json")}
+    else:
+        data |= {"routable": True, "mode_name": MODE_NAMES_ZH[decision.mode], **decision.model_dump(mode="json")}
+    return data
+
+
+# -- what candidate rules would change, and the history of the versions that were in force -------
+
+
+@rules_app.command("dry-run")
+def rules_dry_run(
+    rules: Annotated[Path, typer.Option("--rules", help="候选规则目录（与生效规则比较）")],
+    items: Annotated[Path | None, typer.Option(
+        "--items", help="以往事项的导出文件（JSON Lines，一行一个事项）；默认：台账中的全部事项")] = None,
+    active: Annotated[Path | None, typer.Option(
+        "--active", help="生效规则目录（默认：ZEROERRAND_ROUTER_RULES_DIR 或仓库的 rules/）")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="输出 JSON")] = False,
+    no_memo: Annotated[bool, typer.Option("--no-memo", help="不复用相同事实的决策（逐项重新决策，用于测量）")] = False,
+) -> None:
+    """预演：候选规则与生效规则相比，哪些事项的分派会改变（退出码 0 无改变，3 有改变，1 候选规则无效）。"""
+    from services.common.settings import RouterSettings
+    from services.router.dry_run import ItemsFileError, render
+    from services.router.dry_run_command import dry_run, problem_lines
+
+    settings = RouterSettings()
+    try:
+        outcome = dry_run(rules, rules_dir(active), items, timeout_s=settings.check_timeout_s,
+                          memory_bytes=settings.check_memory_mb * 2**20, memo=not no_memo)
+    except (ItemsFileError, OSError) as exc:
+        fail(f"无法读取事项：{exc}")
+    if as_json:
+        typer.echo(dump(outcome.as_json()))
+        raise typer.Exit(outcome.exit_code)
+    if outcome.problems:
+        fail(list(problem_lines(outcome)), outcome.exit_code)
+    if outcome.error is not None:
+        fail(outcome.error, outcome.exit_code)
+    assert outcome.report is not None
+    for line in render(outcome.report):
+        typer.echo(line)
+    raise typer.Exit(outcome.exit_code)
+
+
+@rules_app.command("history")
+def rules_history(as_json: Annotated[bool, typer.Option("--json", help="输出 JSON")] = False) -> None:
+    """规则版本历史：每个曾经生效的版本、生效时间、分派的事项数、与上一版本相比各文件的改动。"""
+    from services.common.domain import NEW_AREA_TIME
+    from services.router.rules_history import read_history
+    from services.router.versions import render_history
+
+    entries = asyncio.run(read_history())
+    if as_json:
+        typer.echo(dump([e.as_json() for e in entries]))
+        return
+    for line in render_history(entries, NEW_AREA_TIME):
+        typer.echo(line)
+
+
+@rules_app.command("show")
+def rules_show(version: Annotated[str, typer.Argument(help="规则版本（或其唯一前缀），见 zeroerrand rules history")],
+               file: Annotated[str | None, typer.Option("--file", help="只显示这个文件，如 routing.yaml")] = None) -> None:
+    """显示某个曾经生效的规则版本的文件内容。"""
+    from services.router.rules_history import read_version
+
+    files = asyncio.run(read_version(version))
+    if files is None:
+        fail(f"没有存档的规则版本 {version}（见 zeroerrand rules history）")
+    if file is not None:
+        if file not in files:
+            fail(f"规则版本 {version} 中没有文件 {file}（有：{'、'.join(sorted(files))}）")
+        typer.echo(files[file], nl=False)
+        return
+    for name, text in sorted(files.items()):
+        typer.echo(f"# ===== {name}（规则版本 {version}）=====")
+        typer.echo(text, nl=not text.endswith("\n"))
+
+
+@catalog_app.command("list")
+def catalog_list(as_json: Annotated[bool, typer.Option("--json", help="输出 JSON")] = False,
+                 rules: RulesDir = None) -> None:
+    """列出服务事项清单：编码、名称、阶段、审批单位、时限（工作日）、材料数、法定收费。"""
+    from services.common.domain import STAGE_NAMES_ZH
+
+    catalog = book(rules)
+    if as_json:
+        typer.echo(dump([item.model_dump(mode="json") for item in catalog.catalog.values()]))
+        return
+    typer.echo(f"服务事项清单（规则版本 {catalog.version}，共 {len(catalog.catalog)} 项）")
+    for item in catalog.catalog.values():
+        owner = catalog.units[item.owner].short_name
+        fees = "、".join(f.name for f in item.fees) or "无"
+        typer.echo(f"{item.code}  {STAGE_NAMES_ZH[item.stage]:<8}\t{item.name}\t{owner}\t{item.time_limit_days} 个工作日"
+                   f"\t材料 {len(item.materials)} 项\t法定收费：{fees}")
