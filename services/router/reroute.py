@@ -84,7 +84,7 @@ def changed(item: LedgerItem, decision: Decision) -> bool:
 def may_move(item: LedgerItem) -> str | None:
     """Why the ledger would refuse to move the line (None: it may move), as the ledger says it."""
     if item.state not in REROUTABLE:
-        return f"状态“{STATE_NAMES_ZH[item.state]}”，已受理或正在处理，仍按原规则版本办理"
+        return f"状态为“{STATE_NAMES_ZH[item.state]}”，仍按原规则版本办理"
     if item.task_order is not None and item.task_order.state != "issued":
         return f"任务单 {item.task_order.number} 已接收（服务专员 {item.task_order.specialist_name}），仍按原规则版本办理"
     return None

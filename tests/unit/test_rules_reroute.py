@@ -79,7 +79,7 @@ async def test_a_dry_run_prints_old_and_new_and_sends_nothing(rules_copy: Path) 
     assert code == EXIT_DONE
     text = "\n".join(said)
     assert "MA-01 事项MA-01：帮办代办（assist）· " + UNIT_NAMES[GOV] in text and "（预演，未提交）" in text
-    assert "MA-02 事项MA-02" in text and "不改派：状态“已受理”" in text
+    assert "MA-02 事项MA-02" in text and "不改派：状态为“已受理”" in text
     assert "LT-01 事项LT-01：不变" in text
 
 
