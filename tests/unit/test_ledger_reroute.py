@@ -168,3 +168,13 @@ async def test_a_redelivered_reroute_changes_nothing_more() -> None:
     version = (await item(book, "PRJ1/EP-01")).version
     assert await handle(command, book, at(WED)) == "duplicate"
     assert (await item(book, "PRJ1/EP-01")).version == version
+
+
+async def test_a_units_own_system_cannot_reroute_in_the_gov_service_bureaus_name() -> None:
+    book = await _book()
+    book.unit_systems = {"zeroerrand-unit.planning_construction_bureau": PLAN}
+    forged = reroute(WED, responsible_unit=PLAN, mode=ServiceMode.ASSIST)
+    assert await handle(forged, book, at(WED), publisher="zeroerrand-unit.planning_construction_bureau") == "refused"
+    assert "只能以本单位名义" in sent(book, "request.refused")[-1].reason
+    # the operators' CLI (a user not in the map) may send it for 政务服务局
+    assert await handle(reroute(WED), book, at(WED), publisher="zeroerrand-operator") == "applied"
