@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from services.cli._common import RulesDir, book, dump, fail, fail_problems, rules_dir
+from services.cli._common import RulesDir, book, dump, fail, fail_problems, publish_failed, rules_dir
 from services.common.domain import Request
 
 if TYPE_CHECKING:
@@ -183,6 +183,37 @@ def rules_show(version: Annotated[str, typer.Argument(help="规则版本（或�
     for name, text in sorted(files.items()):
         typer.echo(f"# ===== {name}（规则版本 {version}）=====")
         typer.echo(text, nl=not text.endswith("\n"))
+
+
+@rules_app.command("reroute")
+def rules_reroute(
+    project: Annotated[str, typer.Option("--project", help="项目编码：重新决策该项目尚未受理的未办结事项")],
+    rules: Annotated[Path | None, typer.Option(
+        "--rules", help="生效规则目录（默认：ZEROERRAND_ROUTER_RULES_DIR 或仓库的 rules/；须为路由服务当前生效的版本）")] = None,
+    operator: Annotated[str | None, typer.Option("--operator", help="代政务服务局操作的工作人员姓名（记入台账）")] = None,
+    wait: Annotated[float, typer.Option("--wait", help="等待台账处理结果的秒数（0：不等待）")] = 15,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="只显示会改派哪些事项，不提交")] = False,
+) -> None:
+    """重新分派（方案五(七)）：按生效规则重新决策项目中尚未受理的未办结事项，决策改变的由政务服务局提交改派，
+    台账通知原承办单位、新承办单位和企业（退出码 0 全部改派或无需改派，1 有被拒绝或无法改派的）。"""
+    from services.common.yaml_files import RulesError
+    from services.router.reroute import load_engine, run_reroute
+
+    try:
+        engine = load_engine(rules_dir(rules))
+    except RulesError as exc:
+        fail_problems("规则文件", exc)
+    names = {code: unit.short_name for code, unit in engine.book.units.items()}
+    try:
+        code = run_reroute(project, engine, names, operator=operator, wait_s=wait, dry_run=dry_run, echo=typer.echo)
+    except Exception as exc:  # publishing: where to, and why (the store's errors are said by main())
+        from services.common.settings import BrokerUnavailable, SettingsError
+        from services.common.storage import StoreSchemaError, StoreUnavailable
+
+        if isinstance(exc, (StoreUnavailable, StoreSchemaError, SettingsError, BrokerUnavailable)):
+            raise
+        publish_failed(exc)
+    raise typer.Exit(code)
 
 
 @catalog_app.command("list")

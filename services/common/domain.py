@@ -202,6 +202,7 @@ REQUEST_NAMES_ZH: dict[str, str] = {
     "item.enterprise_issue": "反映堵点/卡点", "item.resolve_blocker": "解除堵点/卡点", "item.suspend": "中止办理",
     "item.resume": "恢复办理", "item.complete": "办结",
     "item.deliver": "移交结果", "task_order.issue": "下发任务单", "task_order.accept": "接收任务单",
+    "item.reroute": "重新分派",
     "assessment.submit": "提交测评", "assessment.rectify": "提交整改说明",
 }
 

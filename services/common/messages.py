@@ -402,6 +402,23 @@ class AcceptTaskOrder(ItemCommand):
     specialist_phone: Phone
 
 
+class RerouteItem(ItemCommand):
+    """政务服务局 re-decides an open item not yet accepted (受理) under the active rules (policy 五(七)):
+    the new decision and the fields of a ``RoutedItem`` the ledger keeps. Sent by ``zeroerrand rules
+    reroute``; the ledger refuses it for an item accepted or further on, or whose task order was accepted."""
+
+    type: Literal["item.reroute"] = "item.reroute"
+    mode: ServiceMode
+    responsible_unit: Code
+    approving_authority: Code
+    evaluated_as: ServiceMode
+    evaluator: Code
+    task_order_required: bool
+    rule_id: Code
+    rules_version: Ident
+    reason: Text = Field(default="规则版本变更", description="why (shown to the units and the enterprise)")
+
+
 class SubmitAssessment(Command):
     """综合测评 (policy 五(六)): a service object or recruiting unit answers the questionnaire of
     ``evaluation.yaml`` for one provider of one project; ``scores`` maps indicator code to points."""
@@ -425,8 +442,8 @@ class RectifyAssessment(Command):
 
 AnyCommand = Annotated[
     ContactEnterprise | AcceptItem | ReportProgress | ReportBlocker | ReportEnterpriseIssue | ResolveBlocker
-    | SuspendItem | ResumeItem | CompleteItem | DeliverResults | IssueTaskOrder | AcceptTaskOrder | SubmitAssessment
-    | RectifyAssessment,
+    | SuspendItem | ResumeItem | CompleteItem | DeliverResults | IssueTaskOrder | AcceptTaskOrder | RerouteItem
+    | SubmitAssessment | RectifyAssessment,
     Field(discriminator="type"),
 ]
 
@@ -558,6 +575,31 @@ class TaskOrderClosed(ItemEvent):
     number: Ident
 
 
+class ItemRerouted(ItemEvent):
+    """政务服务局 re-routed an open item under the active rules: it now belongs to ``to_unit`` (with
+    its mode, approving authority and task order), no longer to ``from_unit``. Its service clock
+    (首问负责) starts again for the new unit (a contacted item is ready again); a task order issued
+    but not accepted is withdrawn (``withdrawn_task_order``)."""
+
+    type: Literal["item.rerouted"] = "item.rerouted"
+    item_name: Name
+    state: Code = Field(description="the ledger state after the re-routing: waiting or ready")
+    from_mode: ServiceMode
+    to_mode: ServiceMode
+    from_unit: Code
+    to_unit: Code
+    from_authority: Code
+    to_authority: Code
+    task_order_required: bool
+    withdrawn_task_order: Ident | None = None
+    time_limit_days: int = Field(gt=0, le=365, description="statutory limit in working days, from 受理")
+    materials: tuple[Line, ...] = Field(default=(), max_length=100, description="一次性告知, as the ledger keeps them")
+    rule_id: Code
+    from_rules_version: Ident | None = None
+    rules_version: Ident
+    reason: Text
+
+
 class ProjectDelivered(Event):
     """Every item of the project has been delivered."""
 
@@ -608,8 +650,8 @@ class RequestRefused(Event):
 AnyEvent = Annotated[
     AgreementSigned | AgreementRejected | ServiceStarted | ItemRouted | ItemUnroutable
     | RulesActivated | RulesRejected | ItemReady | ItemContacted | ItemAccepted | ItemProgress | ItemBlocked
-    | ItemUnblocked | ItemSuspended | ItemResumed | ItemCompleted | ItemOverdue | ItemDelivered | TaskOrderIssued
-    | TaskOrderAccepted | TaskOrderClosed | ProjectDelivered | AssessmentSubmitted | AssessmentRectified
+    | ItemUnblocked | ItemSuspended | ItemResumed | ItemCompleted | ItemOverdue | ItemDelivered | ItemRerouted
+    | TaskOrderIssued | TaskOrderAccepted | TaskOrderClosed | ProjectDelivered | AssessmentSubmitted | AssessmentRectified
     | RequestRefused,
     Field(discriminator="type"),
 ]

@@ -43,6 +43,7 @@ from services.common.messages import (
     ReportEnterpriseIssue,
     ReportProgress,
     RequestRefused,
+    RerouteItem,
     ResolveBlocker,
     ResumeItem,
     RulesActivated,
@@ -316,6 +317,10 @@ async def on_item_request(command: ItemCommand, ledger: Ledger, now: datetime, f
         await _publish(ledger, outcome.events)
         if outcome.item.state is ItemState.DELIVERED:
             await settle(command.project_code, ledger, now)
+        if isinstance(command, RerouteItem):  # now an errand item: its task order, if issued automatically
+            stored = await ledger.repo.item(outcome.item.key)
+            if stored is not None:
+                await _promote(stored, _delivered(items), ledger, now)
         return await _applied(command, outcome.events, ledger)
     raise RuntimeError(f"item {command.project_code}/{command.item_code} kept changing under {command.request_id}")
 
@@ -371,7 +376,7 @@ Handler = Callable[[Any, Ledger, datetime, bool], Awaitable[str]]
 
 ITEM_REQUESTS: tuple[type[ItemCommand], ...] = (
     ContactEnterprise, AcceptItem, ReportProgress, ReportBlocker, ReportEnterpriseIssue, ResolveBlocker, SuspendItem,
-    ResumeItem, CompleteItem, DeliverResults, IssueTaskOrder, AcceptTaskOrder)
+    ResumeItem, CompleteItem, DeliverResults, IssueTaskOrder, AcceptTaskOrder, RerouteItem)
 REQUEST_HANDLERS: dict[type[Command], Handler] = {
     **{request: on_item_request for request in ITEM_REQUESTS},
     SubmitAssessment: on_assessment,

@@ -30,7 +30,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from services.common.domain import ECON_DEV_BUREAU, NEW_AREA_TIME, REQUEST_NAMES_ZH, Request, ServiceMode, Stage
+from services.common.domain import (
+    ECON_DEV_BUREAU,
+    GOV_SERVICE_BUREAU,
+    NEW_AREA_TIME,
+    REQUEST_NAMES_ZH,
+    Request,
+    ServiceMode,
+    Stage,
+)
 from services.common.messages import (
     AcceptItem,
     AcceptTaskOrder,
@@ -50,6 +58,7 @@ from services.common.messages import (
     ItemOverdue,
     ItemProgress,
     ItemReady,
+    ItemRerouted,
     ItemResumed,
     ItemRouted,
     ItemSuspended,
@@ -58,6 +67,7 @@ from services.common.messages import (
     ReportBlocker,
     ReportEnterpriseIssue,
     ReportProgress,
+    RerouteItem,
     ResolveBlocker,
     ResumeItem,
     RulesActivated,
@@ -493,6 +503,9 @@ def decide(item: LedgerItem, command: ItemCommand, now: datetime, unit_names: Ma
     if isinstance(command, ReportEnterpriseIssue):
         return _enterprise_issue(item, command, now, day, unit_names, delivered, project)
 
+    if isinstance(command, RerouteItem):
+        return reroute(item, command, now, day, unit_names)
+
     owner = item.responsible_unit
     allowed = {owner}
     if isinstance(command, ResolveBlocker):
@@ -556,6 +569,56 @@ def _enterprise_issue(item: LedgerItem, command: ReportEnterpriseIssue, now: dat
     resume_to = item.resume_to if state is ItemState.BLOCKED else state  # another blocker: back where it was before
     return _record(item, event.type, ItemState.BLOCKED, at, now, [event], command.request_id, by=sender,
                    operator=command.operator, resume_to=resume_to, blockers=(*item.blockers, blocker))
+
+
+# 重新分派 (``zeroerrand rules reroute``): only while no unit has accepted (受理) the item; a blocked or
+# suspended item waits for someone, and a task order accepted has a 服务专员 on it
+REROUTABLE = (ItemState.WAITING, ItemState.READY, ItemState.CONTACTED)
+
+
+def reroute(item: LedgerItem, command: RerouteItem, now: datetime, day: date,
+            unit_names: Mapping[str, str]) -> Outcome:
+    """政务服务局 moves an open item not yet accepted to the unit the active rules name (policy 五(七)).
+    The service clock (首问负责) starts again for the new unit on the day of the re-routing (a
+    contacted item is ready again); a task order issued but not accepted is withdrawn; the overdue
+    levels the old unit's service clock reached are forgotten (the new clock announces its own)."""
+    if command.requested_by != GOV_SERVICE_BUREAU:
+        return Refused(f"重新分派由{_name(unit_names, GOV_SERVICE_BUREAU)}在修订服务规则后决定（方案五(七)），"
+                       f"{_name(unit_names, command.requested_by)}不能重新分派事项 {item.item_code}")
+    what = f"事项 {item.item_code}（{item.item_name}）"
+    if item.state not in REROUTABLE:
+        names = "、".join(STATE_NAMES_ZH[s] for s in REROUTABLE)
+        return Refused(f"{what}当前状态为“{STATE_NAMES_ZH[item.state]}”，不能重新分派（只有尚未受理的“{names}”状态可以），"
+                       f"仍由{_name(unit_names, item.responsible_unit)}按原规则版本办理")
+    order = item.task_order
+    if order is not None and order.state != "issued":
+        return Refused(f"{what}的任务单 {order.number} 已由{_name(unit_names, order.assigned_to)}接收（服务专员 "
+                       f"{order.specialist_name}），不能重新分派，仍由其按原规则版本办理")
+    for code in (command.responsible_unit, command.approving_authority, command.evaluator):
+        if code not in unit_names:
+            return Refused(f"单位 {code!r} 不在单位名录（units.yaml）中，不能把{what}分派给它")
+    if (command.mode, command.responsible_unit, command.approving_authority, command.task_order_required) == (
+            item.mode, item.responsible_unit, item.approving_authority, item.task_order_required):
+        return Refused(f"{what}已由{_name(unit_names, item.responsible_unit)}以同样的方式承办，无需重新分派")
+    at = command.occurred_at
+    to_state = ItemState.WAITING if item.state is ItemState.WAITING else ItemState.READY
+    event = ItemRerouted(
+        event_id=stable_id(command.request_id, command.type), occurred_at=at, recorded_at=now,
+        project_code=item.project_code, item_code=item.item_code, request=item.request,
+        reported_by=command.requested_by, operator=command.operator, request_id=command.request_id,
+        item_name=item.item_name, state=to_state.value, from_mode=item.mode, to_mode=command.mode,
+        from_unit=item.responsible_unit, to_unit=command.responsible_unit, from_authority=item.approving_authority,
+        to_authority=command.approving_authority, task_order_required=command.task_order_required,
+        withdrawn_task_order=order.number if order is not None else None, time_limit_days=item.time_limit_days,
+        materials=item.materials, rule_id=command.rule_id, from_rules_version=item.rules_version,
+        rules_version=command.rules_version, reason=command.reason)
+    return _record(item, event.type, to_state, at, now, [event], command.request_id, by=command.requested_by,
+                   operator=command.operator, mode=command.mode, responsible_unit=command.responsible_unit,
+                   approving_authority=command.approving_authority, evaluated_as=command.evaluated_as,
+                   evaluator=command.evaluator, task_order_required=command.task_order_required,
+                   rule_id=command.rule_id, rules_version=command.rules_version, task_order=None,
+                   ready_on=None if to_state is ItemState.WAITING else day, contacted_on=None,
+                   overdue_sent=tuple(s for s in item.overdue_sent if not s.startswith("service:")))
 
 
 def allowed_from(request_type: str, request: Request) -> tuple[ItemState, ...]:

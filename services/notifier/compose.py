@@ -14,7 +14,15 @@ from datetime import datetime
 from typing import Any
 
 from services.common.access import access_link
-from services.common.domain import ECON_DEV_BUREAU, OVERDUE_LEVEL_NAMES_ZH, REQUEST_NAMES_ZH, CatalogItem, Request, Unit
+from services.common.domain import (
+    ECON_DEV_BUREAU,
+    MODE_NAMES_ZH,
+    OVERDUE_LEVEL_NAMES_ZH,
+    REQUEST_NAMES_ZH,
+    CatalogItem,
+    Request,
+    Unit,
+)
 from services.common.messages import (
     AgreementRejected,
     AssessmentRectified,
@@ -28,6 +36,7 @@ from services.common.messages import (
     ItemEvent,
     ItemOverdue,
     ItemReady,
+    ItemRerouted,
     ItemResumed,
     ItemRouted,
     ItemSuspended,
@@ -127,6 +136,13 @@ class Composer:
     def unit_name(self, code: str) -> str:
         unit = self.units.get(code)
         return unit.name if unit else code
+
+    def unit_contact(self, code: str) -> str:
+        """Whom the enterprise reaches at a unit (directory.yaml: contact and phone), or the unit's name."""
+        contact = self.plan.directory.units.get(code)
+        if contact is None:
+            return self.unit_name(code)
+        return contact.contact + (f"，电话 {contact.phone}" if contact.phone else "")
 
     def compose(self, event: Event, project: ProjectView | None, item: ItemView | None,
                 now: datetime) -> list[dict[str, Any]]:
@@ -269,6 +285,25 @@ class Composer:
                     "time_limit_days": event.time_limit_days}
         elif isinstance(event, ItemDelivered):
             ctx |= {"results": numbered(event.results), "note": event.note or ""}
+        elif isinstance(event, ItemRerouted):
+            materials = event.materials or (self.catalog[event.item_code].materials
+                                            if event.item_code in self.catalog else ())
+            ctx |= {"item_name": event.item_name, "responsible_unit_name": self.unit_name(event.to_unit),
+                    "previous_unit_name": self.unit_name(event.from_unit), "mode_name": MODE_NAMES_ZH[event.to_mode],
+                    "previous_mode_name": MODE_NAMES_ZH[event.from_mode],
+                    "approving_authority_name": self.unit_name(event.to_authority),
+                    "responsible_unit_contact": self.unit_contact(event.to_unit),
+                    "time_limit_days": event.time_limit_days,
+                    "materials": numbered(materials) if materials else "（见服务事项清单）",
+                    "materials_count": len(materials), "reason": event.reason, "rules_version": event.rules_version,
+                    "previous_rules_version": event.from_rules_version or "（未记录）",
+                    "next_step": "事项尚在等待前置事项办结，具备办理条件时将另行通知" if event.state == "waiting"
+                    else "事项已具备办理条件，首问响应时限自今日起重新计算，请及时对接企业",
+                    "task_order_note": f"原任务单 {event.withdrawn_task_order} 已撤回。" if event.withdrawn_task_order
+                    else ""}
+            roles |= {"responsible_unit": event.to_unit, "previous_unit": event.from_unit,
+                      "ledger_owner": ECON_DEV_BUREAU}
+            flags["has_task_order"] = event.task_order_required
         elif isinstance(event, TaskOrderIssued):
             ctx |= {"task_order_number": event.number, "task_order_issuer_name": self.unit_name(event.issued_by),
                     "task_order_assignee_name": self.unit_name(event.assigned_to),

@@ -5,7 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from services.common.messages import AgreementRejected, Event, ItemEvent, ItemRouted, RequestRefused, ServiceStarted
+from services.common.messages import (
+    AgreementRejected,
+    Event,
+    ItemEvent,
+    ItemRerouted,
+    ItemRouted,
+    RequestRefused,
+    ServiceStarted,
+)
 from services.common.operations import NOTIFICATIONS_FINAL, NOTIFICATIONS_STORED
 from services.notifier.compose import WITH_PROJECT, Composer, ItemView, MissingContext, ProjectView
 from services.notifier.group_commit import GroupCommit
@@ -17,6 +25,8 @@ async def handle_event(event: Event, repository: NotifierRepository, composer: C
     """Stores the notifications the plan asks for (with other events' writes); returns them once
     stored (those ``pending`` wait to be sent: a webhook, an e-mail, an SMS)."""
     read_model, new_project = repository.remember(event)
+    if isinstance(event, ItemRerouted):  # later notices about the item go to its new unit
+        await repository.reassign(event)
     project, item = await views_of(event, repository)
     documents = composer.compose(event, project, item, now or datetime.now(UTC))
     await commit.submit(read_model, documents)
@@ -41,6 +51,11 @@ async def views_of(event: Event, repository: NotifierRepository) -> tuple[Projec
         routed = event.item
         project = ProjectView(routed.project_code, routed.project_name, routed.enterprise, routed.recruiting_unit)
         item = ItemView(routed.project_code, routed.item_code, routed.item_name, routed.responsible_unit)
+    elif isinstance(event, ItemRerouted):  # the event names the new unit; the old one is a role of its own
+        project = await repository.project(event.project_code)
+        if project is None:
+            raise MissingContext(f"project {event.project_code} unknown to the notifier")
+        item = ItemView(event.project_code, event.item_code, event.item_name, event.to_unit)
     elif isinstance(event, RequestRefused):  # about a project the ledger may not know either
         project = await repository.project(event.project_code) if event.project_code else None
     elif isinstance(event, WITH_PROJECT) and event.project_code is not None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 
-from services.common.messages import AgreementRejected, Enterprise, Event, ItemRouted, ServiceStarted
+from services.common.messages import AgreementRejected, Enterprise, Event, ItemRerouted, ItemRouted, ServiceStarted
 from services.common.storage import Collection, Store
 from services.notifier.channels import INBOX
 from services.notifier.compose import ItemView, ProjectView
@@ -71,6 +71,14 @@ class NotifierRepository:
                 {"_id": f"{item.project_code}/{item.item_code}", "project_code": item.project_code,
                  "item_code": item.item_code, "item_name": item.item_name, "responsible_unit": item.responsible_unit})
         return documents, (code if PROJECTS.name in documents else None)
+
+    async def reassign(self, event: ItemRerouted) -> None:
+        """The item's responsible unit in the read model becomes the new one (only from the old one,
+        so a redelivered older re-routing does not undo a later one)."""
+        async with self._lookups:
+            await self._items.update_one({"_id": f"{event.project_code}/{event.item_code}",
+                                          "responsible_unit": event.from_unit},
+                                         {"$set": {"responsible_unit": event.to_unit}})
 
     async def apply(self, documents: dict[str, list[dict[str, Any]]]) -> None:
         for collection, batch in documents.items():

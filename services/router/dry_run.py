@@ -296,5 +296,6 @@ def render(report: DryRunReport, problems: Sequence[str] = (), *, max_open: int 
                          f"{'、'.join(change.examples)}")
     if report.open_changed:
         lines.append("")
-        lines.append("注意：规则生效后，上述未办结事项仍由分派它们的原规则版本决定的单位办理，不会自动重新分派。")
+        lines.append("注意：规则生效后，上述未办结事项仍由分派它们的原规则版本决定的单位办理，不会自动重新分派；"
+                     "如需按新规则改派尚未受理的事项，规则生效后运行 zeroerrand rules reroute --project 项目编码。")
     return lines
