@@ -84,7 +84,7 @@ EVENT_TYPES = sorted(t.model_fields["type"].default for t in get_args(get_args(A
 COMMAND_TYPES = ("item.contact", "item.accept", "item.report_progress", "item.report_blocker", "item.enterprise_issue",
                  "item.resolve_blocker",
                  "item.suspend", "item.resume", "item.complete", "item.deliver", "task_order.issue",
-                 "task_order.accept", "assessment.submit", "assessment.rectify")
+                 "task_order.accept", "assessment.submit", "assessment.rectify", "item.reroute")
 FULL_SCORES = {"responsiveness": 20, "notice": 20, "efficiency": 25, "attitude": 15, "free_of_charge": 10,
                "delivery": 10}
 NOTIFIER_DEAD, LEDGER_DEAD = NOTIFIER_QUEUE.name, EVALUATION_QUEUE.name
@@ -459,6 +459,13 @@ def event_of_type(kind: str, known: Known, draw: st.DrawFn, n: int) -> tuple[dic
                          "level": draw(st.sampled_from(["warning", "yellow", "red"])),
                          "due_on": draw(DAY_IN_WINDOW).isoformat(), "working_days_used": 3, "time_limit_days": 2},
         "item.delivered": {**on_item, "results": draw(st.lists(WORDS, min_size=1, max_size=3))},
+        # moved to the unit it already has: a rerouted item changes whom later events of it reach
+        "item.rerouted": {**on_item, "item_name": item.item_name, "state": "ready", "from_mode": item.mode.value,
+                          "to_mode": item.mode.value, "from_unit": item.responsible_unit,
+                          "to_unit": item.responsible_unit, "from_authority": item.approving_authority,
+                          "to_authority": item.approving_authority, "task_order_required": item.task_order_required,
+                          "time_limit_days": item.time_limit_days, "materials": list(item.materials),
+                          "rule_id": "fuzz-rule", "rules_version": "v-fuzz", "reason": text},
         "task_order.issued": {**on_item, "number": f"RWD-{n}", "issued_by": "econ_dev_bureau",
                               "assigned_to": "zhenglian_company", "automatic": draw(st.booleans())},
         "task_order.accepted": {**on_item, "number": f"RWD-{n}", "specialist_name": text,
@@ -540,6 +547,7 @@ def request_json(kind: str, n: int, requested_by: str, project_code: str, item_c
         "item.report_blocker": {"reason": text, "resolver": extra.get("resolver", draw(st.sampled_from(UNITS)))},
         "item.deliver": {"results": draw(st.lists(WORDS, min_size=1, max_size=3))},
         "task_order.accept": {"specialist_name": text, "specialist_phone": "13800001111"},
+        "item.reroute": {"reason": text},  # the decision: see request_cases
     }
     note = {"note": text} if kind not in fields and draw(st.booleans()) else {}
     return {**base, "project_code": project_code, "item_code": item_code, **fields.get(kind, {}), **note, **{
@@ -553,7 +561,14 @@ def request_cases(known: Known, per_type: int, per_kind: int) -> list[Case]:
         item = draw(st.sampled_from(known.items[code]))
         sender = draw(st.sampled_from([item.responsible_unit, item.responsible_unit, "econ_dev_bureau",
                                        draw(st.sampled_from(UNITS))]))
-        return request_json(kind, 0, sender, code, item.item_code, draw, request=item.request.value)
+        data = request_json(kind, 0, sender, code, item.item_code, draw, request=item.request.value)
+        if kind == "item.reroute":  # to the decision it already has: a moved item changes what later requests may do
+            decision = item.decision
+            data |= {"mode": item.mode.value, "responsible_unit": item.responsible_unit,
+                     "approving_authority": item.approving_authority, "evaluated_as": decision.evaluated_as.value,
+                     "evaluator": decision.evaluator, "task_order_required": item.task_order_required,
+                     "rule_id": decision.rule_id, "rules_version": decision.rules_version}
+        return data
 
     cases = []
     for n, data in enumerate(data for kind in COMMAND_TYPES for data in drawn(a_request(kind), per_type)):
