@@ -131,6 +131,7 @@ def rules_dry_run(
     from services.common.settings import RouterSettings
     from services.router.dry_run import ItemsFileError, render
     from services.router.dry_run_command import dry_run, problem_lines
+    from services.router.reroute import active_version
 
     settings = RouterSettings()
     try:
@@ -138,8 +139,11 @@ def rules_dry_run(
                           memory_bytes=settings.check_memory_mb * 2**20, memo=not no_memo)
     except (ItemsFileError, OSError) as exc:
         fail(f"无法读取事项：{exc}")
+    # over the ledger, the store is at hand: say when the rules compared with are not the router's
+    in_force = asyncio.run(active_version()) if items is None and outcome.report is not None else None
+    stale = in_force is not None and outcome.report is not None and in_force != outcome.report.active_version
     if as_json:
-        typer.echo(dump(outcome.as_json()))
+        typer.echo(dump({**outcome.as_json(), "router_active_version": in_force}))
         raise typer.Exit(outcome.exit_code)
     if outcome.problems:
         fail(list(problem_lines(outcome)), outcome.exit_code)
@@ -148,6 +152,9 @@ def rules_dry_run(
     assert outcome.report is not None
     for line in render(outcome.report):
         typer.echo(line)
+    if stale:
+        typer.echo(f"注意：用作比较的生效规则（{rules_dir(active)}，版本 {outcome.report.active_version}）不是路由服务正在使用的"
+                   f"版本 {in_force}（见 zeroerrand rules history）：请用 --active 指向路由服务的规则目录", err=True)
     raise typer.Exit(outcome.exit_code)
 
 

@@ -131,25 +131,34 @@ class LedgerView:
 
 
 async def read_ledger(project_code: str) -> LedgerView:
-    """The project and its lines from the ledger, and the active rules version: the router's last
-    announcement the ledger recorded, or the router's own archive if that is more recent."""
+    """The project and its lines from the ledger, and the active rules version (:func:`active_version`)."""
+    from services.common.storage import store_session
+    from services.evaluation.repository import COLLECTIONS, MongoLedgerRepository
+
+    async with store_session(collections=COLLECTIONS) as store:
+        repo = MongoLedgerRepository(store)
+        project = await repo.project(project_code)
+        lines = await repo.project_items(project_code)
+    return LedgerView(project, lines, await active_version())
+
+
+async def active_version() -> str | None:
+    """The rules version the router uses now: its last announcement the ledger recorded, or its own
+    archive if that is more recent; None if it never announced one."""
     from services.common.storage import store_session
     from services.evaluation.repository import COLLECTIONS, MongoLedgerRepository
     from services.evaluation.views import active_rules_version
     from services.router.rules_history import read_history
 
     async with store_session(collections=COLLECTIONS) as store:
-        repo = MongoLedgerRepository(store)
-        project = await repo.project(project_code)
-        lines = await repo.project_items(project_code)
-        announced = await active_rules_version(repo)
+        announced = await active_rules_version(MongoLedgerRepository(store))
     archived = await read_history()
     candidates: list[tuple[datetime, str]] = []
     if announced is not None:
         candidates.append((announced.since.astimezone(UTC), announced.version))
     if archived:
         candidates.append((archived[-1].activated_at.astimezone(UTC), archived[-1].version))
-    return LedgerView(project, lines, max(candidates)[1] if candidates else None)
+    return max(candidates)[1] if candidates else None
 
 
 async def publish_requests(commands: Sequence[RerouteItem]) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from services.common.storage import Store
 from services.evaluation.handlers import on_item_routed, on_item_unroutable, on_service_started
+from services.evaluation.ledger import RulesRecord
 from services.evaluation.repository import MongoLedgerRepository
 from services.evaluation.rules_items import count_items, ledger_items
 from services.router.dry_run import compare, subject_from
@@ -74,3 +75,13 @@ async def test_the_ledger_keeps_what_a_dry_run_needs_and_it_finds_the_crossing_p
     assert done.returncode == 3, done.stderr
     assert f"共比较 {len(records)} 个事项，决策改变 1 个（其中未办结 1 个）" in done.stdout
     assert f"受影响的未办结事项（项目）：{example(ALUMINIUM, suffix='b').project.code}" in done.stdout
+    assert "注意" not in done.stderr  # the router announced no version: nothing to compare with
+
+    # the router announced another version than the one compared with: the operator is told
+    await repo.add_rules_event(RulesRecord(event_id="activated-elsewhere", type="rules.activated", version="v-router",
+                                           directory="/srv/rules", occurred_at=now, recorded_at=now))
+    warned = subprocess.run([sys.executable, "-m", "services.cli", "rules", "dry-run", "--rules", str(rules_copy),
+                             "--active", str(RULES)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+                            check=False)
+    assert warned.returncode == 3, warned.stderr
+    assert f"版本 {active.version}）不是路由服务正在使用的版本 v-router" in warned.stderr
