@@ -22,7 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from services.common.domain import Decision, Request, Unroutable
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from services.common.domain import Code, Decision, Request, Unroutable
+from services.common.messages import FactValue
 from services.common.rule_files import PROJECT_PREFIX
 from services.router.rule_engine import RoutingEngine, relevant_fields
 
@@ -49,10 +52,44 @@ class Subject:
     facts_complete: bool = True  # False: only the facts of its decision record are known
 
 
+class _Line(BaseModel):
+    """What a line must hold, whatever else it has: the codes as text, the facts as a project's facts
+    (a yes/no, a finite number, a line of text), the request one of the known."""
+
+    model_config = ConfigDict(extra="ignore")
+    project_code: Code
+    item_code: Code
+    request: Request | None = None
+    facts: dict[str, FactValue] | None = Field(default=None, max_length=200)
+    state: str | None = None
+    open: bool | None = None
+    rules_version: str | None = None
+
+
+_RECORD_FACTS: TypeAdapter[dict[str, FactValue]] = TypeAdapter(dict[str, FactValue])
+
+
+def _problem(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return f"{where}: {first['msg']}"
+
+
 def subject_from(data: Mapping[str, Any]) -> Subject:
     """A subject from one exported line (``ledger_items`` export, a ``RoutedItem`` / ``approval.item``
     body or an ``item.unroutable`` event). ``facts`` are the project's facts; without them the
-    facts of the decision record (``project.<fact>``) stand in."""
+    facts of the decision record (``project.<fact>``) stand in. ``ValueError`` says what is wrong."""
+    try:
+        _Line.model_validate(data)
+        record_facts = (data.get("decision") or data.get("unroutable") or {})
+        if not isinstance(record_facts, Mapping):
+            raise ValueError("decision 须为对象 / decision must be an object")
+        recorded = record_facts.get("facts") or {}
+        if not isinstance(recorded, Mapping):
+            raise ValueError("decision.facts 须为对象 / decision.facts must be an object")
+        _RECORD_FACTS.validate_python({k: v for k, v in recorded.items() if str(k).startswith(PROJECT_PREFIX)})
+    except ValidationError as exc:
+        raise ValueError(_problem(exc)) from None
     facts = data.get("facts")
     complete = isinstance(facts, Mapping)
     if not complete:
@@ -76,18 +113,27 @@ def subject_from(data: Mapping[str, Any]) -> Subject:
 
 def read_items(path: Path) -> Iterator[Subject]:
     """The subjects of an export, one JSON object a line (blank lines skipped)."""
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
+    with path.open("rb") as lines:  # each line decoded alone, so an undecodable one is named
+        for number, raw in enumerate(lines, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ItemsFileError(
+                    f"{path}:{number}: 不是 UTF-8 文本（该行第 {exc.start + 1} 个字节）/ not UTF-8 text") from None
             if not line.strip():
                 continue
             try:
                 data = json.loads(line)
                 if not isinstance(data, dict):
-                    raise TypeError("not an object")
+                    raise TypeError("不是 JSON 对象 / not an object")
                 yield subject_from(data)
+            except json.JSONDecodeError as exc:
+                raise ItemsFileError(f"{path}:{number}: 不是 JSON（第 {exc.colno} 列：{exc.msg}）/ not JSON") from None
+            except RecursionError:
+                raise ItemsFileError(f"{path}:{number}: JSON 嵌套过深 / nested too deep") from None
             except (ValueError, KeyError, TypeError) as exc:
                 raise ItemsFileError(f"{path}:{number}: 不是可读的事项记录（须为一行一个 JSON 对象，含 project_code、"
-                                     f"item_code、facts）/ not an item: {exc!r}") from exc
+                                     f"item_code、facts）：{exc}") from None
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,7 @@ def ledger_subjects() -> list[Subject]:
 
 def file_subjects(path: Path) -> tuple[Iterator[Subject], int]:
     """The subjects of an export, lazily, and how many lines it has (for the progress bar)."""
-    with path.open(encoding="utf-8") as lines:
+    with path.open("rb") as lines:  # counted as bytes: read_items says where a line is not text
         total = sum(1 for line in lines if line.strip())
     return read_items(path), total
 

@@ -119,3 +119,26 @@ def test_an_export_line_that_is_not_an_item_names_its_line(tmp_path: Path) -> No
     items.write_text('{"project_code": "P-1", "item_code": "PL-03", "facts": {}}\nnot json\n')
     result = run("--rules", str(RULES), "--items", str(items))
     assert result.exit_code == 1 and f"{items}:2" in result.output
+
+
+def test_bad_export_lines_are_refused_with_file_line_and_reason_never_a_traceback(tmp_path: Path) -> None:
+    good = '{"project_code": "P-1", "item_code": "PL-03", "facts": {"annual_energy_tce": 900}}\n'
+    bad = {  # line 2 of each file, and what the message must say
+        "infinite": ('{"project_code": "P", "item_code": "PL-03", "facts": {"annual_energy_tce": 1e400}}', "有限数"),
+        "object_fact": ('{"project_code": "P", "item_code": "PL-03", "facts": {"annual_energy_tce": {"a": 1}}}',
+                        "facts.annual_energy_tce"),
+        "wrong_types": ('{"project_code": 5, "item_code": ["PL-03"], "facts": "x"}', "project_code"),
+        "bad_request": ('{"project_code": "P", "item_code": "PL-03", "request": "bogus"}', "request"),
+        "nested": ("[" * 100_000, "嵌套过深"),
+        "not_json": ("{nope", "不是 JSON"),
+    }
+    for name, (line, says) in bad.items():
+        items = tmp_path / f"{name}.jsonl"
+        items.write_text(good + line + "\n", encoding="utf-8")
+        result = run("--rules", str(RULES), "--items", str(items))
+        assert result.exit_code == 1 and f"{items}:2" in result.output and says in result.output, (name, result.output)
+        assert result.exception is None or isinstance(result.exception, SystemExit), (name, result.exception)
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(good.encode() + b"\xbb\xff\xfe garbage\n")
+    result = run("--rules", str(RULES), "--items", str(binary))
+    assert result.exit_code == 1 and f"{binary}:2" in result.output and "UTF-8" in result.output, result.output
