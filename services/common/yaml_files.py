@@ -22,6 +22,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.reader import ReaderError
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -194,6 +195,11 @@ def parse_located(shown: str, raw: bytes) -> Located:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         raise RulesError([Problem(shown, line, None, f"YAML 语法错误：{exc.problem or exc.context}")]) from None
+    except ReaderError as exc:  # a character YAML does not allow (a NUL byte, a control character)
+        line = text.count("\n", 0, exc.position) + 1
+        code = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        raise RulesError([Problem(shown, line, None, f"含有 YAML 不允许的字符 U+{code:04X}（不可见的控制字符），"
+                                                     "请删除 / a character YAML does not allow")]) from None
     if not isinstance(data, CommentedMap):
         raise RulesError([Problem(shown, 1, None, "文件顶层必须是一个映射（键: 值）")])
     return Located(shown, data)

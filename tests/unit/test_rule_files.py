@@ -50,6 +50,16 @@ def test_yaml_syntax_error_names_file_and_line(rules_copy: Path) -> None:
     assert re.match(rf"{re.escape(str(routing))}:\d+ .*YAML 语法错误", found[0])
 
 
+def test_a_control_character_names_file_and_line(rules_copy: Path) -> None:
+    """A NUL byte pasted into a rule file: once a traceback in the CLI and in rules.rejected."""
+    routing = rules_copy / "routing.yaml"
+    with routing.open("a", encoding="utf-8") as f:
+        f.write('# a comment with a NUL: "a\0b"\n')
+    lines = routing.read_text(encoding="utf-8").count("\n")
+    assert problems(rules_copy) == [f"{routing}:{lines} 含有 YAML 不允许的字符 U+0000（不可见的控制字符），请删除 "
+                                    "/ a character YAML does not allow"]
+
+
 def test_invalid_mode_names_file_line_and_rule(rules_copy: Path) -> None:
     routing = rules_copy / "routing.yaml"
     edit(routing, "      mode: joint\n", "      mode: jiont\n")
