@@ -292,6 +292,7 @@ class Composer:
                     "previous_unit_name": self.unit_name(event.from_unit), "mode_name": MODE_NAMES_ZH[event.to_mode],
                     "previous_mode_name": MODE_NAMES_ZH[event.from_mode],
                     "approving_authority_name": self.unit_name(event.to_authority),
+                    "previous_authority_name": self.unit_name(event.from_authority),
                     "responsible_unit_contact": self.unit_contact(event.to_unit),
                     "time_limit_days": event.time_limit_days,
                     "materials": numbered(materials) if materials else "（见服务事项清单）",
@@ -304,6 +305,7 @@ class Composer:
             roles |= {"responsible_unit": event.to_unit, "previous_unit": event.from_unit,
                       "ledger_owner": ECON_DEV_BUREAU}
             flags["has_task_order"] = event.task_order_required
+            flags["unit_changed"] = event.from_unit != event.to_unit
         elif isinstance(event, TaskOrderIssued):
             ctx |= {"task_order_number": event.number, "task_order_issuer_name": self.unit_name(event.issued_by),
                     "task_order_assignee_name": self.unit_name(event.assigned_to),

@@ -47,9 +47,10 @@ VARIABLES: dict[str, tuple[str, ...]] = {
     "item.blocked": (*_ITEM, "reason", "resolver_name", "reported_by_name"),
     "item.overdue": (*_ITEM, "clock_name", "level_name", "due_on", "working_days_used", "time_limit_days"),
     "item.delivered": (*_ITEM, "results", "note"),
-    "item.rerouted": (*_ITEM, "previous_unit_name", "mode_name", "previous_mode_name", "approving_authority_name",
-                      "responsible_unit_contact", "time_limit_days", "materials", "materials_count", "reason",
-                      "rules_version", "previous_rules_version", "next_step", "task_order_note"),
+    "item.rerouted": (*_ITEM, "previous_unit_name", "previous_authority_name", "mode_name", "previous_mode_name",
+                      "approving_authority_name", "responsible_unit_contact", "time_limit_days", "materials",
+                      "materials_count", "reason", "rules_version", "previous_rules_version", "next_step",
+                      "task_order_note"),
     "task_order.issued": (*_ITEM, "task_order_number", "task_order_issuer_name", "task_order_assignee_name",
                           "task_order_assignee", "issued_how", "note"),
     "task_order.accepted": (*_ITEM, "task_order_number", "specialist_name", "specialist_phone"),
@@ -94,12 +95,17 @@ class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+# what an entry may be conditional on: a 专业跑腿 item, a 差评, a late rectification, an item the
+# rules found not required, a re-routing that changed the unit (not only the mode or the authority)
+Condition = Literal["has_task_order", "is_bad_rating", "is_late", "is_not_required", "unit_changed"]
+
+
 class PlanEntry(_Strict):
     """One message of the plan: ``to`` whom, with which title and body."""
 
     to: str = Field(min_length=1)
-    only_if: Literal["has_task_order", "is_bad_rating", "is_late", "is_not_required"] | None = None
-    unless: Literal["has_task_order", "is_bad_rating", "is_late", "is_not_required"] | None = None
+    only_if: Condition | None = None
+    unless: Condition | None = None
     title: str = Field(min_length=1)
     body: str = Field(min_length=1)
 

@@ -56,3 +56,22 @@ def test_a_withdrawn_task_order_and_a_waiting_item_are_said_so() -> None:
     new = str(docs["unit:planning_construction_bureau"]["body"])
     assert "尚在等待前置事项" in new
     assert BOOK.catalog["MA-01"].materials[0] in new  # no materials kept: the catalog's
+
+
+def test_a_new_approving_authority_for_the_same_unit_is_an_adjustment_not_a_hand_over() -> None:
+    """The energy review moved from the city to the regional commission, 政联公司 keeps it: nobody is
+    told the item is no longer theirs, nor to hand it to themselves (fresh-eyes attack)."""
+    docs = _compose(rerouted(item_code="PL-03", item_name="节能审查", from_mode=ServiceMode.ERRAND,
+                             to_mode=ServiceMode.ERRAND, from_unit="zhenglian_company", to_unit="zhenglian_company",
+                             from_authority="city_development_reform_commission",
+                             to_authority="regional_development_reform_commission", task_order_required=True))
+    assert set(docs) == {"unit:zhenglian_company", "enterprise:91150100MA0N8XK21Q", "unit:econ_dev_bureau"}
+    unit = docs["unit:zhenglian_company"]
+    assert str(unit["title"]).startswith("事项分派调整") and "仍由贵单位承办" in str(unit["body"])
+    city, region = (BOOK.units[u].name for u in ("city_development_reform_commission",
+                                                "regional_development_reform_commission"))
+    assert f"审批机关：{city} → {region}" in str(unit["body"])
+    assert "改派给贵单位" not in str(unit["body"]) and "不再由贵单位承办" not in str(unit["body"])
+    enterprise = docs["enterprise:91150100MA0N8XK21Q"]
+    assert enterprise["title"] == "审批事项安排调整：节能审查" and "承办单位由" not in str(enterprise["body"])
+    assert all("${" not in str(d["body"]) + str(d["title"]) for d in docs.values())
