@@ -178,17 +178,22 @@ def rules_show(version: Annotated[str, typer.Argument(help="规则版本（或�
                file: Annotated[str | None, typer.Option("--file", help="只显示这个文件，如 routing.yaml")] = None) -> None:
     """显示某个曾经生效的规则版本的文件内容。"""
     from services.router.rules_history import read_version
+    from services.router.versions import AmbiguousVersion
 
-    files = asyncio.run(read_version(version))
-    if files is None:
+    try:
+        found = asyncio.run(read_version(version))
+    except AmbiguousVersion as exc:
+        fail(f"规则版本前缀 {version} 对应多个版本：{'、'.join(exc.matches)}；请多写几位")
+    if found is None:
         fail(f"没有存档的规则版本 {version}（见 zeroerrand rules history）")
+    full, files = found
     if file is not None:
         if file not in files:
-            fail(f"规则版本 {version} 中没有文件 {file}（有：{'、'.join(sorted(files))}）")
+            fail(f"规则版本 {full} 中没有文件 {file}（有：{'、'.join(sorted(files))}）")
         typer.echo(files[file], nl=False)
         return
     for name, text in sorted(files.items()):
-        typer.echo(f"# ===== {name}（规则版本 {version}）=====")
+        typer.echo(f"# ===== {name}（规则版本 {full}）=====")
         typer.echo(text, nl=not text.endswith("\n"))
 
 

@@ -15,6 +15,6 @@ async def read_history() -> list[VersionEntry]:
         return await history(store, await items_routed_by_version(store))
 
 
-async def read_version(version: str) -> dict[str, str] | None:
+async def read_version(version: str) -> tuple[str, dict[str, str]] | None:
     async with store_session(collections=COLLECTIONS) as store:
         return await version_files(store, version)

@@ -193,18 +193,29 @@ def file_changes(old: Mapping[str, str], new: Mapping[str, str]) -> tuple[FileCh
     return tuple(changes)
 
 
-async def version_files(store: Store, version: str) -> dict[str, str] | None:
-    """The files of ``version`` (a unique prefix of it will do), or None if it is not archived."""
+class AmbiguousVersion(LookupError):
+    """A prefix that more than one archived version starts with."""
+
+    def __init__(self, prefix: str, matches: list[str]) -> None:
+        super().__init__(prefix)
+        self.prefix, self.matches = prefix, sorted(matches)
+
+
+async def version_files(store: Store, version: str) -> tuple[str, dict[str, str]] | None:
+    """The full version and files of ``version`` (a unique prefix of it will do), or None if it is
+    not archived; ``AmbiguousVersion`` for a prefix of several."""
     collection = store.db[RULES_VERSIONS.name]
     doc = await collection.find_one({"_id": version})
     if doc is None and version:
         ids = [str(d["_id"]) async for d in collection.find({}, {"_id": 1})]
         matches = [i for i in ids if i.startswith(version)]
+        if len(matches) > 1:
+            raise AmbiguousVersion(version, matches)
         if len(matches) == 1:
             doc = await collection.find_one({"_id": matches[0]})
     if doc is None:
         return None
-    return {f["name"]: f["text"] for f in doc["files"]}
+    return str(doc["_id"]), {f["name"]: f["text"] for f in doc["files"]}
 
 
 async def history(store: Store, items_by_version: Mapping[str, int]) -> list[VersionEntry]:

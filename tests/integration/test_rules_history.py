@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from services.common.storage import Store
-from services.router.versions import RULES_ACTIVATIONS, RULES_VERSIONS
+from services.router.versions import RULES_ACTIVATIONS, RULES_VERSIONS, AmbiguousVersion, version_files
 from tests.conftest import ROOT
 from tests.unit.test_rule_files import edit
 
@@ -101,3 +101,16 @@ async def test_history_survives_a_router_restart(amqp_url: str, embedded_uri: st
     assert all(f"# ===== {name}" in whole.stdout for name in ("units.yaml", "catalog.yaml", "routing.yaml"))
     missing = _cli(env, "show", "000000000000")
     assert missing.returncode == 1 and "没有存档的规则版本" in missing.stderr
+    short = _cli(env, "show", str(version_one["_id"])[:8])  # the header names the whole version
+    assert short.returncode == 0 and f"（规则版本 {version_one['_id']}）" in short.stdout
+
+
+
+async def test_a_prefix_of_several_versions_is_ambiguous_not_missing(store: Store) -> None:
+    files = [{"name": "routing.yaml", "text": "rules: []\n"}]
+    await store.db[RULES_VERSIONS.name].insert_many([{"_id": "abc111", "files": files}, {"_id": "abc222", "files": files}])
+    with pytest.raises(AmbiguousVersion) as caught:
+        await version_files(store, "abc")
+    assert caught.value.matches == ["abc111", "abc222"]
+    assert await version_files(store, "abc2") == ("abc222", {"routing.yaml": "rules: []\n"})
+    assert await version_files(store, "abd") is None
