@@ -107,7 +107,8 @@ def submit(model: Any, wait: float, describe: str, **fields: Any) -> Any:
     if wait > 0:
         outcome = asyncio.run(_await_outcome(command.request_id, wait))
         if outcome is None:
-            fail(f"{wait:g} 秒内台账未处理该请求（评价服务是否在运行？）；稍后可用 zeroerrand ledger requests 查看", 3)
+            fail(f"{wait:g} 秒内台账未处理该请求（评价服务是否在运行？）；稍后用 zeroerrand ledger show 查看是否已生效，"
+                 "被拒绝的见 zeroerrand ledger requests", 3)
         elif outcome.status == "refused":
             fail(f"台账拒绝了该请求：{outcome.reason}")
         else:

@@ -236,7 +236,8 @@ def run_reroute(project_code: str, engine: RoutingEngine, unit_names: Mapping[st
         if wait_s <= 0:
             echo(f"{head}：已提交（请求编号 {command.request_id}）")
         elif answer is None:
-            echo(f"{head}：{wait_s:g} 秒内台账未处理（请求编号 {command.request_id}，稍后用 zeroerrand ledger requests 查看）")
+            echo(f"{head}：{wait_s:g} 秒内台账未处理（请求编号 {command.request_id}；稍后用 zeroerrand ledger show "
+                 f"{project_code} 查看是否已改派，被拒绝的见 zeroerrand ledger requests）")
             code = max(code, EXIT_NO_ANSWER) if code != EXIT_FAILED else code
         elif answer.status == "applied":
             echo(f"{head}：已改派（台账已接受）")

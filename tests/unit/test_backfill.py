@@ -7,6 +7,7 @@ its clocks start then; an agreement that is merely entered late is routed, and c
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -88,3 +89,21 @@ def test_sign_backfill_publishes_a_backfilled_agreement(monkeypatch: pytest.Monk
     assert plain.exit_code == 0 and backfilled.exit_code == 0, plain.output + backfilled.output
     assert [o.message.backfill for o in sent] == [False, True]  # type: ignore[attr-defined]
     assert "补录，事项自签约日 2026-03-18 起算" in backfilled.output and "补录" not in plain.output
+
+
+def test_sign_backfill_refuses_an_agreement_not_signed_before_today(monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path: Path) -> None:
+    from services.common import bus
+
+    sent: list[Outgoing] = []
+
+    async def capture(outgoing: list[Outgoing]) -> None:
+        sent.extend(outgoing)
+
+    monkeypatch.setattr(bus, "publish_once", capture)
+    future = tmp_path / "future.yaml"
+    text = (EXAMPLES / ALUMINIUM).read_text(encoding="utf-8")
+    future.write_text(text.replace("signed_on: 2026-03-18", "signed_on: 2099-06-01"), encoding="utf-8")
+    refused = CliRunner().invoke(app, ["sign", "--backfill", str(future)])
+    assert refused.exit_code == 1 and "签约日期 2099-06-01 不早于今天" in refused.output and not sent
+    assert CliRunner().invoke(app, ["sign", str(future)]).exit_code == 0 and len(sent) == 1  # signing ahead is not 补录
