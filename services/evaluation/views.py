@@ -8,8 +8,8 @@ business (the console checks the enterprise's access code or the unit's login); 
 only read.
 
 Overdue levels: ``worst_level`` of a line is the highest level any of its clocks has reached (by the
-working days used, today for a running clock, at its end for a stopped one) or the sweep has
-announced: ``red`` > ``yellow`` > ``warning``.
+working days used: today for a running clock; at its end for a stopped one that ended late, while
+one stopped within its limit reached none) or the sweep has announced: ``red`` > ``yellow`` > ``warning``.
 """
 
 from __future__ import annotations
@@ -237,7 +237,8 @@ def item_row(item: LedgerItem, ctx: ViewContext, delivered: set[str] | frozenset
     readings = clock_readings(item, ctx.calendar, ctx.today, ctx.service_response_days)
     clocks = []
     for clock, r in readings.items():
-        level = _worst(overdue_levels(r.used, r.limit))
+        # a clock stopped within its limit reached no level: finishing on the last day is on time
+        level = _worst(overdue_levels(r.used, r.limit)) if r.end is None or r.late else None
         clocks.append(ClockView(clock=clock, name=CLOCK_NAMES_ZH[clock], used=r.used, limit=r.limit, due=r.due_on,
                                 running=r.end is None, late=r.late, start=r.start, level=level,
                                 level_name=OVERDUE_LEVEL_NAMES_ZH[level] if level else None))

@@ -319,3 +319,22 @@ def test_a_context_from_the_rule_files_has_full_or_short_unit_names() -> None:
     short = context_from_rules(RULES, MON, short_names=True)
     assert full.unit_names[PLAN] == "和林格尔新区规划建设局" and short.unit_names[PLAN] == "规划建设局"
     assert (full.today, full.service_response_days) == (MON, 2)
+
+
+async def test_a_clock_stopped_on_its_last_day_shows_no_card_and_a_late_one_does() -> None:
+    """Completed on the last allowed day is on time: the console once showed it 黄牌 (fresh eyes)."""
+    book = ledger()
+    await handle(started("PRJ5", MON), book, at(MON))
+    for item in ("EP-03", "CP-01"):  # limit 5 working days, accepted on Monday
+        await handle(routed("PRJ5", item, MON, limit=5), book, at(MON))
+        await handle(request(AcceptItem, MON, PLAN, project_code="PRJ5", item_code=item), book, at(MON))
+    on_time, late = MON + timedelta(days=7), MON + timedelta(days=14)  # 5 and 10 working days later
+    await handle(request(CompleteItem, on_time, PLAN, project_code="PRJ5", item_code="EP-03"), book, at(on_time))
+    await handle(request(CompleteItem, late, PLAN, project_code="PRJ5", item_code="CP-01"), book, at(late))
+    progress = await project_progress(book.repo, context(book, late + timedelta(days=7)), "PRJ5")
+    assert progress is not None
+    rows = {r.item_code: r for r in progress.items}
+    statutory = {code: next(c for c in rows[code].clocks if c.clock == "statutory") for code in rows}
+    assert statutory["EP-03"].used == 5 and not statutory["EP-03"].running and statutory["EP-03"].level is None
+    assert rows["EP-03"].worst_level is None
+    assert statutory["CP-01"].late and statutory["CP-01"].level == "red" and rows["CP-01"].worst_level == "red"
