@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,7 @@ def demo(projects: Annotated[int, typer.Option(min=1, max=2000, help="模拟签�
     from services.common.settings import (
         PROJECT_ROOT,
         BrokerUnavailable,
+        ConsoleSettings,
         EvaluationSettings,
         RuntimeSettings,
         SettingsError,
@@ -35,7 +37,12 @@ def demo(projects: Annotated[int, typer.Option(min=1, max=2000, help="模拟签�
     from services.demo.run import DemoError, DemoOptions, run_demo
     from services.evaluation.ledger import local_day
 
-    if not RuntimeSettings().development:
+    try:
+        development = RuntimeSettings.load().development
+    except SettingsError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    if not development:
         typer.echo("演示会向台账写入模拟的项目和事项，只能在开发环境运行：请设置 ZEROERRAND_ENVIRONMENT=development "
                    "/ the demo writes simulated projects into the ledger: development only", err=True)
         raise typer.Exit(1)
@@ -44,6 +51,10 @@ def demo(projects: Annotated[int, typer.Option(min=1, max=2000, help="模拟签�
                           out=out or PROJECT_ROOT / "reports" / f"demo-{chosen}", rules_dir=EvaluationSettings().rules_dir)
     console = Console(stderr=False)
     phases = RichPhases(console)
+    # SIGTERM and SIGHUP (kill, timeout, a closed terminal) stop it as Ctrl-C does: its background
+    # services are stopped, not left behind
+    for stop_signal in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop_signal, _interrupt)
     try:
         figures = asyncio.run(run_demo(options, phases))
     except KeyboardInterrupt:
@@ -55,12 +66,16 @@ def demo(projects: Annotated[int, typer.Option(min=1, max=2000, help="模拟签�
         typer.echo(f"演示未能完成：{exc}", err=True)
         raise typer.Exit(1) from None
     phases.stop()
-    _summary(options, figures)
+    _summary(options, figures, ConsoleSettings().public_url)
     if figures.requests.get("refused"):
         raise typer.Exit(1)
 
 
-def _summary(options: DemoOptions, figures: DemoFigures) -> None:
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _summary(options: DemoOptions, figures: DemoFigures, console_url: str) -> None:
     requests = figures.requests
     lines = [
         f"{options.year} 年演示完成（种子 {options.seed}，模拟到 {figures.last_day}）"
@@ -79,5 +94,5 @@ def _summary(options: DemoOptions, figures: DemoFigures) -> None:
     typer.echo(figures.summary)
     index = next((p for p in figures.report_files if p.suffix == ".html"), None)
     typer.echo(f"年度报告：{index or options.out}（CSV 在同一目录）")
-    typer.echo("在服务台查看：zeroerrand up，然后打开 http://127.0.0.1:8080（zeroerrand users add 建账号）")
+    typer.echo(f"在服务台查看：zeroerrand up，然后打开 {console_url}（zeroerrand users add 建账号）")
     sys.stdout.flush()

@@ -43,7 +43,8 @@ def notifications_list(
     if as_json:
         typer.echo(dump(found))
         return
-    typer.echo(f"共 {len(found)} 条通知")
+    more = f"（只显示前 {limit} 条，可能还有更多：用 --limit 显示更多）" if len(found) >= limit else ""
+    typer.echo(f"共 {len(found)} 条通知{more}")
     for doc in found:
         when = doc["created_at"].astimezone(LOCAL).strftime("%Y-%m-%d %H:%M:%S")
         state = STATUS_ZH.get(doc["status"], doc["status"])

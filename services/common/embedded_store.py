@@ -98,8 +98,9 @@ def postgres_bin_dir(configured: str | None = None, data: Path | None = None) ->
                      "或用 ZEROERRAND_POSTGRES_BIN 指明其目录 / PostgreSQL server binaries not found")
 
 
-def _die_with_parent(sig: int) -> None:
-    # runs in the child between fork and exec, after any change of user (which would reset it)
+def die_with_parent(sig: int) -> None:
+    """Asks the kernel to send this process ``sig`` when its parent dies (Linux). Runs in a child
+    between fork and exec, after any change of user (which would reset it)."""
     _libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
 
 
@@ -274,7 +275,7 @@ class EmbeddedStore:
                  # a duplicate insert (a redelivery) is an error line, but never with the statement's data
                  "-c", "log_min_error_statement=panic"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self._pg_env(),
-                preexec_fn=lambda: _die_with_parent(signal.SIGINT), **self._as_pg_user())
+                preexec_fn=lambda: die_with_parent(signal.SIGINT), **self._as_pg_user())
         deadline = time.monotonic() + self.start_timeout_s
         while True:
             if self.postgres.poll() is not None:
@@ -302,7 +303,7 @@ class EmbeddedStore:
                  "--listen-addr=", f"--listen-unix={socket_path}", "--debug-addr=-", "--telemetry=disable",
                  f"--state-dir={state}", "--log-level=error", "--log-format=text"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                preexec_fn=lambda: _die_with_parent(signal.SIGTERM))
+                preexec_fn=lambda: die_with_parent(signal.SIGTERM))
         deadline = time.monotonic() + self.start_timeout_s
         while self.ferret.poll() is None and time.monotonic() < deadline:
             with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as probe:

@@ -42,6 +42,9 @@ class RichPhases(Phases):
         if not self.console.is_terminal:
             print(f"demo: {self.name} 完成（{datetime.now(UTC).timestamp() - self.started:.1f} 秒）", flush=True)
 
+    def say(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
     def stop(self) -> None:
         if self.progress.live.is_started:
             self.progress.stop()

@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -32,7 +32,8 @@ import aio_pika
 from faststream.rabbit import RabbitQueue
 
 from services.common.bus import BrokerPublisher, Outgoing, connect_robust, make_broker, request_out
-from services.common.domain import NEW_AREA_TIME
+from services.common.domain import NEW_AREA_TIME, YEAR_MIN
+from services.common.embedded_store import die_with_parent
 from services.common.messages import AgreementSigned, Command
 from services.common.rule_files import RuleBook, load_rulebook
 from services.common.settings import BrokerSettings, StoreSettings
@@ -107,12 +108,15 @@ class Phases:
     def start(self, name: str, total: int) -> None: ...
     def advance(self, steps: int = 1, note: str = "") -> None: ...
     def end(self) -> None: ...
+    def say(self, text: str) -> None: ...
 
 
 def last_day_of(year: int, today: date) -> date:
     """The last day the demo simulates: the year's end, or yesterday for the current year."""
     if year > today.year:
         raise DemoError(f"{year} 年尚未到来：演示只能模拟今年（{today.year}）或以前的年度")
+    if year < YEAR_MIN:
+        raise DemoError(f"演示只能模拟 {YEAR_MIN} 年及以后的年度（台账记录的日期范围），而不是 {year} 年")
     if year == today.year:
         if today <= date(year, 1, 5):
             raise DemoError(f"{year} 年才刚开始，没有可模拟的日子：请用 --year {year - 1}")
@@ -161,26 +165,32 @@ async def drained(settings: BrokerSettings, timeout_s: float = SETTLE_TIMEOUT_S)
 
 
 @contextlib.asynccontextmanager
-async def services_running(settings: BrokerSettings, log_file: Path, figures: DemoFigures) -> AsyncIterator[None]:
+async def services_running(settings: BrokerSettings, log_file: Path, figures: DemoFigures,
+                           say: Callable[[str], None] = print) -> AsyncIterator[None]:
     """Uses the services of a running ``zeroerrand up`` if every one consumes; starts them in the
     background (``zeroerrand up --no-console``, log in ``log_file``) if none does, and stops them at
     the end; refuses to go on with only some of them."""
     counts = await _consumers(settings)
     if all(counts.values()):
+        say("使用正在运行的服务（zeroerrand up）")
         yield
         return
     if any(counts.values()):
         missing = "、".join(name for name, n in counts.items() if not n)
         raise DemoError(f"只有部分服务在运行（没有消费者：{missing}）：请先停止它们或用 zeroerrand up 全部启动，再运行演示")
+    say(f"没有正在运行的服务：在后台启动 zeroerrand up --no-console（日志 {log_file}），演示结束时停止")
     log_file.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ,
            # the demo sweeps for overdue items itself, as of each simulated day; the service's own
            # sweep would judge the simulated items by today's date
            "ZEROERRAND_EVALUATION_SWEEP_INTERVAL_S": str(10 ** 7)}
     with log_file.open("ab") as log:
+        # its own session, so a Ctrl-C goes to the demo, which stops it; and stopped by the kernel
+        # if the demo is killed outright, so that no demo leaves services behind
         process = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "up", "--no-console"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            preexec_fn=lambda: die_with_parent(signal.SIGTERM))
     figures.started_services = True
     try:
         loop = asyncio.get_running_loop()
@@ -267,7 +277,8 @@ async def run_demo(options: DemoOptions, phases: Phases, today: date | None = No
         await broker.connect()
         await declare_topology(broker)
         phases.end()
-        async with services_running(broker_settings, store_settings.data_dir / "demo-services.log", figures):
+        async with services_running(broker_settings, store_settings.data_dir / "demo-services.log", figures,
+                                    phases.say):
             repo = MongoLedgerRepository(store)
             publisher = BrokerPublisher(broker)
             ledger = _Ledger(repo, publisher, figures)
