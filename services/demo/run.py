@@ -54,7 +54,7 @@ from services.evaluation.app import ledger_on, read_rules
 from services.evaluation.ledger import local_day
 from services.evaluation.report import summary_table, write_report
 from services.evaluation.repository import COLLECTIONS, LedgerRepository, MongoLedgerRepository
-from services.evaluation.scoring import evaluate
+from services.evaluation.scoring import evaluate_year
 from services.evaluation.working_days import WorkingCalendar
 
 SERVICE_QUEUES: dict[str, RabbitQueue] = {
@@ -289,13 +289,9 @@ async def run_demo(options: DemoOptions, phases: Phases, today: date | None = No
             figures.drained = await drained(broker_settings)
             phases.end()
             phases.start("年度报告", 1)
-            items = await repo.year_items(options.year, [a.project_code for a in await repo.assessments(options.year)])
-            assessments = await repo.assessments(options.year)
-            report = evaluate(options.year, items, assessments, config, book.units, calendar, end, datetime.now(UTC))
+            report = await evaluate_year(repo, options.year, config, book.units, calendar, end, datetime.now(UTC))
             figures.report_files = write_report(report, options.out)
             figures.summary = summary_table(report)
-            figures.delivered = sum(1 for i in items if i.project_code.startswith(f"DEMO{options.seed}-")
-                                    and i.delivered_on is not None and i.delivered_on.year == options.year)
             phases.advance()
             phases.end()
     return figures
@@ -328,6 +324,7 @@ async def _simulate_year(options: DemoOptions, agreements: Sequence[AgreementSig
                 figures.blocked += script.blocked
                 figures.suspended += script.suspended
                 figures.late += script.late
+                figures.delivered += script.handed_over
         await ledger.send([s.command for s in agenda.pop(day, [])])
         if day.weekday() == 4 or day == end:
             moment = datetime.combine(day, datetime.max.time(), NEW_AREA_TIME).astimezone(UTC)

@@ -66,6 +66,7 @@ class Step:
 class ProjectScript:
     steps: list[Step] = field(default_factory=list)
     delivered: dict[str, date] = field(default_factory=dict)  # item code → hand-over day (handled lines)
+    handed_over: int = 0  # lines (handled or advice-only) whose results are handed over in the year
     late: int = 0  # items completed after their statutory limit
     blocked: int = 0
     suspended: int = 0
@@ -158,6 +159,7 @@ def _script_item(item: LedgerItem, ready: date, end: date, calendar: WorkingCale
         s.send(CompleteItem, unit, note="已提供政策咨询")
         if s.after(1, 2):
             s.send(DeliverResults, unit, results=(f"{item.item_name}咨询意见",))
+            script.handed_over += 1
         return
     if not s.after(1, 3):
         return
@@ -213,6 +215,7 @@ def _script_item(item: LedgerItem, ready: date, end: date, calendar: WorkingCale
     if s.after(1, 2):
         s.send(DeliverResults, unit, results=(f"{item.item_name}批复文件（和新审〔{s.day.year}〕{rng.randrange(1, 999)}号）",))
         script.delivered[item.item_code] = s.day
+        script.handed_over += 1
 
 
 def assessments_for(project: AgreementSigned, items: Sequence[LedgerItem], year: int, day: date,
