@@ -75,15 +75,21 @@ def test_the_ledger_takes_back_dated_reports_after_the_signing_day_only_for_a_ba
     assert isinstance(contact(backfilled.routed[0], date(2026, 3, 17)), Refused)  # before the signing day
 
 
-def test_sign_backfill_publishes_a_backfilled_agreement(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[Outgoing]:
+    """What ``zeroerrand sign`` publishes, caught instead of sent."""
     from services.common import bus
 
-    sent: list[Outgoing] = []
+    caught: list[Outgoing] = []
 
     async def capture(outgoing: list[Outgoing]) -> None:
-        sent.extend(outgoing)
+        caught.extend(outgoing)
 
     monkeypatch.setattr(bus, "publish_once", capture)
+    return caught
+
+
+def test_sign_backfill_publishes_a_backfilled_agreement(sent: list[Outgoing]) -> None:
     plain = CliRunner().invoke(app, ["sign", str(EXAMPLES / ALUMINIUM)])
     backfilled = CliRunner().invoke(app, ["sign", "--backfill", str(EXAMPLES / ALUMINIUM)])
     assert plain.exit_code == 0 and backfilled.exit_code == 0, plain.output + backfilled.output
@@ -91,16 +97,7 @@ def test_sign_backfill_publishes_a_backfilled_agreement(monkeypatch: pytest.Monk
     assert "补录，事项自签约日 2026-03-18 起算" in backfilled.output and "补录" not in plain.output
 
 
-def test_sign_backfill_refuses_an_agreement_not_signed_before_today(monkeypatch: pytest.MonkeyPatch,
-                                                                    tmp_path: Path) -> None:
-    from services.common import bus
-
-    sent: list[Outgoing] = []
-
-    async def capture(outgoing: list[Outgoing]) -> None:
-        sent.extend(outgoing)
-
-    monkeypatch.setattr(bus, "publish_once", capture)
+def test_sign_backfill_refuses_an_agreement_not_signed_before_today(sent: list[Outgoing], tmp_path: Path) -> None:
     future = tmp_path / "future.yaml"
     text = (EXAMPLES / ALUMINIUM).read_text(encoding="utf-8")
     future.write_text(text.replace("signed_on: 2026-03-18", "signed_on: 2099-06-01"), encoding="utf-8")
