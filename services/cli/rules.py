@@ -131,7 +131,7 @@ def rules_dry_run(
     from services.common.settings import RouterSettings
     from services.router.dry_run import ItemsFileError, render
     from services.router.dry_run_command import dry_run, problem_lines
-    from services.router.reroute import active_version
+    from services.router.reroute import read_active_version
 
     settings = RouterSettings()
     try:
@@ -140,7 +140,7 @@ def rules_dry_run(
     except (ItemsFileError, OSError) as exc:
         fail(f"无法读取事项：{exc}")
     # over the ledger, the store is at hand: say when the rules compared with are not the router's
-    in_force = asyncio.run(active_version()) if items is None and outcome.report is not None else None
+    in_force = asyncio.run(read_active_version()) if items is None and outcome.report is not None else None
     stale = in_force is not None and outcome.report is not None and in_force != outcome.report.active_version
     if as_json:
         typer.echo(dump({**outcome.as_json(), "router_active_version": in_force}))

@@ -105,28 +105,38 @@ async def health(watched: Sequence[Watched], timeout_s: float = 1.0) -> tuple[bo
 # -- consumer lag -----------------------------------------------------------------------------
 
 
+async def queue_states(connection: Any, names: Sequence[str]) -> dict[str, tuple[int, int] | None]:
+    """(consumers, messages ready) of each queue by a passive declare, on a channel of its own that
+    is closed again; None for a queue that does not exist (that closes the channel: another is opened)."""
+    states: dict[str, tuple[int, int] | None] = {}
+    channel = await connection.channel(publisher_confirms=False)
+    try:
+        for name in names:
+            try:
+                queue = await channel.declare_queue(name, passive=True)
+            except Exception as exc:
+                log.debug("passive declare of queue %s failed: %r", name, exc)
+                states[name] = None
+                with contextlib.suppress(Exception):
+                    await channel.close()
+                channel = await connection.channel(publisher_confirms=False)
+                continue
+            result = queue.declaration_result
+            states[name] = (result.consumer_count or 0, result.message_count or 0) if result is not None else (0, 0)
+    finally:
+        with contextlib.suppress(Exception):
+            await channel.close()
+    return states
+
+
 async def sample_queues(watched: Sequence[Watched]) -> None:
-    """Sets ``zeroerrand_queue_messages_ready`` for every consumed queue of a connected broker
-    (a passive declare on a channel of its own, closed again)."""
+    """Sets ``zeroerrand_queue_messages_ready`` for every consumed queue of a connected broker."""
     for w in watched:
         if not w.queues or w.broker is None or not broker_connected(w.broker):
             continue
-        channel = await w.broker._connection.channel(publisher_confirms=False)
-        try:
-            for name in w.queues:
-                try:
-                    queue = await channel.declare_queue(name, passive=True)
-                except Exception as exc:  # a missing queue closes the channel: open another
-                    log.debug("sampling queue %s failed: %r", name, exc)
-                    with contextlib.suppress(Exception):
-                        await channel.close()
-                    channel = await w.broker._connection.channel(publisher_confirms=False)
-                    continue
-                result = queue.declaration_result
-                QUEUE_READY.labels(queue=name).set(result.message_count if result is not None else 0)
-        finally:
-            with contextlib.suppress(Exception):
-                await channel.close()
+        for name, state in (await queue_states(w.broker._connection, w.queues)).items():
+            if state is not None:
+                QUEUE_READY.labels(queue=name).set(state[1])
 
 
 async def sample_forever(watched: Sequence[Watched], interval_s: float) -> None:

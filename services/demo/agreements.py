@@ -18,9 +18,10 @@ from datetime import UTC, date, datetime, time
 from services.common.domain import NEW_AREA_TIME, Request, Stage
 from services.common.messages import AgreementSigned, Contact, Eligibility, Enterprise, PlannedItem, Project, stable_id
 from services.common.rule_files import RuleBook
+from services.evaluation.working_days import WorkingCalendar
 
 RECRUITING_UNITS = (("econ_dev_bureau", 0.7), ("planning_construction_bureau", 0.15), ("public_utilities_bureau", 0.15))
-_SURNAMES = "王李张刘陈杨赵黄周吴徐孙马胡朱郭何高林罗"
+SURNAMES = "王李张刘陈杨赵黄周吴徐孙马胡朱郭何高林罗"  # also the demo's staff names (simulation)
 _GIVEN = ("海涛", "玉兰", "建国", "晓东", "丽娜", "志强", "秀英", "文博", "婷", "磊", "敏", "俊杰", "雪梅", "宏伟", "春燕")
 _PLACES = ("绿能", "草原", "北疆", "云谷", "和林", "敕勒", "金桥", "青城", "蒙西", "黄河", "大青山", "盛乐")
 # 统一社会信用代码: the alphabet of its last ten characters (no I, O, S, V, Z)
@@ -50,12 +51,12 @@ KINDS = (
 CORE = frozenset({"MA-01", "LT-01", "LT-02", "PL-01", "PL-05", "EP-02", "CP-01", "CA-03"})
 
 
-def working_days_of(year: int, end: date, is_workday: object) -> list[date]:
-    """The working days of ``year`` up to ``end`` (``is_workday``: the calendar's test)."""
+def working_days_of(year: int, end: date, calendar: WorkingCalendar) -> list[date]:
+    """The working days of ``year`` up to ``end``."""
     days = []
     day = date(year, 1, 1)
     while day <= end and day.year == year:
-        if is_workday(day):  # type: ignore[operator]
+        if calendar.is_workday(day):
             days.append(day)
         day = date.fromordinal(day.toordinal() + 1)
     return days
@@ -96,7 +97,7 @@ def year_of_agreements(book: RuleBook, year: int, projects: int, seed: int, sign
         code = f"DEMO{seed}-{year}-{n:03d}"
         capacity = rng.choice((1, 2, 3, 5, 10, 20, 50))
         name = f"年产{capacity}万吨{product}项目" if kind.name == "industry" else f"{place}{product}项目"
-        contact = rng.choice(_SURNAMES) + rng.choice(_GIVEN)
+        contact = rng.choice(SURNAMES) + rng.choice(_GIVEN)
         project = Project(
             code=code, name=name,
             enterprise=Enterprise(name=f"内蒙古{place}{kind.industry}{''.join(rng.choices(string.digits, k=2))}号有限公司",

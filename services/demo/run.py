@@ -28,13 +28,13 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aio_pika
 from faststream.rabbit import RabbitQueue
 
-from services.common.bus import BrokerPublisher, Outgoing, connect_robust, make_broker, request_out
+from services.common.bus import BrokerPublisher, Outgoing, make_broker, request_out
 from services.common.domain import NEW_AREA_TIME, YEAR_MIN
 from services.common.embedded_store import die_with_parent
 from services.common.messages import AgreementSigned, Command
+from services.common.operations import queue_states
 from services.common.rule_files import RuleBook, load_rulebook
 from services.common.settings import BrokerSettings, StoreSettings
 from services.common.storage import store_session
@@ -55,6 +55,7 @@ from services.evaluation.ledger import local_day
 from services.evaluation.report import summary_table, write_report
 from services.evaluation.repository import COLLECTIONS, LedgerRepository, MongoLedgerRepository
 from services.evaluation.scoring import evaluate_year
+from services.evaluation.views import request_outcomes
 from services.evaluation.working_days import WorkingCalendar
 
 SERVICE_QUEUES: dict[str, RabbitQueue] = {
@@ -124,39 +125,24 @@ def last_day_of(year: int, today: date) -> date:
     return date(year, 12, 31)
 
 
-async def _queue_counts(settings: BrokerSettings) -> dict[str, tuple[int, int]]:
-    """(consumers, messages ready) of each service's queue; (0, 0) for a queue not declared yet."""
-    connection = await connect_robust(settings)
-    try:
-        counts = {}
-        for name, queue in SERVICE_QUEUES.items():
-            channel = await connection.channel()
-            try:
-                declared = await channel.declare_queue(queue.name, passive=True)
-                result = declared.declaration_result
-                counts[name] = (result.consumer_count or 0, result.message_count or 0)
-            except aio_pika.exceptions.ChannelClosed:
-                counts[name] = (0, 0)
-            finally:
-                if not channel.is_closed:
-                    await channel.close()
-        return counts
-    finally:
-        await connection.close()
+async def _queue_counts(broker: Any) -> dict[str, tuple[int, int]]:
+    """(consumers, messages ready) of each service's queue, on the demo's own connection."""
+    states = await queue_states(broker._connection, [q.name for q in SERVICE_QUEUES.values()])
+    return {name: states[q.name] or (0, 0) for name, q in SERVICE_QUEUES.items()}
 
 
-async def _consumers(settings: BrokerSettings) -> dict[str, int]:
-    return {name: consumers for name, (consumers, _) in (await _queue_counts(settings)).items()}
+async def _consumers(broker: Any) -> dict[str, int]:
+    return {name: consumers for name, (consumers, _) in (await _queue_counts(broker)).items()}
 
 
-async def drained(settings: BrokerSettings, timeout_s: float = SETTLE_TIMEOUT_S) -> bool:
+async def drained(broker: Any, timeout_s: float = SETTLE_TIMEOUT_S) -> bool:
     """Waits until no service has a message waiting (seen twice, a second apart): the notifier has
     stored every notification of the demo. False if that takes longer than ``timeout_s``."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     empty_before = False
     while loop.time() < deadline:
-        empty = not any(ready for _, ready in (await _queue_counts(settings)).values())
+        empty = not any(ready for _, ready in (await _queue_counts(broker)).values())
         if empty and empty_before:
             return True
         empty_before = empty
@@ -165,12 +151,12 @@ async def drained(settings: BrokerSettings, timeout_s: float = SETTLE_TIMEOUT_S)
 
 
 @contextlib.asynccontextmanager
-async def services_running(settings: BrokerSettings, log_file: Path, figures: DemoFigures,
+async def services_running(broker: Any, log_file: Path, figures: DemoFigures,
                            say: Callable[[str], None] = print) -> AsyncIterator[None]:
     """Uses the services of a running ``zeroerrand up`` if every one consumes; starts them in the
     background (``zeroerrand up --no-console``, log in ``log_file``) if none does, and stops them at
     the end; refuses to go on with only some of them."""
-    counts = await _consumers(settings)
+    counts = await _consumers(broker)
     if all(counts.values()):
         say("使用正在运行的服务（zeroerrand up）")
         yield
@@ -195,7 +181,7 @@ async def services_running(settings: BrokerSettings, log_file: Path, figures: De
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + START_TIMEOUT_S
-        while not all((await _consumers(settings)).values()):
+        while not all((await _consumers(broker)).values()):
             if process.poll() is not None:
                 tail = log_file.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
                 raise DemoError("后台启动服务失败（退出码 {}），日志 {} 的最后几行：\n{}".format(
@@ -224,17 +210,11 @@ class _Ledger:
         if not commands:
             return
         await self.publisher.publish_all([request_out(c) for c in commands])
-        ids = [c.request_id for c in commands]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + SETTLE_TIMEOUT_S
-        while True:
-            found = [o for o in await self.repo.outcomes(ids) if o.status != "pending"]
-            if len(found) == len(ids):
-                break
-            if loop.time() > deadline:
-                raise DemoError(f"台账 {SETTLE_TIMEOUT_S:g} 秒内只处理了 {len(found)}/{len(ids)} 个请求：评价服务是否在运行？"
-                                "（zeroerrand ledger requests 可查看）")
-            await asyncio.sleep(0.05)
+        answers = await request_outcomes(self.repo, [c.request_id for c in commands], SETTLE_TIMEOUT_S, poll_s=0.05)
+        found = [o for o in answers.values() if o is not None]
+        if len(found) < len(answers):
+            raise DemoError(f"台账 {SETTLE_TIMEOUT_S:g} 秒内只处理了 {len(found)}/{len(answers)} 个请求：评价服务是否在运行？"
+                            "（zeroerrand ledger show 可查看台账，被拒绝的见 zeroerrand ledger requests）")
         for outcome in found:
             self.figures.requests[outcome.status] += 1
             if outcome.status == "refused" and outcome.reason:
@@ -266,7 +246,7 @@ async def run_demo(options: DemoOptions, phases: Phases, today: date | None = No
     rules = read_rules(options.rules_dir)
     config = rules[0]
     calendar = WorkingCalendar()
-    signing_days = working_days_of(options.year, end - timedelta(days=14), calendar.is_workday) or [date(options.year, 1, 5)]
+    signing_days = working_days_of(options.year, end - timedelta(days=14), calendar) or [date(options.year, 1, 5)]
     agreements = year_of_agreements(book, options.year, options.projects, options.seed, signing_days)
     broker_settings = BrokerSettings()
     store_settings = StoreSettings()
@@ -277,7 +257,7 @@ async def run_demo(options: DemoOptions, phases: Phases, today: date | None = No
         await broker.connect()
         await declare_topology(broker)
         phases.end()
-        async with services_running(broker_settings, store_settings.data_dir / "demo-services.log", figures,
+        async with services_running(broker, store_settings.data_dir / "demo-services.log", figures,
                                     phases.say):
             repo = MongoLedgerRepository(store)
             publisher = BrokerPublisher(broker)
@@ -286,7 +266,7 @@ async def run_demo(options: DemoOptions, phases: Phases, today: date | None = No
             await _simulate_year(options, agreements, end, calendar, book, config, ledger, sweeper, phases, figures)
             await _assess(options, agreements, end, config, ledger, repo, phases, figures)
             phases.start("等待通知服务处理完全部事件", 1)
-            figures.drained = await drained(broker_settings)
+            figures.drained = await drained(broker)
             phases.end()
             phases.start("年度报告", 1)
             report = await evaluate_year(repo, options.year, config, book.units, calendar, end, datetime.now(UTC))
@@ -343,7 +323,8 @@ async def _assess(options: DemoOptions, agreements: Sequence[AgreementSigned], e
         commands.extend(assessments_for(agreement, items, options.year, end, config, options.seed))
         phases.advance()
     await ledger.send(commands)
-    stored = [a for a in await repo.assessments(options.year) if a.assessment_id in {c.request_id for c in commands}]
+    submitted = {c.request_id for c in commands}
+    stored = [a for a in await repo.assessments(options.year) if a.assessment_id in submitted]
     figures.assessments = len(stored)
     bad = [a for a in stored if a.bad]
     figures.bad = len(bad)

@@ -41,12 +41,12 @@ from services.common.messages import (
     SuspendItem,
     stable_id,
 )
+from services.demo.agreements import SURNAMES
 from services.evaluation.ledger import Assessment, LedgerItem
 from services.evaluation.scoring import EvaluationConfig
 from services.evaluation.working_days import WorkingCalendar
 
 ZHENGLIAN = "zhenglian_company"
-_SURNAMES = "王李张刘陈杨赵黄周吴徐孙马胡朱郭何高林罗"
 _GIVEN = ("伟", "芳", "娜", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰", "涛", "明", "超", "霞", "平")
 _BLOCKERS = ("用地红线与规划条件不一致，需自然资源部门核实", "前置审批结果文号有误，需原审批部门更正",
              "水电接入方案需公用事业部门协调", "跨部门联审意见不一致，需牵头协调", "需上级部门补充会签")
@@ -79,7 +79,7 @@ def _moment(day: date, rng: random.Random) -> datetime:
 def operator_of(unit: str) -> str:
     """The person who works a unit's items in the demo: the same name for a unit every time."""
     rng = random.Random(unit)
-    return rng.choice(_SURNAMES) + rng.choice(_GIVEN) + rng.choice(("", *_GIVEN))
+    return rng.choice(SURNAMES) + rng.choice(_GIVEN) + rng.choice(("", *_GIVEN))
 
 
 class _ItemScript:

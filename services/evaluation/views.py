@@ -409,14 +409,21 @@ async def request_outcome(repo: LedgerRepository, request_id: str, wait_s: float
                           poll_s: float = 0.1) -> RequestOutcome | None:
     """What the ledger made of a request (applied or refused), waiting up to ``wait_s`` for it;
     None if it is still pending then (or not yet received)."""
+    return (await request_outcomes(repo, [request_id], wait_s, poll_s))[request_id]
+
+
+async def request_outcomes(repo: LedgerRepository, request_ids: Sequence[str], wait_s: float,
+                           poll_s: float = 0.1) -> dict[str, RequestOutcome | None]:
+    """What the ledger made of each request, waiting up to ``wait_s`` in all until every one is
+    settled (one look-up a poll); None for one still pending then (or not yet received)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
-    while loop.time() < deadline:
-        found = await repo.outcome(request_id)
-        if found is not None and found.status != "pending":
-            return found
+    settled: dict[str, RequestOutcome] = {}
+    while True:
+        settled = {o.request_id: o for o in await repo.outcomes(request_ids) if o.status != "pending"}
+        if len(settled) == len(set(request_ids)) or loop.time() >= deadline:
+            return {request_id: settled.get(request_id) for request_id in request_ids}
         await asyncio.sleep(poll_s)
-    return None
 
 
 async def rules_history(repo: LedgerRepository, limit: int = 100) -> list[RulesEventView]:

@@ -21,13 +21,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from services.common.domain import GOV_SERVICE_BUREAU, MODE_NAMES_ZH, Decision, Request, ServiceMode, Unroutable
 from services.common.messages import RerouteItem
 from services.common.rule_files import PROJECT_PREFIX
 from services.evaluation.ledger import REROUTABLE, STATE_NAMES_ZH, LedgerItem, ProjectRecord, RequestOutcome
 from services.router.rule_engine import RoutingEngine
+
+if TYPE_CHECKING:
+    from services.common.storage import Store
 
 EXIT_DONE, EXIT_FAILED, EXIT_NO_ANSWER = 0, 1, 3
 REASON = "规则版本变更"
@@ -134,59 +137,55 @@ async def read_ledger(project_code: str) -> LedgerView:
     """The project and its lines from the ledger, and the active rules version (:func:`active_version`)."""
     from services.common.storage import store_session
     from services.evaluation.repository import COLLECTIONS, MongoLedgerRepository
+    from services.router.versions import COLLECTIONS as VERSIONS
 
-    async with store_session(collections=COLLECTIONS) as store:
+    async with store_session(collections=(*COLLECTIONS, *VERSIONS)) as store:
         repo = MongoLedgerRepository(store)
-        project = await repo.project(project_code)
-        lines = await repo.project_items(project_code)
-    return LedgerView(project, lines, await active_version())
+        return LedgerView(await repo.project(project_code), await repo.project_items(project_code),
+                          await active_version(store))
 
 
-async def active_version() -> str | None:
-    """The rules version the router uses now: its last announcement the ledger recorded, or its own
-    archive if that is more recent; None if it never announced one."""
+async def read_active_version() -> str | None:
+    """:func:`active_version`, on a store session of its own."""
     from services.common.storage import store_session
-    from services.evaluation.repository import COLLECTIONS, MongoLedgerRepository
-    from services.evaluation.views import active_rules_version
-    from services.router.rules_history import read_history
+    from services.evaluation.repository import COLLECTIONS
+    from services.router.versions import COLLECTIONS as VERSIONS
 
-    async with store_session(collections=COLLECTIONS) as store:
-        announced = await active_rules_version(MongoLedgerRepository(store))
-    archived = await read_history()
+    async with store_session(collections=(*COLLECTIONS, *VERSIONS)) as store:
+        return await active_version(store)
+
+
+async def active_version(store: Store) -> str | None:
+    """The rules version the router uses now: its last announcement the ledger recorded, or its own
+    archive's last activation if that is more recent; None if it never announced one."""
+    from services.evaluation.repository import MongoLedgerRepository
+    from services.evaluation.views import active_rules_version
+    from services.router.versions import last_activation
+
+    announced = await active_rules_version(MongoLedgerRepository(store))
+    archived = await last_activation(store)
     candidates: list[tuple[datetime, str]] = []
     if announced is not None:
         candidates.append((announced.since.astimezone(UTC), announced.version))
-    if archived:
-        candidates.append((archived[-1].activated_at.astimezone(UTC), archived[-1].version))
+    if archived is not None:
+        candidates.append((archived[0].astimezone(UTC), archived[1]))
     return max(candidates)[1] if candidates else None
 
 
 async def publish_requests(commands: Sequence[RerouteItem]) -> None:
-    from services.common.bus import BrokerPublisher, make_broker, request_out
-    from services.common.settings import BrokerSettings
-    from services.common.topology import declare_topology
+    from services.common.bus import publish_once, request_out
 
-    broker = make_broker(BrokerSettings())
-    async with broker:
-        await broker.connect()
-        await declare_topology(broker)
-        await BrokerPublisher(broker).publish_all([request_out(c) for c in commands])
+    await publish_once([request_out(c) for c in commands])
 
 
 async def await_outcomes(request_ids: Sequence[str], wait_s: float) -> dict[str, RequestOutcome | None]:
     """What the ledger made of each request, waiting up to ``wait_s`` in all."""
     from services.common.storage import store_session
     from services.evaluation.repository import COLLECTIONS, MongoLedgerRepository
-    from services.evaluation.views import request_outcome
+    from services.evaluation.views import request_outcomes
 
-    found: dict[str, RequestOutcome | None] = {}
     async with store_session(collections=COLLECTIONS) as store:
-        repo = MongoLedgerRepository(store)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_s
-        for request_id in request_ids:
-            found[request_id] = await request_outcome(repo, request_id, max(deadline - loop.time(), 0.2), poll_s=0.2)
-    return found
+        return await request_outcomes(MongoLedgerRepository(store), request_ids, wait_s, poll_s=0.2)
 
 
 def run_reroute(project_code: str, engine: RoutingEngine, unit_names: Mapping[str, str], *, operator: str | None,

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
 from services.common.messages import RulesActivated
@@ -216,6 +216,15 @@ async def version_files(store: Store, version: str) -> tuple[str, dict[str, str]
     if doc is None:
         return None
     return str(doc["_id"]), {f["name"]: f["text"] for f in doc["files"]}
+
+
+async def last_activation(store: Store) -> tuple[datetime, str] | None:
+    """When the routers last archived an activation, and of which version (None: never)."""
+    latest = store.db[RULES_ACTIVATIONS.name].find({}).sort([("occurred_at", DESCENDING), ("_id", DESCENDING)]).limit(1)
+    async for doc in latest:
+        at = doc["occurred_at"]
+        return (at if at.tzinfo else at.replace(tzinfo=UTC)), str(doc["version"])
+    return None
 
 
 async def history(store: Store, items_by_version: Mapping[str, int]) -> list[VersionEntry]:
