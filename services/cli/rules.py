@@ -222,7 +222,8 @@ def rules_reroute(
         from services.common.settings import BrokerUnavailable, SettingsError
         from services.common.storage import StoreSchemaError, StoreUnavailable
 
-        if isinstance(exc, (StoreUnavailable, StoreSchemaError, SettingsError, BrokerUnavailable)):
+        # a closed output (`| head`) is not a publishing failure either
+        if isinstance(exc, (StoreUnavailable, StoreSchemaError, SettingsError, BrokerUnavailable, BrokenPipeError)):
             raise
         publish_failed(exc)
     raise typer.Exit(code)
