@@ -250,6 +250,8 @@ class EvaluationSettings(BaseSettings):
     rules_dir: Path = PROJECT_ROOT / "rules"
     prefetch: int = Field(default=16, ge=1, le=64, description="events in flight (and requests, on their own queue)")
     sweep_interval_s: float = Field(default=300.0, gt=0, description="how often overdue items are looked for")
+    sweep: bool = Field(default=True, description="whether this service sweeps for overdue items at all (off for "
+                                                  "services that replay a simulated year, which sweeps as of its own days)")
     max_event_bytes: int = Field(default=MAX_EVENT_BYTES, ge=4 * KIB,
                                  description="largest event body read; a larger one is parked")
     max_request_bytes: int = Field(default=MAX_REQUEST_BYTES, ge=4 * KIB,

@@ -168,8 +168,8 @@ async def services_running(broker: Any, log_file: Path, figures: DemoFigures,
     log_file.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ,
            # the demo sweeps for overdue items itself, as of each simulated day; the service's own
-           # sweep would judge the simulated items by today's date
-           "ZEROERRAND_EVALUATION_SWEEP_INTERVAL_S": str(10 ** 7)}
+           # sweep would judge the simulated items by today's date (even once, at its start)
+           "ZEROERRAND_EVALUATION_SWEEP": "false"}
     with log_file.open("ab") as log:
         # its own session, so a Ctrl-C goes to the demo, which stops it; and stopped by the kernel
         # if the demo is killed outright, so that no demo leaves services behind

@@ -143,6 +143,9 @@ def create_evaluation(settings: EvaluationSettings | None = None, broker_setting
     @service.app.after_startup
     async def start_sweeping() -> None:
         service.stop_sweeping.clear()
+        if not settings.sweep:
+            log.info("overdue sweep off (ZEROERRAND_EVALUATION_SWEEP=false)")
+            return
         service._sweeper = asyncio.create_task(service._sweep_forever(), name="overdue-sweep")
 
     @service.app.on_shutdown
