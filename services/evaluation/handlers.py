@@ -11,9 +11,12 @@ first and saved after, under ids that stay the same if a crash makes it happen t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -81,7 +84,46 @@ from services.evaluation.working_days import WorkingCalendar
 
 log = logging.getLogger(__name__)
 _EVENTS = TypeAdapter[Any](AnyEvent)
-_RETRIES = 10
+# A request that loses a line to another process reads the line again at once (the loser's repository
+# has brought it up to date) and decides again; after a few losses in a row it also waits a little,
+# jittered, so that two processes that keep colliding drift apart. With two processes writing one
+# line flat out, a request loses each attempt about half the time: 40 attempts make a refusal for
+# that reason practically impossible, while a line that never settles still ends in one.
+_RETRIES = 40
+_BACKOFF_S = 0.001  # times the attempts past the third, at most 20 ms
+
+
+class LedgerBusy(RuntimeError):
+    """A line changed under a request at every attempt (another process kept writing it): the
+    request goes back to the queue and is decided again later, or is refused on its last delivery."""
+
+
+class ProjectLocks:
+    """One writer per project within this process: requests, the router's lines and the sweep take
+    a project's lock before they read what they decide on, so the coroutines of one process never
+    race each other for a version. Other processes (more evaluation services on the same store) can
+    still race; the journal decides those (repository.py). A lock exists while someone holds or
+    awaits it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, project_code: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(project_code, (asyncio.Lock(), 0))
+        self._locks[project_code] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[project_code]
+            if users == 1:
+                del self._locks[project_code]
+            else:
+                self._locks[project_code] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
 
 
 @dataclass
@@ -95,6 +137,7 @@ class Ledger:
     unit_names: Mapping[str, str]
     # RabbitMQ user of a unit's own system → its unit (ZEROERRAND_EVALUATION_UNIT_SYSTEMS, identity.py)
     unit_systems: Mapping[str, str] = field(default_factory=unit_systems)
+    locks: ProjectLocks = field(default_factory=ProjectLocks)
 
 
 async def _publish(ledger: Ledger, events: Sequence[Event]) -> None:
@@ -102,10 +145,10 @@ async def _publish(ledger: Ledger, events: Sequence[Event]) -> None:
         await ledger.publisher.publish_all([event_out(e) for e in events])
 
 
-async def _save(ledger: Ledger, updated: LedgerItem, read_version: int) -> LedgerItem | None:
-    """Saves with the version check; the stored item, or None if another writer came first."""
-    if await ledger.repo.save_item(updated, read_version):
-        return updated.model_copy(update={"version": read_version + 1})
+async def _save(ledger: Ledger, updated: LedgerItem, previous: LedgerItem) -> LedgerItem | None:
+    """Saves as the version after ``previous``; the stored item, or None if another writer came first."""
+    if await ledger.repo.save_item(updated, previous):
+        return updated.model_copy(update={"version": previous.version + 1})
     return None
 
 
@@ -139,10 +182,11 @@ async def on_item_routed(event: ItemRouted, ledger: Ledger, now: datetime, final
     """A new ledger line; ready at once unless a prerequisite is still to be delivered (a redelivery
     finishes what a crash left undone)."""
     item = new_item(event)
-    added = await ledger.repo.add_item(item)
-    items = await ledger.repo.project_items(item.project_code)
-    stored = next((i for i in items if i.key == item.key), item)
-    await _promote(stored, _delivered(items), ledger, now)
+    async with ledger.locks.hold(item.project_code):
+        added = await ledger.repo.add_item(item)
+        items = await ledger.repo.project_items(item.project_code)
+        stored = next((i for i in items if i.key == item.key), item)
+        await _promote(stored, _delivered(items), ledger, now)
     return "recorded" if added else "duplicate"
 
 
@@ -177,13 +221,13 @@ async def _promote(item: LedgerItem, delivered: Mapping[str, date], ledger: Ledg
     ready = become_ready(item, delivered, now)
     if ready is not None:
         await _publish(ledger, ready.events)
-        current = await _save(ledger, ready.item, item.version)
+        current = await _save(ledger, ready.item, item)
     if (current is not None and ledger.config.auto_issue_task_orders and current.state is ItemState.READY
             and current.task_order_required and current.task_order is None):
         issued = issue_task_order(current, now, automatic=True)
         if isinstance(issued, Applied):
             await _publish(ledger, issued.events)
-            await _save(ledger, issued.item, current.version)
+            await _save(ledger, issued.item, current)
 
 
 async def sweep(ledger: Ledger, today: date, now: datetime) -> list[Event]:
@@ -200,8 +244,10 @@ async def sweep(ledger: Ledger, today: date, now: datetime) -> list[Event]:
         found = overdue(item, ledger.calendar, today, ledger.config.service_response_days, now)
         if found is None:
             continue
-        await _publish(ledger, found.events)
-        if await _save(ledger, found.item, item.version) is not None:
+        async with ledger.locks.hold(item.project_code):
+            await _publish(ledger, found.events)
+            saved = await _save(ledger, found.item, item)
+        if saved is not None:
             announced.extend(found.events)
             for event in found.events:
                 if isinstance(event, ItemOverdue):
@@ -211,7 +257,8 @@ async def sweep(ledger: Ledger, today: date, now: datetime) -> list[Event]:
     for item in waiting:
         delivered = {code: d.delivered_on for code in item.requires
                      if (d := done.get(item_key(item.project_code, code))) is not None and d.delivered_on is not None}
-        await _promote(item, delivered, ledger, now)
+        async with ledger.locks.hold(item.project_code):
+            await _promote(item, delivered, ledger, now)
     return announced
 
 
@@ -284,8 +331,17 @@ def _unknown(what: str, final: bool) -> str:
 
 
 async def on_item_request(command: ItemCommand, ledger: Ledger, now: datetime, final: bool) -> str:
+    async with ledger.locks.hold(command.project_code):
+        return await _decide_item_request(command, ledger, now, final)
+
+
+async def _decide_item_request(command: ItemCommand, ledger: Ledger, now: datetime, final: bool) -> str:
+    """Decides on the line as stored; if another process stored a new version meanwhile, decides
+    again on that one (bounded, with a growing jittered pause between attempts)."""
     where = {"project_code": command.project_code, "item_code": command.item_code}
-    for _ in range(_RETRIES):
+    for attempt in range(_RETRIES):
+        if attempt > 3:
+            await asyncio.sleep(random.uniform(0, min(_BACKOFF_S * attempt, 0.02)))
         items = await ledger.repo.project_items(command.project_code)
         lines = [i for i in items if i.item_code == command.item_code
                  and (command.request is None or i.request is command.request)]
@@ -312,7 +368,7 @@ async def on_item_request(command: ItemCommand, ledger: Ledger, now: datetime, f
             await settle(command.project_code, ledger, now)
             await _applied(command, events, ledger)
             return "duplicate"
-        if await _save(ledger, outcome.item, item.version) is None:
+        if await _save(ledger, outcome.item, item) is None:
             continue  # another request changed the item: decide again on what is stored now
         await _publish(ledger, outcome.events)
         if outcome.item.state is ItemState.DELIVERED:
@@ -322,7 +378,11 @@ async def on_item_request(command: ItemCommand, ledger: Ledger, now: datetime, f
             if stored is not None:
                 await _promote(stored, _delivered(items), ledger, now)
         return await _applied(command, outcome.events, ledger)
-    raise RuntimeError(f"item {command.project_code}/{command.item_code} kept changing under {command.request_id}")
+    if not final:
+        raise LedgerBusy(f"item {command.project_code}/{command.item_code} changed at each of {_RETRIES} attempts "
+                         f"to decide {command.request_id}")
+    return await _refuse(command, f"项目 {command.project_code} 的事项 {command.item_code} 正被同时修改，{_RETRIES} 次尝试均未能"
+                                  "在最新状态上作出决定，请稍后重新提交", ledger, now, **where)
 
 
 async def on_assessment(command: SubmitAssessment, ledger: Ledger, now: datetime, final: bool) -> str:

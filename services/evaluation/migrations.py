@@ -13,6 +13,9 @@ and the schema version reached is kept in ``ledger_meta``, so the look-up is don
   levels already announced count as announced on the statutory clock, so nothing is sent twice.
 * A project of the old shape gets its code and, from the notifier's read model when it is there,
   the enterprise's 统一社会信用代码 (needed for its 测评).
+* A ledger written before the journal (version 4) gets, for each line, a *base* entry in
+  ``ledger_journal`` holding the line as it is: the journal of every line then starts somewhere,
+  and every later version is claimed by inserting its entry (journal.py).
 * Old 好差评 ratings (collection ``ratings``) are left as they were: a five-level answer is not a
   测评 of the questionnaire, so they do not count in the new evaluation.
 """
@@ -20,11 +23,12 @@ and the schema version reached is kept in ``ledger_meta``, so the look-up is don
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from services.common.domain import ECON_DEV_BUREAU, Request, ServiceMode
 from services.common.storage import Store
+from services.evaluation.journal import base_entry
 from services.evaluation.ledger import (
     FINISHED,
     Blocker,
@@ -36,7 +40,7 @@ from services.evaluation.ledger import (
     local_day,
     task_order_number,
 )
-from services.evaluation.repository import DERIVED, ITEMS, META, PROJECTS, item_doc
+from services.evaluation.repository import DERIVED, ITEMS, JOURNAL, META, PROJECTS, item_doc
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +98,11 @@ def upgrade_item(doc: dict[str, Any]) -> LedgerItem:
         results=tuple(doc.get("results", [])), applied=tuple(doc.get("applied", [])), history=history)
 
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """2: items carry ``open`` for the overdue sweep's indexed look-up; 3: also ``open_resolvers``,
-``order_state`` and ``order_assignee`` for the console's and the CLI's views (``views.py``)."""
+``order_state`` and ``order_assignee`` for the console's and the CLI's views (``views.py``); 4: every
+line has a journal (``ledger_journal``), from a base entry of the line as it was."""
+JOURNAL_BATCH = 500
 LOOKUP_FIELDS = ("open", "open_resolvers", "order_state", "order_assignee")
 
 
@@ -132,7 +138,26 @@ async def upgrade(store: Store) -> int:
                 update[field] = doc[field].isoformat()
         result = await projects.update_one({"_id": doc["_id"], "code": {"$exists": False}}, {"$set": update})
         changed += result.modified_count
+    if reached < 4:
+        changed += await _journal_bases(store)
     await meta.update_one({"_id": "schema"}, {"$max": {"version": SCHEMA_VERSION}}, upsert=True)
     if changed:
         log.warning("upgraded %d ledger documents written by an earlier version of the ledger", changed)
     return changed
+
+
+async def _journal_bases(store: Store) -> int:
+    """A base journal entry for each line, as it is now (an entry already there is kept: a line
+    written since by this version has its journal, and its entry for that version wins)."""
+    now, added, batch = datetime.now(UTC), 0, []
+    async for doc in store.db[ITEMS.name].find({}):
+        item = LedgerItem.model_validate({k: v for k, v in doc.items() if k not in DERIVED})
+        batch.append(base_entry(item, now, reason="upgrade"))
+        if len(batch) >= JOURNAL_BATCH:
+            added += await store.insert_new(JOURNAL.name, batch)
+            batch = []
+    added += await store.insert_new(JOURNAL.name, batch)
+    if added:
+        log.warning("wrote the journal's base entry of %d ledger lines written before the journal", added)
+    return added
+

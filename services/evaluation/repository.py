@@ -4,8 +4,14 @@
 (MongoDB or the embedded store) and ``MemoryLedgerRepository`` its in-memory fake. Both keep
 records as JSON documents, so the fake also proves every record survives the round trip.
 
-An item is saved only if it is still at the version it was read at: two requests for one item
-never overwrite each other (the loser reads again).
+A ledger line is saved only if it is still at the version it was read at, and the check relies on
+nothing but an insert under a unique key: the new version's journal entry (``journal.py``). Of
+several writers that read one version, exactly one inserts the next; the others are told so
+(``save_item`` is False), and the line's materialised document (``ledger_items``, what every
+query reads) is repaired from the journal first, so that reading it again gives them the line as
+it is now. The materialised document is written after its journal entry, never before; on the
+embedded store, where a filtered write may land after a newer one, the writer looks for a newer
+entry afterwards and writes that one if it finds it (see docs/concurrency.md).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
@@ -21,6 +27,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
 from services.common.storage import Collection, Store, StoreSchemaError
+from services.evaluation.journal import base_entry, change_entry, entry_id, fold
 from services.evaluation.ledger import (
     Assessment,
     ItemState,
@@ -55,7 +62,15 @@ META = Collection("ledger_meta")
 RULES_HISTORY = Collection("ledger_rules_history", (IndexModel([("type", ASCENDING), ("occurred_at", DESCENDING)]),))
 # every ``item.unroutable`` (by event id), read newest first by the decision's year
 UNROUTABLE = Collection("ledger_unroutable", (IndexModel([("year", ASCENDING), ("occurred_at", DESCENDING)]),))
-COLLECTIONS = (PROJECTS, ITEMS, ASSESSMENTS, REQUESTS, META, RULES_HISTORY, UNROUTABLE)
+# every version of every line, insert-only (journal.py): ``_id`` ``{key}#{version}`` is the claim
+JOURNAL = Collection("ledger_journal", (IndexModel([("key", ASCENDING), ("version", ASCENDING)]),
+                                        IndexModel([("project_code", ASCENDING)])))
+# who rectified a 测评: one document per 测评, inserted by the one rectification that is kept
+RECTIFICATIONS = Collection("ledger_rectifications")
+# the one ``project.delivered`` of a project, inserted by the call that closes it
+CLOSINGS = Collection("ledger_project_closings")
+COLLECTIONS = (PROJECTS, ITEMS, ASSESSMENTS, REQUESTS, META, RULES_HISTORY, UNROUTABLE, JOURNAL, RECTIFICATIONS,
+               CLOSINGS)
 ORDER_STATES = ("to_issue", "issued", "accepted", "closed")
 """What ``order_state`` holds: a task order still to issue, or the state of the issued one."""
 
@@ -72,8 +87,14 @@ class LedgerRepository(Protocol):
         """The stored items among ``keys`` (one look-up)."""
     async def add_item(self, item: LedgerItem) -> bool:
         """Stores a new item; False if one with that key exists (a redelivered ``item.routed``)."""
-    async def save_item(self, item: LedgerItem, read_version: int) -> bool:
-        """Stores ``item`` as version ``read_version + 1`` if the stored one is still at ``read_version``."""
+    async def save_item(self, item: LedgerItem, previous: LedgerItem) -> bool:
+        """Stores ``item`` as version ``previous.version + 1`` if no other writer has stored that
+        version; False if one has (the stored line is then at least as new as the journal was when
+        this call found out, so reading it again gives what to decide on)."""
+    async def journal(self, key: str) -> list[dict[str, Any]]:
+        """The journal entries of a line, oldest first (its audit trail)."""
+    async def journal_keys(self) -> list[str]:
+        """Every line the journal has entries for."""
     async def open_items(self) -> list[LedgerItem]: ...
     async def all_items(self) -> list[LedgerItem]: ...
     async def year_items(self, year: int, projects: Sequence[str] = ()) -> list[LedgerItem]:
@@ -82,13 +103,13 @@ class LedgerRepository(Protocol):
     async def project(self, code: str) -> ProjectRecord | None: ...
     async def add_project(self, project: ProjectRecord) -> None: ...
     async def close_project(self, code: str, at: datetime) -> bool:
-        """Marks the project delivered; True if this call did it."""
+        """Marks the project delivered; True if this call did it (of concurrent calls, one)."""
     async def assessment(self, assessment_id: str) -> Assessment | None: ...
     async def find_assessment(self, project_code: str, provider: str, rater: str, year: int) -> Assessment | None: ...
     async def add_assessment(self, assessment: Assessment) -> bool:
         """Stores a new 测评; False if its id, or its project, provider, rater group and year, exist."""
     async def rectify_assessment(self, assessment: Assessment) -> bool:
-        """Stores the rectification if the stored 测评 is not rectified yet."""
+        """Stores the rectification if the stored 测评 is not rectified yet (of concurrent ones, one)."""
     async def assessments(self, year: int | None = None) -> list[Assessment]: ...
     async def outcome(self, request_id: str) -> RequestOutcome | None: ...
     async def outcomes(self, request_ids: Sequence[str]) -> list[RequestOutcome]:
@@ -170,6 +191,8 @@ class MongoLedgerRepository:
         self._projects, self._items = db[PROJECTS.name], db[ITEMS.name]
         self._assessments, self._requests = db[ASSESSMENTS.name], db[REQUESTS.name]
         self._rules, self._unroutable = db[RULES_HISTORY.name], db[UNROUTABLE.name]
+        self._journal, self._rectifications = db[JOURNAL.name], db[RECTIFICATIONS.name]
+        self._closings = db[CLOSINGS.name]
 
     async def ensure(self) -> None:
         await self.store.ensure(COLLECTIONS)
@@ -192,16 +215,45 @@ class MongoLedgerRepository:
         return found
 
     async def add_item(self, item: LedgerItem) -> bool:
-        try:
+        added = await _insert_new(self._journal, base_entry(item, datetime.now(UTC)))
+        # also when the entry was there: a crash may have come between the two inserts
+        with contextlib.suppress(DuplicateKeyError):
             await self._items.insert_one(item_doc(item))
-        except DuplicateKeyError:
+        return added
+
+    async def save_item(self, item: LedgerItem, previous: LedgerItem) -> bool:
+        stored = item.model_copy(update={"version": previous.version + 1})
+        if not await _insert_new(self._journal, change_entry(previous, stored, datetime.now(UTC))):
+            await self._repair(item.key)
             return False
+        await self._materialize(stored)
         return True
 
-    async def save_item(self, item: LedgerItem, read_version: int) -> bool:
-        stored = item.model_copy(update={"version": read_version + 1})
-        result = await self._items.replace_one({"_id": item.key, "version": read_version}, item_doc(stored))
-        return result.matched_count == 1
+    async def _materialize(self, item: LedgerItem) -> None:
+        """Writes the line's document as of ``item`` unless it shows a newer version. MongoDB makes
+        that filtered write atomic; the embedded store does not (it may land after a newer one), so
+        there the writer then looks for a newer journal entry and, if there is one, writes the line
+        as the journal has it, until none is newer than what it wrote."""
+        while True:
+            await self._items.replace_one({"_id": item.key, "version": {"$lt": item.version}}, item_doc(item))
+            if not self.store.embedded:
+                return
+            if await self._journal.find_one({"_id": entry_id(item.key, item.version + 1)}, {"_id": 1}) is None:
+                return
+            item = await self._rebuild(item.key)
+
+    async def _rebuild(self, key: str) -> LedgerItem:
+        return fold(await self.journal(key))
+
+    async def _repair(self, key: str) -> None:
+        """After a lost race: the line's document brought up to its journal."""
+        await self._materialize(await self._rebuild(key))
+
+    async def journal(self, key: str) -> list[dict[str, Any]]:
+        return sorted([d async for d in self._journal.find({"key": key})], key=lambda d: int(d["version"]))
+
+    async def journal_keys(self) -> list[str]:
+        return sorted({d["key"] async for d in self._journal.find({}, {"key": 1})})
 
     async def open_items(self) -> list[LedgerItem]:
         return [_load(LedgerItem, d) async for d in self._items.find({"open": True})]
@@ -225,9 +277,11 @@ class MongoLedgerRepository:
             await self._projects.insert_one(_doc(project, project.code))
 
     async def close_project(self, code: str, at: datetime) -> bool:
-        result = await self._projects.update_one({"_id": code, "delivered_at": None},
-                                                 {"$set": {"delivered_at": at.isoformat()}})
-        return result.modified_count == 1
+        if not await _insert_new(self._closings, {"_id": code, "delivered_at": at.isoformat()}):
+            return False
+        # only the call that inserted the closing writes, and only the value it inserted
+        await self._projects.update_one({"_id": code}, {"$set": {"delivered_at": at.isoformat()}})
+        return True
 
     async def assessment(self, assessment_id: str) -> Assessment | None:
         return _load(Assessment, await self._assessments.find_one({"_id": assessment_id}))  # type: ignore[no-any-return]
@@ -245,9 +299,11 @@ class MongoLedgerRepository:
         return True
 
     async def rectify_assessment(self, assessment: Assessment) -> bool:
-        result = await self._assessments.replace_one({"_id": assessment.assessment_id, "rectified_on": None},
-                                                     _doc(assessment, assessment.assessment_id))
-        return result.matched_count == 1
+        claim = {"_id": assessment.assessment_id, "request_id": assessment.rectified_by_request}
+        if not await _insert_new(self._rectifications, claim):
+            return False
+        await self._assessments.replace_one({"_id": assessment.assessment_id}, _doc(assessment, assessment.assessment_id))
+        return True
 
     async def assessments(self, year: int | None = None) -> list[Assessment]:
         query = {} if year is None else {"year": year}
@@ -356,17 +412,26 @@ class MemoryLedgerRepository:
         return [_load(LedgerItem, copy.deepcopy(table[k])) for k in keys if k in table]
 
     async def add_item(self, item: LedgerItem) -> bool:
-        if item.key in self._table(ITEMS):
+        entry = base_entry(item, datetime.now(UTC))
+        added = self._table(JOURNAL).setdefault(entry["_id"], entry) is entry
+        self._table(ITEMS).setdefault(item.key, item_doc(item))
+        return added
+
+    async def save_item(self, item: LedgerItem, previous: LedgerItem) -> bool:
+        stored = item.model_copy(update={"version": previous.version + 1})
+        entry = change_entry(previous, stored, datetime.now(UTC))
+        if self._table(JOURNAL).setdefault(entry["_id"], entry) is not entry:
+            self._table(ITEMS)[item.key] = item_doc(fold(await self.journal(item.key)))
             return False
-        self._table(ITEMS)[item.key] = item_doc(item)
+        self._table(ITEMS)[item.key] = item_doc(stored)
         return True
 
-    async def save_item(self, item: LedgerItem, read_version: int) -> bool:
-        stored = self._table(ITEMS).get(item.key)
-        if stored is None or stored["version"] != read_version:
-            return False
-        self._table(ITEMS)[item.key] = item_doc(item.model_copy(update={"version": read_version + 1}))
-        return True
+    async def journal(self, key: str) -> list[dict[str, Any]]:
+        return sorted((copy.deepcopy(d) for d in self._table(JOURNAL).values() if d["key"] == key),
+                      key=lambda d: int(d["version"]))
+
+    async def journal_keys(self) -> list[str]:
+        return sorted({d["key"] for d in self._table(JOURNAL).values()})
 
     async def open_items(self) -> list[LedgerItem]:
         return [_load(LedgerItem, copy.deepcopy(d)) for d in self._table(ITEMS).values() if d["open"]]
@@ -386,10 +451,12 @@ class MemoryLedgerRepository:
         self._table(PROJECTS).setdefault(project.code, _doc(project, project.code))
 
     async def close_project(self, code: str, at: datetime) -> bool:
-        doc = self._table(PROJECTS).get(code)
-        if doc is None or doc["delivered_at"] is not None:
+        if code in self._table(CLOSINGS):
             return False
-        doc["delivered_at"] = at.isoformat()
+        self._table(CLOSINGS)[code] = {"_id": code, "delivered_at": at.isoformat()}
+        doc = self._table(PROJECTS).get(code)
+        if doc is not None:
+            doc["delivered_at"] = at.isoformat()
         return True
 
     async def assessment(self, assessment_id: str) -> Assessment | None:
@@ -410,9 +477,9 @@ class MemoryLedgerRepository:
         return True
 
     async def rectify_assessment(self, assessment: Assessment) -> bool:
-        stored = self._table(ASSESSMENTS).get(assessment.assessment_id)
-        if stored is None or stored["rectified_on"] is not None:
+        if assessment.assessment_id in self._table(RECTIFICATIONS):
             return False
+        self._table(RECTIFICATIONS)[assessment.assessment_id] = {"_id": assessment.assessment_id}
         self._table(ASSESSMENTS)[assessment.assessment_id] = _doc(assessment, assessment.assessment_id)
         return True
 

@@ -47,8 +47,8 @@ async def test_the_repository_keeps_records_and_checks_versions(repository: Ledg
     loaded = await repository.item(item.key)
     assert loaded == item
     moved = loaded.model_copy(update={"state": ItemState.READY, "ready_on": day})
-    assert await repository.save_item(moved, read_version=0)
-    assert not await repository.save_item(moved, read_version=0)  # stale: another writer came first
+    assert await repository.save_item(moved, loaded)
+    assert not await repository.save_item(moved, loaded)  # stale: another writer came first
     stored = await repository.item(item.key)
     assert stored is not None and stored.version == 1 and stored.ready_on == day
     assert [i.key for i in await repository.open_items()] == [item.key]
@@ -246,7 +246,7 @@ async def test_a_ledger_the_first_version_wrote_is_upgraded_once_and_then_read(s
     second = second.model_copy(update={"state": ItemState.READY, "ready_on": date(2026, 3, 18)})
     version_two = {k: v for k, v in item_doc(second).items() if k not in ("open_resolvers", "order_state", "order_assignee")}
     await store.db["ledger_items"].insert_one(version_two)
-    assert await upgrade(store) == 4
+    assert await upgrade(store) == 4 + 3  # and a journal base for each of the 3 lines
     assert await upgrade(store) == 0  # once
     upgraded = MongoLedgerRepository(store)
     assert [i.key for i in await upgraded.task_order_items(state="to_issue")] == ["OLD-2/PL-04"]
@@ -262,3 +262,9 @@ async def test_a_ledger_the_first_version_wrote_is_upgraded_once_and_then_read(s
     assert order.task_order is not None and order.task_order.automatic and order.task_order.number == "RWD-OLD-1-PL-04"
     project = await repo.project("OLD-1")
     assert project is not None and project.credit_code == CREDIT
+    # the journal starts at the line as upgraded, and the next version is claimed on top of it
+    from services.evaluation.journal import fold
+    assert fold(await repo.journal("OLD-1/CP-01")) == item
+    assert await repo.save_item(item.model_copy(update={"results": ("证书",)}), item)
+    assert not await repo.save_item(item.model_copy(update={"results": ("另一份",)}), item)
+    assert fold(await repo.journal("OLD-1/CP-01")) == await repo.item("OLD-1/CP-01")

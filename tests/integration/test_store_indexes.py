@@ -206,7 +206,8 @@ async def test_every_read_is_served_by_an_index(recorded_store: tuple[Store, Rec
     assert len(await ledger.project_items("P-002")) == 20
     assert len(await ledger.items([items[0].key, items[25].key])) == 2
     assert len(await ledger.open_items()) == 1000
-    assert await ledger.save_item(first.model_copy(update={"state": ItemState.READY, "ready_on": day}), 0)
+    assert await ledger.save_item(first.model_copy(update={"state": ItemState.READY, "ready_on": day}), first)
+    assert [e["version"] for e in await ledger.journal(first.key)] == [1]  # the items were stored without a journal
     assert len(await ledger.year_items(2026, ["P-003"])) == 3000
     record = ProjectRecord(code="P-001", agreement_id="A", name="项目", enterprise="企业", credit_code=CREDIT,
                            recruiting_unit="econ_dev_bureau", signed_on=day, ledger_owner="econ_dev_bureau", items_planned=1,
