@@ -23,6 +23,8 @@ import logging
 from datetime import date, datetime
 from typing import Any
 
+from pymongo.errors import DuplicateKeyError
+
 from services.common.domain import ECON_DEV_BUREAU, Request, ServiceMode
 from services.common.storage import Store
 from services.evaluation.ledger import (
@@ -132,7 +134,14 @@ async def upgrade(store: Store) -> int:
                 update[field] = doc[field].isoformat()
         result = await projects.update_one({"_id": doc["_id"], "code": {"$exists": False}}, {"$set": update})
         changed += result.modified_count
-    await meta.update_one({"_id": "schema"}, {"$max": {"version": SCHEMA_VERSION}}, upsert=True)
+    # not an upsert: the embedded store's concurrent upserts of one missing document fail with a
+    # duplicate key (two replicas starting at once); an insert has one winner, the rest raise the
+    # version by _id ($max: a replica of an older version does not lower it on MongoDB; on the
+    # embedded store it may, and the newer replica then looks once more, finding nothing to change)
+    try:
+        await meta.insert_one({"_id": "schema", "version": SCHEMA_VERSION})
+    except DuplicateKeyError:
+        await meta.update_one({"_id": "schema"}, {"$max": {"version": SCHEMA_VERSION}})
     if changed:
         log.warning("upgraded %d ledger documents written by an earlier version of the ledger", changed)
     return changed
