@@ -4,6 +4,15 @@ Passwords are hashed with Argon2id (argon2-cffi, the reference implementation's 
 session cookie carries the account's name and its ``session_version``; resetting the password or
 disabling the account bumps the version, so every session made before ends at its next request.
 
+An account is never updated in place: the embedded store (FerretDB 1.24) updates a document by
+reading it and writing it back whole, so two changes at once (a sign-out while an administrator
+disables the account) left one of them undone, and concurrent ``$inc`` of the version were lost.
+``console_users`` keeps each account as it was added (version 1); every later change is a new
+document in ``console_user_changes`` with the account's whole state at the next version, ``_id``
+``"<username>#<version>"``. Inserting it is atomic on every store: of two changes made on the same
+version, one is stored and the other is made again on top of it. The account's current state is
+its highest version; ``latest`` on its ``console_users`` document says about where that is.
+
 Failed logins and access codes are counted in the store per key (account, project, client
 address) and fixed window, so every console replica sees the same counts. (The ``limits``
 library's MongoDB storage needs motor, which reached its end of life; each try is one record.)
@@ -13,7 +22,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -21,15 +30,21 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, IndexModel
+from pymongo.errors import DuplicateKeyError
 
 from services.common.domain import ECON_DEV_BUREAU, Unit, UnitKind
 from services.common.storage import Collection, Store
 
 USERS = Collection("console_users", (IndexModel([("unit", ASCENDING)]),))
+# every change of an account after it was added: the whole account at each later version; read by _id only
+CHANGES = Collection("console_user_changes")
 # no TTL index: the embedded store (FerretDB 1.24) has none; windows that ended are deleted on the next miss
 ATTEMPTS = Collection("console_attempts", (IndexModel([("expires_at", ASCENDING)]), IndexModel([("window", ASCENDING)])))
-COLLECTIONS = (USERS, ATTEMPTS)
+COLLECTIONS = (USERS, CHANGES, ATTEMPTS)
+STATE = ("display_name", "unit", "role", "active", "password_hash", "created_at")
+PROBE = 8  # versions looked for at once beyond the last known one
+CHANGE_TRIES = 50  # changes of one account made at the same moment that one change gives way to
 
 GOV_SERVICE_BUREAU = "gov_service_bureau"
 USERNAME = re.compile(r"^[a-z][a-z0-9_.-]{2,39}$")
@@ -77,8 +92,8 @@ class Account:
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> Account:
-        return cls(username=doc["_id"], display_name=doc["display_name"], unit=doc["unit"], role=Role(doc["role"]),
-                   active=doc["active"], session_version=doc["session_version"])
+        return cls(username=doc.get("username", doc["_id"]), display_name=doc["display_name"], unit=doc["unit"],
+                   role=Role(doc["role"]), active=doc["active"], session_version=doc["session_version"])
 
 
 class Accounts:
@@ -86,9 +101,52 @@ class Accounts:
 
     def __init__(self, store: Store, hasher: PasswordHasher | None = None) -> None:
         self._users = store.db[USERS.name]
+        self._changes = store.db[CHANGES.name]
         self._hasher = hasher or PasswordHasher()
         # verifying against this when the account does not exist takes as long as a real check
         self._dummy = self._hasher.hash("zeroerrand-no-such-account")
+
+    async def _current(self, username: str, projection: dict[str, int] | None = None) -> dict[str, Any] | None:
+        """The account's highest version (None: no such account). Versions follow one another
+        without a gap (each change is made on the one before), so they are looked for by ``_id``
+        from the last one known, ``PROBE`` at a time."""
+        added = await self._users.find_one({"_id": username}, projection)
+        if added is None:
+            return None
+        current, start = added, max(int(added["session_version"]), int(added.get("latest") or 0))
+        while True:
+            ids = [f"{username}#{version}" for version in range(start, start + PROBE)]
+            found = {int(doc["session_version"]): doc async for doc in self._changes.find({"_id": {"$in": ids}}, projection)}
+            if not found:
+                return current
+            start = max(found)
+            current = found[start]
+            if start < int(ids[-1].rpartition("#")[2]):
+                return current
+
+    async def _change(self, username: str, change: Callable[[dict[str, Any]], dict[str, Any] | None],
+                      now: datetime | None) -> dict[str, Any] | None:
+        """Stores the next version of the account: ``change`` of its current state (None: nothing to
+        change, nothing stored). A change made at the same moment on the same version loses the
+        insert and is made again on the version that won. ``AccountError`` if there is no account."""
+        for _ in range(CHANGE_TRIES):
+            current = await self._current(username)
+            if current is None:
+                raise AccountError(f"没有用户 {username}")
+            changed = change(current)
+            if changed is None:
+                return None
+            version = int(current["session_version"]) + 1
+            doc = {**{key: current[key] for key in STATE if key in current}, **changed, "_id": f"{username}#{version}",
+                   "username": username, "session_version": version, "updated_at": now or datetime.now(UTC)}
+            try:
+                await self._changes.insert_one(doc)
+            except DuplicateKeyError:
+                continue
+            # where to look first next time; only ever a hint (it may be written back lower)
+            await self._users.update_one({"_id": username}, {"$max": {"latest": version}})
+            return doc
+        raise AccountError(f"用户 {username} 正被同时修改，请稍后再试")
 
     @staticmethod
     def check_password(password: str) -> None:
@@ -109,8 +167,6 @@ class Accounts:
         doc = {"_id": username, "display_name": display_name.strip(), "unit": unit, "role": role.value, "active": True,
                "session_version": 1, "password_hash": self._hasher.hash(password), "created_at": now,
                "updated_at": now}
-        from pymongo.errors import DuplicateKeyError
-
         try:
             await self._users.insert_one(doc)
         except DuplicateKeyError:
@@ -118,44 +174,40 @@ class Accounts:
         return Account.from_doc(doc)
 
     async def get(self, username: str) -> Account | None:
-        doc = await self._users.find_one({"_id": username}, {"password_hash": 0})
+        doc = await self._current(username, {"password_hash": 0})
         return None if doc is None else Account.from_doc(doc)
 
     async def list(self) -> list[Account]:
-        return [Account.from_doc(d) async for d in self._users.find({}, {"password_hash": 0}).sort("_id", ASCENDING)]
+        names = [str(d["_id"]) async for d in self._users.find({}, {"_id": 1}).sort("_id", ASCENDING)]
+        return [account for name in names if (account := await self.get(name)) is not None]
 
     async def set_active(self, username: str, active: bool, now: datetime | None = None) -> Account:
-        doc = await self._users.find_one_and_update(
-            {"_id": username}, {"$set": {"active": active, "updated_at": now or datetime.now(UTC)},
-                                "$inc": {"session_version": 1}},
-            return_document=ReturnDocument.AFTER)  # no projection: the embedded store has none here
-        if doc is None:
-            raise AccountError(f"没有用户 {username}")
+        doc = await self._change(username, lambda _: {"active": active}, now)
+        assert doc is not None
         return Account.from_doc(doc)
 
     async def end_sessions(self, username: str, version: int, now: datetime | None = None) -> bool:
         """Signing out: the session cookie is signed, not stored, so clearing it in the browser leaves
         any copy of it valid until it expires; bumping the version ends every session of the account
-        made so far (its person's other browsers too). Only a session still current may do it."""
-        changed = await self._users.update_one({"_id": username, "session_version": version},
-                                               {"$inc": {"session_version": 1},
-                                                "$set": {"updated_at": now or datetime.now(UTC)}})
-        return changed.modified_count == 1
+        made so far (its person's other browsers too). Only a session still current may do it (False:
+        the version had moved on, which ended the session already)."""
+        try:
+            return await self._change(username, lambda current: {} if current["session_version"] == version else None,
+                                      now) is not None
+        except AccountError:
+            return False
 
     async def reset(self, username: str, password: str, now: datetime | None = None) -> Account:
         """A new password; every session of the account ends (the account is enabled again)."""
         self.check_password(password)
-        doc = await self._users.find_one_and_update(
-            {"_id": username}, {"$set": {"password_hash": self._hasher.hash(password), "active": True,
-                                         "updated_at": now or datetime.now(UTC)}, "$inc": {"session_version": 1}},
-            return_document=ReturnDocument.AFTER)  # no projection: the embedded store has none here
-        if doc is None:
-            raise AccountError(f"没有用户 {username}")
+        hashed = self._hasher.hash(password)
+        doc = await self._change(username, lambda _: {"password_hash": hashed, "active": True}, now)
+        assert doc is not None
         return Account.from_doc(doc)
 
     async def authenticate(self, username: str, password: str) -> Account | None:
         """The account if the password is right and the account is active; else None (same time either way)."""
-        doc = await self._users.find_one({"_id": username}) if USERNAME.match(username) else None
+        doc = await self._current(username) if USERNAME.match(username) else None
         try:
             self._hasher.verify(doc["password_hash"] if doc else self._dummy, password)
         except (VerificationError, InvalidHashError):

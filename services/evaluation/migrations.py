@@ -26,6 +26,8 @@ import logging
 from datetime import UTC, date, datetime
 from typing import Any
 
+from pymongo.errors import DuplicateKeyError
+
 from services.common.domain import ECON_DEV_BUREAU, Request, ServiceMode
 from services.common.storage import Store
 from services.evaluation.journal import base_entry
@@ -140,7 +142,14 @@ async def upgrade(store: Store) -> int:
         changed += result.modified_count
     if reached < 4:
         changed += await _journal_bases(store)
-    await meta.update_one({"_id": "schema"}, {"$max": {"version": SCHEMA_VERSION}}, upsert=True)
+    # not an upsert: the embedded store's concurrent upserts of one missing document fail with a
+    # duplicate key (two replicas starting at once); an insert has one winner, the rest raise the
+    # version by _id ($max: a replica of an older version does not lower it on MongoDB; on the
+    # embedded store it may, and the newer replica then looks once more, finding nothing to change)
+    try:
+        await meta.insert_one({"_id": "schema", "version": SCHEMA_VERSION})
+    except DuplicateKeyError:
+        await meta.update_one({"_id": "schema"}, {"$max": {"version": SCHEMA_VERSION}})
     if changed:
         log.warning("upgraded %d ledger documents written by an earlier version of the ledger", changed)
     return changed

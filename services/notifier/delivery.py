@@ -7,7 +7,9 @@ A notification is stored before its event is acknowledged; this loop only moves 
 stored ``failed`` by the composer and never claimed; if one is claimed all the same (stored by a
 replica that has the server, tried by one that has not), it fails at once with the reason.
 A claim is a lease: if the process dies mid-attempt, the notification is due again when the
-lease ends. Inbox notifications are not sent: they are ``unread`` until read.
+lease ends. Taking one is an insert under a unique key (``NotifierRepository.claim_due``), so of
+several workers, in one process or several, exactly one sends each attempt on every store.
+Inbox notifications are not sent: they are ``unread`` until read.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ class Deliverer:
     async def _attempt(self, client: httpx.AsyncClient, notification: dict[str, object]) -> None:
         number = int(str(notification.get("attempts") or 0)) + 1
         ident = str(notification["_id"])
+        claim = int(str(notification["claim"]))
         channel = str(notification.get("channel"))
         try:
             await self._send(client, notification)
@@ -98,7 +101,8 @@ class Deliverer:
             now = self.clock()
             final = isinstance(exc, NotConfigured) or number >= self.settings.max_attempts
             wait = backoff(number, self.settings)
-            await self.repository.attempt_failed(ident, number, str(exc), now, None if final else now + wait)
+            await self.repository.attempt_failed(ident, number, str(exc), now, None if final else now + wait,
+                                                 claim=claim)
             DELIVERY_ATTEMPTS.labels(channel=channel, outcome="failed").inc()
             if final:
                 NOTIFICATIONS_FINAL.labels(channel=channel, status="failed").inc()
@@ -114,7 +118,7 @@ class Deliverer:
             log.warning("%s %s to %s attempt %d/%d failed%s: %s", channel, ident, to, number,
                         self.settings.max_attempts, " (final)" if final else "", exc)
             return
-        await self.repository.delivered(ident, number, self.clock())
+        await self.repository.delivered(ident, number, self.clock(), claim=claim)
         DELIVERY_ATTEMPTS.labels(channel=channel, outcome="delivered").inc()
         NOTIFICATIONS_FINAL.labels(channel=channel, status="delivered").inc()
 

@@ -7,16 +7,20 @@ the enterprise and the unit, which those events do not carry.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.errors import DuplicateKeyError
 
 from services.common.messages import AgreementRejected, Enterprise, Event, ItemRerouted, ItemRouted, ServiceStarted
 from services.common.storage import Collection, Store
 from services.notifier.channels import INBOX
 from services.notifier.compose import ItemView, ProjectView
+
+log = logging.getLogger(__name__)
 
 READ_CONCURRENCY = 16
 # the kinds of recipient key a notification has: unit:CODE, enterprise:CREDIT_CODE, role:NAME
@@ -34,15 +38,31 @@ NOTIFICATIONS = Collection("notifications", (
     IndexModel([("recipient", ASCENDING), ("status", ASCENDING), ("created_at", DESCENDING)]),
     IndexModel([("event_id", ASCENDING)]),
 ))
+# One document per claim of a notification for an attempt: ``_id`` "<notification id>#<number>",
+# numbers 1, 2, 3 ... per notification. Inserting it is the claim: an insert under a unique key has
+# exactly one winner on every store, where a filtered update does not (the embedded store reads,
+# then writes). Read by ``_id`` only. See docs/concurrency.md.
+CLAIMS = Collection("notification_claims")
 PROJECTS = Collection("notifier_projects")
 ITEMS = Collection("notifier_items")
-COLLECTIONS = (NOTIFICATIONS, PROJECTS, ITEMS)
+COLLECTIONS = (NOTIFICATIONS, CLAIMS, PROJECTS, ITEMS)
+# due notifications looked at per claim look-up (another worker may take some of them first)
+CLAIM_CANDIDATES = 16
+# claims of one notification that may lie beyond its ``claim`` (won, then their worker died
+# before recording it) and are stepped over once expired
+MAX_CLAIM_STEPS = 100
+
+
+def _aware(at: datetime) -> datetime:
+    """A stored time as an aware one (a client without ``tz_aware`` reads naive UTC)."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 class NotifierRepository:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._notifications = store.db[NOTIFICATIONS.name]
+        self._claims = store.db[CLAIMS.name]
         self._projects = store.db[PROJECTS.name]
         self._items = store.db[ITEMS.name]
         self._known_projects: set[str] = set()
@@ -121,27 +141,86 @@ class NotifierRepository:
         """Takes one notification of an external channel (webhook, e-mail, SMS) due for an attempt,
         leasing it so no other worker does: a pending one first, else one whose earlier lease ran
         out (its worker died). Inbox notifications are never pending. One equality on ``status``
-        per look-up, so every store serves it from an index."""
+        per look-up, so every store serves it from an index.
+
+        The claim is an insert (see ``_claim``), never a filtered update; the notification returned
+        carries ``claim``, its number, which ``delivered`` and ``attempt_failed`` are given back."""
+        tried: list[str] = []
         for status in (PENDING, SENDING):
-            claimed = await self._notifications.find_one_and_update(
-                {"status": status, "next_attempt_at": {"$lte": now}},
-                {"$set": {"status": SENDING, "next_attempt_at": now + lease, "updated_at": now}},
-                sort=[("next_attempt_at", ASCENDING)], return_document=ReturnDocument.AFTER)
-            if claimed is not None:
-                return claimed
+            while True:
+                query: dict[str, Any] = {"status": status, "next_attempt_at": {"$lte": now}}
+                if tried:
+                    query["_id"] = {"$nin": tried}
+                found = self._notifications.find(query, {"_id": 1, "claim": 1}).sort(
+                    [("next_attempt_at", ASCENDING), ("_id", ASCENDING)]).limit(CLAIM_CANDIDATES)
+                candidates = [doc async for doc in found]
+                for candidate in candidates:
+                    tried.append(str(candidate["_id"]))
+                    claimed = await self._claim(str(candidate["_id"]), int(candidate.get("claim") or 0), now, lease)
+                    if claimed is not None:
+                        return claimed
+                if len(candidates) < CLAIM_CANDIDATES:
+                    break
         return None
 
-    async def delivered(self, notification_id: str, attempts: int, now: datetime) -> None:
+    async def _claim(self, ident: str, last: int, now: datetime, lease: timedelta) -> dict[str, Any] | None:
+        """Claims the notification ``ident`` for one attempt, or None if another worker holds it or
+        it is no longer due. ``last`` is the number of its last claim as read with it.
+
+        The claim is the insert of ``ident#N``, N the next number: of all the workers that read
+        the same ``last``, one inserts it, the others get a duplicate key. A claim whose lease ran
+        out without its number being recorded on the notification (its worker died between the two
+        writes) is stepped over, to N+1, again by one worker only. The winner reads the
+        notification again and sends only if it is still due and no later claim is recorded on it
+        (a worker that read it long before, while an earlier attempt was under way, must not send
+        a second time); then it records its claim, by ``_id``: no other worker writes it meanwhile,
+        as none holds a claim."""
+        number = last + 1
+        for _ in range(MAX_CLAIM_STEPS):
+            key = f"{ident}#{number}"
+            try:
+                await self._claims.insert_one({"_id": key, "notification": ident, "number": number,
+                                               "claimed_at": now, "expires_at": now + lease})
+                break
+            except DuplicateKeyError:
+                held = await self._claims.find_one({"_id": key})
+                if held is None:  # given up meanwhile by a worker that found the notification not due
+                    continue
+                if _aware(held["expires_at"]) > now:
+                    return None  # another worker's attempt is under way
+                number += 1
+        else:
+            log.warning("notification %s: %d lapsed claims in a row; not claimed", ident, MAX_CLAIM_STEPS)
+            return None
+        current = await self._notifications.find_one({"_id": ident})
+        due = (current is not None and current.get("status") in (PENDING, SENDING)
+               and current.get("next_attempt_at") is not None and _aware(current["next_attempt_at"]) <= now
+               and int(current.get("claim") or 0) < number)
+        if not due:
+            await self._claims.delete_one({"_id": f"{ident}#{number}"})
+            return None
+        assert current is not None
+        update = {"status": SENDING, "next_attempt_at": now + lease, "updated_at": now, "claim": number}
+        await self._notifications.update_one({"_id": ident}, {"$set": update})
+        return {**current, **update}
+
+    def _held(self, notification_id: str, claim: int | None) -> dict[str, Any]:
+        """The filter of an attempt's outcome: the notification, while the attempt's claim is its
+        last (an attempt that outlived its lease, taken over meanwhile, records nothing on MongoDB;
+        on the embedded store the filter narrows the window to the moment of the write)."""
+        return {"_id": notification_id} if claim is None else {"_id": notification_id, "claim": claim}
+
+    async def delivered(self, notification_id: str, attempts: int, now: datetime, claim: int | None = None) -> None:
         await self._notifications.update_one(
-            {"_id": notification_id},
+            self._held(notification_id, claim),
             {"$set": {"status": DELIVERED, "attempts": attempts, "delivered_at": now, "updated_at": now,
                       "next_attempt_at": None, "last_error": None}})
 
     async def attempt_failed(self, notification_id: str, attempts: int, error: str, now: datetime,
-                             retry_at: datetime | None) -> None:
+                             retry_at: datetime | None, claim: int | None = None) -> None:
         """Records a failed attempt: pending again at ``retry_at``, or finally failed when it is None."""
         await self._notifications.update_one(
-            {"_id": notification_id},
+            self._held(notification_id, claim),
             {"$set": {"status": FAILED if retry_at is None else PENDING, "attempts": attempts,
                       "last_error": error, "updated_at": now, "next_attempt_at": retry_at}})
 

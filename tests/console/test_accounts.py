@@ -4,12 +4,15 @@ hashes, a disabled or reset account's sessions end, failed attempts are counted 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from argon2 import PasswordHasher
 
 from services.common.access import access_code, check_access_code, normalise
 from services.common.rule_files import load_rulebook
@@ -102,3 +105,50 @@ def test_users_commands(embedded_uri: str, store: Store) -> None:
     assert run("reset", "pc.zhang", "--password-stdin", password="another-long-password\n").returncode == 0
     assert "启用" in run("list").stdout
 
+
+
+async def test_concurrent_login_failures_are_each_counted(store: Store) -> None:
+    """Each failed try is a record of its own, so none is lost however many arrive at once (a ``$inc``
+    on one counter lost most of them on the embedded store)."""
+    await store.ensure(COLLECTIONS)
+    start = datetime(2026, 11, 28, 10, 0, 5, tzinfo=UTC)
+    counting = Attempts(store, limit=40, window_s=300)
+    await asyncio.gather(*(counting.failed(["login:user:burst", "login:ip:1.2.3.4"], start) for _ in range(39)))
+    assert await counting.blocked(["login:user:burst"], start) is None, "39 failures, under the limit of 40"
+    await asyncio.gather(*(counting.failed(["login:user:burst"], start) for _ in range(1)))
+    assert await counting.blocked(["login:user:burst"], start) is not None, "the 40th reaches it"
+    taking = Attempts(store, limit=100, window_s=300)
+    taken = await asyncio.gather(*(taking.take(["login:user:taker"], start) for _ in range(40)))
+    assert all(t.wait is None for t in taken)
+    assert await Attempts(store, limit=40, window_s=300).blocked(["login:user:taker"], start) is not None
+    assert await Attempts(store, limit=41, window_s=300).blocked(["login:user:taker"], start) is None
+
+
+async def test_changes_of_one_account_at_the_same_moment_are_all_kept(store: Store) -> None:
+    """Signing out while an administrator disables the account or resets its password: the embedded
+    store's update reads, then writes the whole document, so one change overwrote the other (a
+    disabled account active again) and concurrent ``$inc`` of the session version were lost."""
+    await store.ensure(COLLECTIONS)
+    accounts = Accounts(store, PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    lost: list[str] = []
+    for trial in range(20):
+        name = f"gs.race{trial:02d}"
+        added = await accounts.add(name, "李明", "gov_service_bureau", Role.GOV_SERVICE, "long-enough-password", UNITS)
+        signed_out, disabled = await asyncio.gather(accounts.end_sessions(name, added.session_version),
+                                                    accounts.set_active(name, False))
+        now = await accounts.get(name)
+        if now is None or now.active or now.session_version < 2:
+            lost.append(f"{name}: disable lost ({now})")
+        current = now.session_version if now else 0
+        results = await asyncio.gather(accounts.reset(name, "a-new-long-password"),
+                                       *(accounts.end_sessions(name, current) for _ in range(3)))
+        if await accounts.authenticate(name, "a-new-long-password") is None:
+            lost.append(f"{name}: password reset lost")
+        versions = [results[0].session_version] + ([current + 1] if any(results[1:]) else [])
+        after = await accounts.get(name)
+        if after is None or after.session_version != current + len(versions):
+            lost.append(f"{name}: version {after and after.session_version}, expected {current + len(versions)}")
+        if signed_out and disabled.session_version != 3:
+            lost.append(f"{name}: sign-out and disable both bumped to {disabled.session_version}")
+    kinds = Counter(line.split(": ", 1)[1].split(" (")[0].split(" to ")[0].split(",")[0] for line in lost)
+    assert not lost, f"{len(lost)} lost changes in 20 trials: {dict(kinds)}; {lost[:3]}"
