@@ -87,6 +87,54 @@ def ledger_requests(limit: Annotated[int, typer.Option(help="最多显示条数"
                    f"{outcome.request_id}：{outcome.reason}")
 
 
+@ledger_app.command("verify")
+def ledger_verify(
+        repair: Annotated[bool, typer.Option("--repair", help="把与变更记录不符的台账行按变更记录改正")] = False) -> None:
+    """核对台账：按每个事项的变更记录（每个版本写入一次、不再修改）重建该事项，与台账所显示的逐项比较。
+    不一致时退出码为 1；--repair 按变更记录改正。"""
+    from services.evaluation.audit import verify
+
+    audit = asyncio.run(on_ledger(lambda repo: verify(repo, repair=repair)))
+    typer.echo(f"核对 {audit.projects} 个项目的 {audit.lines} 个事项、{audit.entries} 条变更记录")
+    for key in audit.differ:
+        done = "（已按变更记录改正）" if key in audit.repaired else ""
+        typer.echo(f"  不一致：{key} 的台账行不是其变更记录的最新版本{done}")
+    for key in audit.unjournaled:
+        typer.echo(f"  无变更记录：{key}（旧版本写入且未升级？启动一次评价服务即补写）")
+    for problem in audit.broken:
+        typer.echo(f"  变更记录不完整：{problem}")
+    if audit.clean:
+        typer.echo("台账与变更记录一致")
+    elif not repair or audit.unjournaled or audit.broken:
+        raise typer.Exit(1)
+
+
+@ledger_app.command("journal")
+def ledger_journal(project: Project, item: Annotated[str, typer.Argument(help="事项编码，如 PL-02")],
+                   consult: Annotated[bool, typer.Option("--consult", help="“仅咨询”的那一行")] = False) -> None:
+    """事项的变更记录：每个版本由谁、因哪个请求、在何时写入，改了什么。"""
+    from services.common.domain import Request
+    from services.evaluation.ledger import LOCAL, item_key
+
+    key = item_key(project, item, Request.CONSULT if consult else Request.HANDLE)
+    entries = asyncio.run(on_ledger(lambda repo: repo.journal(key)))
+    if not entries:
+        fail(f"台账中没有 {key} 的变更记录")
+    from datetime import datetime
+
+    for entry in entries:
+        at = datetime.fromisoformat(entry["recorded_at"]).astimezone(LOCAL)
+        if entry.get("base") is not None:
+            what = "升级时的起点" if entry["reason"] == "upgrade" else "建立台账行"
+            typer.echo(f"v{entry['version']:<3} {at:%Y-%m-%d %H:%M:%S}  {what}（状态 {entry['base']['state']}）")
+            continue
+        for h in entry["history"]:
+            typer.echo(f"v{entry['version']:<3} {at:%Y-%m-%d %H:%M:%S}  {h['type']:<22} {h['from_state'] or '':>11} → "
+                       f"{h['to_state']:<11} {h['by']}  请求 {h['request_id'] or '（台账自动）'}")
+        if not entry["history"]:
+            typer.echo(f"v{entry['version']:<3} {at:%Y-%m-%d %H:%M:%S}  改动 {', '.join(sorted(entry['changes']))}")
+
+
 def sweep(today: Annotated[str | None, typer.Option(help="按哪一天计算（YYYY-MM-DD，默认今天）")] = None) -> None:
     """立即检查一遍超时事项（首问响应与法定时限），发出预警/黄牌/红牌（评价服务也会定时检查）。"""
     from datetime import UTC, datetime

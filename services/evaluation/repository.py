@@ -93,8 +93,12 @@ class LedgerRepository(Protocol):
         this call found out, so reading it again gives what to decide on)."""
     async def journal(self, key: str) -> list[dict[str, Any]]:
         """The journal entries of a line, oldest first (its audit trail)."""
-    async def journal_keys(self) -> list[str]:
-        """Every line the journal has entries for."""
+    async def project_journal(self, project_code: str) -> list[dict[str, Any]]:
+        """The journal entries of a project's lines (one look-up), in no particular order."""
+    async def journal_projects(self) -> list[str]:
+        """Every project the journal has entries for."""
+    async def restore(self, key: str) -> LedgerItem:
+        """Writes the line's document as its journal has it (``ledger verify --repair``); returns it."""
     async def open_items(self) -> list[LedgerItem]: ...
     async def all_items(self) -> list[LedgerItem]: ...
     async def year_items(self, year: int, projects: Sequence[str] = ()) -> list[LedgerItem]:
@@ -252,8 +256,16 @@ class MongoLedgerRepository:
     async def journal(self, key: str) -> list[dict[str, Any]]:
         return sorted([d async for d in self._journal.find({"key": key})], key=lambda d: int(d["version"]))
 
-    async def journal_keys(self) -> list[str]:
-        return sorted({d["key"] async for d in self._journal.find({}, {"key": 1})})
+    async def project_journal(self, project_code: str) -> list[dict[str, Any]]:
+        return [d async for d in self._journal.find({"project_code": project_code})]
+
+    async def journal_projects(self) -> list[str]:
+        return sorted({d["project_code"] async for d in self._journal.find({}, {"project_code": 1})})
+
+    async def restore(self, key: str) -> LedgerItem:
+        item = await self._rebuild(key)
+        await self._items.replace_one({"_id": key}, item_doc(item), upsert=True)
+        return item
 
     async def open_items(self) -> list[LedgerItem]:
         return [_load(LedgerItem, d) async for d in self._items.find({"open": True})]
@@ -430,8 +442,16 @@ class MemoryLedgerRepository:
         return sorted((copy.deepcopy(d) for d in self._table(JOURNAL).values() if d["key"] == key),
                       key=lambda d: int(d["version"]))
 
-    async def journal_keys(self) -> list[str]:
-        return sorted({d["key"] for d in self._table(JOURNAL).values()})
+    async def project_journal(self, project_code: str) -> list[dict[str, Any]]:
+        return [copy.deepcopy(d) for d in self._table(JOURNAL).values() if d["project_code"] == project_code]
+
+    async def journal_projects(self) -> list[str]:
+        return sorted({d["project_code"] for d in self._table(JOURNAL).values()})
+
+    async def restore(self, key: str) -> LedgerItem:
+        item = fold(await self.journal(key))
+        self._table(ITEMS)[key] = item_doc(item)
+        return item
 
     async def open_items(self) -> list[LedgerItem]:
         return [_load(LedgerItem, copy.deepcopy(d)) for d in self._table(ITEMS).values() if d["open"]]
