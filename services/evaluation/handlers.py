@@ -342,9 +342,8 @@ async def _decide_item_request(command: ItemCommand, ledger: Ledger, now: dateti
     for attempt in range(_RETRIES):
         if attempt > 3:
             await asyncio.sleep(random.uniform(0, min(_BACKOFF_S * attempt, 0.02)))
-        items = await ledger.repo.project_items(command.project_code)
-        lines = [i for i in items if i.item_code == command.item_code
-                 and (command.request is None or i.request is command.request)]
+        lines = [i for i in await ledger.repo.lines(command.project_code, command.item_code)
+                 if command.request is None or i.request is command.request]
         if not lines:
             reason = _unknown(f"台账中没有项目 {command.project_code} 的事项 {command.item_code}"
                               f"{'（' + command.request.value + '）' if command.request else ''}", final)
@@ -353,6 +352,10 @@ async def _decide_item_request(command: ItemCommand, ledger: Ledger, now: dateti
             return await _refuse(command, f"项目 {command.project_code} 的事项 {command.item_code} 同时有“办理”和“仅咨询”"
                                           "两条，请指明是哪一条（request: handle 或 consult）", ledger, now, **where)
         item = lines[0]
+        # the project's other lines matter only for what a waiting line waits for, an enterprise's
+        # 堵点 and a re-routing; most requests decide on the line alone
+        needs_project = item.state is ItemState.WAITING or isinstance(command, (ReportEnterpriseIssue, RerouteItem))
+        items = await ledger.repo.project_items(command.project_code) if needs_project else [item]
         project = None
         if isinstance(command, ReportEnterpriseIssue):  # only the project's enterprise may send it
             project = await ledger.repo.project(command.project_code)

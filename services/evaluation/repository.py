@@ -23,10 +23,11 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
-from pymongo import ASCENDING, DESCENDING, IndexModel
-from pymongo.errors import DuplicateKeyError
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReplaceOne, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from services.common.storage import Collection, Store, StoreSchemaError
+from services.common.batching import Batcher
+from services.common.storage import DUPLICATE_KEY, Collection, Store, StoreSchemaError
 from services.evaluation.journal import base_entry, change_entry, entry_id, fold
 from services.evaluation.ledger import (
     Assessment,
@@ -83,6 +84,8 @@ class LedgerRepository(Protocol):
     async def ensure(self) -> None: ...
     async def item(self, key: str) -> LedgerItem | None: ...
     async def project_items(self, project_code: str) -> list[LedgerItem]: ...
+    async def lines(self, project_code: str, item_code: str) -> list[LedgerItem]:
+        """A project's lines of one catalog item (its handled and its advice-only line, if both)."""
     async def items(self, keys: Sequence[str]) -> list[LedgerItem]:
         """The stored items among ``keys`` (one look-up)."""
     async def add_item(self, item: LedgerItem) -> bool:
@@ -197,6 +200,12 @@ class MongoLedgerRepository:
         self._rules, self._unroutable = db[RULES_HISTORY.name], db[UNROUTABLE.name]
         self._journal, self._rectifications = db[JOURNAL.name], db[RECTIFICATIONS.name]
         self._closings = db[CLOSINGS.name]
+        # the writes every request makes, sent together when requests are handled at the same time
+        # (batching.py): the claim of its id, the journal entry, the line's document, the outcome
+        self.claim_writes = Batcher[dict[str, Any], bool](lambda docs: _insert_each(self._requests, docs))
+        self.entry_writes = Batcher[dict[str, Any], bool](lambda docs: _insert_each(self._journal, docs))
+        self.line_writes = Batcher[Any, None](lambda ops: _write_each(self._items, ops))
+        self.outcome_writes = Batcher[Any, None](lambda ops: _write_each(self._requests, ops))
 
     async def ensure(self) -> None:
         await self.store.ensure(COLLECTIONS)
@@ -206,6 +215,11 @@ class MongoLedgerRepository:
 
     async def project_items(self, project_code: str) -> list[LedgerItem]:
         return [_load(LedgerItem, d) async for d in self._items.find({"project_code": project_code}).sort("_id")]
+
+    async def lines(self, project_code: str, item_code: str) -> list[LedgerItem]:
+        # both equalities go down to the store, so only the line's document comes back
+        return [_load(LedgerItem, d) async for d in
+                self._items.find({"project_code": project_code, "item_code": item_code}).sort("_id")]
 
     async def items(self, keys: Sequence[str]) -> list[LedgerItem]:
         if not keys:
@@ -219,7 +233,7 @@ class MongoLedgerRepository:
         return found
 
     async def add_item(self, item: LedgerItem) -> bool:
-        added = await _insert_new(self._journal, base_entry(item, datetime.now(UTC)))
+        added = await self.entry_writes.submit(base_entry(item, datetime.now(UTC)))
         # also when the entry was there: a crash may have come between the two inserts
         with contextlib.suppress(DuplicateKeyError):
             await self._items.insert_one(item_doc(item))
@@ -227,7 +241,7 @@ class MongoLedgerRepository:
 
     async def save_item(self, item: LedgerItem, previous: LedgerItem) -> bool:
         stored = item.model_copy(update={"version": previous.version + 1})
-        if not await _insert_new(self._journal, change_entry(previous, stored, datetime.now(UTC))):
+        if not await self.entry_writes.submit(change_entry(previous, stored, datetime.now(UTC))):
             await self._repair(item.key)
             return False
         await self._materialize(stored)
@@ -239,7 +253,7 @@ class MongoLedgerRepository:
         there the writer then looks for a newer journal entry and, if there is one, writes the line
         as the journal has it, until none is newer than what it wrote."""
         while True:
-            await self._items.replace_one({"_id": item.key, "version": {"$lt": item.version}}, item_doc(item))
+            await self.line_writes.submit(ReplaceOne({"_id": item.key, "version": {"$lt": item.version}}, item_doc(item)))
             if not self.store.embedded:
                 return
             if await self._journal.find_one({"_id": entry_id(item.key, item.version + 1)}, {"_id": 1}) is None:
@@ -329,9 +343,7 @@ class MongoLedgerRepository:
         return [_load(RequestOutcome, doc) async for doc in found]
 
     async def claim(self, outcome: RequestOutcome) -> RequestOutcome:
-        try:
-            await self._requests.insert_one(_doc(outcome, outcome.request_id))
-        except DuplicateKeyError:
+        if not await self.claim_writes.submit(_doc(outcome, outcome.request_id)):
             stored = await self.outcome(outcome.request_id)
             assert stored is not None
             return stored
@@ -339,8 +351,8 @@ class MongoLedgerRepository:
 
     async def record_outcome(self, request_id: str, status: str, reason: str | None = None,
                              events: Sequence[str] = ()) -> None:
-        await self._requests.update_one({"_id": request_id},
-                                        {"$set": {"status": status, "reason": reason, "events": list(events)}})
+        await self.outcome_writes.submit(UpdateOne(
+            {"_id": request_id}, {"$set": {"status": status, "reason": reason, "events": list(events)}}))
 
     async def refused(self, limit: int = 200) -> list[RequestOutcome]:
         cursor = self._requests.find({"status": "refused"}).sort("recorded_at", ASCENDING).limit(limit)
@@ -392,6 +404,26 @@ class MongoLedgerRepository:
         return [_load(UnroutableRecord, d) async for d in cursor]
 
 
+async def _insert_each(collection: Any, documents: Sequence[dict[str, Any]]) -> list[bool]:
+    """One unordered ``insert_many``: for each document, whether it was inserted (False: its
+    ``_id`` or a unique key was stored already, by an earlier batch or by one before it in this one)."""
+    try:
+        await collection.insert_many([dict(d) for d in documents], ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details.get("writeErrors", [])
+        if any(e.get("code") != DUPLICATE_KEY for e in errors):
+            raise
+        duplicates = {int(e["index"]) for e in errors}
+        return [n not in duplicates for n in range(len(documents))]
+    return [True] * len(documents)
+
+
+async def _write_each(collection: Any, operations: Sequence[Any]) -> list[None]:
+    """One unordered ``bulk_write`` of independent single-document writes."""
+    await collection.bulk_write(list(operations), ordered=False)
+    return [None] * len(operations)
+
+
 async def _insert_new(collection: Any, doc: dict[str, Any]) -> bool:
     try:
         await collection.insert_one(doc)
@@ -418,6 +450,10 @@ class MemoryLedgerRepository:
     async def project_items(self, project_code: str) -> list[LedgerItem]:
         return [_load(LedgerItem, copy.deepcopy(d)) for k, d in sorted(self._table(ITEMS).items())
                 if d["project_code"] == project_code]
+
+    async def lines(self, project_code: str, item_code: str) -> list[LedgerItem]:
+        return [_load(LedgerItem, copy.deepcopy(d)) for k, d in sorted(self._table(ITEMS).items())
+                if d["project_code"] == project_code and d["item_code"] == item_code]
 
     async def items(self, keys: Sequence[str]) -> list[LedgerItem]:
         table = self._table(ITEMS)

@@ -204,6 +204,7 @@ async def test_every_read_is_served_by_an_index(recorded_store: tuple[Store, Rec
     first = items[0]
     assert await ledger.item(first.key) == first
     assert len(await ledger.project_items("P-002")) == 20
+    assert [i.key for i in await ledger.lines("P-002", "X-03")] == ["P-002/X-03"]
     assert len(await ledger.items([items[0].key, items[25].key])) == 2
     assert len(await ledger.open_items()) == 1000
     assert await ledger.save_item(first.model_copy(update={"state": ItemState.READY, "ready_on": day}), first)
