@@ -11,14 +11,17 @@ against the filled store, as a user runs them (a new process each, Python start-
 ``zeroerrand up`` with SIGTERM and prints how long that took.
 
 Goals (issue 8): the year ingested in under 10 minutes; the report under 10 s; the list under 0.5 s.
+With ``--backup``, it then times ``zeroerrand store backup`` (``up`` still running), ``verify`` and
+``restore`` into a fresh data directory, and prints the sizes (docs/backup.md quotes them).
 
-    .venv/bin/python bench/year.py [--projects 300]
+    .venv/bin/python bench/year.py [--projects 300] [--backup]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import secrets
@@ -97,6 +100,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--projects", type=int, default=300)
     parser.add_argument("--year", type=int, default=2026)
+    parser.add_argument("--backup", action="store_true",
+                        help="also time zeroerrand store backup, verify and restore of the year, `up` still running")
     args = parser.parse_args()
     print(f"machine: {describe()}")
 
@@ -189,6 +194,8 @@ async def main() -> None:
         python_s, _ = timed([sys.executable, "-c", "import services.cli"], env, 5)
         print(f"  (of which Python start-up and imports: {python_s:.2f} s)")
         await console_pages(data, env, uri, code)
+        if args.backup:
+            backup_year(data, env)
     finally:
         t_stop = time.perf_counter()
         up.send_signal(signal.SIGTERM)
@@ -200,6 +207,32 @@ async def main() -> None:
         log.close()
         rabbitmqctl("delete_vhost", vhost)
         subprocess.run(["rm", "-rf", str(data)], check=False)
+
+
+def backup_year(data: Path, env: dict[str, str]) -> None:
+    """``zeroerrand store backup`` of the year while ``up`` runs, ``verify``, and ``restore`` into a
+    fresh data directory: each timed as an operator runs it (a new process, Python start-up included)."""
+    here = [sys.executable, "-m", "services.cli", "store"]  # this checkout's commands
+    archive = data / "year.zeb"
+    for label, command in (("backup", [*here, "backup", str(archive)]), ("verify", [*here, "verify", str(archive)]),
+                           ("restore", [*here, "restore", str(archive), "--store-dir", str(data / "restored" / "store")])):
+        t0 = time.perf_counter()
+        done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+        took = time.perf_counter() - t0
+        if done.returncode != 0:
+            raise RuntimeError(f"zeroerrand store {label} failed: {done.stderr[-2000:]}")
+        total = next((line.strip() for line in done.stdout.splitlines() if line.strip().startswith("共 ")), "")
+        print(f"zeroerrand store {label}: {took:.1f} s; {total}")
+    print(f"  backup file {archive.stat().st_size / 1e6:.1f} MB; store on disk "
+          f"{du(data / 'store' / 'postgresql') / 1e6:.0f} MB")
+
+
+def du(path: Path) -> int:
+    total = 0
+    for f in path.rglob("*"):
+        with contextlib.suppress(OSError):  # a running server's temporary files come and go
+            total += f.stat().st_size if f.is_file() else 0
+    return total
 
 
 CONSOLE_ACCOUNTS = (  # username, unit, role: the boards with the most lines in this year

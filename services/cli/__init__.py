@@ -1,5 +1,5 @@
 """``zeroerrand``: the operator's entry point (run services, sign agreements, check and explain rules,
-report to the ledger, the annual evaluation, console accounts).
+report to the ledger, the annual evaluation, console accounts, backups of the embedded store).
 
 This module only wires the commands: each lives in the module of its subject, as a short function
 over the services' own views and commands. A new top-level command is registered below in the
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import agreements, demo, evaluation, items, ledger, notifications, rules, run, users
+from services.cli import agreements, demo, evaluation, items, ledger, notifications, rules, run, store, users
 
 app = typer.Typer(help="“企业零跑腿”服务系统 / Zero Errand: 路由、通知、评价服务与运维命令。", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -26,6 +26,7 @@ app.add_typer(items.item_app, name="item")
 app.add_typer(items.task_order_app, name="task-order")
 app.add_typer(ledger.ledger_app, name="ledger")
 app.add_typer(users.users_app, name="users")
+app.add_typer(store.store_app, name="store")
 
 
 def main() -> None:

@@ -16,13 +16,20 @@ trusts that socket alone. When the store is ready this process writes ``DATA_DIR
     {"uri": "mongodb://%2Ftmp%2Fzeroerrand-db-...%2Fferretdb.sock", "postgres": {"host": SOCKET_DIR,
      "port": 5432, "user": "zeroerrand", "dbname": "ferretdb"}, "pid": PID, "data_dir": DATA_DIR}
 
-One store per data directory: it holds ``DATA_DIR/store.lock`` while it runs. Processes that use
-it register in ``DATA_DIR/clients/PID-ID``; when the process that started it closes its standard input
+One store per data directory: it holds ``DATA_DIR/store.lock`` while it runs. A start refused
+because another store runs on the directory changes nothing there. A start on a copy of a data
+directory (``cp -a`` of a running store: its ``postmaster.pid``, ``run.json`` and ``address.json``
+name the original's processes and sockets) starts on its own and leaves the original alone: a
+socket directory or lock file is removed only when provably stale (no live process serves it).
+Processes that use it register in ``DATA_DIR/clients/PID-ID``; when the process that started it closes its standard input
 (it stopped, or died), the store keeps serving while a registered process is alive, then stops.
 
 It stops both servers (FerretDB first, then PostgreSQL by its fast shutdown, by the immediate one
 if that takes too long) within 5 s when it gets SIGTERM or SIGINT, when its users are gone as
-above, or when either server exits on its own (the reason goes to ``DATA_DIR/store.log``). If this
+above, when either server exits on its own, or when PostgreSQL's log says it cannot write (a full
+disk, a read-only file system, no permission: the services then stop with it, their messages left
+queued, instead of failing them until they are parked). The reason goes to ``DATA_DIR/store.log``,
+with the cause in one line naming the data directory (``所在磁盘已满 / no space left on device``). If this
 process itself is killed, the kernel sends both servers their stop signal (``PR_SET_PDEATHSIG``).
 It is started in a session of its own, so a Ctrl-C meant for the services does not reach it.
 
@@ -40,6 +47,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import errno
 import fcntl
 import json
 import os
@@ -68,6 +76,83 @@ _PR_SET_PDEATHSIG = 1
 
 class StartError(RuntimeError):
     """The store could not start; the message says what and what to do."""
+
+
+_FULL = ("no space left on device", "disk quota exceeded")
+_READ_ONLY = ("read-only file system",)
+_DENIED = ("permission denied", "operation not permitted", "wrong ownership", "has invalid permissions")
+
+
+# the system's own words (strerror) in PostgreSQL's log lines about a file: case-sensitive, so that an
+# SQL "permission denied for table" (a privilege, not the disk) is not one
+_RUN_TIME_SIGNS = ("No space left on device", "Disk quota exceeded", "Read-only file system", ": Permission denied")
+
+
+def storage_problem(data_dir: Path, text: str) -> str | None:
+    """One line naming the data directory and the cause, when ``text`` (an error, a server's log)
+    says its disk is full or it cannot be written; else None."""
+    lowered = text.lower()
+    if any(sign in lowered for sign in _FULL):
+        return f"内置存储的数据目录 {data_dir} 所在磁盘已满：请腾出空间后重新启动 / no space left on device: {data_dir}"
+    if any(sign in lowered for sign in _READ_ONLY):
+        return f"内置存储的数据目录 {data_dir} 在只读文件系统上，无法写入 / read-only file system: {data_dir}"
+    if any(sign in lowered for sign in _DENIED):
+        user = ""
+        if os.geteuid() == 0:
+            user = f"（PostgreSQL 以系统用户 {os.environ.get('ZEROERRAND_POSTGRES_OS_USER', 'postgres')} 运行）"
+        return f"内置存储的数据目录 {data_dir} 无写入权限{user}：请检查其属主和权限 / permission denied: {data_dir}"
+    return None
+
+
+def os_error_problem(data_dir: Path, exc: OSError) -> str:
+    """An error of this process on the data directory, as one line: the cause first when it is a
+    full disk or missing permission, then the system's own words."""
+    codes = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+             errno.EROFS: "read-only file system", errno.EACCES: "permission denied", errno.EPERM: "permission denied"}
+    said = storage_problem(data_dir, codes.get(exc.errno or 0, ""))
+    return f"{said}（{exc}）" if said else f"内置存储的数据目录 {data_dir} 无法使用 / cannot use {data_dir}: {exc}"
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """When a live process started (clock ticks since boot): with its pid, it names the process
+    (a pid alone may be reused); None if no such process runs (or it is a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    if not fields or fields[0] == "Z":
+        return None
+    return int(fields[19])
+
+
+def serves(directory: Path) -> bool:
+    """Whether a live server listens on a socket in ``directory``, or may: a socket that accepts a
+    connection, a PostgreSQL socket lock file naming a live postgres, or a directory this process
+    cannot look into (not provably stale)."""
+    try:
+        entries = list(directory.iterdir())
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    for entry in entries:
+        if entry.name.startswith(".s.PGSQL.") and entry.name.endswith(".lock"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                pid = int(entry.read_text().split()[0])
+                if process_start_ticks(pid) is not None and b"postgres" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return True
+        elif entry.is_socket():
+            with socket.socket(socket.AF_UNIX) as probe:
+                probe.settimeout(1.0)
+                try:
+                    probe.connect(str(entry))
+                    return True
+                except (ConnectionRefusedError, FileNotFoundError):
+                    continue
+                except OSError:
+                    return True  # cannot tell: keep it
+    return False
 
 
 def postgres_bin_dir(configured: str | None = None, data: Path | None = None) -> Path:
@@ -131,6 +216,8 @@ class EmbeddedStore:
         self.postgres: subprocess.Popen[bytes] | None = None
         self.ferret: subprocess.Popen[bytes] | None = None
         self._lock: IO[bytes] | None = None
+        self._pg_log_offset = 0  # where this start's lines begin in postgresql.log
+        self._watched_to = 0  # how far storage_failure has read it
         self.os_user = self._os_user()
 
     @staticmethod
@@ -145,6 +232,12 @@ class EmbeddedStore:
                              "请安装 postgresql 或设置 ZEROERRAND_POSTGRES_OS_USER / "
                              f"running as root, PostgreSQL needs OS user {name!r}") from None
 
+    @property
+    def owned(self) -> bool:
+        """Whether this process holds the data directory's lock (then and only then it may change
+        the files there)."""
+        return self._lock is not None
+
     # --- start -------------------------------------------------------------------------------
 
     def start(self) -> dict[str, object]:
@@ -158,10 +251,15 @@ class EmbeddedStore:
         self._take_lock()
         self._check_reachable()
         self._remove_stale_run_dirs()
+        self._check_postmaster_pid()
         self.socket_dir = Path(tempfile.mkdtemp(prefix="zeroerrand-pg-"))
         self._own(self.socket_dir)
         self.run_dir = Path(tempfile.mkdtemp(prefix="zeroerrand-db-"))  # 0700, this user's
-        (self.data_dir / "run.json").write_text(json.dumps([str(self.socket_dir), str(self.run_dir)]))
+        # who made the socket directories: while that process lives they are not stale, even for a
+        # copy of this data directory, whose run.json names them too
+        (self.data_dir / "run.json").write_text(json.dumps(
+            {"dirs": [str(self.socket_dir), str(self.run_dir)], "pid": os.getpid(),
+             "start_ticks": process_start_ticks(os.getpid())}))
         (self.data_dir / "clients").mkdir(exist_ok=True)
         fresh = not (self.pg_data / "global" / "pg_control").exists()
         if fresh:
@@ -180,7 +278,8 @@ class EmbeddedStore:
         return address
 
     def _take_lock(self) -> None:
-        self._lock = (self.data_dir / "store.lock").open("wb")
+        # opened without truncating: nothing is written to the file of a store that runs
+        self._lock = (self.data_dir / "store.lock").open("ab")
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -190,13 +289,54 @@ class EmbeddedStore:
                              f"不要再启动一个 / another embedded store runs on {self.data_dir}") from None
 
     def _remove_stale_run_dirs(self) -> None:
-        """Socket directories a killed store left behind (we hold the lock: nobody uses them)."""
-        with contextlib.suppress(OSError, ValueError, TypeError):
-            for stale in json.loads((self.data_dir / "run.json").read_text()):
-                if Path(stale).name.startswith("zeroerrand-"):
+        """Socket directories a killed store left behind, provably stale: the store that made them
+        is gone and no server listens in them. A copy of a running store's data directory names
+        the original's, which must not be touched."""
+        with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+            recorded = json.loads((self.data_dir / "run.json").read_text())
+            dirs = recorded if isinstance(recorded, list) else recorded.get("dirs", [])  # a list: before 2026-06
+            if isinstance(recorded, dict) and isinstance(recorded.get("pid"), int):
+                started = process_start_ticks(recorded["pid"])
+                if started is not None and started == recorded.get("start_ticks"):
+                    dirs = []  # their store still runs (this directory is a copy of its)
+            for stale in dirs:
+                if Path(stale).name.startswith("zeroerrand-") and not serves(Path(stale)):
                     shutil.rmtree(stale, ignore_errors=True)
         with contextlib.suppress(OSError):
-            (self.data_dir / "address.json").unlink()
+            (self.data_dir / "address.json").unlink()  # ours: we hold the lock; a copy's names the original
+
+    def _check_postmaster_pid(self) -> None:
+        """PostgreSQL's ``postmaster.pid`` names a live process that is not a postgres of this
+        cluster: the directory is a copy of a running store's (or the pid was reused), so the file is
+        not this cluster's lock and goes. A postgres that still runs on this cluster (say, its store
+        was killed and it has not stopped yet) is a refusal with the reason."""
+        pid_file = self.pg_data / "postmaster.pid"
+        try:
+            lines = pid_file.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StartError(os_error_problem(self.data_dir, exc)) from None
+        if not lines or not lines[0].strip().lstrip("-").isdigit():
+            return  # PostgreSQL judges it
+        pid, recorded = abs(int(lines[0])), lines[1].strip() if len(lines) > 1 else ""
+        copied = recorded not in ("", str(self.pg_data))
+        if copied:
+            _record(self.data_dir, f"embedded store: {self.pg_data} was copied from {recorded} with the "
+                                   "lock file of a PostgreSQL that ran on it: the copy may be inconsistent (use "
+                                   "`zeroerrand store backup` for a consistent copy); starting it on its own, "
+                                   "the original is not touched")
+        if process_start_ticks(pid) is None:
+            return  # dead: PostgreSQL removes its stale lock file itself
+        try:
+            cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+        except OSError:
+            raise StartError(f"数据目录 {self.pg_data} 的 postmaster.pid 指向仍在运行的进程 {pid}，无法确认它是否在使用本目录："
+                             f"请确认后停止它或删除该文件 / postmaster.pid names live process {pid}") from None
+        if cwd == self.pg_data.resolve():
+            raise StartError(f"PostgreSQL（进程 {pid}）仍在数据目录 {self.pg_data} 上运行（其内置存储已不在）：请等它退出"
+                             f"或停止它后再启动 / PostgreSQL {pid} still runs on {self.pg_data}")
+        pid_file.unlink()  # another cluster's (the original of a copy) or a reused pid's, not ours
 
     def _check_reachable(self) -> None:
         if self.os_user is None:
@@ -221,7 +361,8 @@ class EmbeddedStore:
         done = subprocess.run([str(self.pg_bin / tool), *args], capture_output=True, text=True, check=False,
                               env=self._pg_env(), timeout=self.start_timeout_s, **self._as_pg_user())  # type: ignore[call-overload]
         if done.returncode != 0:
-            raise StartError(f"PostgreSQL {tool} 失败 / failed: {done.stderr.strip()[-1500:]}")
+            cause = storage_problem(self.data_dir, done.stderr)
+            raise StartError(f"{cause + '；' if cause else ''}PostgreSQL {tool} 失败 / failed: {done.stderr.strip()[-1500:]}")
 
     def _pg_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
@@ -276,11 +417,14 @@ class EmbeddedStore:
                  "-c", "log_min_error_statement=panic"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self._pg_env(),
                 preexec_fn=lambda: die_with_parent(signal.SIGINT), **self._as_pg_user())
+        self._pg_log_offset = self._watched_to = offset
         deadline = time.monotonic() + self.start_timeout_s
         while True:
             if self.postgres.poll() is not None:
-                raise StartError(f"PostgreSQL 未能启动，见 {self.data_dir / 'postgresql.log'} / PostgreSQL exited "
-                                 f"({self.postgres.returncode}): {self._tail('postgresql.log', offset)}")
+                tail = self._tail('postgresql.log', offset)
+                cause = storage_problem(self.data_dir, tail)
+                raise StartError(f"{cause + '；' if cause else ''}PostgreSQL 未能启动，见 {self.data_dir / 'postgresql.log'} / "
+                                 f"PostgreSQL exited ({self.postgres.returncode}): {tail}")
             ready = subprocess.run([str(self.pg_bin / "pg_isready"), "--host", str(self.socket_dir), "--username", PG_ROLE,
                                     "--dbname", "postgres", "--port", str(PG_PORT), "--quiet"], check=False, env=self._pg_env())
             if ready.returncode == 0:
@@ -314,8 +458,10 @@ class EmbeddedStore:
         if self.ferret.poll() is None:
             raise StartError(f"FerretDB 在 {self.start_timeout_s:.0f} 秒内未就绪 / FerretDB not ready in time: "
                              f"{self._tail('ferretdb.log', offset)}")
-        raise StartError(f"FerretDB 未能启动，见 {self.data_dir / 'ferretdb.log'} / FerretDB exited "
-                         f"({self.ferret.returncode}): {self._tail('ferretdb.log', offset)}")
+        tail = self._tail('ferretdb.log', offset)
+        cause = storage_problem(self.data_dir, tail)
+        raise StartError(f"{cause + '；' if cause else ''}FerretDB 未能启动，见 {self.data_dir / 'ferretdb.log'} / "
+                         f"FerretDB exited ({self.ferret.returncode}): {tail}")
 
     def _tail(self, name: str, offset: int) -> str:
         """What this start wrote to a log (not an earlier run's lines), its last lines."""
@@ -328,17 +474,50 @@ class EmbeddedStore:
     # --- run and stop ------------------------------------------------------------------------
 
     def exited(self) -> str | None:
-        """Which server has stopped on its own, if one has."""
+        """Which server has stopped on its own, if one has, and why when PostgreSQL's log says it
+        in a way an operator can act on (a full disk, no write permission): ``PostgreSQL exited
+        with 1: 内置存储的数据目录 … 所在磁盘已满 / no space left on device: … (its line)``."""
         for name, process in (("FerretDB", self.ferret), ("PostgreSQL", self.postgres)):
             if process is not None and process.poll() is not None:
-                return f"{name} exited with {process.returncode}"
+                return f"{name} exited with {process.returncode}{self._cause()}"
         return None
+
+    def storage_failure(self) -> str | None:
+        """A full disk, read-only file system or lost write permission that PostgreSQL has hit since
+        the last look (its log, from where this start began: a ``could not extend file …: No
+        space left on device`` fails the write and leaves the server up). The store then stops:
+        the services stop with it and leave their messages queued, instead of failing them one
+        attempt after another until they are parked."""
+        try:
+            with (self.data_dir / "postgresql.log").open("rb") as log:
+                log.seek(self._watched_to)
+                fresh = log.read()
+        except OSError:
+            return None
+        complete = fresh.rfind(b"\n") + 1  # whole lines only
+        self._watched_to += complete
+        for line in fresh[:complete].decode(errors="replace").splitlines():
+            if any(sign in line for sign in _RUN_TIME_SIGNS):
+                return f"PostgreSQL cannot write: {storage_problem(self.data_dir, line)} ({line.strip()[-300:]})"
+        return None
+
+    def _cause(self) -> str:
+        """The cause PostgreSQL's log gives since this start, with the line that says it."""
+        with contextlib.suppress(OSError), (self.data_dir / "postgresql.log").open("rb") as log:
+            log.seek(self._pg_log_offset)
+            lines = log.read().decode(errors="replace").splitlines()
+            for line in reversed(lines):  # the last word: a PANIC on the WAL, the startup's own failure
+                cause = storage_problem(self.data_dir, line)
+                if cause:
+                    return f": {cause} ({line.strip()[-300:]})"
+        return ""
 
     def stop(self) -> None:
         """FerretDB first (no new writes), then PostgreSQL: fast shutdown, immediate if it lags."""
         deadline = time.monotonic() + STOP_BUDGET_S
-        with contextlib.suppress(OSError):
-            (self.data_dir / "address.json").unlink()
+        if self.owned:  # the directory is ours: a refused start touches nothing
+            with contextlib.suppress(OSError):
+                (self.data_dir / "address.json").unlink()
         _stop(self.ferret, [(signal.SIGTERM, 1.5), (signal.SIGKILL, 0.5)], deadline)
         _stop(self.postgres, [(signal.SIGINT, 2.0), (signal.SIGQUIT, 0.8), (signal.SIGKILL, 0.5)], deadline)
         for directory in (self.socket_dir, self.run_dir):
@@ -346,6 +525,7 @@ class EmbeddedStore:
                 shutil.rmtree(directory, ignore_errors=True)
         if self._lock is not None:
             self._lock.close()  # releases the data directory
+            self._lock = None
 
 
 def _stop(process: subprocess.Popen[bytes] | None, steps: Sequence[tuple[int, float]], deadline: float) -> None:
@@ -391,8 +571,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         print(json.dumps(store.start()), flush=True)
     except (StartError, OSError, subprocess.SubprocessError) as exc:
+        owned = store.owned  # a refused start (another store runs here) writes nothing in its directory
         store.stop()
-        print(json.dumps({"error": str(exc)}, ensure_ascii=False), flush=True)
+        error = os_error_problem(store.data_dir, exc) if isinstance(exc, OSError) else str(exc)
+        if owned:
+            _record(store.data_dir, f"embedded store did not start: {error}")
+        print(json.dumps({"error": error}, ensure_ascii=False), flush=True)
         return 1
 
     owner_gone = threading.Event()
@@ -410,7 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     reason = None
     unused = 0  # consecutive looks, once the owner is gone, with no registered process alive
     while not stop.wait(0.2):
-        reason = store.exited()
+        reason = store.exited() or store.storage_failure()
         if reason:
             break
         if owner_gone.is_set():

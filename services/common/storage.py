@@ -27,6 +27,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from pymongo import AsyncMongoClient, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError, OperationFailure, PyMongoError
 
-from services.common.embedded_store import live_clients
+from services.common.embedded_store import live_clients, os_error_problem
 from services.common.settings import StoreSettings, mask_url, mask_urls_in
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,12 @@ class EmbeddedServer:
         self._registration = self.data_dir / "clients" / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
     async def open(self) -> Endpoint:
-        """Joins the running store of this data directory, or starts it."""
-        self.register()
+        """Joins the running store of this data directory, or starts it. A data directory this
+        process cannot write (a full disk, no permission, read-only) is ``StoreUnavailable`` saying so."""
+        try:
+            self.register()
+        except OSError as exc:
+            raise StoreUnavailable(os_error_problem(self.data_dir, exc)) from None
         found = await self.running()
         if found is not None:
             self.endpoint = found
@@ -175,6 +180,18 @@ class EmbeddedServer:
         finally:
             await probe.close()
 
+    def last_word(self, within_s: float = 60.0) -> str | None:
+        """The store's last line in ``store.log`` (why it stopped: which server exited, and the
+        cause when it is a full disk or missing permission), if written in the last minute."""
+        path = self.data_dir / "store.log"
+        try:
+            if time.time() - path.stat().st_mtime > within_s:
+                return None
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return None
+        return lines[-1] if lines else None
+
     def alive(self) -> bool:
         """Whether the store this process uses still runs."""
         pid = self.endpoint.pid if self.endpoint else None
@@ -243,7 +260,8 @@ class Store:
             while embedded.alive():
                 await asyncio.sleep(interval_s)
             log.critical("内置存储已停止（见 %s/store.log）：本进程随之停止，未处理的消息留在队列中 / "
-                         "the embedded store stopped; stopping this process", embedded.data_dir)
+                         "the embedded store stopped; stopping this process: %s", embedded.data_dir,
+                         embedded.last_word() or "no reason recorded")
             os.kill(os.getpid(), signal.SIGTERM)
 
         self._watchdog = asyncio.create_task(watchdog(), name="embedded-store-watchdog")
