@@ -248,7 +248,8 @@ class EvaluationSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ZEROERRAND_EVALUATION_")
 
     rules_dir: Path = PROJECT_ROOT / "rules"
-    prefetch: int = Field(default=16, ge=1, le=64, description="events in flight (and requests, on their own queue)")
+    prefetch: int = Field(default=64, ge=1, le=256, description="events in flight (and requests, on their own queue): "
+                          "more in flight lets the ledger write more of them together (one project at a time)")
     sweep_interval_s: float = Field(default=300.0, gt=0, description="how often overdue items are looked for")
     sweep: bool = Field(default=True, description="whether this service sweeps for overdue items at all (off for "
                                                   "services that replay a simulated year, which sweeps as of its own days)")
