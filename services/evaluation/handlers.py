@@ -241,12 +241,18 @@ async def sweep(ledger: Ledger, today: date, now: datetime) -> list[Event]:
         if item.state is ItemState.WAITING:
             waiting.append(item)
             continue
-        found = overdue(item, ledger.calendar, today, ledger.config.service_response_days, now)
-        if found is None:
+        if overdue(item, ledger.calendar, today, ledger.config.service_response_days, now) is None:
             continue
         async with ledger.locks.hold(item.project_code):
+            # judged again on the line as it is now: a request may have finished it since the look-up,
+            # and its warning must not go out
+            current = await ledger.repo.item(item.key)
+            found = None if current is None else overdue(current, ledger.calendar, today,
+                                                          ledger.config.service_response_days, now)
+            if current is None or found is None:
+                continue
             await _publish(ledger, found.events)
-            saved = await _save(ledger, found.item, item)
+            saved = await _save(ledger, found.item, current)
         if saved is not None:
             announced.extend(found.events)
             for event in found.events:

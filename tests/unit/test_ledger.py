@@ -22,7 +22,7 @@ from services.common.messages import (
     SuspendItem,
 )
 from services.evaluation.handlers import handle, sweep
-from services.evaluation.ledger import ItemState, clock_readings, overdue_levels
+from services.evaluation.ledger import ItemState, LedgerItem, clock_readings, overdue_levels
 from services.evaluation.scoring import EvaluationConfig
 from tests.unit.ledger_kit import at, ledger, request, routed, started
 
@@ -295,3 +295,24 @@ def test_requests_must_carry_an_offset_plausible_times_and_bounded_text() -> Non
                    {"note": "长" * 2001}, {"project_code": "P" * 65}):
         with pytest.raises(ValidationError):
             ReportProgress.model_validate({**good, **change})
+
+
+async def test_a_line_finished_between_the_sweeps_look_up_and_its_turn_gets_no_card() -> None:
+    """The sweep looks up the open lines first and takes each project's turn after; a request that
+    completes a line in between must not be followed by a card for it (judged again in its turn)."""
+    book = ledger()
+    await handle(routed("PRJ13", "MA-01", MON, limit=1, unit="gov_service_bureau"), book, at(MON))
+    await handle(request(AcceptItem, MON, "gov_service_bureau", project_code="PRJ13", item_code="MA-01"), book, at(MON))
+    repo = book.repo
+    looked_up = repo.open_items
+
+    async def open_items_then_completed() -> list[LedgerItem]:
+        found = await looked_up()
+        done = request(CompleteItem, MON, "gov_service_bureau", project_code="PRJ13", item_code="MA-01")
+        assert await handle(done, book, at(MON)) == "applied"  # meanwhile, on the unit's request
+        return found
+
+    repo.open_items = open_items_then_completed  # type: ignore[method-assign]
+    assert await sweep(book, date(2026, 11, 3), at(date(2026, 11, 3))) == []
+    assert not [o for o in book.publisher.sent if o.message.type == "item.overdue"]  # type: ignore[attr-defined]
+    assert (await item(book, "PRJ13/MA-01")).overdue_sent == ()
