@@ -16,6 +16,7 @@ entry afterwards and writes that one if it finds it (see docs/concurrency.md).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 from collections.abc import Sequence
@@ -73,6 +74,7 @@ CLOSINGS = Collection("ledger_project_closings")
 COLLECTIONS = (PROJECTS, ITEMS, ASSESSMENTS, REQUESTS, META, RULES_HISTORY, UNROUTABLE, JOURNAL, RECTIFICATIONS,
                CLOSINGS)
 ORDER_STATES = ("to_issue", "issued", "accepted", "closed")
+OUTCOME_LOOKUPS = 16  # request outcomes looked up at once by ``_id`` on the embedded store
 """What ``order_state`` holds: a task order still to issue, or the state of the issued one."""
 
 
@@ -339,8 +341,19 @@ class MongoLedgerRepository:
         return _load(RequestOutcome, await self._requests.find_one({"_id": request_id}))  # type: ignore[no-any-return]
 
     async def outcomes(self, request_ids: Sequence[str]) -> list[RequestOutcome]:
-        found = self._requests.find({"_id": {"$in": list(request_ids)}})
-        return [_load(RequestOutcome, doc) async for doc in found]
+        if not self.store.embedded:
+            found = self._requests.find({"_id": {"$in": list(request_ids)}})
+            return [_load(RequestOutcome, doc) async for doc in found]
+        # FerretDB pushes no ``$in`` down (it would read every request of the years): one look-up by
+        # ``_id`` each, a few at a time
+        gate = asyncio.Semaphore(OUTCOME_LOOKUPS)
+
+        async def one(request_id: str) -> dict[str, Any] | None:
+            async with gate:
+                return await self._requests.find_one({"_id": request_id})
+
+        docs = await asyncio.gather(*(one(i) for i in dict.fromkeys(request_ids)))
+        return [_load(RequestOutcome, doc) for doc in docs if doc is not None]
 
     async def claim(self, outcome: RequestOutcome) -> RequestOutcome:
         if not await self.claim_writes.submit(_doc(outcome, outcome.request_id)):

@@ -405,6 +405,9 @@ def _rules_view(record: RulesRecord) -> RulesEventView:
         rules=record.rules, items=record.items, directory=record.directory)
 
 
+FIRST_POLL_S = 0.005
+
+
 async def request_outcome(repo: LedgerRepository, request_id: str, wait_s: float,
                           poll_s: float = 0.1) -> RequestOutcome | None:
     """What the ledger made of a request (applied or refused), waiting up to ``wait_s`` for it;
@@ -419,11 +422,14 @@ async def request_outcomes(repo: LedgerRepository, request_ids: Sequence[str], w
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
     settled: dict[str, RequestOutcome] = {}
+    pause = min(FIRST_POLL_S, poll_s)  # most requests are decided within milliseconds: look soon, then less often
     while True:
-        settled = {o.request_id: o for o in await repo.outcomes(request_ids) if o.status != "pending"}
+        waiting = [i for i in dict.fromkeys(request_ids) if i not in settled]  # only what is still open
+        settled |= {o.request_id: o for o in await repo.outcomes(waiting) if o.status != "pending"}
         if len(settled) == len(set(request_ids)) or loop.time() >= deadline:
             return {request_id: settled.get(request_id) for request_id in request_ids}
-        await asyncio.sleep(poll_s)
+        await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
+        pause = min(pause * 2, poll_s)
 
 
 async def rules_history(repo: LedgerRepository, limit: int = 100) -> list[RulesEventView]:

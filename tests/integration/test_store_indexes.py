@@ -228,6 +228,7 @@ async def test_every_read_is_served_by_an_index(recorded_store: tuple[Store, Rec
     assert await ledger.claim(outcome) == outcome
     await ledger.record_outcome("req-1", "refused", "首问负责")
     assert await ledger.outcome("req-1") is not None and len(await ledger.refused()) == 1
+    assert [o.request_id for o in await ledger.outcomes(["req-1", "req-unknown"])] == ["req-1"]
 
     # what the console and the CLI read (views.py)
     assert len(await ledger.unit_items("tax_branch")) == sum(1 for i in items if i.responsible_unit == "tax_branch"
