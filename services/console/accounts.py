@@ -20,6 +20,7 @@ library's MongoDB storage needs motor, which reached its end of life; each try i
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import Callable, Mapping
@@ -116,7 +117,10 @@ class Accounts:
         current, start = added, max(int(added["session_version"]), int(added.get("latest") or 0))
         while True:
             ids = [f"{username}#{version}" for version in range(start, start + PROBE)]
-            found = {int(doc["session_version"]): doc async for doc in self._changes.find({"_id": {"$in": ids}}, projection)}
+            # by ``_id`` one each (at once): the embedded store pushes no ``$in`` down, and would read
+            # every change of every account at each request of the console
+            docs = await asyncio.gather(*(self._changes.find_one({"_id": i}, projection) for i in ids))
+            found = {int(doc["session_version"]): doc for doc in docs if doc is not None}
             if not found:
                 return current
             start = max(found)
@@ -269,7 +273,8 @@ class Attempts:
         waits = [ends - now for _, window, ends in added if await self._count(window) > self.limit]
         ids = tuple(record for record, _, _ in added)
         if waits:
-            await self._attempts.delete_many({"_id": {"$in": list(ids)}})
+            for record in ids:  # by ``_id`` (no ``$in``, which the embedded store would answer by a scan)
+                await self._attempts.delete_one({"_id": record})
             return Attempt(wait=max(waits), ids=())
         return Attempt(wait=None, ids=ids)
 
