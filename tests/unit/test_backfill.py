@@ -103,4 +103,5 @@ def test_sign_backfill_refuses_an_agreement_not_signed_before_today(sent: list[O
     future.write_text(text.replace("signed_on: 2026-03-18", "signed_on: 2099-06-01"), encoding="utf-8")
     refused = CliRunner().invoke(app, ["sign", "--wait", "0", "--backfill", str(future)])
     assert refused.exit_code == 1 and "签约日期 2099-06-01 不早于今天" in refused.output and not sent
-    assert CliRunner().invoke(app, ["sign", "--wait", "0", str(future)]).exit_code == 0 and len(sent) == 1  # signing ahead is not 补录
+    signed_ahead = CliRunner().invoke(app, ["sign", "--wait", "0", str(future)])
+    assert signed_ahead.exit_code == 0 and len(sent) == 1  # signing ahead is not 补录
