@@ -19,6 +19,9 @@ os.environ["ZEROERRAND_ENVIRONMENT"] = "development"
 # A router made in a test archives no rules versions (it would open the store of var/); the tests of
 # the archive give the router their own store (tests/integration/test_rules_history.py).
 os.environ.setdefault("ZEROERRAND_ROUTER_ARCHIVE_RULES", "false")
+# Likewise the agreements a router takes are kept in its process only; the tests of amendments give
+# the router a registry on their own store (tests/integration/test_amendments.py).
+os.environ.setdefault("ZEROERRAND_ROUTER_AGREEMENT_REGISTRY", "memory")
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "rules"

@@ -23,6 +23,7 @@ from ruamel.yaml import YAML
 from services.common.domain import ServiceMode
 from services.common.messages import (
     ROUTED_ITEM_TYPE,
+    AgreementAmended,
     AgreementSigned,
     AnyCommand,
     AnyEvent,
@@ -32,6 +33,7 @@ from services.common.messages import (
     RoutedItem,
 )
 from services.common.topology import (
+    AGREEMENT_AMENDED,
     AGREEMENT_SIGNED,
     AGREEMENTS,
     BINDINGS,
@@ -54,7 +56,7 @@ AMQP_BINDING_VERSION = "0.3.0"
 COMMAND = "python -m services.common.asyncapi > docs/asyncapi.yaml"
 
 # published by the router; every other event on zeroerrand.events is the ledger's (evaluation service)
-ROUTER_EVENTS = frozenset({"service.started", "agreement.rejected", "rules.activated", "rules.rejected"})
+ROUTER_EVENTS = frozenset({"service.started", "plan.amended", "agreement.rejected", "rules.activated", "rules.rejected"})
 
 
 def _union(annotated: Any) -> tuple[type[Message], ...]:
@@ -67,7 +69,8 @@ def _type_of(model: type[Message]) -> str:
     return default
 
 
-EVENT_MODELS = tuple(m for m in _union(AnyEvent) if m not in (AgreementSigned, ItemRouted, ItemUnroutable))
+EVENT_MODELS = tuple(m for m in _union(AnyEvent)
+                     if m not in (AgreementSigned, AgreementAmended, ItemRouted, ItemUnroutable))
 """Events published on ``zeroerrand.events`` with their type as routing key (``item.routed`` is
 never published: consumers derive it from the routed item)."""
 COMMAND_MODELS = _union(AnyCommand)
@@ -164,7 +167,15 @@ def asyncapi_document() -> dict[str, Any]:
     channels["agreementSigned"] = _routing_channel(AGREEMENT_SIGNED, AGREEMENTS, "Signed investment agreements, "
                                                    "for the router.", ["AgreementSigned"])
     operations["signAgreement"] = _send("agreementSigned", ["AgreementSigned"], "Sign an agreement (zeroerrand sign).")
-    consumed_by_queue[AGREEMENTS.name] = ["AgreementSigned"]
+    messages["AgreementAmended"] = _message(
+        AgreementAmended, name=AGREEMENT_AMENDED, message_type=AGREEMENT_AMENDED, summary=_doc(AgreementAmended),
+        message_id="the event_id", publisher="the enterprise's or an operator's tool (zeroerrand sign --amend)")
+    channels["agreementAmended"] = _routing_channel(AGREEMENT_AMENDED, AGREEMENTS, "Supplementary agreements "
+                                                    "(补充协议) of projects already served, for the router.",
+                                                    ["AgreementAmended"])
+    operations["amendAgreement"] = _send("agreementAmended", ["AgreementAmended"],
+                                         "Amend a project's agreement (zeroerrand sign --amend).")
+    consumed_by_queue[AGREEMENTS.name] = ["AgreementSigned", "AgreementAmended"]
 
     # -- routed and parked items
     messages["RoutedItem"] = _message(
@@ -254,7 +265,7 @@ def asyncapi_document() -> dict[str, Any]:
         operations["consume" + _channel_id(channel_id)] = _receive(
             channel_id, list(carried), f"The services consume {queue.name}.")
 
-    schemas = _schemas([AgreementSigned, RoutedItem, ItemUnroutable, *EVENT_MODELS, *COMMAND_MODELS])
+    schemas = _schemas([AgreementSigned, AgreementAmended, RoutedItem, ItemUnroutable, *EVENT_MODELS, *COMMAND_MODELS])
     return {
         "asyncapi": ASYNCAPI_VERSION,
         "info": {

@@ -170,13 +170,38 @@ class AgreementSigned(Event):
                            "followed it; its items count as routed on the signing day")
 
 
+class AgreementAmended(Event):
+    """A 补充协议 (supplementary agreement) was signed for a project already served: ``plan`` is the
+    whole approval plan as amended, under the agreement's own id. The router routes only the lines
+    it adds and announces the lines it removes (``plan.amended``); the ledger withdraws those not
+    yet accepted. A second agreement for a known project code that is not marked as an amendment
+    is rejected (``agreement.rejected``, ``reason_code`` ``project_known``)."""
+
+    type: Literal["agreement.amended"] = "agreement.amended"
+    agreement_id: Ident
+    signed_on: Day
+    project: Project
+    eligibility: Eligibility
+    plan: tuple[PlannedItem, ...] = Field(min_length=1, max_length=MAX_PLAN_LINES)
+
+
+AnyAgreement = AgreementSigned | AgreementAmended
+
+RejectionCode = Literal["not_eligible", "agreement_id_reused", "project_known", "project_unknown", "amendment_invalid"]
+"""Why an agreement was rejected: not eligible for the service (policy); its id already used for
+other content; a second agreement for a known project not marked as an amendment; an amendment of
+a project never signed; an amendment that cannot be applied as it stands."""
+
+
 class AgreementRejected(Event):
-    """The agreement is not eligible for the service; nothing was routed."""
+    """The agreement (or amendment) was not taken; nothing was routed. ``reasons`` (Chinese) say why."""
 
     type: Literal["agreement.rejected"] = "agreement.rejected"
     agreement_id: Ident
     project: Project
     reasons: tuple[Text, ...] = Field(max_length=20)
+    reason_code: RejectionCode = "not_eligible"
+    amendment: bool = Field(default=False, description="the rejected message was an agreement.amended")
 
 
 class ServiceStarted(Event):
@@ -223,6 +248,8 @@ class RoutedItem(Message):
     decision: Decision
     backfilled_from: Day | None = Field(default=None, description="补录: set when the agreement was entered as a "
                                         "back-filled record; its signing day, which the item counts as routed on")
+    amendment_id: Ident | None = Field(default=None, description="the 补充协议 (agreement.amended) that added this "
+                                       "line to the plan; none for a line of the first agreement")
 
 
 ROUTED_ITEM_TYPE = "approval.item"
@@ -273,6 +300,66 @@ class ItemUnroutable(Event):
     item_name: Name | None
     request: Request
     unroutable: Unroutable
+
+
+class PlanLine(Message):
+    """One line of a project's plan named in an amendment: ``item_id`` is the line's stable id (the
+    AMQP ``message_id`` of its routed item). For an added line that was routed: its unit and the
+    一次性告知 (materials, time limit, fee note), so one notice can tell the enterprise everything."""
+
+    item_code: Code
+    item_name: Name | None = None
+    request: Request = Request.HANDLE
+    item_id: Ident
+    routed: bool = True
+    responsible_unit: Code | None = None
+    materials: tuple[Line, ...] = Field(default=(), max_length=100)
+    time_limit_days: int | None = Field(default=None, gt=0, le=365)
+    fee_note: Text | None = None
+
+
+class PlanAmended(Event):
+    """The router took a 补充协议: ``added`` lines are routed (each its own routed item, published
+    after this event), ``removed`` lines are for the ledger to withdraw (it withdraws those not yet
+    accepted, and says which in ``project.amended``). ``revision`` counts the project's amendments."""
+
+    type: Literal["plan.amended"] = "plan.amended"
+    agreement_id: Ident
+    signed_on: Day
+    project: Project
+    previous_recruiting_unit: Code
+    revision: int = Field(ge=1, le=10_000)
+    added: tuple[PlanLine, ...] = Field(max_length=MAX_PLAN_LINES)
+    removed: tuple[PlanLine, ...] = Field(max_length=MAX_PLAN_LINES)
+    items_planned: int = Field(ge=0, le=MAX_PLAN_LINES)
+    rules_version: Ident
+
+
+class KeptLine(Message):
+    """A line an amendment removed that the ledger could not withdraw, and why (Chinese)."""
+
+    item_code: Code
+    item_name: Name
+    request: Request = Request.HANDLE
+    state: Code
+    reason: Text
+
+
+class ProjectAmended(Event):
+    """The ledger applied a 补充协议 to the project's record: what was added, what it withdrew, what
+    it kept because work on it had gone too far (accepted or later), the recruiting unit now."""
+
+    type: Literal["project.amended"] = "project.amended"
+    project_code: Code
+    agreement_id: Ident
+    revision: int = Field(ge=1, le=10_000)
+    signed_on: Day
+    recruiting_unit: Code
+    previous_recruiting_unit: Code
+    added: tuple[PlanLine, ...] = Field(max_length=MAX_PLAN_LINES)
+    withdrawn: tuple[PlanLine, ...] = Field(max_length=MAX_PLAN_LINES)
+    kept: tuple[KeptLine, ...] = Field(max_length=MAX_PLAN_LINES)
+    items_planned: int = Field(ge=0, le=MAX_PLAN_LINES)
 
 
 class RulesActivated(Event):
@@ -600,6 +687,19 @@ class ItemRerouted(ItemEvent):
     reason: Text
 
 
+class ItemWithdrawn(ItemEvent):
+    """A 补充协议 removed the line from the plan and the ledger withdrew it (it was not yet accepted):
+    it leaves the open work of ``responsible_unit``; a task order issued for it is withdrawn too."""
+
+    type: Literal["item.withdrawn"] = "item.withdrawn"
+    item_name: Name
+    responsible_unit: Code
+    agreement_id: Ident = Field(description="the 补充协议 that removed the line")
+    revision: int = Field(ge=1, le=10_000)
+    from_state: Code
+    withdrawn_task_order: Ident | None = None
+
+
 class ProjectDelivered(Event):
     """Every item of the project has been delivered."""
 
@@ -648,7 +748,8 @@ class RequestRefused(Event):
 
 
 AnyEvent = Annotated[
-    AgreementSigned | AgreementRejected | ServiceStarted | ItemRouted | ItemUnroutable
+    AgreementSigned | AgreementAmended | AgreementRejected | ServiceStarted | PlanAmended | ProjectAmended
+    | ItemWithdrawn | ItemRouted | ItemUnroutable
     | RulesActivated | RulesRejected | ItemReady | ItemContacted | ItemAccepted | ItemProgress | ItemBlocked
     | ItemUnblocked | ItemSuspended | ItemResumed | ItemCompleted | ItemOverdue | ItemDelivered | ItemRerouted
     | TaskOrderIssued | TaskOrderAccepted | TaskOrderClosed | ProjectDelivered | AssessmentSubmitted | AssessmentRectified

@@ -172,6 +172,11 @@ class RouterSettings(BaseSettings):
     # router routes whether or not the store answers, and retries the archive this often
     archive_rules: bool = True
     archive_retry_s: float = Field(default=5.0, gt=0)
+    # one project, one record (services/router/registry.py): the agreements taken, by id and by
+    # project revision, in the store, where every replica sees them. ``memory`` keeps them in the
+    # process only (forgotten at restart, not shared by replicas): for tests, never for production.
+    # Routing an agreement waits for the store; while it cannot be reached the agreement is retried.
+    agreement_registry: Literal["store", "memory"] = "store"
 
 
 class StoreSettings(BaseSettings):

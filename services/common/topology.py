@@ -30,6 +30,8 @@ DEAD = RabbitExchange("zeroerrand.dead", type=ExchangeType.DIRECT, durable=True)
 EXCHANGES = (AGREEMENTS, ITEMS, EVENTS, REQUESTS, DEAD)
 
 AGREEMENT_SIGNED = "agreement.signed"
+AGREEMENT_AMENDED = "agreement.amended"  # a 补充协议 for a project already served
+AGREEMENT_KEYS = "agreement.*"  # what the router's queue takes from zeroerrand.agreements: both of the above
 UNROUTABLE_KEY = "unroutable"
 
 
@@ -108,7 +110,7 @@ def dead_letter_queue(queue: RabbitQueue) -> RabbitQueue:
     return RabbitQueue(f"{queue.name}.dead", queue_type=QueueType.QUORUM, durable=True, routing_key=dead_letter_key(queue))
 
 
-ROUTER_QUEUE = _quorum("zeroerrand.router.agreements", AGREEMENT_SIGNED)
+ROUTER_QUEUE = _quorum("zeroerrand.router.agreements", AGREEMENT_KEYS)
 NOTIFIER_QUEUE = _quorum("zeroerrand.notifier.events", "#")
 EVALUATION_QUEUE = _quorum("zeroerrand.evaluation.events", "#")
 LEDGER_REQUESTS_QUEUE = _quorum("zeroerrand.evaluation.requests", "#")

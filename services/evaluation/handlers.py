@@ -39,7 +39,11 @@ from services.common.messages import (
     ItemOverdue,
     ItemRouted,
     ItemUnroutable,
+    KeptLine,
     Message,
+    PlanAmended,
+    PlanLine,
+    ProjectAmended,
     ProjectDelivered,
     RectifyAssessment,
     ReportBlocker,
@@ -61,6 +65,7 @@ from services.evaluation.assessments import decide_assessment, decide_rectificat
 from services.evaluation.identity import NOT_GIVEN, refusal, unit_systems
 from services.evaluation.identity import Publisher as Sender
 from services.evaluation.ledger import (
+    AmendmentRecord,
     Applied,
     Duplicate,
     ItemState,
@@ -77,6 +82,7 @@ from services.evaluation.ledger import (
     overdue,
     rules_record,
     unroutable_record,
+    withdraw,
 )
 from services.evaluation.repository import LedgerRepository, UnknownSubject
 from services.evaluation.scoring import RATER_NAMES_ZH, EvaluationConfig
@@ -157,6 +163,12 @@ async def _save(ledger: Ledger, updated: LedgerItem, previous: LedgerItem) -> Le
 
 async def on_service_started(event: ServiceStarted, ledger: Ledger, now: datetime, final: bool) -> str:
     project = event.project
+    known = await ledger.repo.project(project.code)
+    if known is not None and known.agreement_id != event.agreement_id:  # the router takes one per project
+        log.warning("project %s: service.started of agreement %s ignored, the project's record is agreement %s's "
+                    "(one project, one record: a 补充协议 comes as agreement.amended)", project.code,
+                    event.agreement_id, known.agreement_id)
+        return "ignored"
     await ledger.repo.add_project(ProjectRecord(
         code=project.code, agreement_id=event.agreement_id, name=project.name, enterprise=project.enterprise.name,
         credit_code=project.enterprise.credit_code, recruiting_unit=project.recruiting_unit, signed_on=event.signed_on,
@@ -191,9 +203,102 @@ async def on_item_routed(event: ItemRouted, ledger: Ledger, now: datetime, final
 
 
 def _delivered(items: Sequence[LedgerItem]) -> dict[str, date]:
-    """The handled lines delivered so far, by item code (an advice-only line satisfies no prerequisite)."""
-    return {i.item_code: i.delivered_on for i in items
-            if i.request is Request.HANDLE and i.state is ItemState.DELIVERED and i.delivered_on is not None}
+    """The handled lines delivered so far, by item code (an advice-only line satisfies no prerequisite);
+    a line a 补充协议 withdrew counts from its withdrawal: it is no longer planned, and an item does
+    not wait for one that is not planned."""
+    return {i.item_code: day for i in items if i.request is Request.HANDLE and (day := _done_on(i)) is not None}
+
+
+def _done_on(item: LedgerItem) -> date | None:
+    if item.state is ItemState.DELIVERED:
+        return item.delivered_on
+    return item.finished_on if item.state is ItemState.WITHDRAWN else None
+
+
+# -- 补充协议 -------------------------------------------------------------------------------------
+
+
+async def on_plan_amended(event: PlanAmended, ledger: Ledger, now: datetime, final: bool) -> str:
+    """A 补充协议 the router took: the lines it removed are withdrawn unless a unit has accepted them
+    (each claimed by its journal entry, as a request would be), then the project's record takes the
+    plan as amended, the amendment is recorded (once) and ``project.amended`` says what changed.
+    A redelivery announces what was recorded."""
+    code = event.project.code
+    async with ledger.locks.hold(code):
+        for stored in await ledger.repo.amendments(code):
+            if stored.event_id == event.event_id:
+                await _publish(ledger, [ProjectAmended.model_validate(stored.announced)])
+                return "duplicate"
+        project = await ledger.repo.project(code)
+        if project is None and not final:
+            raise UnknownSubject(f"project {code} not in the ledger yet")
+        withdrawn: list[PlanLine] = []
+        kept: list[KeptLine] = []
+        for line in event.removed:
+            outcome = await _withdraw_line(item_key(code, line.item_code, line.request), line, event, ledger, now)
+            if isinstance(outcome, KeptLine):
+                kept.append(outcome)
+            else:
+                withdrawn.append(outcome)
+        announced = ProjectAmended(
+            event_id=stable_id(event.event_id, "project.amended"), occurred_at=event.occurred_at, recorded_at=now,
+            project_code=code, agreement_id=event.agreement_id, revision=event.revision, signed_on=event.signed_on,
+            recruiting_unit=event.project.recruiting_unit, previous_recruiting_unit=event.previous_recruiting_unit,
+            added=event.added, withdrawn=tuple(withdrawn), kept=tuple(kept), items_planned=event.items_planned)
+        record = AmendmentRecord(
+            event_id=event.event_id, project_code=code, agreement_id=event.agreement_id, revision=event.revision,
+            signed_on=event.signed_on, recruiting_unit=event.project.recruiting_unit,
+            previous_recruiting_unit=event.previous_recruiting_unit, items_planned=event.items_planned,
+            project_name=event.project.name, facts_json=facts_text(event.project.facts),
+            announced=announced.model_dump(mode="json"), recorded_at=now)
+        added = await ledger.repo.add_amendment(record)
+        if project is not None:
+            await _amend_project(project, ledger)
+        await _publish(ledger, [announced])
+        await settle(code, ledger, now)  # what waited for a withdrawn line; the project closed if all is done
+    log.log(logging.INFO if not kept else logging.WARNING,
+            "project %s amended by %s (revision %d): %d added, %d withdrawn, %d kept (accepted or later: %s)",
+            code, event.agreement_id, event.revision, len(event.added), len(withdrawn), len(kept),
+            ", ".join(k.item_code for k in kept) or "none")
+    return "recorded" if added else "duplicate"
+
+
+async def _amend_project(project: ProjectRecord, ledger: Ledger) -> None:
+    """The project's record as its applied amendments leave it: derived from all of them, so a
+    write from an older amendment that lands last (the embedded store) is undone by the next look."""
+    while True:
+        amendments = await ledger.repo.amendments(project.code)
+        if not amendments:
+            return
+        latest = amendments[-1]
+        await ledger.repo.amend_project(project.model_copy(update={
+            "name": latest.project_name, "recruiting_unit": latest.recruiting_unit,
+            "items_planned": latest.items_planned, "facts_json": latest.facts_json, "revision": latest.revision,
+            "amendments": tuple(a.agreement_id for a in amendments)}))
+        if [a.revision for a in await ledger.repo.amendments(project.code)][-1] == latest.revision:
+            return
+
+
+async def _withdraw_line(key: str, line: PlanLine, event: PlanAmended, ledger: Ledger,
+                         now: datetime) -> PlanLine | KeptLine:
+    """Withdraws one line (or finds it withdrawn by this amendment already); a line never routed
+    (it was unroutable) has nothing to withdraw."""
+    for _attempt in range(_RETRIES):
+        item = await ledger.repo.item(key)
+        if item is None:
+            return line
+        outcome = withdraw(item, event, now, ledger.unit_names)
+        if isinstance(outcome, Refused):
+            return KeptLine(item_code=item.item_code, item_name=item.item_name, request=item.request,
+                            state=item.state.value, reason=outcome.reason)
+        if isinstance(outcome, Duplicate):
+            await _publish(ledger, [_EVENTS.validate_python(e) for e in outcome.events])
+        elif await _save(ledger, outcome.item, item) is None:
+            continue  # another writer changed the line: decide again on what is stored now
+        else:
+            await _publish(ledger, outcome.events)
+        return line.model_copy(update={"item_name": item.item_name, "responsible_unit": item.responsible_unit})
+    raise LedgerBusy(f"line {key} changed at each of {_RETRIES} attempts to withdraw it")
 
 
 # -- what the ledger decides by itself -----------------------------------------------------------
@@ -206,11 +311,13 @@ async def settle(project_code: str, ledger: Ledger, now: datetime) -> None:
     delivered = _delivered(items)
     for item in items:
         await _promote(item, delivered, ledger, now)
-    if items and all(i.state is ItemState.DELIVERED for i in items):
+    if items and all(i.state in (ItemState.DELIVERED, ItemState.WITHDRAWN) for i in items) \
+            and any(i.state is ItemState.DELIVERED for i in items):
         project = await ledger.repo.project(project_code)
         if project is not None and project.delivered_at is None:
             event = ProjectDelivered(event_id=stable_id(project_code, "project.delivered"), occurred_at=now,
-                                     recorded_at=now, project_code=project_code, items_delivered=len(items))
+                                     recorded_at=now, project_code=project_code,
+                                     items_delivered=sum(i.state is ItemState.DELIVERED for i in items))
             await _publish(ledger, [event])
             await ledger.repo.close_project(project_code, now)
 
@@ -259,10 +366,9 @@ async def sweep(ledger: Ledger, today: date, now: datetime) -> list[Event]:
                 if isinstance(event, ItemOverdue):
                     OVERDUE_EVENTS.labels(level=event.level).inc()
     needed = sorted({item_key(i.project_code, code) for i in waiting for code in i.requires})
-    done = {i.key: i for i in await ledger.repo.items(needed) if i.state is ItemState.DELIVERED}
+    done = {i.key: day for i in await ledger.repo.items(needed) if (day := _done_on(i)) is not None}
     for item in waiting:
-        delivered = {code: d.delivered_on for code in item.requires
-                     if (d := done.get(item_key(item.project_code, code))) is not None and d.delivered_on is not None}
+        delivered = {code: d for code in item.requires if (d := done.get(item_key(item.project_code, code))) is not None}
         async with ledger.locks.hold(item.project_code):
             await _promote(item, delivered, ledger, now)
     return announced
@@ -453,6 +559,7 @@ REQUEST_HANDLERS: dict[type[Command], Handler] = {
 }
 HANDLERS: dict[type[Message], Handler] = {
     ServiceStarted: on_service_started,
+    PlanAmended: on_plan_amended,
     ItemRouted: on_item_routed,
     ItemUnroutable: on_item_unroutable,
     RulesActivated: on_rules_event,

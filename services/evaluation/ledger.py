@@ -64,6 +64,8 @@ from services.common.messages import (
     ItemSuspended,
     ItemUnblocked,
     ItemUnroutable,
+    ItemWithdrawn,
+    PlanAmended,
     ReportBlocker,
     ReportEnterpriseIssue,
     ReportProgress,
@@ -105,6 +107,7 @@ class ItemState(StrEnum):
     SUSPENDED = "suspended"
     COMPLETED = "completed"
     DELIVERED = "delivered"
+    WITHDRAWN = "withdrawn"  # a 补充协议 removed the line before it was accepted (受理)
 
 
 STATE_NAMES_ZH = {
@@ -117,9 +120,10 @@ STATE_NAMES_ZH = {
     ItemState.SUSPENDED: "中止（等待企业补正）",
     ItemState.COMPLETED: "已办结",
     ItemState.DELIVERED: "已移交",
+    ItemState.WITHDRAWN: "已撤回（补充协议删除）",
 }
 CLOCK_NAMES_ZH: dict[str, str] = {"service": "首问响应", "statutory": "法定时限"}
-FINISHED = frozenset({ItemState.COMPLETED, ItemState.DELIVERED})
+FINISHED = frozenset({ItemState.COMPLETED, ItemState.DELIVERED, ItemState.WITHDRAWN})
 _ACTIVE = (ItemState.READY, ItemState.CONTACTED, ItemState.ACCEPTED, ItemState.IN_PROGRESS)
 _WORKING = (ItemState.ACCEPTED, ItemState.IN_PROGRESS)
 
@@ -255,6 +259,26 @@ class ProjectRecord(_Record):
     # the project facts of the agreement (JSON text; None for projects recorded before it was
     # kept): ``zeroerrand rules dry-run`` decides every item again with them
     facts_json: str | None = None
+    # 补充协议 applied (``ledger_amendments`` holds each one): how many, and their agreement ids in order
+    revision: int = 0
+    amendments: tuple[str, ...] = ()
+
+
+class AmendmentRecord(_Record):
+    """A 补充协议 as the ledger applied it (its ``project.amended`` event, to announce it again)."""
+
+    event_id: str  # the router's plan.amended
+    project_code: str
+    agreement_id: str
+    revision: int
+    signed_on: date
+    recruiting_unit: str
+    previous_recruiting_unit: str
+    items_planned: int
+    project_name: str
+    facts_json: str
+    announced: dict[str, Any]  # the project.amended event
+    recorded_at: datetime
 
 
 class Assessment(_Record):
@@ -569,6 +593,39 @@ def _enterprise_issue(item: LedgerItem, command: ReportEnterpriseIssue, now: dat
     resume_to = item.resume_to if state is ItemState.BLOCKED else state  # another blocker: back where it was before
     return _record(item, event.type, ItemState.BLOCKED, at, now, [event], command.request_id, by=sender,
                    operator=command.operator, resume_to=resume_to, blockers=(*item.blockers, blocker))
+
+
+# 撤回 (a 补充协议 removed the line): only before a unit accepted (受理) it, also while a 堵点 or a
+# suspension holds it there; never once a 服务专员 accepted its task order
+WITHDRAWABLE = (ItemState.WAITING, ItemState.READY, ItemState.CONTACTED)
+
+
+def withdraw(item: LedgerItem, event: PlanAmended, now: datetime, unit_names: Mapping[str, str]) -> Outcome:
+    """A 补充协议 removed the line from the plan: it leaves the open work of its unit if no unit has
+    accepted (受理) it yet; an accepted or later line is kept, and the reason says so."""
+    if event.event_id in item.applied:
+        return Duplicate(tuple(e for h in item.history if h.request_id == event.event_id for e in h.events))
+    what = f"事项 {item.item_code}（{item.item_name}）"
+    state = item.resume_to if item.state in (ItemState.BLOCKED, ItemState.SUSPENDED) else item.state
+    if state not in WITHDRAWABLE:
+        return Refused(f"{what}当前状态为“{STATE_NAMES_ZH[item.state]}”，已由{_name(unit_names, item.responsible_unit)}"
+                       "受理或办理，不能撤回，继续办理至办结移交；如需终止，请与承办单位协商后由企业撤回申请")
+    order = item.task_order
+    if order is not None and order.state != "issued":
+        return Refused(f"{what}的任务单 {order.number} 已由{_name(unit_names, order.assigned_to)}接收（服务专员 "
+                       f"{order.specialist_name}），不能撤回，请与其协商后处理")
+    day = local_day(now)
+    withdrawn = ItemWithdrawn(
+        event_id=stable_id(item.key, "item.withdrawn", event.event_id), occurred_at=now, recorded_at=now,
+        project_code=item.project_code, item_code=item.item_code, request=item.request, reported_by=ECON_DEV_BUREAU,
+        request_id=event.event_id, item_name=item.item_name, responsible_unit=item.responsible_unit,
+        agreement_id=event.agreement_id, revision=event.revision, from_state=item.state.value,
+        withdrawn_task_order=order.number if order is not None else None)
+    return _record(item, withdrawn.type, ItemState.WITHDRAWN, now, now, [withdrawn], event.event_id,
+                   finished_on=day, resume_to=None,
+                   task_order=order.model_copy(update={"state": "closed", "closed_on": day}) if order else None,
+                   blockers=tuple(b if b.closed_on else b.model_copy(update={"closed_on": day}) for b in item.blockers),
+                   pauses=tuple(p if p.to_day else p.model_copy(update={"to_day": day}) for p in item.pauses))
 
 
 # 重新分派 (``zeroerrand rules reroute``): only while no unit has accepted (受理) the item; a blocked or

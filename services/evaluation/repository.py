@@ -31,6 +31,7 @@ from services.common.batching import Batcher
 from services.common.storage import DUPLICATE_KEY, Collection, Store, StoreSchemaError
 from services.evaluation.journal import base_entry, change_entry, entry_id, fold
 from services.evaluation.ledger import (
+    AmendmentRecord,
     Assessment,
     ItemState,
     LedgerItem,
@@ -71,8 +72,10 @@ JOURNAL = Collection("ledger_journal", (IndexModel([("key", ASCENDING), ("versio
 RECTIFICATIONS = Collection("ledger_rectifications")
 # the one ``project.delivered`` of a project, inserted by the call that closes it
 CLOSINGS = Collection("ledger_project_closings")
+# each 补充协议 applied to a project, inserted once (``_id``: the router's plan.amended event id)
+AMENDMENTS = Collection("ledger_amendments", (IndexModel([("project_code", ASCENDING)]),))
 COLLECTIONS = (PROJECTS, ITEMS, ASSESSMENTS, REQUESTS, META, RULES_HISTORY, UNROUTABLE, JOURNAL, RECTIFICATIONS,
-               CLOSINGS)
+               CLOSINGS, AMENDMENTS)
 ORDER_STATES = ("to_issue", "issued", "accepted", "closed")
 OUTCOME_LOOKUPS = 16  # request outcomes looked up at once by ``_id`` on the embedded store
 """What ``order_state`` holds: a task order still to issue, or the state of the issued one."""
@@ -147,6 +150,13 @@ class LedgerRepository(Protocol):
         """Stores an unroutable item; False if its event id is stored (a redelivery)."""
     async def unroutable(self, year: int, limit: int = 200) -> list[UnroutableRecord]:
         """The items no rule could place in ``year``, newest first."""
+    # -- 补充协议 --
+    async def add_amendment(self, record: AmendmentRecord) -> bool:
+        """Stores an applied amendment; False if its event id is stored (of concurrent ones, one)."""
+    async def amendments(self, project_code: str) -> list[AmendmentRecord]:
+        """The project's applied amendments, by revision."""
+    async def amend_project(self, project: ProjectRecord) -> None:
+        """Writes the fields an amendment changes in the project's record (by its code)."""
 
 
 DERIVED = ("_id", "open", "open_resolvers", "order_state", "order_assignee")  # stored for look-ups, not the record
@@ -417,6 +427,22 @@ class MongoLedgerRepository:
         return [_load(UnroutableRecord, d) async for d in cursor]
 
 
+    async def add_amendment(self, record: AmendmentRecord) -> bool:
+        return await _insert_new(self.store.db[AMENDMENTS.name], _doc(record, record.event_id))
+
+    async def amendments(self, project_code: str) -> list[AmendmentRecord]:
+        found = [_load(AmendmentRecord, d) async for d in self.store.db[AMENDMENTS.name].find({"project_code": project_code})]
+        return sorted(found, key=lambda a: a.revision)
+
+    async def amend_project(self, project: ProjectRecord) -> None:
+        # only the fields an amendment changes: delivered_at is the closing's to write
+        await self._projects.update_one({"_id": project.code}, {"$set": amended_fields(project)})
+
+
+def amended_fields(project: ProjectRecord) -> dict[str, Any]:
+    return project.model_dump(mode="json", include={"name", "recruiting_unit", "items_planned", "facts_json",
+                                                    "revision", "amendments"})
+
 async def _insert_each(collection: Any, documents: Sequence[dict[str, Any]]) -> list[bool]:
     """One unordered ``insert_many``: for each document, whether it was inserted (False: its
     ``_id`` or a unique key was stored already, by an earlier batch or by one before it in this one)."""
@@ -625,3 +651,20 @@ class MemoryLedgerRepository:
         found = sorted((d for d in self._table(UNROUTABLE).values() if d["year"] == year),
                        key=lambda d: d["occurred_at"], reverse=True)
         return [_load(UnroutableRecord, copy.deepcopy(d)) for d in found[:limit]]
+
+    async def add_amendment(self, record: AmendmentRecord) -> bool:
+        table = self.tables[AMENDMENTS.name]
+        if record.event_id in table:
+            return False
+        table[record.event_id] = _doc(record, record.event_id)
+        return True
+
+    async def amendments(self, project_code: str) -> list[AmendmentRecord]:
+        found = [_load(AmendmentRecord, copy.deepcopy(d)) for d in self.tables[AMENDMENTS.name].values()
+                 if d["project_code"] == project_code]
+        return sorted(found, key=lambda a: a.revision)
+
+    async def amend_project(self, project: ProjectRecord) -> None:
+        doc = self._table(PROJECTS).get(project.code)
+        if doc is not None:
+            doc.update(amended_fields(project))

@@ -29,7 +29,7 @@ from services.evaluation.annual import (
     StageTimeliness,
     Status,
 )
-from services.evaluation.ledger import Assessment, LedgerItem, clock_readings
+from services.evaluation.ledger import Assessment, ItemState, LedgerItem, clock_readings
 from services.evaluation.working_days import WorkingCalendar
 
 if TYPE_CHECKING:  # the repository imports this module
@@ -168,7 +168,7 @@ def evaluate(year: int, items: Iterable[LedgerItem], assessments: Iterable[Asses
     blocker_counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for item in all_items:
         modes_of[(item.project_code, item.responsible_unit)].add(item.evaluated_as)
-        if not active_in(item, year):
+        if not active_in(item, year) or item.state is ItemState.WITHDRAWN:  # a 补充协议 took it off the plan
             continue
         tally = tallies[(item.responsible_unit, item.evaluated_as)]
         tally.items += 1

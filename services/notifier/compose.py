@@ -42,6 +42,9 @@ from services.common.messages import (
     ItemSuspended,
     ItemUnblocked,
     ItemUnroutable,
+    ItemWithdrawn,
+    PlanLine,
+    ProjectAmended,
     ProjectDelivered,
     RequestRefused,
     RulesActivated,
@@ -57,9 +60,12 @@ from services.notifier.channels import INBOX
 from services.notifier.plan import UNIT_PREFIX, Email, NotificationPlan, Sms, Webhook
 
 REQUESTS = {Request.HANDLE: "办理", Request.CONSULT: "提供咨询"}
+WITHDRAWN_FROM = {"waiting": "等待前置事项", "ready": "待对接企业", "contacted": "已对接企业", "blocked": "堵点/卡点",
+                  "suspended": "中止（等待企业补正）"}
 CLOCK_NAMES = {"service": "首问响应时限", "statutory": "法定办理时限"}
 RATER_NAMES = {"enterprise": "服务对象", "recruiting_unit": "项目招引单位"}
-WITH_PROJECT = (ItemUnroutable, ItemEvent, ProjectDelivered, AssessmentSubmitted, AssessmentRectified, RequestRefused)
+WITH_PROJECT = (ItemUnroutable, ItemEvent, ProjectDelivered, AssessmentSubmitted, AssessmentRectified, RequestRefused,
+                ProjectAmended)
 
 
 class MissingContext(LookupError):
@@ -222,6 +228,45 @@ class Composer:
 
     # -- context -----------------------------------------------------------------------------
 
+    def _amendment(self, event: ProjectAmended) -> dict[str, Any]:
+        """What a 补充协议 changed, as one notice tells it: each added line with its 一次性告知, each
+        withdrawn line, each line kept because work on it had gone too far, and why."""
+        def named(line: PlanLine) -> str:
+            consult = "（仅咨询）" if line.request is Request.CONSULT else ""
+            return f"{line.item_name or line.item_code}（{line.item_code}）{consult}"
+
+        def added(line: PlanLine) -> str:
+            if not line.routed:
+                return f"{named(line)}：暂无法分派，政务服务局将另行告知"
+            text = (f"{named(line)}：由 {self.unit_name(line.responsible_unit or '')} 办理，"
+                    f"承诺时限受理后 {line.time_limit_days} 个工作日")
+            if line.materials:
+                text += "；请一次性准备以下材料：\n" + "\n".join(f"   - {m}" for m in line.materials)
+            return text + (f"\n   {line.fee_note}" if line.fee_note else "")
+
+        changes = []
+        if event.added:
+            changes.append(f"新增审批事项 {len(event.added)} 项：\n" + numbered([added(a) for a in event.added]))
+        if event.withdrawn:
+            changes.append(f"撤回审批事项 {len(event.withdrawn)} 项（不再办理）：\n"
+                           + numbered([named(w) for w in event.withdrawn]))
+        if event.kept:
+            changes.append(f"以下 {len(event.kept)} 项已受理或办理，不能撤回，继续办理：\n"
+                           + numbered([f"{k.item_name}（{k.item_code}）：{k.reason}" for k in event.kept]))
+        if event.recruiting_unit != event.previous_recruiting_unit:
+            changes.append(f"项目招引单位由 {self.unit_name(event.previous_recruiting_unit)} 变更为 "
+                           f"{self.unit_name(event.recruiting_unit)}")
+        return {"agreement_id": event.agreement_id, "revision": event.revision,
+                "signed_on": event.signed_on.isoformat(), "items_planned": event.items_planned,
+                "changes": "\n".join(changes) or "审批策划未变",
+                "added_count": len(event.added), "withdrawn_count": len(event.withdrawn), "kept_count": len(event.kept),
+                "added": "、".join(named(a) for a in event.added) or "无",
+                "withdrawn": "、".join(named(w) for w in event.withdrawn) or "无",
+                "kept": "、".join(named(PlanLine(item_code=k.item_code, item_name=k.item_name, request=k.request,
+                                                  item_id="-")) for k in event.kept) or "无",
+                "recruiting_unit_name": self.unit_name(event.recruiting_unit),
+                "previous_recruiting_unit_name": self.unit_name(event.previous_recruiting_unit)}
+
     def _context(self, event: Event, project: ProjectView | None,
                  item: ItemView | None) -> tuple[dict[str, Any], dict[str, Any], dict[str, bool]]:
         ctx: dict[str, Any] = {"event_type": event.type, "event_id": event.event_id,
@@ -245,7 +290,21 @@ class Composer:
                     "items_unroutable": event.items_unroutable, "rules_version": event.rules_version}
             roles["ledger_owner"] = event.ledger_owner
         elif isinstance(event, AgreementRejected):
-            ctx |= {"agreement_id": event.agreement_id, "reasons": numbered(event.reasons)}
+            ctx |= {"agreement_id": event.agreement_id, "reasons": numbered(event.reasons),
+                    "agreement_kind": "补充协议" if event.amendment else "协议"}
+            flags["not_eligible"] = event.reason_code == "not_eligible"
+        elif isinstance(event, ProjectAmended):
+            ctx |= self._amendment(event)
+            roles |= {"recruiting_unit": event.recruiting_unit, "previous_recruiting_unit": event.previous_recruiting_unit,
+                      "ledger_owner": ECON_DEV_BUREAU}
+            flags["recruiting_unit_changed"] = event.recruiting_unit != event.previous_recruiting_unit
+        elif isinstance(event, ItemWithdrawn):
+            ctx |= {"item_name": event.item_name, "responsible_unit_name": self.unit_name(event.responsible_unit),
+                    "agreement_id": event.agreement_id, "revision": event.revision,
+                    "from_state_name": WITHDRAWN_FROM.get(event.from_state, event.from_state),
+                    "task_order_note": f"任务单 {event.withdrawn_task_order} 一并撤回。" if event.withdrawn_task_order
+                    else ""}
+            roles |= {"responsible_unit": event.responsible_unit, "ledger_owner": ECON_DEV_BUREAU}
         elif isinstance(event, ItemRouted):
             routed = event.item
             ctx |= {"stage_name": routed.stage_name, "mode_name": routed.mode_name,
@@ -257,6 +316,7 @@ class Composer:
                     else "无前置事项，可立即办理",
                     "rule_name": routed.decision.rule_name, "rules_version": routed.decision.rules_version}
             flags["has_task_order"] = routed.task_order_required
+            flags["by_amendment"] = routed.amendment_id is not None
         elif isinstance(event, ItemUnroutable):
             ctx |= {"item_code": event.item_code, "item_name": event.item_name or "清单中无此事项",
                     "responsible_unit_name": "（未分派）", "reason": event.unroutable.reason,

@@ -11,6 +11,7 @@ from services.common.messages import (
     ItemEvent,
     ItemRerouted,
     ItemRouted,
+    ProjectAmended,
     RequestRefused,
     ServiceStarted,
 )
@@ -27,6 +28,8 @@ async def handle_event(event: Event, repository: NotifierRepository, composer: C
     read_model, new_project = repository.remember(event)
     if isinstance(event, ItemRerouted):  # later notices about the item go to its new unit
         await repository.reassign(event)
+    if isinstance(event, ProjectAmended):  # later notices about the project go to its recruiting unit now
+        await repository.amend(event)
     project, item = await views_of(event, repository)
     documents = composer.compose(event, project, item, now or datetime.now(UTC))
     await commit.submit(read_model, documents)

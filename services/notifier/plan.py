@@ -34,7 +34,11 @@ _ITEM = (*_PROJECT, "item_code", "item_name", "responsible_unit_name")
 VARIABLES: dict[str, tuple[str, ...]] = {
     "service.started": (*_PROJECT, "agreement_id", "signed_on", "items_planned", "items_routed", "items_unroutable",
                         "rules_version"),
-    "agreement.rejected": (*_PROJECT, "agreement_id", "reasons"),
+    "agreement.rejected": (*_PROJECT, "agreement_id", "reasons", "agreement_kind"),
+    "project.amended": (*_PROJECT, "agreement_id", "revision", "signed_on", "items_planned", "changes",
+                        "added_count", "withdrawn_count", "kept_count", "added", "withdrawn", "kept",
+                        "previous_recruiting_unit_name"),
+    "item.withdrawn": (*_ITEM, "agreement_id", "revision", "from_state_name", "task_order_note"),
     "item.routed": (*_ITEM, "stage_name", "mode_name", "request_name", "approving_authority_name", "time_limit_days",
                     "materials", "materials_count", "fee_note", "requires", "rule_name", "rules_version"),
     "item.unroutable": (*_ITEM, "reason", "rules_version", "facts"),
@@ -68,6 +72,8 @@ _ITEM_ROLES = ("enterprise", "recruiting_unit", "responsible_unit")
 ROLES_BY_EVENT: dict[str, tuple[str, ...]] = {
     "service.started": ("enterprise", "recruiting_unit", "ledger_owner"),
     "agreement.rejected": ("enterprise", "recruiting_unit"),
+    "project.amended": ("enterprise", "recruiting_unit", "previous_recruiting_unit", "ledger_owner"),
+    "item.withdrawn": (*_ITEM_ROLES, "ledger_owner"),
     "item.routed": _ITEM_ROLES,
     "item.unroutable": ("enterprise", "recruiting_unit"),
     "item.ready": (*_ITEM_ROLES, "ledger_owner"),
@@ -96,8 +102,11 @@ class _Strict(BaseModel):
 
 
 # what an entry may be conditional on: a 专业跑腿 item, a 差评, a late rectification, an item the
-# rules found not required, a re-routing that changed the unit (not only the mode or the authority)
-Condition = Literal["has_task_order", "is_bad_rating", "is_late", "is_not_required", "unit_changed"]
+# rules found not required, a re-routing that changed the unit (not only the mode or the authority),
+# an agreement rejected as not eligible (not for its id or its project code), an item a 补充协议 added
+# (the enterprise hears of it in the amendment's one notice), an amendment that changed the recruiting unit
+Condition = Literal["has_task_order", "is_bad_rating", "is_late", "is_not_required", "unit_changed", "not_eligible",
+                    "by_amendment", "recruiting_unit_changed"]
 
 
 class PlanEntry(_Strict):

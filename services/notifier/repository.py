@@ -15,7 +15,15 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
 
-from services.common.messages import AgreementRejected, Enterprise, Event, ItemRerouted, ItemRouted, ServiceStarted
+from services.common.messages import (
+    AgreementRejected,
+    Enterprise,
+    Event,
+    ItemRerouted,
+    ItemRouted,
+    ProjectAmended,
+    ServiceStarted,
+)
 from services.common.storage import Collection, Store
 from services.notifier.channels import INBOX
 from services.notifier.compose import ItemView, ProjectView
@@ -99,6 +107,16 @@ class NotifierRepository:
             await self._items.update_one({"_id": f"{event.project_code}/{event.item_code}",
                                           "responsible_unit": event.from_unit},
                                          {"$set": {"responsible_unit": event.to_unit}})
+
+    async def amend(self, event: ProjectAmended) -> None:
+        """The project's recruiting unit in the read model becomes the one of its latest amendment
+        (only from the one it amended, so a redelivered older amendment does not undo a later one)."""
+        if event.recruiting_unit == event.previous_recruiting_unit:
+            return
+        async with self._lookups:
+            await self._projects.update_one({"_id": event.project_code,
+                                             "recruiting_unit": event.previous_recruiting_unit},
+                                            {"$set": {"recruiting_unit": event.recruiting_unit}})
 
     async def apply(self, documents: dict[str, list[dict[str, Any]]]) -> None:
         for collection, batch in documents.items():

@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 from faststream import AckPolicy, FastStream
 from faststream.rabbit import RabbitBroker
 from faststream.rabbit.annotations import RabbitMessage
-from pydantic import ValidationError
+from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
 from watchfiles import awatch
 
 from services.common.bus import BrokerPublisher, Publisher, event_out, make_broker
@@ -26,15 +27,28 @@ from services.common.consuming import (
     retry_or_park,
 )
 from services.common.logs import bind_subject
-from services.common.messages import AgreementSigned, RulesActivated, RulesRejected
+from services.common.messages import AgreementAmended, AgreementSigned, RulesActivated, RulesRejected
 from services.common.operations import Watched
 from services.common.settings import BrokerSettings, RouterSettings, RuntimeSettings, check_broker_user
 from services.common.topology import AGREEMENTS, ROUTER_QUEUE, declare_topology
 from services.router.active_rules import ActiveRules
-from services.router.handlers import handle_agreement_signed
+from services.router.handlers import handle_agreement
+from services.router.registry import AgreementRegistry, MemoryAgreementRegistry, MongoAgreementRegistry
 from services.router.versions import RulesArchive, StoreOpener
 
 log = logging.getLogger(__name__)
+
+
+def _agreement_kind(value: Any) -> str:
+    """An ``agreement.amended`` says so; anything else is read as ``agreement.signed`` (whose type
+    may be left out), as before amendments existed."""
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return "agreement.amended" if kind == "agreement.amended" else "agreement.signed"
+
+
+AGREEMENT = TypeAdapter[AgreementSigned | AgreementAmended](Annotated[
+    Annotated[AgreementSigned, Tag("agreement.signed")] | Annotated[AgreementAmended, Tag("agreement.amended")],
+    Discriminator(_agreement_kind)])
 
 
 @dataclass
@@ -50,6 +64,7 @@ class Router:
     _watcher: asyncio.Task[None] | None = field(default=None)
     inflight: Inflight = field(default_factory=Inflight)
     archive: RulesArchive | None = None  # each activated version's files, to the store (versions.py)
+    registry: AgreementRegistry = field(default_factory=MemoryAgreementRegistry)  # registry.py
 
     def watched(self) -> Watched:
         return Watched("router", self.broker, (ROUTER_QUEUE.name,))
@@ -85,11 +100,20 @@ def _open_archive_store() -> StoreOpener:
     return lambda: open_store(StoreSettings(), COLLECTIONS, watch=False)
 
 
+def _open_registry_store() -> StoreOpener:
+    from services.common.settings import StoreSettings
+    from services.common.storage import open_store
+    from services.router.registry import COLLECTIONS
+
+    return lambda: open_store(StoreSettings(), COLLECTIONS, watch=False)
+
+
 def create_router(settings: RouterSettings | None = None, broker_settings: BrokerSettings | None = None,
                   publisher: Publisher | None = None, runtime: RuntimeSettings | None = None,
-                  archive_store: StoreOpener | None = None) -> Router:
+                  archive_store: StoreOpener | None = None, registry: AgreementRegistry | None = None) -> Router:
     """Wires the router; ``publisher`` replaces the real one (``BrokerPublisher``) in handler tests;
-    ``archive_store`` opens the store the rules versions are archived in (default: the services').
+    ``archive_store`` opens the store the rules versions are archived in (default: the services');
+    ``registry`` keeps the agreements taken (default: ``settings.agreement_registry``).
     ``SettingsError`` for RabbitMQ's guest user outside development."""
     settings = settings or RouterSettings()
     broker_settings = broker_settings or BrokerSettings()
@@ -101,13 +125,18 @@ def create_router(settings: RouterSettings | None = None, broker_settings: Broke
     rules = ActiveRules(settings.rules_dir, timeout_s=settings.check_timeout_s,
                         memory_bytes=settings.check_memory_mb * 2**20)
     publisher = publisher or BrokerPublisher(broker)
-    router = Router(settings=settings, broker=broker, app=FastStream(broker), rules=rules, publisher=publisher)
+    if registry is None:
+        registry = (MemoryAgreementRegistry() if settings.agreement_registry == "memory"
+                    else MongoAgreementRegistry(_open_registry_store()))
+    router = Router(settings=settings, broker=broker, app=FastStream(broker), rules=rules, publisher=publisher,
+                    registry=registry)
     if settings.archive_rules:
         router.archive = RulesArchive(archive_store or _open_archive_store(), retry_s=settings.archive_retry_s)
 
     subscriber = broker.subscriber(ROUTER_QUEUE, AGREEMENTS, ack_policy=AckPolicy.MANUAL, decoder=keep_message,
-                                   title="agreement.signed",
-                                   description="Routes every planned item of a signed agreement.")
+                                   title="agreement.signed / agreement.amended",
+                                   description="Routes every planned item of a signed agreement, and the lines a "
+                                               "补充协议 adds.")
 
     @subscriber
     async def on_agreement_signed(message):  # type: ignore[no-untyped-def]  # no annotation: nothing for FastDepends to do
@@ -119,15 +148,15 @@ def create_router(settings: RouterSettings | None = None, broker_settings: Broke
             await ack(message)
             return
         try:
-            agreement = AgreementSigned.model_validate_json(message.body)
+            agreement = AGREEMENT.validate_json(message.body)
         except ValidationError as exc:
             await park(broker, ROUTER_QUEUE, raw, kind="invalid_message",
-                       reason=f"agreement.signed 消息格式无效 / invalid message: {invalid_summary(exc)}")
+                       reason=f"agreement.signed / agreement.amended 消息格式无效 / invalid message: {invalid_summary(exc)}")
             await ack(message)
             return
         with bind_subject(agreement):  # its log lines carry the project code
             try:
-                await handle_agreement_signed(agreement, rules, publisher)
+                await handle_agreement(agreement, rules, publisher, router.registry)
             except Exception as exc:
                 if connection_lost(exc):  # the connection logs it once; the agreement comes again
                     log.debug("agreement %s: routing interrupted by the lost connection: %r", agreement.agreement_id,

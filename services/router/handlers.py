@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from services.common.bus import Outgoing, Publisher, event_out
-from services.common.messages import ROUTED_ITEM_TYPE, AgreementSigned, ItemRouted, ItemUnroutable, RoutedItem
+from services.common.messages import (
+    ROUTED_ITEM_TYPE,
+    AgreementAmended,
+    AgreementRejected,
+    AnyAgreement,
+    ItemUnroutable,
+    RoutedItem,
+)
 from services.common.operations import AGREEMENTS_REJECTED, ITEMS_ROUTED, ITEMS_UNROUTABLE
 from services.common.topology import ITEMS, UNROUTABLE_KEY, item_headers, unroutable_headers
 from services.router.active_rules import ActiveRules
-from services.router.routing import RoutingResult, route_agreement
+from services.router.registry import AgreementRegistry, Refusal, fingerprint
+from services.router.routing import RoutingResult, Take, admit, route_agreement, route_amendment
+
+ADMIT_ATTEMPTS = 5  # another router took the same project revision meanwhile: decide again on what is stored
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +35,9 @@ def outgoing_for(result: RoutingResult) -> list[Outgoing]:
     """
     if result.rejected is not None:
         return [event_out(result.rejected)]
-    assert result.started is not None
-    out = [event_out(result.started)]
+    first = result.started or result.amended
+    assert first is not None
+    out = [event_out(first)]
     out.extend(item_out(routed.item) for routed in result.routed)
     out.extend(unroutable_out(parked) for parked in result.unroutable)
     return out
@@ -42,13 +53,43 @@ def item_out(item: RoutedItem) -> Outgoing:
     return Outgoing(ITEMS, item.decision.routing_key, item, item.item_id, ROUTED_ITEM_TYPE, item_headers(item))
 
 
-async def handle_agreement_signed(agreement: AgreementSigned, rules: ActiveRules, publisher: Publisher) -> RoutingResult:
-    """Routes one agreement and returns after every resulting message is confirmed."""
-    result = route_agreement(agreement, rules.engine)
+async def handle_agreement(agreement: AnyAgreement, rules: ActiveRules, publisher: Publisher,
+                           registry: AgreementRegistry) -> RoutingResult:
+    """Takes one agreement or 补充协议 into the registry (or rejects it), routes what it brings and
+    returns after every resulting message is confirmed. The registry is written before anything is
+    published: a crash in between makes the redelivery a replay of the same ids."""
+    print_ = fingerprint(agreement)
+    engine = rules.engine
+    for _attempt in range(ADMIT_ATTEMPTS):
+        now = datetime.now(UTC)
+        decided = admit(agreement, print_, await registry.agreement(agreement.agreement_id),
+                        await registry.project(agreement.project.code), frozenset(engine.book.units), now)
+        if isinstance(decided, AgreementRejected):
+            result = RoutingResult(rejected=decided)
+            break
+        if not decided.replay:
+            added = await registry.add(decided.admission)
+            if added != "added":  # another router took the id or the revision meanwhile
+                continue
+        result = _route(agreement, decided, rules)
+        break
+    else:
+        raise RuntimeError(f"agreement {agreement.agreement_id}: project {agreement.project.code} changed at each of "
+                           f"{ADMIT_ATTEMPTS} attempts")
     await publisher.publish_all(outgoing_for(result))
+    if result.rejected is not None:
+        await registry.refused(Refusal(agreement_id=agreement.agreement_id, fingerprint=print_,
+                                       reason_code=result.rejected.reason_code, reasons=result.rejected.reasons,
+                                       event_id=result.rejected.event_id, recorded_at=result.rejected.recorded_at))
     _count(result)
-    _log(agreement, result.routed, result.unroutable, result.rejected is not None)
+    _log(agreement, result)
     return result
+
+
+def _route(agreement: AnyAgreement, take: Take, rules: ActiveRules) -> RoutingResult:
+    if isinstance(agreement, AgreementAmended):
+        return route_amendment(agreement, take, rules.engine)
+    return route_agreement(agreement, rules.engine)
 
 
 def _count(result: RoutingResult) -> None:
@@ -63,9 +104,15 @@ def _count(result: RoutingResult) -> None:
         ITEMS_UNROUTABLE.inc(len(result.unroutable))
 
 
-def _log(agreement: AgreementSigned, routed: Sequence[ItemRouted], unroutable: Sequence[ItemUnroutable],
-         rejected: bool) -> None:
-    if rejected:
-        log.info("agreement %s rejected: not eligible", agreement.agreement_id)
+def _log(agreement: AnyAgreement, result: RoutingResult) -> None:
+    if result.rejected is not None:
+        level = logging.INFO if result.rejected.reason_code == "not_eligible" else logging.WARNING
+        log.log(level, "%s %s rejected (%s): %s", agreement.type, agreement.agreement_id, result.rejected.reason_code,
+                "; ".join(result.rejected.reasons))
+    elif result.amended is not None:
+        log.info("amendment %s of %s (revision %d): %d lines added (%d routed), %d removed",
+                 agreement.agreement_id, agreement.project.code, result.amended.revision, len(result.amended.added),
+                 len(result.routed), len(result.amended.removed))
     else:
-        log.info("agreement %s: %d items routed, %d unroutable", agreement.agreement_id, len(routed), len(unroutable))
+        log.info("agreement %s: %d items routed, %d unroutable", agreement.agreement_id, len(result.routed),
+                 len(result.unroutable))

@@ -165,7 +165,7 @@ async def test_every_service_runs_as_its_own_user_and_the_system_works(system: S
         users = {line.split("\t")[1] for line in connections.splitlines() if line.startswith(system.vhost + "\t")}
         assert users == {system.prefix + name for name in SERVICES}, users
 
-        signed = await cli(system, "sign", str(EXAMPLES / ALUMINIUM))
+        signed = await cli(system, "sign", "--wait", "0", str(EXAMPLES / ALUMINIUM))
         assert signed.returncode == 0, signed.stdout + signed.stderr
 
         async def routed_into_the_ledger() -> bool:

@@ -82,7 +82,7 @@ QUEUE_NAMES = {**{m.value: q.name for m, q in MODE_QUEUES.items()}, "unroutable"
 async def test_signing_an_example_lands_exactly_the_expected_items_on_each_queue(
         name: str, router: Router, amqp: Any, amqp_url: str, tap: Any) -> None:
     events = await tap("zeroerrand.events")
-    code, out, err = await run_cli(amqp_url, "sign", str(EXAMPLES / name))
+    code, out, err = await run_cli(amqp_url, "sign", "--wait", "0", str(EXAMPLES / name))
     assert code == 0, err
     assert "已签约并发布" in out
     expected = {QUEUE_NAMES[k]: v for k, v in EXPECTED[name].items()}

@@ -128,7 +128,7 @@ async def test_the_services_and_the_cli_route_a_signed_agreement_over_tls(servic
         tap = await channel.declare_queue(exclusive=True)
         await tap.bind(await channel.get_exchange(ITEMS.name), "#")
 
-        code, out, err = await cli(tls_env(settings), "sign", str(EXAMPLES / ALUMINIUM))
+        code, out, err = await cli(tls_env(settings), "sign", "--wait", "0", str(EXAMPLES / ALUMINIUM))
         assert code == 0, out + err
         assert "已签约并发布：协议" in out
 
@@ -164,7 +164,7 @@ async def test_a_client_without_the_ca_is_refused_and_told_to_set_it(tls_node: R
     message = await refusal(tls_settings(pki, amqp_ca_file=pki.stranger_ca))
     assert "服务器证书未通过验证" in message and f"ZEROERRAND_AMQP_CA_FILE={pki.stranger_ca}" in message, message
     # and the CLI says it in a line
-    code, out, err = await cli(tls_env(tls_settings(pki, amqp_ca_file=None)), "sign", str(EXAMPLES / ALUMINIUM))
+    code, out, err = await cli(tls_env(tls_settings(pki, amqp_ca_file=None)), "sign", "--wait", "0", str(EXAMPLES / ALUMINIUM))
     assert code == 1 and "服务器证书未通过验证" in err and "Traceback" not in err, out + err
 
 

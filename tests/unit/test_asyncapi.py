@@ -93,7 +93,7 @@ def test_it_names_every_exchange_queue_and_message(document: dict[str, Any]) -> 
               if c["bindings"]["amqp"]["is"] == "queue"}
     assert queues == {q.name for q in CONSUMER_QUEUES}
     names = {m["name"] for m in document["components"]["messages"].values()}
-    expected = {"agreement.signed", "approval.item", "item.unroutable"}
+    expected = {"agreement.signed", "agreement.amended", "approval.item", "item.unroutable"}
     expected |= {m.model_fields["type"].default for m in (*EVENT_MODELS, *COMMAND_MODELS)}
     assert names == expected
     item = document["components"]["messages"]["RoutedItem"]

@@ -90,8 +90,8 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[Outgoing]:
 
 
 def test_sign_backfill_publishes_a_backfilled_agreement(sent: list[Outgoing]) -> None:
-    plain = CliRunner().invoke(app, ["sign", str(EXAMPLES / ALUMINIUM)])
-    backfilled = CliRunner().invoke(app, ["sign", "--backfill", str(EXAMPLES / ALUMINIUM)])
+    plain = CliRunner().invoke(app, ["sign", "--wait", "0", str(EXAMPLES / ALUMINIUM)])
+    backfilled = CliRunner().invoke(app, ["sign", "--wait", "0", "--backfill", str(EXAMPLES / ALUMINIUM)])
     assert plain.exit_code == 0 and backfilled.exit_code == 0, plain.output + backfilled.output
     assert [o.message.backfill for o in sent] == [False, True]  # type: ignore[attr-defined]
     assert "补录，事项自签约日 2026-03-18 起算" in backfilled.output and "补录" not in plain.output
@@ -101,6 +101,7 @@ def test_sign_backfill_refuses_an_agreement_not_signed_before_today(sent: list[O
     future = tmp_path / "future.yaml"
     text = (EXAMPLES / ALUMINIUM).read_text(encoding="utf-8")
     future.write_text(text.replace("signed_on: 2026-03-18", "signed_on: 2099-06-01"), encoding="utf-8")
-    refused = CliRunner().invoke(app, ["sign", "--backfill", str(future)])
+    refused = CliRunner().invoke(app, ["sign", "--wait", "0", "--backfill", str(future)])
     assert refused.exit_code == 1 and "签约日期 2099-06-01 不早于今天" in refused.output and not sent
-    assert CliRunner().invoke(app, ["sign", str(future)]).exit_code == 0 and len(sent) == 1  # signing ahead is not 补录
+    signed_ahead = CliRunner().invoke(app, ["sign", "--wait", "0", str(future)])
+    assert signed_ahead.exit_code == 0 and len(sent) == 1  # signing ahead is not 补录
