@@ -29,7 +29,7 @@ from services.common.consuming import (
 from services.common.logs import bind_subject
 from services.common.messages import AgreementAmended, AgreementSigned, RulesActivated, RulesRejected
 from services.common.operations import Watched
-from services.common.settings import BrokerSettings, RouterSettings, RuntimeSettings, check_broker_user
+from services.common.settings import BrokerSettings, RouterSettings, RuntimeSettings, SettingsError, check_broker_user
 from services.common.topology import AGREEMENTS, ROUTER_QUEUE, declare_topology
 from services.router.active_rules import ActiveRules
 from services.router.handlers import handle_agreement
@@ -117,7 +117,14 @@ def create_router(settings: RouterSettings | None = None, broker_settings: Broke
     ``SettingsError`` for RabbitMQ's guest user outside development."""
     settings = settings or RouterSettings()
     broker_settings = broker_settings or BrokerSettings()
-    check_broker_user(broker_settings, runtime or RuntimeSettings.load(), "router")
+    runtime = runtime or RuntimeSettings.load()
+    check_broker_user(broker_settings, runtime, "router")
+    if settings.agreement_registry == "memory" and registry is None and not runtime.development:
+        raise SettingsError(
+            "路由服务未启动：ZEROERRAND_ROUTER_AGREEMENT_REGISTRY=memory 只把已受理的协议记在本进程内（重启即忘、"
+            "多个路由服务互不知晓），同一项目的第二份协议、重复使用的协议编号就不能被识别；生产环境必须用 store "
+            "（默认）。 / the router refused to start: an agreement registry in memory is for tests only "
+            "(ZEROERRAND_ENVIRONMENT=development); unset ZEROERRAND_ROUTER_AGREEMENT_REGISTRY")
     # no dependency injection (see consuming.keep_message): FastDepends resolved the handler's one
     # parameter in a worker thread, a window in which a lost connection cancelled the delivery's
     # task, which FastStream logs as an ERROR

@@ -35,8 +35,9 @@ CONSOLE = ConsoleSettings(secret_key="a-real-console-key-0123456789")
 Factory = Callable[[BrokerSettings, RuntimeSettings], Any]
 
 FACTORIES: dict[str, Factory] = {
-    "router": lambda broker, runtime: create_router(RouterSettings(rules_dir=RULES, watch_rules=False), broker,
-                                                    runtime=runtime),
+    # the registry production uses (opened only when the router starts)
+    "router": lambda broker, runtime: create_router(RouterSettings(rules_dir=RULES, watch_rules=False,
+                                                                   agreement_registry="store"), broker, runtime=runtime),
     "notifier": lambda broker, runtime: create_notifier(NotifierSettings(webhook_secret="k7Qx9-a-real-secret"),
                                                         broker, runtime=runtime, console_settings=CONSOLE),
     "evaluation": lambda broker, runtime: create_evaluation(EvaluationSettings(rules_dir=RULES), broker,
@@ -86,3 +87,11 @@ def test_the_cli_refuses_guest_in_a_line() -> None:
                           cwd=ROOT, env=env)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "路由服务未启动" in done.stderr and "guest" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_a_router_with_its_agreements_in_memory_is_refused_outside_development() -> None:
+    own = BrokerSettings(amqp_url="amqp://zeroerrand-router:pw@127.0.0.1:1/")
+    memory = RouterSettings(rules_dir=RULES, watch_rules=False, agreement_registry="memory")
+    with pytest.raises(SettingsError, match="ZEROERRAND_ROUTER_AGREEMENT_REGISTRY=memory"):
+        create_router(memory, own, runtime=PRODUCTION)
+    create_router(memory, own, runtime=DEVELOPMENT)  # the tests' own routers
