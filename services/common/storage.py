@@ -56,6 +56,27 @@ class StoreUnavailable(RuntimeError):
     """Neither ``MONGODB_URL`` nor the embedded server can be used; the message says what to do."""
 
 
+# The status a service (and ``zeroerrand up``) exits with once it has given up on its store: not 0,
+# so that a supervisor restarting on failure starts it again (sysexits' EX_TEMPFAIL: try again).
+EXIT_STORE_LOST = 75
+_store_lost: str | None = None
+
+
+def store_lost() -> str | None:
+    """Why this process gave up on its store (its embedded store stopped), or None: then it stops
+    and exits with ``EXIT_STORE_LOST``, and every failure meanwhile is the outage's, not a message's."""
+    return _store_lost
+
+
+def give_up_on_store(reason: str) -> None:
+    """Records that this process gives up on its store and asks it to stop (SIGTERM, so every
+    service shuts down as on a Ctrl-C: deliveries in flight go back to their queues)."""
+    global _store_lost
+    if _store_lost is None:
+        _store_lost = reason
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 @dataclass(frozen=True)
 class Collection:
     """A collection and the indexes it must have (created at start-up)."""
@@ -249,9 +270,11 @@ class Store:
         self._postgres = postgres
         self._watchdog: asyncio.Task[None] | None = None
 
-    def watch(self, interval_s: float = 1.0) -> None:
-        """Stops this process (SIGTERM, so a service shuts down cleanly) if the embedded store it
-        uses stops: its messages then stay queued instead of failing one attempt after another."""
+    def watch(self, interval_s: float = 0.25) -> None:
+        """Gives up on the store (:func:`give_up_on_store`: this process stops, cleanly, and exits
+        with ``EXIT_STORE_LOST``) if the embedded store it uses stops: it does not come back by
+        itself, and a supervisor that restarts the service starts it again. Its messages stay queued
+        (those held for the outage go back) instead of failing one attempt after another."""
         embedded = self._embedded
         if embedded is None or self._watchdog is not None:
             return
@@ -259,10 +282,11 @@ class Store:
         async def watchdog() -> None:
             while embedded.alive():
                 await asyncio.sleep(interval_s)
-            log.critical("内置存储已停止（见 %s/store.log）：本进程随之停止，未处理的消息留在队列中 / "
-                         "the embedded store stopped; stopping this process: %s", embedded.data_dir,
-                         embedded.last_word() or "no reason recorded")
-            os.kill(os.getpid(), signal.SIGTERM)
+            why = embedded.last_word() or "no reason recorded"
+            log.critical("内置存储已停止（见 %s/store.log）：本进程随之停止（退出码 %d），未处理的消息留在队列中 / "
+                         "the embedded store stopped; stopping this process (exit status %d): %s", embedded.data_dir,
+                         EXIT_STORE_LOST, EXIT_STORE_LOST, why)
+            give_up_on_store(f"the embedded store in {embedded.data_dir} stopped: {why}")
 
         self._watchdog = asyncio.create_task(watchdog(), name="embedded-store-watchdog")
 
