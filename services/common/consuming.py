@@ -28,7 +28,6 @@ with the reason.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import re
 import time
@@ -41,7 +40,6 @@ from faststream import AckPolicy, StreamMessage
 from faststream.rabbit import RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
 from pydantic import TypeAdapter, ValidationError
-from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from services.common import storage
 from services.common.connection import ConnectionLostError, causes, connection_lost, unless_connection_lost
@@ -154,37 +152,19 @@ async def park_if_too_large(broker: RabbitBroker, queue: RabbitQueue, raw_messag
 
 # -- outages: the store or the broker unreachable -----------------------------------------------
 
-# MongoDB's codes for a server shutting down, stepping down or unreachable (PyMongo retries them
-# itself once, then raises them as they are)
-_OUTAGE_CODES = frozenset({6, 7, 89, 91, 189, 9001, 10107, 11600, 11602, 13435, 13436})
-# what FerretDB answers (OperationFailure, code 1) while its PostgreSQL is gone or restarting
-_BACKEND_GONE = re.compile(
-    r"broken pipe|connection refused|connection reset|failed to connect|dial error|no such file or directory|"
-    r"server closed the connection|terminating connection|connection is already closed|conn closed|closed pool|"
-    r"unexpected eof|the database system is (?:shutting down|starting up|in recovery mode|not yet accepting)",
-    re.IGNORECASE)
-_NETWORK_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE, errno.ENOTCONN,
-                             errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT})
-
-
 def outage(error: BaseException) -> str | None:
     """What is unreachable when ``error`` (or what caused it) says the store or the broker is, not
-    the message: ``"store"``, ``"broker"``, or None (the failure is the message's own, or a race).
-    Once this process has given up on its store (``storage.store_lost``), every failure is one."""
+    the message: ``"store"`` (``storage.store_outage``), ``"broker"`` (the connection or a channel
+    lost, a publish the broker nacked; a returned one is unroutable, not an outage), or None (the
+    failure is the message's own, or a race). Once this process has given up on its store
+    (``storage.store_lost``), every failure is the outage's."""
+    if storage.store_outage(error):
+        return "store"
     for cause in causes(error):
-        if isinstance(cause, ConnectionFailure):  # AutoReconnect, NetworkTimeout, ServerSelectionTimeoutError, ...
-            return "store"
-        if isinstance(cause, OperationFailure):
-            if cause.code in _OUTAGE_CODES or _BACKEND_GONE.search(f"{cause} {cause.details or ''}"):
-                return "store"
-        if isinstance(cause, PyMongoError) and cause.has_error_label("RetryableWriteError"):
-            return "store"
         if isinstance(cause, DeliveryError) and not isinstance(cause, ReturnedError):
-            return "broker"  # a publish the broker nacked (a returned one is unroutable: not an outage)
+            return "broker"
         if connection_lost(cause):
             return "broker"
-        if isinstance(cause, OSError) and cause.errno in _NETWORK_ERRNOS:
-            return "store"
     if storage.store_lost() is not None:
         return "store"
     return None
@@ -203,6 +183,7 @@ class OutageLog:
     def __init__(self) -> None:
         self.held = 0
         self.total = 0
+        self.went_back = 0
         self._since: float | None = None
         self._said_at = 0.0
 
@@ -224,13 +205,15 @@ class OutageLog:
             log.warning("%s still unreachable after %.0f s, %d deliveries held: %s", what, now - self._since,
                         self.held, printable(repr(error), 300))
 
-    def released(self) -> None:
-        """A held delivery was handled, failed for its own reason, or went back to its queue."""
+    def released(self, went_back: bool) -> None:
+        """A held delivery was handled (or failed for its own reason), or went back to its queue."""
         self.held -= 1
+        self.went_back += went_back
         if self.held == 0 and self._since is not None:
-            log.info("outage over after %.1f s: %d held deliveries went on", time.monotonic() - self._since,
-                     self.total)
-            self._since, self.total = None, 0
+            log.info("no delivery held any more after %.1f s: %d handled once the outage was over, %d given back to "
+                     "their queues as the service stopped", time.monotonic() - self._since,
+                     self.total - self.went_back, self.went_back)
+            self._since, self.total, self.went_back = None, 0, 0
 
 
 OUTAGES = OutageLog()
@@ -248,16 +231,27 @@ async def through_outages(attempt: Callable[[], Awaitable[None]], raw_message: A
     ``HeldAtStop`` if ``stopping`` is set, or the delivery's channel closes, first."""
     delay = OUTAGE_FIRST_DELAY_S
     holding = False
+    went_back = False
     try:
         while True:
             try:
-                await attempt()
+                if holding:  # a retry gives way to a stop at once: it can only fail again meanwhile
+                    await _unless_stopping(attempt(), stopping)
+                else:
+                    await attempt()
                 return None
+            except HeldAtStop:
+                went_back = True
+                raise
+            except asyncio.CancelledError:
+                went_back = holding
+                raise
             except Exception as exc:
                 what = outage(exc)
                 if what is None:
                     return exc
                 if delivery_lost(raw_message):
+                    went_back = True
                     raise HeldAtStop("the delivery went with its channel") from exc
                 if not holding:
                     holding = True
@@ -267,6 +261,7 @@ async def through_outages(attempt: Callable[[], Awaitable[None]], raw_message: A
                 log.debug("message %s on %s held for an outage (%s): %r", getattr(raw_message, "message_id", None),
                           queue, what, exc)
             if stopping.is_set():
+                went_back = True
                 raise HeldAtStop("the service is stopping")
             try:
                 await asyncio.wait_for(stopping.wait(), delay)
@@ -275,7 +270,21 @@ async def through_outages(attempt: Callable[[], Awaitable[None]], raw_message: A
             delay = min(delay * 2, OUTAGE_MAX_DELAY_S)
     finally:
         if holding:
-            OUTAGES.released()
+            OUTAGES.released(went_back)
+
+
+async def _unless_stopping(work: Awaitable[None], stopping: asyncio.Event) -> None:
+    task = asyncio.ensure_future(work)
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+    if not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise HeldAtStop("the service is stopping")
+    task.result()
 
 
 RETRY_BASE_DELAY_S = 0.2
@@ -348,6 +357,8 @@ def failure_level(error: BaseException, expected: tuple[type[BaseException], ...
 # How long a stopping service lets work in flight finish before it cancels it: every service must
 # exit within 10 s of SIGTERM at any load, and closing the store takes up to 4.5 s more.
 SHUTDOWN_GRACE_S = 4.0
+# Once the process has given up on its store, what is in flight cannot finish: it goes back sooner.
+STORE_LOST_GRACE_S = 0.5
 # A background loop (webhook delivery, overdue sweep) is told to stop before the deliveries are
 # drained, and notices at its next step; this long more, then one still busy is cancelled.
 BACKGROUND_GRACE_S = 0.5
@@ -410,6 +421,8 @@ class Inflight:
         or done twice, only done by the next consumer. Deliveries held for an outage are given back
         at once."""
         self.stopping.set()
+        if storage.store_lost() is not None:  # nothing in flight can finish without the store
+            grace_s = STORE_LOST_GRACE_S if grace_s is None else min(grace_s, STORE_LOST_GRACE_S)
         try:
             await finish_or_cancel(self._tasks, grace_s, "deliveries")
         finally:
@@ -478,7 +491,7 @@ def consume_events(broker: RabbitBroker, queue: RabbitQueue, inflight: Inflight,
             try:
                 failed = await through_outages(attempt, raw, queue.name, inflight.stopping)
             except HeldAtStop as exc:
-                log.info("message %s on %s held for an outage goes back to its queue: %s",
+                log.debug("message %s on %s held for an outage goes back to its queue: %s",
                          printable(str(getattr(raw, "message_id", None)), 200), queue.name, exc)
                 if not delivery_lost(raw):
                     await requeue(message)
