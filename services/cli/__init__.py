@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import agreements, demo, evaluation, items, ledger, notifications, rules, run, store, users
+from services.cli import agreements, dead_letters, demo, evaluation, items, ledger, notifications, rules, run, store, users
 
 app = typer.Typer(help="“企业零跑腿”服务系统 / Zero Errand: 路由、通知、评价服务与运维命令。", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -27,6 +27,7 @@ app.add_typer(items.task_order_app, name="task-order")
 app.add_typer(ledger.ledger_app, name="ledger")
 app.add_typer(users.users_app, name="users")
 app.add_typer(store.store_app, name="store")
+app.add_typer(dead_letters.dead_letters_app, name="dead-letters")
 
 
 def main() -> None:

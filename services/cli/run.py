@@ -78,7 +78,8 @@ def _console() -> Any:
 
 
 def run_apps(*apps: Any, watched: Sequence[Any] = ()) -> None:
-    """Starts FastStream apps in one process and stops them, in reverse, on Ctrl-C or SIGTERM; with
+    """Starts FastStream apps in one process and stops them, in reverse, on Ctrl-C or SIGTERM (exit 0),
+    or when a service gives up on its store (exit ``EXIT_STORE_LOST``, 75: ``services.common.storage``); with
     ``ZEROERRAND_METRICS_PORT`` set, serves ``/metrics`` and ``/health`` for the ``watched`` services
     (``services.common.operations``) once they have started, until they stop."""
     import signal
@@ -115,3 +116,9 @@ def run_apps(*apps: Any, watched: Sequence[Any] = ()) -> None:
                     logging.getLogger(__name__).error("stopping a service failed: %r", result)
 
     asyncio.run(run())
+    from services.common.storage import EXIT_STORE_LOST, store_lost
+
+    lost = store_lost()
+    if lost is not None:  # a supervisor must see a failure, and start it again
+        typer.echo(f"存储已不可用，服务已停止（退出码 {EXIT_STORE_LOST}），请重新启动 / gave up on the store: {lost}", err=True)
+        raise SystemExit(EXIT_STORE_LOST)

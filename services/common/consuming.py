@@ -1,10 +1,22 @@
-"""What a consumer does with a message it cannot process: retry, or park it with the reason.
+"""What a consumer does with a message it cannot process: wait out an outage, retry, or park it
+with the reason.
 
 * Malformed input (it will never parse) is parked at once on the consumer's dead-letter queue,
   the original body unchanged and the reason in headers, then acknowledged.
-* A failure that may pass (broker hiccup, a dependency down) is negatively acknowledged with
-  requeue; the quorum queue counts deliveries, and the attempt before the broker's own limit
-  parks the message with the error instead, so the reason is kept.
+* A failure because the store or the broker is unreachable (:func:`outage`: PyMongo's
+  ``ConnectionFailure`` family, the embedded store's FerretDB saying its PostgreSQL is gone, a
+  refused or reset connection, a publish the broker did not confirm, or any failure once this
+  process has given up on its store) is not the message's fault: the delivery is held,
+  unacknowledged, and handled again in this process with back-off (0.5 s doubling to 5 s) until it
+  succeeds. It never goes back to the queue for it, since a quorum queue counts every requeue
+  toward ``x-delivery-limit`` and would park it after five quick failures. The consumer's prefetch
+  bounds how many wait; the log says once that they wait and once that they went on (a WARNING a
+  minute while it lasts). If the service stops meanwhile (a SIGTERM, or its embedded store gone),
+  the held deliveries go back to the queue: one delivery counted per stop, not one per attempt.
+* Any other failure (the message's own content, or a race that may pass: an event that arrived
+  before the one it depends on) is negatively acknowledged with requeue; the quorum queue counts
+  deliveries, and the attempt before the broker's own limit parks the message with the error
+  instead, so the reason is kept.
 * If the process dies, the unacknowledged message is redelivered; if it kept dying, the broker's
   delivery limit dead-letters it (``x-death`` says so).
 * If the connection to the broker is lost while a delivery is handled, its acknowledgement cannot
@@ -18,15 +30,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from aiormq.exceptions import DeliveryError
+from aiormq.exceptions import PublishError as ReturnedError
 from faststream import AckPolicy, StreamMessage
 from faststream.rabbit import RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.annotations import RabbitMessage
 from pydantic import TypeAdapter, ValidationError
 
-from services.common.connection import ConnectionLostError, connection_lost, unless_connection_lost
+from services.common import storage
+from services.common.connection import ConnectionLostError, causes, connection_lost, unless_connection_lost
 from services.common.logs import bind_subject
 from services.common.messages import ROUTED_ITEM_TYPE, AnyCommand, AnyEvent, RoutedItem, item_routed
 from services.common.topology import DEAD, DELIVERY_LIMIT, EVENTS, dead_letter_key, parked_headers
@@ -105,7 +121,8 @@ def invalid_summary(exc: ValidationError, *, most: int = 10, part: int = 64) -> 
 async def park(broker: RabbitBroker, queue: RabbitQueue, raw_message: Any, *, kind: str, reason: str) -> None:
     """Publishes the original message to ``queue``'s dead-letter queue with the reason (confirmed)."""
     reason = printable(reason)
-    headers = parked_headers(getattr(raw_message, "headers", None) or {}, queue, kind=kind, reason=reason)
+    headers = parked_headers(getattr(raw_message, "headers", None) or {}, queue, kind=kind, reason=reason,
+                             publisher=getattr(raw_message, "user_id", None))
     await broker.publish(
         raw_message.body,
         exchange=DEAD,
@@ -131,6 +148,143 @@ async def park_if_too_large(broker: RabbitBroker, queue: RabbitQueue, raw_messag
                reason=f"消息有 {len(body):,} 字节，超过队列 {queue.name} 的上限 {max_bytes:,} 字节，未读取 / "
                       f"message too large: {len(body)} > {max_bytes} bytes")
     return True
+
+
+# -- outages: the store or the broker unreachable -----------------------------------------------
+
+def outage(error: BaseException) -> str | None:
+    """What is unreachable when ``error`` (or what caused it) says the store or the broker is, not
+    the message: ``"store"`` (``storage.store_outage``), ``"broker"`` (the connection or a channel
+    lost, a publish the broker nacked; a returned one is unroutable, not an outage), or None (the
+    failure is the message's own, or a race). Once this process has given up on its store
+    (``storage.store_lost``), every failure is the outage's."""
+    if storage.store_outage(error):
+        return "store"
+    for cause in causes(error):
+        if isinstance(cause, DeliveryError) and not isinstance(cause, ReturnedError):
+            return "broker"
+        if connection_lost(cause):
+            return "broker"
+    if storage.store_lost() is not None:
+        return "store"
+    return None
+
+
+OUTAGE_FIRST_DELAY_S = 0.5
+OUTAGE_MAX_DELAY_S = 5.0
+OUTAGE_STILL_EVERY_S = 60.0
+
+
+class OutageLog:
+    """What a process says about deliveries held for an outage: a WARNING when the first is held,
+    an INFO when none is held any more (how long, how many), a WARNING a minute in between; never
+    a line per delivery or per attempt."""
+
+    def __init__(self) -> None:
+        self.held = 0
+        self.total = 0
+        self.went_back = 0
+        self._since: float | None = None
+        self._said_at = 0.0
+
+    def hold(self, queue: str, what: str, error: BaseException) -> None:
+        """A delivery starts waiting."""
+        self.held += 1
+        self.total += 1
+        if self._since is None:
+            self._since = self._said_at = time.monotonic()
+            log.warning("%s不可达：消息留在本进程中，恢复后处理，不退回队列、不计投递次数 / %s unreachable: "
+                        "deliveries are held and retried until it is back (first from %s): %s",
+                        "存储" if what == "store" else "RabbitMQ", what, queue, printable(repr(error), 300))
+
+    def still(self, what: str, error: BaseException) -> None:
+        """An attempt of a held delivery failed again."""
+        now = time.monotonic()
+        if self._since is not None and now - self._said_at >= OUTAGE_STILL_EVERY_S:
+            self._said_at = now
+            log.warning("%s still unreachable after %.0f s, %d deliveries held: %s", what, now - self._since,
+                        self.held, printable(repr(error), 300))
+
+    def released(self, went_back: bool) -> None:
+        """A held delivery was handled (or failed for its own reason), or went back to its queue."""
+        self.held -= 1
+        self.went_back += went_back
+        if self.held == 0 and self._since is not None:
+            log.info("no delivery held any more after %.1f s: %d handled once the outage was over, %d given back to "
+                     "their queues as the service stopped", time.monotonic() - self._since,
+                     self.total - self.went_back, self.went_back)
+            self._since, self.total, self.went_back = None, 0, 0
+
+
+OUTAGES = OutageLog()
+
+
+class HeldAtStop(Exception):
+    """The service stopped (or the delivery's channel closed) while the delivery waited out an outage."""
+
+
+async def through_outages(attempt: Callable[[], Awaitable[None]], raw_message: Any, queue: str,
+                          stopping: asyncio.Event) -> BaseException | None:
+    """Runs ``attempt`` until it does not fail for an outage: None when it succeeded, else the error
+    of a failure that is the message's (for :func:`retry_or_park`). While the store or the broker is
+    unreachable it is run again with back-off, the delivery held (see the module).
+    ``HeldAtStop`` if ``stopping`` is set, or the delivery's channel closes, first."""
+    delay = OUTAGE_FIRST_DELAY_S
+    holding = False
+    went_back = False
+    try:
+        while True:
+            try:
+                if holding:  # a retry gives way to a stop at once: it can only fail again meanwhile
+                    await _unless_stopping(attempt(), stopping)
+                else:
+                    await attempt()
+                return None
+            except HeldAtStop:
+                went_back = True
+                raise
+            except asyncio.CancelledError:
+                went_back = holding
+                raise
+            except Exception as exc:
+                what = outage(exc)
+                if what is None:
+                    return exc
+                if delivery_lost(raw_message):
+                    went_back = True
+                    raise HeldAtStop("the delivery went with its channel") from exc
+                if not holding:
+                    holding = True
+                    OUTAGES.hold(queue, what, exc)
+                else:
+                    OUTAGES.still(what, exc)
+                log.debug("message %s on %s held for an outage (%s): %r", getattr(raw_message, "message_id", None),
+                          queue, what, exc)
+            if stopping.is_set():
+                went_back = True
+                raise HeldAtStop("the service is stopping")
+            try:
+                await asyncio.wait_for(stopping.wait(), delay)
+            except TimeoutError:
+                pass
+            delay = min(delay * 2, OUTAGE_MAX_DELAY_S)
+    finally:
+        if holding:
+            OUTAGES.released(went_back)
+
+
+async def _unless_stopping(work: Awaitable[None], stopping: asyncio.Event) -> None:
+    task = asyncio.ensure_future(work)
+    stop = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+    if not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise HeldAtStop("the service is stopping")
+    task.result()
 
 
 RETRY_BASE_DELAY_S = 0.2
@@ -203,6 +357,8 @@ def failure_level(error: BaseException, expected: tuple[type[BaseException], ...
 # How long a stopping service lets work in flight finish before it cancels it: every service must
 # exit within 10 s of SIGTERM at any load, and closing the store takes up to 4.5 s more.
 SHUTDOWN_GRACE_S = 4.0
+# Once the process has given up on its store, what is in flight cannot finish: it goes back sooner.
+STORE_LOST_GRACE_S = 0.5
 # A background loop (webhook delivery, overdue sweep) is told to stop before the deliveries are
 # drained, and notices at its next step; this long more, then one still busy is cancelled.
 BACKGROUND_GRACE_S = 0.5
@@ -237,6 +393,8 @@ class Inflight:
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
+        # set when the service starts stopping: deliveries held for an outage go back to their queue
+        self.stopping = asyncio.Event()
 
     def start(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -260,8 +418,15 @@ class Inflight:
         """Waits until every started delivery is acknowledged or requeued; after ``grace_s`` the rest
         are cancelled. Those were never acknowledged, so the broker hands them out again once this
         consumer's channel closes, and their handlers are idempotent by message id: nothing is lost
-        or done twice, only done by the next consumer."""
-        await finish_or_cancel(self._tasks, grace_s, "deliveries")
+        or done twice, only done by the next consumer. Deliveries held for an outage are given back
+        at once."""
+        self.stopping.set()
+        if storage.store_lost() is not None:  # nothing in flight can finish without the store
+            grace_s = STORE_LOST_GRACE_S if grace_s is None else min(grace_s, STORE_LOST_GRACE_S)
+        try:
+            await finish_or_cancel(self._tasks, grace_s, "deliveries")
+        finally:
+            self.stopping.clear()  # a service started again in this process holds through outages again
 
 
 async def stop_background(task: asyncio.Task[Any] | None, grace_s: float, what: str) -> None:
@@ -280,15 +445,16 @@ def consume_events(broker: RabbitBroker, queue: RabbitQueue, inflight: Inflight,
     consumer pattern of the notifier and the evaluation service (events, and the ledger's requests).
 
     A body larger than ``max_bytes`` is parked at once, unread (kind ``too_large``). Each delivery
-    is decoded with ``decode`` (else parked at once with the reason), handled in its
-    own task, and acknowledged only after ``handle(message, final_attempt)`` returns; a failure is
-    retried with back-off and parked with the error on its last attempt (``final_attempt`` tells the
-    handler it is the last one). With ``trusted_publishers``, a message whose AMQP ``user_id`` (which
-    RabbitMQ validates against the publishing connection's user) is not one of them is parked at
-    once, unread: only the router and the ledger may announce what happened. With ``pass_publisher``,
-    ``handle`` also gets that ``user_id`` (None if the message has none): the ledger ties a unit
-    system's requests to its unit by it. Returns the subscriber, which the service stops first on
-    shutdown before draining ``inflight``.
+    is decoded with ``decode`` (else parked at once with the reason), handled in its own task, and
+    acknowledged only after ``handle(message, final_attempt)`` returns; a failure is retried with
+    back-off and parked with the error on its last attempt (``final_attempt`` tells the handler it
+    is the last one), but a failure because the store or the broker is unreachable is waited out in
+    this process (:func:`through_outages`) and never counted. With ``trusted_publishers``, a
+    message whose AMQP ``user_id`` (which RabbitMQ validates against the publishing connection's
+    user) is not one of them is parked at once, unread: only the router and the ledger may announce
+    what happened. With ``pass_publisher``, ``handle`` also gets that ``user_id`` (None if the
+    message has none): the ledger ties a unit system's requests to its unit by it. Returns the
+    subscriber, which the service stops first on shutdown before draining ``inflight``.
     """
     subscriber = broker.subscriber(queue, exchange, ack_policy=AckPolicy.MANUAL, decoder=keep_message,
                                    title=exchange.name, description=description)
@@ -313,19 +479,30 @@ def consume_events(broker: RabbitBroker, queue: RabbitQueue, inflight: Inflight,
                        reason=f"消息格式无效 / invalid message: {invalid_summary(exc)}")
             await ack(message)
             return
+        final = is_last_attempt(raw)
+
+        async def attempt() -> None:
+            if pass_publisher:
+                await handle(decoded, final, publisher)
+            else:
+                await handle(decoded, final)
+
         with bind_subject(decoded):  # its log lines carry project_code and item_code
             try:
-                if pass_publisher:
-                    await handle(decoded, is_last_attempt(raw), publisher)
-                else:
-                    await handle(decoded, is_last_attempt(raw))
-            except Exception as exc:
+                failed = await through_outages(attempt, raw, queue.name, inflight.stopping)
+            except HeldAtStop as exc:
+                log.debug("message %s on %s held for an outage goes back to its queue: %s",
+                         printable(str(getattr(raw, "message_id", None)), 200), queue.name, exc)
+                if not delivery_lost(raw):
+                    await requeue(message)
+                return
+            if failed is not None:
                 ident = getattr(decoded, "event_id", None) or getattr(decoded, "request_id", None)
                 # a LookupError is the expected race of events that arrive before what they refer to
                 # (an item.ready before its item.routed): retried at once, so not worth a warning
-                log.log(failure_level(exc), "message %s (%s) on %s not handled yet: %r", ident, decoded.type,
-                        queue.name, exc)
-                await retry_or_park(broker, queue, message, exc)
+                log.log(failure_level(failed), "message %s (%s) on %s not handled yet: %r", ident, decoded.type,
+                        queue.name, failed)
+                await retry_or_park(broker, queue, message, failed)
                 return
             await ack(message)
 

@@ -198,6 +198,9 @@ class StoreSettings(BaseSettings):
     ferretdb: Path = PROJECT_ROOT / ".venv" / "bin" / "ferretdb"
     postgres_bin: Path | None = None
     embedded_start_timeout_s: float = 60.0
+    # how long an operation waits for the embedded store to answer before it fails as an outage
+    # (PyMongo's serverSelectionTimeoutMS; MongoDB's is 10 s, or the URL's own)
+    embedded_selection_timeout_s: float = Field(default=2.0, gt=0)
 
 
 class NotifierSettings(BaseSettings):

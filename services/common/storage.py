@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -37,7 +38,14 @@ from urllib.parse import parse_qsl
 
 from pymongo import AsyncMongoClient, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, CollectionInvalid, DuplicateKeyError, OperationFailure, PyMongoError
+from pymongo.errors import (
+    BulkWriteError,
+    CollectionInvalid,
+    ConnectionFailure,
+    DuplicateKeyError,
+    OperationFailure,
+    PyMongoError,
+)
 
 from services.common.embedded_store import live_clients, os_error_problem
 from services.common.settings import StoreSettings, mask_url, mask_urls_in
@@ -54,6 +62,66 @@ class StoreSchemaError(RuntimeError):
 
 class StoreUnavailable(RuntimeError):
     """Neither ``MONGODB_URL`` nor the embedded server can be used; the message says what to do."""
+
+
+# The status a service (and ``zeroerrand up``) exits with once it has given up on its store: not 0,
+# so that a supervisor restarting on failure starts it again (sysexits' EX_TEMPFAIL: try again).
+EXIT_STORE_LOST = 75
+_store_lost: str | None = None
+
+
+# MongoDB's codes for a server shutting down, stepping down or unreachable (PyMongo retries such an
+# operation once itself, then raises the error as it is)
+_OUTAGE_CODES = frozenset({6, 7, 89, 91, 189, 9001, 10107, 11600, 11602, 13435, 13436})
+# what FerretDB answers (OperationFailure, code 1) while its PostgreSQL is gone or restarting, and
+# what psycopg says (the GIN indexes ``ensure`` makes) when that PostgreSQL goes
+_BACKEND_GONE = re.compile(
+    r"broken pipe|connection refused|connection reset|failed to connect|dial error|no such file or directory|"
+    r"server closed the connection|terminating connection|connection is already closed|conn closed|closed pool|"
+    r"unexpected eof|consuming input failed|the database system is (?:shutting down|starting up|in recovery mode|"
+    r"not yet accepting)", re.IGNORECASE)
+_NETWORK_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE, errno.ENOTCONN,
+                             errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT})
+
+
+def store_outage(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) says the store cannot be reached, rather than refusing
+    what was asked: PyMongo's ``ConnectionFailure`` (``AutoReconnect``, ``NetworkTimeout``,
+    ``ServerSelectionTimeoutError``, ``WaitQueueTimeoutError``), a server shutting down or stepping
+    down, FerretDB's failures to reach its PostgreSQL, psycopg's lost connection, a refused or reset socket."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ConnectionFailure):
+            return True
+        if isinstance(cause, OperationFailure) and (
+                cause.code in _OUTAGE_CODES or _BACKEND_GONE.search(f"{cause} {cause.details or ''}")):
+            return True
+        if isinstance(cause, PyMongoError) and cause.has_error_label("RetryableWriteError"):
+            return True
+        if type(cause).__module__.startswith("psycopg") and type(cause).__name__ == "OperationalError" and \
+                _BACKEND_GONE.search(str(cause)):
+            return True
+        if isinstance(cause, OSError) and cause.errno in _NETWORK_ERRNOS:
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def store_lost() -> str | None:
+    """Why this process gave up on its store (its embedded store stopped), or None: then it stops
+    and exits with ``EXIT_STORE_LOST``, and every failure meanwhile is the outage's, not a message's."""
+    return _store_lost
+
+
+def give_up_on_store(reason: str) -> None:
+    """Records that this process gives up on its store and asks it to stop (SIGTERM, so every
+    service shuts down as on a Ctrl-C: deliveries in flight go back to their queues)."""
+    global _store_lost
+    if _store_lost is None:
+        _store_lost = reason
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @dataclass(frozen=True)
@@ -249,9 +317,11 @@ class Store:
         self._postgres = postgres
         self._watchdog: asyncio.Task[None] | None = None
 
-    def watch(self, interval_s: float = 1.0) -> None:
-        """Stops this process (SIGTERM, so a service shuts down cleanly) if the embedded store it
-        uses stops: its messages then stay queued instead of failing one attempt after another."""
+    def watch(self, interval_s: float = 0.25) -> None:
+        """Gives up on the store (:func:`give_up_on_store`: this process stops, cleanly, and exits
+        with ``EXIT_STORE_LOST``) if the embedded store it uses stops: it does not come back by
+        itself, and a supervisor that restarts the service starts it again. Its messages stay queued
+        (those held for the outage go back) instead of failing one attempt after another."""
         embedded = self._embedded
         if embedded is None or self._watchdog is not None:
             return
@@ -259,10 +329,12 @@ class Store:
         async def watchdog() -> None:
             while embedded.alive():
                 await asyncio.sleep(interval_s)
-            log.critical("内置存储已停止（见 %s/store.log）：本进程随之停止，未处理的消息留在队列中 / "
-                         "the embedded store stopped; stopping this process: %s", embedded.data_dir,
-                         embedded.last_word() or "no reason recorded")
-            os.kill(os.getpid(), signal.SIGTERM)
+            why = embedded.last_word() or "no reason recorded"
+            if store_lost() is None:  # said once per process (``zeroerrand up`` watches a store per service)
+                log.critical("内置存储已停止（见 %s/store.log）：本进程随之停止（退出码 %d），未处理的消息留在队列中 / "
+                             "the embedded store stopped; stopping this process (exit status %d): %s",
+                             embedded.data_dir, EXIT_STORE_LOST, EXIT_STORE_LOST, why)
+            give_up_on_store(f"the embedded store in {embedded.data_dir} stopped: {why}")
 
         self._watchdog = asyncio.create_task(watchdog(), name="embedded-store-watchdog")
 
@@ -413,8 +485,11 @@ async def open_store(settings: StoreSettings | None = None, collections: Iterabl
         except BaseException:
             embedded.unregister()
             raise
-    # the URL's own serverSelectionTimeoutMS wins over the default
-    options: dict[str, Any] = {} if "serverselectiontimeoutms=" in endpoint.uri.lower() else {"serverSelectionTimeoutMS": 10_000}
+    # the URL's own serverSelectionTimeoutMS wins over the default; the embedded store, on a local
+    # socket, answers at once or is gone (then an operation waiting for it holds up a stop)
+    selection_ms = 10_000 if embedded is None else int(settings.embedded_selection_timeout_s * 1000)
+    options: dict[str, Any] = ({} if "serverselectiontimeoutms=" in endpoint.uri.lower()
+                               else {"serverSelectionTimeoutMS": selection_ms})
     try:
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(endpoint.uri, tz_aware=True, **options)
     except (PyMongoError, ValueError, OSError) as exc:  # a URL it cannot use: a bad host, an unreadable TLS file
@@ -432,8 +507,11 @@ async def open_store(settings: StoreSettings | None = None, collections: Iterabl
         raise StoreUnavailable(f"无法连接存储（{where}）{hint}/ store unreachable: {exc!r}") from exc
     try:
         await store.ensure(collections)
-    except BaseException:
+    except BaseException as exc:
         await store.close()
+        if isinstance(exc, Exception) and store_outage(exc):
+            raise StoreUnavailable(f"存储在建立索引时不可用 / store lost while making its indexes: "
+                                   f"{mask_urls_in(str(exc))[:500]}") from exc
         raise
     if watch:
         store.watch()

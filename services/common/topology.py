@@ -49,6 +49,14 @@ UNROUTABLE_HEADERS = (PROJECT_HEADER, ITEM_HEADER, REASON_HEADER)
 ERROR_HEADER = "x-zeroerrand-error"
 ERROR_KIND_HEADER = "x-zeroerrand-error-kind"
 SOURCE_QUEUE_HEADER = "x-zeroerrand-source-queue"
+# the parked message's validated AMQP user_id (who published it), which parking cannot keep as the
+# property itself (RabbitMQ accepts only the parking service's own user there)
+PUBLISHER_HEADER = "x-zeroerrand-publisher"
+# what parking adds, and what the queues add on delivery and on dead-lettering: none of it is the
+# message's own, and ``zeroerrand dead-letters replay`` sends it back without them
+PARKING_HEADERS = (ERROR_HEADER, ERROR_KIND_HEADER, SOURCE_QUEUE_HEADER, PUBLISHER_HEADER, "x-delivery-count",
+                   "x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason",
+                   "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason")
 
 
 def item_routing_key(mode: ServiceMode, unit: str) -> str:
@@ -84,10 +92,14 @@ def dead_letter_key(queue: RabbitQueue | str) -> str:
     return queue if isinstance(queue, str) else queue.name
 
 
-def parked_headers(original: Mapping[Any, Any], queue: RabbitQueue, *, kind: str, reason: str) -> dict[str, Any]:
-    """The headers of a message parked from ``queue``: its own string and integer headers, and why."""
+def parked_headers(original: Mapping[Any, Any], queue: RabbitQueue, *, kind: str, reason: str,
+                   publisher: str | None = None) -> dict[str, Any]:
+    """The headers of a message parked from ``queue``: its own string and integer headers, why, and
+    who published it (its ``user_id``, if it had one)."""
     headers: dict[str, Any] = {str(k): v for k, v in original.items() if isinstance(v, (str, int))}
     headers.update({ERROR_HEADER: reason, ERROR_KIND_HEADER: kind, SOURCE_QUEUE_HEADER: queue.name})
+    if publisher:
+        headers[PUBLISHER_HEADER] = publisher
     return headers
 
 
