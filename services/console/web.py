@@ -33,6 +33,7 @@ from services.common.access import check_access_code
 from services.common.domain import REQUEST_NAMES_ZH
 from services.common.domain import Request as PlanRequest
 from services.console.accounts import ROLE_NAMES_ZH, Account, Attempt, Role
+from services.console.load import Admission, Shared
 from services.console.service import Console
 from services.evaluation import views
 from services.evaluation.ledger import ENTERPRISE_ISSUE_STATES, LOCAL, ItemState, allowed_from, awaits_task_order, local_day
@@ -213,6 +214,10 @@ def create_app(console: Console) -> ASGIApp:
     templates.env.filters["local"] = lambda moment: (moment.astimezone(LOCAL).strftime("%Y-%m-%d %H:%M")
                                                      if isinstance(moment, datetime) else moment)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    # concurrent loads of a board (or of one account, each request checks it) share one read
+    boards: Shared[tuple[str, date], tuple[list[Any], list[Any], int]] = Shared()
+    accounts: Shared[str, Account | None] = Shared()
+    app.state.boards, app.state.accounts = boards, accounts
 
     def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         context |= {"csrftoken": request.scope["csrftoken"](), "flashes": request.session.pop("flash", []),
@@ -230,7 +235,8 @@ def create_app(console: Console) -> ASGIApp:
         """The signed-in account, if it has one of ``roles``: else to the login page, or 403."""
         username, version = request.session.get("user"), request.session.get("version")
         assert console.accounts is not None
-        account = await console.accounts.get(username) if isinstance(username, str) else None
+        known = console.accounts
+        account = await accounts.get(username, lambda: known.get(username)) if isinstance(username, str) else None
         if account is None or not account.active or account.session_version != version:
             request.session.pop("user", None)
             raise LoginNeeded(request.url.path)
@@ -458,9 +464,15 @@ def create_app(console: Console) -> ASGIApp:
         account = await operator(request, *OPERATOR_ROLES)
         assert console.ledger is not None and console.notices is not None
         ctx = context_for()
-        items = await views.unit_board(console.ledger, ctx, account.unit)
-        blockers = await views.blockers_to_resolve(console.ledger, ctx, account.unit)
-        unread = await console.notices.unread_count(f"unit:{account.unit}")
+        ledger, notices = console.ledger, console.notices
+
+        async def read() -> tuple[list[Any], list[Any], int]:
+            return (await views.unit_board(ledger, ctx, account.unit),
+                    await views.blockers_to_resolve(ledger, ctx, account.unit),
+                    await notices.unread_count(f"unit:{account.unit}"))
+
+        # one read for everyone who opens the unit's board meanwhile (each gets data read after it asked)
+        items, blockers, unread = await boards.get((account.unit, ctx.today), read)
         return page(request, "board.html", items=Paged.of(items, request), blockers=blockers, unread=unread,
                     unit_name=console.rules.unit_name(account.unit))
 
@@ -631,7 +643,10 @@ def create_app(console: Console) -> ASGIApp:
     protected = asgi_csrf(app, signing_secret=f"csrf:{settings.secret_key.get_secret_value()}",
                           always_protect={"/login", "/e/login", "/logout", "/e/logout"},
                           cookie_secure=settings.cookies_secure, cookie_samesite="Lax", send_csrf_failed=_csrf_failed)
-    return Guard(protected, settings.max_body_bytes)
+    admission = Admission(protected, settings.max_in_flight, settings.max_queued, settings.queue_wait_s,
+                          settings.retry_after_s)
+    app.state.admission = admission
+    return Guard(admission, settings.max_body_bytes)
 
 
 ACTIONS: dict[str, tuple[type[m.Command], tuple[str, ...]]] = {
