@@ -10,8 +10,8 @@ own work (``services/console/load.py``).
 The child
 - is the same code as ``up`` (the directory of this ``services`` package leads its ``PYTHONPATH``)
   with the same environment, so it joins the same broker and the same store (the embedded store
-  through its address file, as every other command does); it never serves ``/metrics``
-  (``ZEROERRAND_METRICS_PORT`` is ``up``'s);
+  through its address file, as every other command does); its ``/metrics`` and ``/health`` are
+  on ``ZEROERRAND_CONSOLE_METRICS_PORT`` if set (``ZEROERRAND_METRICS_PORT`` is ``up``'s own);
 - writes to ``up``'s standard output and error;
 - dies with ``up`` (``PR_SET_PDEATHSIG``: SIGTERM if ``up`` is killed outright); it has a session of
   its own, so a Ctrl-C in the terminal reaches ``up`` only, and ``up`` stops it with the other
@@ -82,6 +82,8 @@ class ConsoleProcess:
     def _environment(self, ready_fd: int) -> dict[str, str]:
         env = dict(os.environ)
         env.pop("ZEROERRAND_METRICS_PORT", None)  # up's endpoint; a second one would not bind
+        if env.get("ZEROERRAND_CONSOLE_METRICS_PORT"):  # the console's own, if asked for
+            env["ZEROERRAND_METRICS_PORT"] = env["ZEROERRAND_CONSOLE_METRICS_PORT"]
         root = str(Path(services.__file__).resolve().parents[1])  # this very code, wherever up was started
         env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
         env[READY_FD] = str(ready_fd)
