@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,17 @@ class Paged:
         text = request.query_params.get("page", "1")
         number = min(max(int(text), 1), pages) if text.isdigit() and len(text) < 6 else 1
         return cls(rows[(number - 1) * cls.SIZE: number * cls.SIZE], number, pages, len(rows))
+
+
+@dataclass
+class Board:
+    """A unit's board as read for everyone who asked meanwhile: its lines, the blockers it must
+    resolve, its unread count, and its tables once rendered (by page number; 0: the blockers)."""
+
+    items: list[Any]
+    blockers: list[Any]
+    unread: int
+    tables: dict[int, Any] = field(default_factory=dict)
 
 
 class Refusal(Exception):
@@ -215,7 +226,7 @@ def create_app(console: Console) -> ASGIApp:
                                                      if isinstance(moment, datetime) else moment)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     # concurrent loads of a board (or of one account, each request checks it) share one read
-    boards: Shared[tuple[str, date], tuple[list[Any], list[Any], int]] = Shared()
+    boards: Shared[tuple[str, date], Board] = Shared()
     accounts: Shared[str, Account | None] = Shared()
     app.state.boards, app.state.accounts = boards, accounts
 
@@ -224,6 +235,9 @@ def create_app(console: Console) -> ASGIApp:
                     "account": getattr(request.state, "account", None),
                     "enterprise": request.session.get("enterprise")}
         return templates.TemplateResponse(request, name, context, status_code=status)
+
+    def macros() -> Any:
+        return templates.env.get_template("_macros.html").module
 
     def flash(request: Request, kind: str, text: str) -> None:
         request.session.setdefault("flash", []).append([kind, text])
@@ -466,14 +480,21 @@ def create_app(console: Console) -> ASGIApp:
         ctx = context_for()
         ledger, notices = console.ledger, console.notices
 
-        async def read() -> tuple[list[Any], list[Any], int]:
-            return (await views.unit_board(ledger, ctx, account.unit),
-                    await views.blockers_to_resolve(ledger, ctx, account.unit),
-                    await notices.unread_count(f"unit:{account.unit}"))
+        async def read() -> Board:
+            return Board(await views.unit_board(ledger, ctx, account.unit),
+                         await views.blockers_to_resolve(ledger, ctx, account.unit),
+                         await notices.unread_count(f"unit:{account.unit}"))
 
-        # one read for everyone who opens the unit's board meanwhile (each gets data read after it asked)
-        items, blockers, unread = await boards.get((account.unit, ctx.today), read)
-        return page(request, "board.html", items=Paged.of(items, request), blockers=blockers, unread=unread,
+        # one read for everyone who opens the unit's board meanwhile (each gets data read after it
+        # asked), and its tables rendered once per page for all of them: only the frame is per request
+        board = await boards.get((account.unit, ctx.today), read)
+        items = Paged.of(board.items, request)
+        if items.number not in board.tables:
+            board.tables[items.number] = macros().item_table(items.rows)
+        if 0 not in board.tables:
+            board.tables[0] = macros().item_table(board.blockers)
+        return page(request, "board.html", items=items, items_table=board.tables[items.number],
+                    blockers=board.blockers, blockers_table=board.tables[0], unread=board.unread,
                     unit_name=console.rules.unit_name(account.unit))
 
     @app.get("/task-orders", response_class=HTMLResponse)

@@ -143,4 +143,4 @@ async def test_the_console_answers_503_in_chinese_when_over_a_tiny_limit(tiny: C
             assert "服务台当前访问人数过多" in answer.text
             assert answer.headers["x-frame-options"] == "DENY", "through the Guard: security headers as every page"
         else:
-            assert "我的事项" in answer.text
+            assert "我的事项" in answer.text and "<table class=\"items\">" in answer.text, "the tables, not their escaped text"
