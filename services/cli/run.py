@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 import typer
@@ -39,6 +39,8 @@ def evaluation() -> None:
 def up(no_console: Annotated[bool, typer.Option("--no-console", help="不启动服务台（网页）")] = False) -> None:
     """一条命令运行全部服务（路由 + 通知 + 评价 + 服务台网页，默认 http://127.0.0.1:8080），
     未设置 MONGODB_URL 时使用内置存储；Ctrl-C 停止。"""
+    from services.cli.supervise import ConsoleProcess
+    from services.common.settings import ConsoleSettings
     from services.evaluation.app import create_evaluation
     from services.notifier.app import create_notifier
     from services.router.app import create_router
@@ -47,9 +49,10 @@ def up(no_console: Annotated[bool, typer.Option("--no-console", help="不启动�
     services: list[Any] = [router.app, notifier.app, evaluation.app]
     watched = [router.watched(), notifier.watched(), evaluation.watched()]
     if not no_console:
-        console = _console()
-        services.append(console)
-        watched.append(console.watched())
+        _console()  # its settings and rule files checked here: up does not start without a console that can
+        # its own process, started once the others run (and the embedded store with them), stopped
+        # first; see services/cli/supervise.py
+        services.append(ConsoleProcess(nice=ConsoleSettings().nice))
     run_apps(*services, watched=watched)
 
 
@@ -63,8 +66,10 @@ def console(port: Annotated[int | None, typer.Option(help="端口（默认 ZEROE
         os.environ["ZEROERRAND_CONSOLE_PORT"] = str(port)
     if host is not None:
         os.environ["ZEROERRAND_CONSOLE_HOST"] = host
+    from services.cli.supervise import tell_ready
+
     service = _console()
-    run_apps(service, watched=[service.watched()])
+    run_apps(service, watched=[service.watched()], started=lambda: tell_ready(service.port))
 
 
 def _console() -> Any:
@@ -77,13 +82,16 @@ def _console() -> Any:
         fail_problems("规则文件", exc, "，服务台未启动")
 
 
-def run_apps(*apps: Any, watched: Sequence[Any] = ()) -> None:
+def run_apps(*apps: Any, watched: Sequence[Any] = (), started: Callable[[], None] | None = None) -> None:
     """Starts FastStream apps in one process and stops them, in reverse, on Ctrl-C or SIGTERM (exit 0),
     or when a service gives up on its store (exit ``EXIT_STORE_LOST``, 75: ``services.common.storage``); with
     ``ZEROERRAND_METRICS_PORT`` set, serves ``/metrics`` and ``/health`` for the ``watched`` services
-    (``services.common.operations``) once they have started, until they stop."""
+    (``services.common.operations``) once they have started, until they stop. ``started`` is called
+    once all have started. An app with a ``failed`` coroutine (the console process of ``up``) stops
+    them all too when it returns, and the process then exits with status 1 saying why."""
     import signal
 
+    from services.cli.supervise import ConsoleDied
     from services.common.logs import configure_logging
     from services.common.operations import OperationsServer
     from services.common.settings import OperationsSettings
@@ -96,26 +104,39 @@ def run_apps(*apps: Any, watched: Sequence[Any] = ()) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        started = []
+        running: list[Any] = []
         endpoint = OperationsServer(watched, operations) if operations.metrics_port is not None else None
+        failure: str | None = None
         try:
             for service in apps:
                 await service.start()
-                started.append(service)
+                running.append(service)
             if endpoint is not None:
                 await endpoint.start()
-            await stop.wait()
+            if started is not None:
+                started()
+            waits = [asyncio.ensure_future(stop.wait()),
+                     *(asyncio.ensure_future(s.failed()) for s in running if hasattr(s, "failed"))]
+            done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            failure = next((str(t.result()) for t in done if isinstance(t.result(), str)), None)
         finally:
             if endpoint is not None:
                 await endpoint.stop()
             # all at once: each stops consuming, lets its work in flight finish for a few seconds
             # (or go back to its queue) and closes its store, so the process exits within 10 s
-            results = await asyncio.gather(*(service.stop() for service in reversed(started)), return_exceptions=True)
+            results = await asyncio.gather(*(service.stop() for service in reversed(running)), return_exceptions=True)
             for result in results:
                 if isinstance(result, BaseException):
                     logging.getLogger(__name__).error("stopping a service failed: %r", result)
+        if failure is not None:
+            raise SystemExit(failure)
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except ConsoleDied as exc:
+        raise SystemExit(str(exc)) from None
     from services.common.storage import EXIT_STORE_LOST, store_lost
 
     lost = store_lost()

@@ -319,6 +319,15 @@ class ConsoleSettings(BaseSettings):
     attempt_window_s: int = Field(default=300, ge=10)
     outcome_wait_s: float = Field(default=5.0, ge=0, description="how long a form waits for the ledger's answer")
     max_body_bytes: int = Field(default=64 * KIB, ge=KIB, description="largest form accepted")
+    # its own bounds (services/console/load.py): requests handled at once (each reads the store one
+    # query at a time, so this bounds its store reads in flight), how many more may wait and for how
+    # long; beyond that a 503 with Retry-After, never a timeout
+    max_in_flight: int = Field(default=8, ge=1, le=1024, description="requests handled at once")
+    max_queued: int = Field(default=500, ge=0, description="requests waiting for a slot; more are answered 503")
+    queue_wait_s: float = Field(default=20.0, gt=0, description="longest wait for a slot before a 503")
+    retry_after_s: int = Field(default=5, ge=1, le=3600, description="Retry-After of a 503")
+    nice: int = Field(default=5, ge=0, le=19, description="under zeroerrand up: the console process's "
+                                                          "nice increment, so that routing gets the CPU first")
 
     @model_validator(mode="after")
     def _default_public_url(self) -> ConsoleSettings:

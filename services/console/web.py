@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from services.common.access import check_access_code
 from services.common.domain import REQUEST_NAMES_ZH
 from services.common.domain import Request as PlanRequest
 from services.console.accounts import ROLE_NAMES_ZH, Account, Attempt, Role
+from services.console.load import Admission, Shared
 from services.console.service import Console
 from services.evaluation import views
 from services.evaluation.ledger import ENTERPRISE_ISSUE_STATES, LOCAL, ItemState, allowed_from, awaits_task_order, local_day
@@ -59,6 +60,17 @@ class Paged:
         text = request.query_params.get("page", "1")
         number = min(max(int(text), 1), pages) if text.isdigit() and len(text) < 6 else 1
         return cls(rows[(number - 1) * cls.SIZE: number * cls.SIZE], number, pages, len(rows))
+
+
+@dataclass
+class Board:
+    """A unit's board as read for everyone who asked meanwhile: its lines, the blockers it must
+    resolve, its unread count, and its tables once rendered (by page number; 0: the blockers)."""
+
+    items: list[Any]
+    blockers: list[Any]
+    unread: int
+    tables: dict[int, Any] = field(default_factory=dict)
 
 
 class Refusal(Exception):
@@ -213,12 +225,19 @@ def create_app(console: Console) -> ASGIApp:
     templates.env.filters["local"] = lambda moment: (moment.astimezone(LOCAL).strftime("%Y-%m-%d %H:%M")
                                                      if isinstance(moment, datetime) else moment)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    # concurrent loads of a board (or of one account, each request checks it) share one read
+    boards: Shared[tuple[str, date], Board] = Shared()
+    accounts: Shared[str, Account | None] = Shared()
+    app.state.boards, app.state.accounts = boards, accounts
 
     def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         context |= {"csrftoken": request.scope["csrftoken"](), "flashes": request.session.pop("flash", []),
                     "account": getattr(request.state, "account", None),
                     "enterprise": request.session.get("enterprise")}
         return templates.TemplateResponse(request, name, context, status_code=status)
+
+    def macros() -> Any:
+        return templates.env.get_template("_macros.html").module
 
     def flash(request: Request, kind: str, text: str) -> None:
         request.session.setdefault("flash", []).append([kind, text])
@@ -230,7 +249,8 @@ def create_app(console: Console) -> ASGIApp:
         """The signed-in account, if it has one of ``roles``: else to the login page, or 403."""
         username, version = request.session.get("user"), request.session.get("version")
         assert console.accounts is not None
-        account = await console.accounts.get(username) if isinstance(username, str) else None
+        known = console.accounts
+        account = await accounts.get(username, lambda: known.get(username)) if isinstance(username, str) else None
         if account is None or not account.active or account.session_version != version:
             request.session.pop("user", None)
             raise LoginNeeded(request.url.path)
@@ -458,10 +478,23 @@ def create_app(console: Console) -> ASGIApp:
         account = await operator(request, *OPERATOR_ROLES)
         assert console.ledger is not None and console.notices is not None
         ctx = context_for()
-        items = await views.unit_board(console.ledger, ctx, account.unit)
-        blockers = await views.blockers_to_resolve(console.ledger, ctx, account.unit)
-        unread = await console.notices.unread_count(f"unit:{account.unit}")
-        return page(request, "board.html", items=Paged.of(items, request), blockers=blockers, unread=unread,
+        ledger, notices = console.ledger, console.notices
+
+        async def read() -> Board:
+            return Board(await views.unit_board(ledger, ctx, account.unit),
+                         await views.blockers_to_resolve(ledger, ctx, account.unit),
+                         await notices.unread_count(f"unit:{account.unit}"))
+
+        # one read for everyone who opens the unit's board meanwhile (each gets data read after it
+        # asked), and its tables rendered once per page for all of them: only the frame is per request
+        board = await boards.get((account.unit, ctx.today), read)
+        items = Paged.of(board.items, request)
+        if items.number not in board.tables:
+            board.tables[items.number] = macros().item_table(items.rows)
+        if 0 not in board.tables:
+            board.tables[0] = macros().item_table(board.blockers)
+        return page(request, "board.html", items=items, items_table=board.tables[items.number],
+                    blockers=board.blockers, blockers_table=board.tables[0], unread=board.unread,
                     unit_name=console.rules.unit_name(account.unit))
 
     @app.get("/task-orders", response_class=HTMLResponse)
@@ -631,7 +664,10 @@ def create_app(console: Console) -> ASGIApp:
     protected = asgi_csrf(app, signing_secret=f"csrf:{settings.secret_key.get_secret_value()}",
                           always_protect={"/login", "/e/login", "/logout", "/e/logout"},
                           cookie_secure=settings.cookies_secure, cookie_samesite="Lax", send_csrf_failed=_csrf_failed)
-    return Guard(protected, settings.max_body_bytes)
+    admission = Admission(protected, settings.max_in_flight, settings.max_queued, settings.queue_wait_s,
+                          settings.retry_after_s)
+    app.state.admission = admission
+    return Guard(admission, settings.max_body_bytes)
 
 
 ACTIONS: dict[str, tuple[type[m.Command], tuple[str, ...]]] = {
