@@ -91,7 +91,7 @@ def run_apps(*apps: Any, watched: Sequence[Any] = (), started: Callable[[], None
     them all too when it returns, and the process then exits with status 1 saying why."""
     import signal
 
-    from services.cli.supervise import ConsoleDied
+    from services.cli.supervise import ConsoleDied, ConsoleProcess
     from services.common.logs import configure_logging
     from services.common.operations import OperationsServer
     from services.common.settings import OperationsSettings
@@ -124,9 +124,15 @@ def run_apps(*apps: Any, watched: Sequence[Any] = (), started: Callable[[], None
         finally:
             if endpoint is not None:
                 await endpoint.stop()
-            # all at once: each stops consuming, lets its work in flight finish for a few seconds
-            # (or go back to its queue) and closes its store, so the process exits within 10 s
-            results = await asyncio.gather(*(service.stop() for service in reversed(running)), return_exceptions=True)
+            # the console's process first: it is a client of the embedded store the others own, and a
+            # store closed while a client is registered stays up until that client leaves, after `up`
+            # has exited; then the others all at once: each stops consuming, lets its work in flight
+            # finish for a few seconds (or go back to its queue) and closes its store, so the process
+            # exits within 10 s
+            children = [service for service in running if isinstance(service, ConsoleProcess)]
+            results = await asyncio.gather(*(service.stop() for service in children), return_exceptions=True)
+            results += await asyncio.gather(*(service.stop() for service in reversed(running) if service not in children),
+                                            return_exceptions=True)
             for result in results:
                 if isinstance(result, BaseException):
                     logging.getLogger(__name__).error("stopping a service failed: %r", result)

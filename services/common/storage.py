@@ -279,10 +279,22 @@ class EmbeddedServer:
         return err.decode(errors="replace")[-2000:]
 
     async def stop(self) -> None:
-        """Leaves the store: it stops once no registered user is left (at once if none is)."""
+        """Leaves the store: it stops once no registered user is left (at once if none is). The one
+        that started it, leaving while other users in its own process remain (the services of `up`,
+        each closing in its own time), hands it to them: the last of them to leave stops it, so the
+        store stops with this process and not a moment after it exits."""
         self.unregister()
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
+        own_users_left = any(name.startswith(f"{os.getpid()}-") for name in live_clients(self.data_dir)) \
+            if self.data_dir.exists() else False
+        if process is None:
+            if own_users_left or self.data_dir not in _HANDED_OVER:
+                return
+            process = _HANDED_OVER.pop(self.data_dir)  # the last user in this process: it stops the store
+        elif own_users_left and process.poll() is None:
+            _HANDED_OVER[self.data_dir] = process
+            return
+        if process.poll() is not None:
             return
         assert process.stdin is not None and process.stdout is not None and process.stderr is not None
         process.stdin.close()  # this process, which started it, is done with it
@@ -297,6 +309,11 @@ class EmbeddedServer:
             process.terminate()
             await asyncio.to_thread(process.wait)
         process.stderr.close()
+
+
+# data directory -> the embedded store this process started, once the user that started it has left
+# while other users in the process remain (EmbeddedServer.stop)
+_HANDED_OVER: dict[Path, subprocess.Popen[bytes]] = {}
 
 
 def _zombie(pid: int) -> bool:

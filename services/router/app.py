@@ -205,5 +205,6 @@ def create_router(settings: RouterSettings | None = None, broker_settings: Broke
                 await router._watcher
         if router.archive is not None:
             await router.archive.stop()
+        await router.registry.close()  # its store too: a store left open outlives the process's other users
 
     return router

@@ -23,6 +23,7 @@ content) to tell the operator what became of the agreement.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
 import hashlib
@@ -106,6 +107,8 @@ class AgreementRegistry(Protocol):
     async def refused(self, refusal: Refusal) -> None:
         """Keeps the latest refusal of an agreement's content (best effort: the event is what counts)."""
     async def refusal(self, agreement_id: str, print_: str) -> Refusal | None: ...
+    async def close(self) -> None:
+        """Closes what the registry opened (the store, if it opened one)."""
 
 
 def _load(model: type[Any], doc: dict[str, Any] | None) -> Any:
@@ -120,11 +123,21 @@ class MongoAgreementRegistry:
     def __init__(self, open_store: Callable[[], Awaitable[Store]]) -> None:
         self._open = open_store
         self._store: Store | None = None
+        self._opening = asyncio.Lock()
 
     async def _db(self) -> Any:
         if self._store is None:
-            self._store = await self._open()
+            # one store for all: the first agreements arrive together, and each opening its own left
+            # all but one of them open (they kept the embedded store running after `up` had stopped)
+            async with self._opening:
+                if self._store is None:
+                    self._store = await self._open()
         return self._store.db
+
+    async def close(self) -> None:
+        if self._store is not None:
+            store, self._store = self._store, None
+            await store.close()
 
     async def agreement(self, agreement_id: str) -> Admission | None:
         db = await self._db()
@@ -163,6 +176,9 @@ class MemoryAgreementRegistry:
     def __init__(self) -> None:
         self.admissions: dict[str, dict[str, Any]] = {}
         self.refusals: dict[str, dict[str, Any]] = {}
+
+    async def close(self) -> None:
+        return None
 
     async def agreement(self, agreement_id: str) -> Admission | None:
         return _load(Admission, copy.deepcopy(self.admissions.get(agreement_id)))  # type: ignore[no-any-return]
