@@ -36,7 +36,11 @@ async def test_the_services_carry_on_through_the_other_nodes_when_theirs_stops()
         services.start()
         try:
             started_in = await wait_for_consumers(second.url, services, timeout=90)
-            before = _connections(second)
+            # the console, a process of its own that consumes nothing, connects once it has started:
+            # its connection is waited for like the consumers (the test's own is one more)
+            deadline = time.monotonic() + 60
+            while sum((before := _connections(second)).values()) < 5 and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
             stream = asyncio.create_task(client.stream(AGREEMENTS, "cluster", pause_s=0.04))
             await asyncio.sleep(2.0)  # mid-stream
             signed_before = len(client.signed)
