@@ -86,8 +86,33 @@ if ! command -v rabbitmqctl >/dev/null 2>&1; then
     exit 1
   fi
 fi
+# RabbitMQ needs many file descriptors: each vhost's message stores and each quorum queue's files
+# stay open, and the test suite makes a vhost per module. Started from a shell with the usual soft
+# limit of 1024 it had 765 in use while idle, and at the limit it neither opens a vhost nor accepts
+# a connection (the suite then fails by the dozen). A node already running with a low limit is
+# restarted with a higher one.
+RABBITMQ_MIN_FDS=16384
+rabbitmq_fd_limit() {
+  rabbitmq-diagnostics -q status 2>/dev/null | sed -n 's/^Total: [0-9]*, limit: \([0-9]*\).*/\1/p' | head -n 1
+}
+if rabbitmqctl -q status >/dev/null 2>&1; then
+  limit=$(rabbitmq_fd_limit)
+  if [ -n "$limit" ] && [ "$limit" -lt $((RABBITMQ_MIN_FDS / 2)) ]; then
+    echo "setup: restarting RabbitMQ with more file descriptors (it runs with a limit of $limit)"
+    rabbitmqctl -q stop >/dev/null 2>&1 || true
+    for _ in $(seq 1 30); do rabbitmqctl -q ping >/dev/null 2>&1 || break; sleep 1; done
+  fi
+fi
 if ! rabbitmqctl -q status >/dev/null 2>&1; then
   echo "setup: starting RabbitMQ"
+  ulimit -n "$RABBITMQ_MIN_FDS" 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+  # the distribution's rabbitmq-server switches to the rabbitmq user with su, whose PAM session sets
+  # the soft limit back to 1024; the node's own environment file (sourced after su) raises it again
+  env_file=/etc/rabbitmq/rabbitmq-env.conf
+  if [ -w "$(dirname "$env_file")" ] && ! grep -qs "zero-errand: file descriptors" "$env_file"; then
+    printf '%s\n' "ulimit -S -n \$(ulimit -H -n) 2>/dev/null || true  # zero-errand: file descriptors (scripts/setup.sh)" \
+      >> "$env_file"
+  fi
   rabbitmq-server -detached
   # -detached returns before the node has registered; await_startup fails at once on a node
   # that is not there yet, so wait for it to answer first (up to 2 minutes).
