@@ -92,9 +92,7 @@ def store_backup(file: BackupFile, as_json: AsJson = False) -> None:
 
     try:
         manifest = asyncio.run(run())
-    except BackupError as exc:
-        fail(f"备份失败：{exc}")
-    except OSError as exc:  # writing the file, a full disk: said, not a traceback
+    except (BackupError, OSError) as exc:  # OSError: writing the file, a full disk: said, not a traceback
         fail(f"备份失败：{exc}")
     if as_json:
         typer.echo(dump(manifest.to_json()))
@@ -113,9 +111,7 @@ def store_verify(file: BackupFile, as_json: AsJson = False) -> None:
     _embedded_only("verify")
     try:
         manifest = verify(file, _pg_bin(_store_dir(None)))
-    except BackupError as exc:
-        fail(f"备份文件 {file} 未通过检查：{exc}")
-    except OSError as exc:
+    except (BackupError, OSError) as exc:
         fail(f"备份文件 {file} 未通过检查：{exc}")
     if as_json:
         typer.echo(dump(manifest.to_json()))
