@@ -91,7 +91,8 @@ async def wait_for(what: str, check, timeout_s: float = 180) -> None:  # type: i
 
 
 async def test_two_ledgers_and_two_notifiers_apply_each_request_once_and_send_each_notice_once(
-        amqp_url: str, tmp_path: Path) -> None:
+        amqp_url: str, clean_queues: None, tmp_path: Path) -> None:
+    # the vhost is the session's: what earlier tests left on its queues would be consumed here
     data = store_directory("zeroerrand-replicas-")
     hooks, gateway, mailbox = Receiver(), Receiver(), Mailbox()
     async with serving(hooks, "/hook"), serving(gateway, "/sms/send"):

@@ -137,11 +137,13 @@ async def kill_a_store_server_under_a_stream(url: str, server: str) -> None:
     services.remove()
 
 
-async def test_kill_9_of_postgresql_under_a_stream_parks_nothing_and_loses_nothing(amqp_url: str) -> None:
+async def test_kill_9_of_postgresql_under_a_stream_parks_nothing_and_loses_nothing(amqp_url: str,
+                                                                                 clean_queues: None) -> None:
     await kill_a_store_server_under_a_stream(amqp_url, "postgres")
 
 
-async def test_kill_9_of_ferretdb_under_a_stream_parks_nothing_and_loses_nothing(amqp_url: str) -> None:
+async def test_kill_9_of_ferretdb_under_a_stream_parks_nothing_and_loses_nothing(amqp_url: str,
+                                                                               clean_queues: None) -> None:
     await kill_a_store_server_under_a_stream(amqp_url, "ferretdb")
 
 
@@ -190,7 +192,7 @@ class StoreLink:
 
 
 async def test_mongodb_unreachable_for_20_s_under_a_stream_is_waited_out_without_a_restart(
-        amqp_url: str, data_dir: Path, services_store: Any) -> None:
+        amqp_url: str, clean_queues: None, data_dir: Path, services_store: Any) -> None:
     from urllib.parse import unquote
 
     link = StoreLink(unquote(services_store.uri.removeprefix("mongodb://")))
