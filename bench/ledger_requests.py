@@ -27,26 +27,23 @@ import asyncio
 import logging
 import random
 import secrets
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import aio_pika
-from pymongo import AsyncMongoClient
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import describe  # noqa: E402
+from bench.scaffold import drained, fresh_store, private_vhost  # noqa: E402
 from services.common.bus import BrokerPublisher, MemoryPublisher, make_broker, request_out  # noqa: E402
 from services.common.messages import AcceptItem, ContactEnterprise, ReportProgress  # noqa: E402
-from services.common.settings import BrokerSettings, EvaluationSettings, StoreSettings  # noqa: E402
-from services.common.storage import Collection, EmbeddedServer, Endpoint, Store  # noqa: E402
+from services.common.settings import BrokerSettings, EvaluationSettings  # noqa: E402
+from services.common.storage import Collection, Store  # noqa: E402
 from services.common.topology import LEDGER_REQUESTS_QUEUE, declare_topology  # noqa: E402
 from services.evaluation.app import create_evaluation, ledger_on, read_rules  # noqa: E402
 from services.evaluation.handlers import handle  # noqa: E402
@@ -57,10 +54,6 @@ from tests.unit.ledger_kit import request, routed, started  # noqa: E402
 
 DAY = date(2026, 9, 1)
 UNIT = "planning_construction_bureau"
-
-
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
 
 
 def outcome_doc(n: int) -> dict[str, Any]:
@@ -134,19 +127,6 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def drained(url: str, service: Any) -> None:
-    connection = await aio_pika.connect(url)
-    try:
-        channel = await connection.channel()
-        while True:
-            queue = await channel.declare_queue(LEDGER_REQUESTS_QUEUE.name, passive=True)
-            if not queue.declaration_result.message_count and not service.inflight._tasks:
-                return
-            await asyncio.sleep(0.005)
-    finally:
-        await connection.close()
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--projects", type=int, default=60)
@@ -161,23 +141,9 @@ async def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("faststream.access.rabbit").disabled = True
 
-    vhost = f"zeroerrand-bench-{secrets.token_hex(4)}"
-    url = BrokerSettings().amqp_url.rstrip("/") + "/" + quote(vhost, safe="")
-    rabbitmqctl("add_vhost", vhost)
-    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    with tempfile.TemporaryDirectory() as tmp:
-        server = None
-        if args.mongodb_url is None:
-            settings = StoreSettings()
-            Path(tmp).chmod(0o755)  # as root, PostgreSQL runs as the postgres user
-            server = EmbeddedServer(settings.ferretdb, Path(tmp) / "store", 60, settings.postgres_bin)
-            endpoint = await server.start()
-        else:
-            endpoint = Endpoint(args.mongodb_url)
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(endpoint.uri, tz_aware=True)
-        store = Store(client, f"bench_{secrets.token_hex(3)}", postgres=endpoint.postgres)
-        await store.ensure(COLLECTIONS)
-        try:
+    with private_vhost() as url:
+        async with fresh_store(args.mongodb_url, "bench") as store:
+            await store.ensure(COLLECTIONS)
             sequential = await raw_inserts(store, args.raw, 1)
             pipelined = await raw_inserts(store, args.raw, 16)
             rtt = await amqp_round_trips(url, args.single)
@@ -204,7 +170,7 @@ async def main() -> None:
             await publisher.publish_all([request_out(r) for r in burst])
             await service.app.start()
             t0 = time.perf_counter()
-            await drained(url, service)
+            await drained(url, LEDGER_REQUESTS_QUEUE.name, service.inflight)
             burst_s = time.perf_counter() - t0
             outcomes = await repo.outcomes([r.request_id for r in burst])
             statuses = [o.status for o in outcomes]
@@ -226,11 +192,6 @@ async def main() -> None:
             repo_stats = service.ledger.repo
             await service.app.stop()
             await loader.stop()
-        finally:
-            await client.close()
-            if server is not None:
-                await server.stop()
-            rabbitmqctl("delete_vhost", vhost)
     baseline = max(sequential, pipelined)
     rate = len(burst) / burst_s
     ms = [s * 1000 for s in single]

@@ -19,27 +19,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import secrets
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
-
-import aio_pika
-from pymongo import AsyncMongoClient
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.scaffold import drained, fresh_store, private_vhost  # noqa: E402
 from services.common.agreement_files import load_agreement, to_event  # noqa: E402
 from services.common.bus import BrokerPublisher, make_broker  # noqa: E402
 from services.common.rule_files import load_rulebook  # noqa: E402
-from services.common.settings import BrokerSettings, NotifierSettings, StoreSettings  # noqa: E402
-from services.common.storage import Collection, EmbeddedServer, Endpoint, Store  # noqa: E402
+from services.common.settings import BrokerSettings, NotifierSettings  # noqa: E402
+from services.common.storage import Collection, Store  # noqa: E402
 from services.common.topology import NOTIFIER_QUEUE, declare_topology  # noqa: E402
 from services.notifier.app import create_notifier  # noqa: E402
 from services.notifier.compose import Composer, ItemView, ProjectView  # noqa: E402
@@ -50,10 +44,6 @@ from services.router.handlers import item_out  # noqa: E402
 from services.router.routing import route_agreement  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "agreements" / "hl-2026-0031-aluminium-frames.yaml"
-
-
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
 
 
 def routed_events(count: int) -> list[Any]:
@@ -103,7 +93,7 @@ async def notifier_run(store: Store, url: str, events: list[Any], prefetch: int)
         await declare_topology(loader)
         # as the router sends them: each routed item once, on zeroerrand.items (to the events by the binding)
         await BrokerPublisher(loader).publish_all([item_out(e.item) for e in events])
-    expected = sum(1 + 1 for _ in events)  # enterprise notice + the unit's item or task order (inbox only)
+    expected = len(notification_documents(events, 10**9))  # what the notifier's own composer makes of them
     notifier = create_notifier(NotifierSettings(prefetch=prefetch, webhook_secret="bench-secret"), BrokerSettings(amqp_url=url),
                                store=store)
     logging.getLogger("faststream.access.rabbit").disabled = True
@@ -113,17 +103,10 @@ async def notifier_run(store: Store, url: str, events: list[Any], prefetch: int)
     # done when the queue has nothing ready and nothing is in flight: every event acknowledged,
     # which the notifier does only once its notifications are stored. (Not by counting documents:
     # FerretDB counts by reading the whole collection, and polling that would be most of its work.)
-    connection = await aio_pika.connect(url, ssl_context=BrokerSettings(amqp_url=url).ssl_context())
     try:
-        channel = await connection.channel()
-        while True:
-            queue = await channel.declare_queue(NOTIFIER_QUEUE.name, passive=True)
-            if not queue.declaration_result.message_count and not notifier.inflight._tasks:
-                break
-            await asyncio.sleep(0.01)
+        await drained(url, NOTIFIER_QUEUE.name, notifier.inflight, poll_s=0.01)
         elapsed = time.perf_counter() - started[0]
     finally:
-        await connection.close()
         await notifier.app.stop()
     stored = await store.db[NOTIFICATIONS.name].count_documents({})
     assert stored == expected, f"{stored} notifications stored, {expected} expected"
@@ -139,32 +122,12 @@ async def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    vhost = f"zeroerrand-bench-{secrets.token_hex(4)}"
-    url = BrokerSettings().amqp_url.rstrip("/") + "/" + quote(vhost, safe="")
-    rabbitmqctl("add_vhost", vhost)
-    rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
-    with tempfile.TemporaryDirectory() as tmp:
-        server = None
-        uri = args.mongodb_url
-        if uri is None:
-            settings = StoreSettings()
-            Path(tmp).chmod(0o755)  # as root, PostgreSQL runs as the postgres user
-            server = EmbeddedServer(settings.ferretdb, Path(tmp) / "store", 60, settings.postgres_bin)
-            endpoint = await server.start()
-        else:
-            endpoint = Endpoint(uri)
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(endpoint.uri, tz_aware=True)
-        store = Store(client, f"bench_{secrets.token_hex(3)}", postgres=endpoint.postgres)
-        await store.ensure(COLLECTIONS)
-        try:
+    with private_vhost() as url:
+        async with fresh_store(args.mongodb_url, "bench") as store:
+            await store.ensure(COLLECTIONS)
             events = routed_events(args.events)
             raw_s = await raw_insert_one(store, notification_documents(events, args.raw))
             run_s, notifications = await notifier_run(store, url, events, args.prefetch)
-        finally:
-            await client.close()
-            if server is not None:
-                await server.stop()
-            rabbitmqctl("delete_vhost", vhost)
     raw_rate = args.raw / raw_s
     event_rate = len(events) / run_s
     print(f"store: {'embedded (FerretDB on PostgreSQL)' if args.mongodb_url is None else args.mongodb_url}")

@@ -18,15 +18,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import secrets
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-from pymongo import AsyncMongoClient
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -34,9 +30,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from machine import describe  # noqa: E402
 from notifier_throughput import notification_documents, routed_events  # noqa: E402
+from scaffold import fresh_store  # noqa: E402
 
-from services.common.settings import StoreSettings  # noqa: E402
-from services.common.storage import EmbeddedServer, Endpoint, Store  # noqa: E402
 from services.notifier.repository import COLLECTIONS, NOTIFICATIONS, NotifierRepository  # noqa: E402
 
 
@@ -71,49 +66,34 @@ async def main() -> None:
     print("composing documents ...", flush=True)
     documents = notification_documents(routed_events(args.documents // 2 + 50), args.documents)
     projects = sorted({d["project_code"] for d in documents})
-    with tempfile.TemporaryDirectory() as tmp:
-        server = None
-        if args.mongodb_url is None:
-            settings = StoreSettings()
-            Path(tmp).chmod(0o755)  # as root, PostgreSQL runs as the postgres user
-            server = EmbeddedServer(settings.ferretdb, Path(tmp) / "store", 60, settings.postgres_bin)
-            endpoint = await server.start()
-        else:
-            endpoint = Endpoint(args.mongodb_url)
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(endpoint.uri, tz_aware=True)
-        store = Store(client, f"growth_{secrets.token_hex(3)}", postgres=endpoint.postgres)
-        try:
-            await store.ensure(COLLECTIONS)
-            repository = NotifierRepository(store)
-            print(f"store: {'embedded (FerretDB 1.24 on PostgreSQL)' if server else args.mongodb_url}; "
-                  f"{len(documents):,} documents of {len(projects):,} projects, batches of {args.batch}")
-            print(f"{'stored':>8} {'docs/s':>8} {'vs first':>8} {'query ms':>9}  plan")
-            rng = random.Random(8)
-            first_rate = None
-            for start in range(0, len(documents), args.step):
-                chunk = documents[start:start + args.step]
-                t0 = time.perf_counter()
-                for i in range(0, len(chunk), args.batch):
-                    await store.insert_new(NOTIFICATIONS.name, chunk[i:i + args.batch])
-                rate = len(chunk) / (time.perf_counter() - t0)
-                first_rate = first_rate or rate
-                stored = {d["project_code"] for d in documents[:start + len(chunk)]}
-                sample = rng.sample(sorted(stored), min(20, len(stored)))
-                latencies = []
-                for code in sample:
-                    q0 = time.perf_counter()
-                    found = await repository.find(project=code)
-                    latencies.append((time.perf_counter() - q0) * 1000)
-                    assert found, code
-                explained = await store.db.command(
-                    "explain", {"find": NOTIFICATIONS.name, "filter": {"project_code": sample[0]},
-                                "sort": {"created_at": 1, "_id": 1}}, verbosity="queryPlanner")
-                print(f"{start + len(chunk):>8,} {rate:>8,.0f} {rate / first_rate:>7.2f}x "
-                      f"{statistics.median(latencies):>9.1f}  {plan_of(explained)}", flush=True)
-        finally:
-            await client.close()
-            if server is not None:
-                await server.stop()
+    async with fresh_store(args.mongodb_url, "growth") as store:
+        await store.ensure(COLLECTIONS)
+        repository = NotifierRepository(store)
+        print(f"store: {'embedded (FerretDB 1.24 on PostgreSQL)' if store.embedded else args.mongodb_url}; "
+              f"{len(documents):,} documents of {len(projects):,} projects, batches of {args.batch}")
+        print(f"{'stored':>8} {'docs/s':>8} {'vs first':>8} {'query ms':>9}  plan")
+        rng = random.Random(8)
+        first_rate = None
+        for start in range(0, len(documents), args.step):
+            chunk = documents[start:start + args.step]
+            t0 = time.perf_counter()
+            for i in range(0, len(chunk), args.batch):
+                await store.insert_new(NOTIFICATIONS.name, chunk[i:i + args.batch])
+            rate = len(chunk) / (time.perf_counter() - t0)
+            first_rate = first_rate or rate
+            stored = {d["project_code"] for d in documents[:start + len(chunk)]}
+            sample = rng.sample(sorted(stored), min(20, len(stored)))
+            latencies = []
+            for code in sample:
+                q0 = time.perf_counter()
+                found = await repository.find(project=code)
+                latencies.append((time.perf_counter() - q0) * 1000)
+                assert found, code
+            explained = await store.db.command(
+                "explain", {"find": NOTIFICATIONS.name, "filter": {"project_code": sample[0]},
+                            "sort": {"created_at": 1, "_id": 1}}, verbosity="queryPlanner")
+            print(f"{start + len(chunk):>8,} {rate:>8,.0f} {rate / first_rate:>7.2f}x "
+                  f"{statistics.median(latencies):>9.1f}  {plan_of(explained)}", flush=True)
 
 
 if __name__ == "__main__":
