@@ -266,11 +266,13 @@ class MongoLedgerRepository:
         as the journal has it, until none is newer than what it wrote."""
         while True:
             await self.line_writes.submit(ReplaceOne({"_id": item.key, "version": {"$lt": item.version}}, item_doc(item)))
-            if not self.store.embedded:
-                return
-            if await self._journal.find_one({"_id": entry_id(item.key, item.version + 1)}, {"_id": 1}) is None:
+            if not self.store.embedded or not await self._newer(item):
                 return
             item = await self._rebuild(item.key)
+
+    async def _newer(self, item: LedgerItem) -> bool:
+        """Whether the journal holds a version after ``item``'s."""
+        return await self._journal.find_one({"_id": entry_id(item.key, item.version + 1)}, {"_id": 1}) is not None
 
     async def _rebuild(self, key: str) -> LedgerItem:
         return fold(await self.journal(key))
@@ -289,9 +291,13 @@ class MongoLedgerRepository:
         return sorted({d["project_code"] async for d in self._journal.find({}, {"project_code": 1})})
 
     async def restore(self, key: str) -> LedgerItem:
-        item = await self._rebuild(key)
-        await self._items.replace_one({"_id": key}, item_doc(item), upsert=True)
-        return item
+        # unconditional (the document may be missing, or hand-edited to any version), so on every
+        # store a version a live writer stored meanwhile is looked for after it and written if found
+        while True:
+            item = await self._rebuild(key)
+            await self._items.replace_one({"_id": key}, item_doc(item), upsert=True)
+            if not await self._newer(item):
+                return item
 
     async def open_items(self) -> list[LedgerItem]:
         return [_load(LedgerItem, d) async for d in self._items.find({"open": True})]

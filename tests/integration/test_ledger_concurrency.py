@@ -130,3 +130,19 @@ async def test_fifty_concurrent_progress_reports_on_one_line_are_all_kept(writer
     assert sum(1 for h in item.history if h.type == "item.progress") == 50
     journal = await writers.repos[1].journal(item.key)
     assert [e["version"] for e in journal] == list(range(item.version + 1)) and fold(journal) == item
+
+
+async def test_a_line_edited_by_hand_is_restored_from_its_journal(writers: Writers) -> None:
+    item = new_item(routed(f"EDIT-{uuid.uuid4().hex[:8]}", "X-01", DAY))
+    repo = writers.repos[0]
+    assert await repo.add_item(item)
+    assert await repo.save_item(item.model_copy(update={"results": ("证书",)}), item)
+    recorded = fold(await repo.journal(item.key))
+    if isinstance(repo, MongoLedgerRepository):  # as someone editing the store by hand would
+        await repo.store.db["ledger_items"].update_one({"_id": item.key}, {"$set": {"state": "delivered", "version": 7}})
+    else:
+        assert isinstance(repo, MemoryLedgerRepository)
+        repo.tables["ledger_items"][item.key].update(state="delivered", version=7)
+    assert await repo.item(item.key) != recorded
+    assert await repo.restore(item.key) == recorded
+    assert await writers.repos[1].item(item.key) == recorded
