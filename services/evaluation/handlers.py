@@ -128,9 +128,6 @@ class ProjectLocks:
             else:
                 self._locks[project_code] = (lock, users - 1)
 
-    def __len__(self) -> int:
-        return len(self._locks)
-
 
 @dataclass
 class Ledger:
