@@ -157,20 +157,25 @@ class Event(Message):
     recorded_at: Moment
 
 
-class AgreementSigned(Event):
-    """An investment agreement was signed: start the service for its plan."""
+class _Agreement(Event):
+    """What an agreement and a 补充协议 both carry: the project, its eligibility and its whole plan."""
 
-    type: Literal["agreement.signed"] = "agreement.signed"
     agreement_id: Ident
     signed_on: Day
     project: Project
     eligibility: Eligibility
     plan: tuple[PlannedItem, ...] = Field(min_length=1, max_length=MAX_PLAN_LINES)
+
+
+class AgreementSigned(_Agreement):
+    """An investment agreement was signed: start the service for its plan."""
+
+    type: Literal["agreement.signed"] = "agreement.signed"
     backfill: bool = Field(default=False, description="补录: a past agreement entered afterwards with the reports that "
                            "followed it; its items count as routed on the signing day")
 
 
-class AgreementAmended(Event):
+class AgreementAmended(_Agreement):
     """A 补充协议 (supplementary agreement) was signed for a project already served: ``plan`` is the
     whole approval plan as amended, under the agreement's own id. The router routes only the lines
     it adds and announces the lines it removes (``plan.amended``); the ledger withdraws those not
@@ -178,11 +183,6 @@ class AgreementAmended(Event):
     is rejected (``agreement.rejected``, ``reason_code`` ``project_known``)."""
 
     type: Literal["agreement.amended"] = "agreement.amended"
-    agreement_id: Ident
-    signed_on: Day
-    project: Project
-    eligibility: Eligibility
-    plan: tuple[PlannedItem, ...] = Field(min_length=1, max_length=MAX_PLAN_LINES)
 
 
 AnyAgreement = AgreementSigned | AgreementAmended
