@@ -38,7 +38,7 @@ import aio_pika
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import describe  # noqa: E402
+from bench.machine import cpu_seconds, cpu_split, describe  # noqa: E402
 from bench.scaffold import drained, fresh_store, private_vhost  # noqa: E402
 from services.common.bus import BrokerPublisher, MemoryPublisher, make_broker, request_out  # noqa: E402
 from services.common.messages import AcceptItem, ContactEnterprise, ReportProgress  # noqa: E402
@@ -169,9 +169,9 @@ async def main() -> None:
                 n += 1
             await publisher.publish_all([request_out(r) for r in burst])
             await service.app.start()
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), cpu_seconds()
             await drained(url, LEDGER_REQUESTS_QUEUE.name, service.inflight)
-            burst_s = time.perf_counter() - t0
+            burst_s, burst_cpu = time.perf_counter() - t0, cpu_split(cpu0, cpu_seconds())
             outcomes = await repo.outcomes([r.request_id for r in burst])
             statuses = [o.status for o in outcomes]
 
@@ -208,7 +208,8 @@ async def main() -> None:
           f"{burst_s:.2f} s = {rate:,.0f} requests/s = {rate / baseline:.2f} x the baseline (goal >= 0.3); "
           f"outcomes: {statuses.count('applied')} applied, {statuses.count('refused')} refused, "
           f"{len(burst) - len(statuses)} missing; store writes per request (batched): "
-          + ", ".join(f"{name} {n / (len(burst) + len(single)):.2f}" for name, n in flushes.items()))
+          + ", ".join(f"{name} {n / (len(burst) + len(single)):.2f}" for name, n in flushes.items())
+          + f"; CPU during the burst (the evaluation service runs in this benchmark's process): {burst_cpu}")
     print(f"(c) one at a time, publish -> outcome stored: p50 {percentile(ms, .5):.1f} ms, "
           f"p95 {percentile(ms, .95):.1f} ms, p99 {percentile(ms, .99):.1f} ms, max {max(ms):.1f} ms (n = {len(ms)}); "
           f"p99 / AMQP round trip p99 = {percentile(ms, .99) / percentile(rtt_ms, .99):.1f} x (goal p99 <= 30 ms)")

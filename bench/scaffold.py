@@ -16,7 +16,7 @@ import aio_pika
 from pymongo import AsyncMongoClient
 
 from services.common.settings import BrokerSettings, StoreSettings
-from services.common.storage import EmbeddedServer, Endpoint, Store
+from services.common.storage import EmbeddedServer, Endpoint, Store, client_options
 
 
 def rabbitmqctl(*args: str) -> None:
@@ -48,7 +48,8 @@ async def fresh_store(mongodb_url: str | None, prefix: str) -> AsyncIterator[Sto
             endpoint = await server.start()
         else:
             endpoint = Endpoint(mongodb_url)
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(endpoint.uri, tz_aware=True)
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            endpoint.uri, tz_aware=True, **client_options(server is not None, endpoint.uri))
         try:
             yield Store(client, f"{prefix}_{secrets.token_hex(3)}", postgres=endpoint.postgres)
         finally:

@@ -68,6 +68,13 @@ from urllib.parse import quote
 PG_PORT = 5432  # the socket's name only: PostgreSQL has no TCP listener here
 PG_ROLE = "zeroerrand"
 PG_DATABASE = "ferretdb"
+# FerretDB 1.24 keeps the PostgreSQL connection that found a document open while it takes a second
+# one to write the update: as many updates at once as its pool has connections each hold one and
+# wait for another, forever (measured: 100 concurrent update_one from one client hung it with its
+# default pool of 50). Its pool is therefore far larger than what the clients may ask at once
+# (storage.EMBEDDED_CLIENT_POOL connections a client): 200 hold 12 busy clients at full tilt.
+FERRETDB_POOL = 200
+PG_MAX_CONNECTIONS = FERRETDB_POOL + 40  # and room for backups, psql and the checks
 STOP_BUDGET_S = 4.5  # both servers gone within this, of the 5 s the issue allows
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -409,7 +416,7 @@ class EmbeddedStore:
                 [str(self.pg_bin / "postgres"), "-D", str(self.pg_data), "-p", str(PG_PORT),
                  "-c", "listen_addresses=", "-c", f"unix_socket_directories={self.socket_dir}",
                  "-c", "unix_socket_permissions=0700", "-c", "logging_collector=off",
-                 "-c", "max_connections=200",
+                 "-c", f"max_connections={PG_MAX_CONNECTIONS}",
                  # FerretDB's filters name the field as a parameter (_jsonb->$1 @> $2): a cached generic
                  # plan cannot match the expression indexes, so always plan with the values
                  "-c", "plan_cache_mode=force_custom_plan",
@@ -443,7 +450,8 @@ class EmbeddedStore:
         with log:
             self.ferret = subprocess.Popen(
                 [str(self.ferretdb), "--handler=postgresql",
-                 f"--postgresql-url=postgres://{PG_ROLE}@/{PG_DATABASE}?host={self.socket_dir}&port={PG_PORT}",
+                 f"--postgresql-url=postgres://{PG_ROLE}@/{PG_DATABASE}?host={self.socket_dir}&port={PG_PORT}"
+                 f"&pool_max_conns={FERRETDB_POOL}",
                  "--listen-addr=", f"--listen-unix={socket_path}", "--debug-addr=-", "--telemetry=disable",
                  f"--state-dir={state}", "--log-level=error", "--log-format=text"],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log,

@@ -67,6 +67,20 @@ class StoreUnavailable(RuntimeError):
 # The status a service (and ``zeroerrand up``) exits with once it has given up on its store: not 0,
 # so that a supervisor restarting on failure starts it again (sysexits' EX_TEMPFAIL: try again).
 EXIT_STORE_LOST = 75
+# Connections one client (a process's store session) keeps to the embedded store: far fewer than
+# FerretDB's pool of PostgreSQL connections (embedded_store.FERRETDB_POOL), which its updates
+# deadlock when exhausted. Sixteen commands in flight keep the two cores of a small machine busy.
+EMBEDDED_CLIENT_POOL = 16
+
+
+def client_options(embedded: bool, uri: str = "") -> dict[str, Any]:
+    """What every client of the store is opened with beyond its URL: a bounded pool on the
+    embedded store (see ``EMBEDDED_CLIENT_POOL``); a MongoDB URL's own ``maxPoolSize`` is kept."""
+    if not embedded or "maxpoolsize=" in uri.lower():
+        return {}
+    return {"maxPoolSize": EMBEDDED_CLIENT_POOL}
+
+
 _store_lost: str | None = None
 
 
@@ -507,6 +521,7 @@ async def open_store(settings: StoreSettings | None = None, collections: Iterabl
     selection_ms = 10_000 if embedded is None else int(settings.embedded_selection_timeout_s * 1000)
     options: dict[str, Any] = ({} if "serverselectiontimeoutms=" in endpoint.uri.lower()
                                else {"serverSelectionTimeoutMS": selection_ms})
+    options |= client_options(embedded is not None, endpoint.uri)
     try:
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(endpoint.uri, tz_aware=True, **options)
     except (PyMongoError, ValueError, OSError) as exc:  # a URL it cannot use: a bad host, an unreadable TLS file

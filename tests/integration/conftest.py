@@ -22,7 +22,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from services.common.settings import BrokerSettings, RouterSettings, StoreSettings
-from services.common.storage import EmbeddedServer, Endpoint, Store, StoreUnavailable
+from services.common.storage import EmbeddedServer, Endpoint, Store, StoreUnavailable, client_options
 from services.common.topology import CONSUMER_QUEUES, dead_letter_queue
 from services.router.app import Router, create_router
 
@@ -191,7 +191,8 @@ async def store(request: pytest.FixtureRequest, embedded_endpoint: Endpoint) -> 
     """A fresh database for one test, on every store this run can reach (never skipped)."""
     embedded = request.param == "embedded"
     uri = embedded_endpoint.uri if embedded else str(StoreSettings().mongodb_url)
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, serverSelectionTimeoutMS=10_000, tz_aware=True)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, serverSelectionTimeoutMS=10_000, tz_aware=True,
+                                                                **client_options(embedded, uri))
     database = f"zeroerrand_test_{uuid.uuid4().hex[:10]}"
     instance = Store(client, database, postgres=embedded_endpoint.postgres if embedded else None)
     await client.admin.command("ping")

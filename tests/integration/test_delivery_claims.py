@@ -22,7 +22,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from services.common.settings import NotifierSettings, StoreSettings
-from services.common.storage import Endpoint, Store
+from services.common.storage import Endpoint, Store, client_options
 from services.notifier.delivery import Deliverer
 from services.notifier.repository import COLLECTIONS, NotifierRepository
 from tests.integration.test_notification_channels import Mailbox, smtp_server
@@ -47,7 +47,8 @@ def notification(ident: str, channel: str = "webhook", address: str = "http://12
 async def second(store: Store, embedded_endpoint: Endpoint) -> AsyncIterator[Store]:
     """The same database through a client of its own: what a second notifier process has."""
     uri = embedded_endpoint.uri if store.embedded else str(StoreSettings().mongodb_url)
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, serverSelectionTimeoutMS=10_000, tz_aware=True)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, serverSelectionTimeoutMS=10_000, tz_aware=True,
+                                                                **client_options(store.embedded, uri))
     yield Store(client, store.database, postgres=embedded_endpoint.postgres if store.embedded else None)
     await client.close()
 

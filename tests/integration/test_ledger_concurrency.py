@@ -21,7 +21,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from services.common.messages import AcceptItem, ContactEnterprise, ReportProgress
-from services.common.storage import Endpoint, Store
+from services.common.storage import Endpoint, Store, client_options
 from services.evaluation.handlers import Ledger, handle
 from services.evaluation.journal import fold
 from services.evaluation.ledger import ItemState, new_item
@@ -50,7 +50,7 @@ async def writers(request: pytest.FixtureRequest, embedded_endpoint: Endpoint) -
         yield Writers((shared, shared), (ledger(repo=shared), ledger(repo=shared)))
         return
     database = f"zeroerrand_race_{uuid.uuid4().hex[:10]}"
-    stores = [Store(AsyncMongoClient(embedded_endpoint.uri, tz_aware=True), database,
+    stores = [Store(AsyncMongoClient(embedded_endpoint.uri, tz_aware=True, **client_options(True)), database,
                     postgres=embedded_endpoint.postgres) for _ in range(2)]
     first, second = MongoLedgerRepository(stores[0]), MongoLedgerRepository(stores[1])
     await first.ensure()
