@@ -64,6 +64,9 @@ SERVICE_QUEUES: dict[str, RabbitQueue] = {
 }
 START_TIMEOUT_S = 120.0
 SETTLE_TIMEOUT_S = 300.0  # one day's requests not settled by then: the ledger is stuck, say so
+# how often a day looks whether the ledger has settled it: a day of the demo waits for its answers,
+# so a coarse poll adds its own latency to each of the year's 365 days (look-ups by id are cheap)
+DAY_POLL_S = 0.01
 
 
 class DemoError(RuntimeError):
@@ -210,7 +213,7 @@ class _Ledger:
         if not commands:
             return
         await self.publisher.publish_all([request_out(c) for c in commands])
-        answers = await request_outcomes(self.repo, [c.request_id for c in commands], SETTLE_TIMEOUT_S, poll_s=0.05)
+        answers = await request_outcomes(self.repo, [c.request_id for c in commands], SETTLE_TIMEOUT_S, poll_s=DAY_POLL_S)
         found = [o for o in answers.values() if o is not None]
         if len(found) < len(answers):
             raise DemoError(f"台账 {SETTLE_TIMEOUT_S:g} 秒内只处理了 {len(found)}/{len(answers)} 个请求：评价服务是否在运行？"
@@ -231,7 +234,7 @@ class _Ledger:
                 if len(items) >= project.items_routed:
                     self.figures.unroutable += project.items_unroutable
                     return items
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(DAY_POLL_S)
         raise DemoError(f"协议 {agreement.agreement_id} 签约后 {SETTLE_TIMEOUT_S:g} 秒内台账没有收到全部事项："
                         "路由服务是否在运行？")
 
