@@ -170,9 +170,10 @@ def active_in(item: LedgerItem, year: int) -> bool:
 
 
 def report_day(year: int, today: date) -> date:
-    """The day a report of ``year`` reads its clocks on: today, or the year's last day once it is over
-    (an item finished late next year counts in next year's figures). The demo, the CLI and the
-    console all pass their today here, so the same ledger gives the same figures."""
+    """The day a report of ``year`` reads its running clocks on: today, or the year's last day once
+    the year is over (a clock that ran on into the next year is read as it stood on 31 December; one
+    already stopped counts as it ended). The demo, the CLI and the console all pass their today
+    here, so the same ledger gives the same figures."""
     return min(today, date(year, 12, 31))
 
 
