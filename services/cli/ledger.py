@@ -34,7 +34,8 @@ def ledger_show(project: Project,
     config = load_config(EvaluationSettings().rules_dir)
     units = book(None).units
     ctx = ViewContext(unit_names={code: unit.short_name for code, unit in units.items()}, calendar=calendar,
-                      service_response_days=config.service_response_days, today=on)
+                      service_response_days=config.service_response_days, today=on, cards=config.cards,
+                      task_order_days=config.task_order_issue_days)
     progress = asyncio.run(on_ledger(lambda repo: project_progress(repo, ctx, project)))
     if progress is None:
         fail(f"台账中没有项目 {project}")
@@ -51,7 +52,10 @@ def ledger_show(project: Project,
 
 
 def _line(r: ItemRow) -> str:
-    """One ledger line, its fields separated by tabs."""
+    """One ledger line, its fields separated by tabs: the level it stands at now in 【】, the
+    reminders the sweep sent (its history) after it."""
+    from services.evaluation.ledger import CLOCK_NAMES_ZH
+
     consult = "（仅咨询）" if r.request.value == "consult" else ""
     parts = [f"{r.stage_name:<8}", f"{r.item_code} {r.item_name}{consult}", r.mode_name, r.responsible_unit_name,
              r.state_name]
@@ -67,8 +71,10 @@ def _line(r: ItemRow) -> str:
         parts.append(f"任务单 {t.number} {t.state_name}{'（自动下发）' if t.automatic else ''}{who}")
     elif r.task_order_required and not r.waiting_for:
         parts.append("任务单待经济发展招商服务局下发")
+    if r.level_name and r.running_clock:
+        parts.append(f"【{CLOCK_NAMES_ZH[r.running_clock]}{r.level_name}】")
     if r.overdue_names:
-        parts.append("【" + "、".join(r.overdue_names) + "】")
+        parts.append("已发超时提醒：" + "、".join(r.overdue_names))
     parts += [f"堵点：{b.reason}（须由{b.resolver_name}解决）" for b in r.blockers]
     if r.late_records:
         parts.append(f"补录 {r.late_records} 条")

@@ -612,14 +612,15 @@ class ItemBlocked(ItemEvent):
     resolver: Code = Field(description="unit code of whoever must resolve the blocker")
 
 
-Clock = Literal["service", "statutory"]
+Clock = Literal["task_order", "service", "statutory"]
 
 
 class ItemOverdue(ItemEvent):
     """A clock of the item is near or past its limit (one event per clock and level).
 
-    ``clock``: ``service`` (首问负责: contact the enterprise within N working days of ready) or
-    ``statutory`` (the catalog's limit, from 受理)."""
+    ``clock``: ``task_order`` (经济发展招商服务局 issues a 专业跑腿 item's task order within N working
+    days of ready), ``service`` (首问负责: contact the enterprise within N working days of ready, for
+    专业跑腿 of the task order's issue) or ``statutory`` (the catalog's limit, from 受理)."""
 
     type: Literal["item.overdue"] = "item.overdue"
     clock: Clock = "statutory"
@@ -709,7 +710,10 @@ class ProjectDelivered(Event):
 
 
 class AssessmentSubmitted(Event):
-    """A 测评 the ledger accepted; ``bad`` (差评) opens a rectification due on ``rectify_by``."""
+    """A 测评 the ledger accepted; ``bad`` (差评) opens a rectification due on ``rectify_by``.
+    ``evaluators``: the departments that evaluate the provider's service on the project (policy
+    五(六)), told of a 差评; ``rectification_weight``: the weight of the 差评整改率 in the annual score
+    when the 测评 was accepted (0: shown for reference only), so that the notice says what is so."""
 
     type: Literal["assessment.submitted"] = "assessment.submitted"
     assessment_id: Ident
@@ -723,15 +727,20 @@ class AssessmentSubmitted(Event):
     comment: Text | None = None
     bad: bool
     rectify_by: Day | None = None
+    evaluators: tuple[Code, ...] = Field(default=(), max_length=3)
+    rectification_weight: float = Field(default=0, ge=0, lt=1)
 
 
 class AssessmentRectified(Event):
+    """A 差评's rectification; ``late`` after its deadline (the ``evaluators`` are told)."""
+
     type: Literal["assessment.rectified"] = "assessment.rectified"
     assessment_id: Ident
     project_code: Code
     provider: Code
     note: Text
     late: bool
+    evaluators: tuple[Code, ...] = Field(default=(), max_length=3)
 
 
 class RequestRefused(Event):

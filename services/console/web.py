@@ -275,7 +275,8 @@ def create_app(console: Console) -> ASGIApp:
         names = {code: unit.short_name for code, unit in console.rules.book.units.items()}
         return views.ViewContext(unit_names=names, calendar=console.calendar,
                                  service_response_days=console.rules.config.service_response_days,
-                                 today=today or local_day(datetime.now(UTC)))
+                                 today=today or local_day(datetime.now(UTC)), cards=console.rules.config.cards,
+                                 task_order_days=console.rules.config.task_order_issue_days)
 
     @app.exception_handler(LoginNeeded)
     async def to_login(request: Request, exc: LoginNeeded) -> Response:
@@ -644,7 +645,7 @@ def create_app(console: Console) -> ASGIApp:
     async def report(request: Request, year: int | None = None) -> Response:
         account = await operator(request, Role.GOV_SERVICE, Role.ECON_DEV)
         from services.evaluation.report import render_html
-        from services.evaluation.scoring import evaluate
+        from services.evaluation.scoring import evaluate_year
 
         assert console.ledger is not None
         now = datetime.now(UTC)
@@ -652,10 +653,8 @@ def create_app(console: Console) -> ASGIApp:
         if not 2000 <= year <= 2100:
             raise Refusal("年度须在 2000–2100 之间", 404)
         evaluator = "gov_service_bureau" if account.role is Role.GOV_SERVICE else "econ_dev_bureau"
-        assessments = await console.ledger.assessments(year)
-        items = await console.ledger.year_items(year, [a.project_code for a in assessments])
-        result = evaluate(year, items, assessments, console.rules.config, console.rules.book.units, console.calendar,
-                          local_day(now), now, evaluator=evaluator)
+        result = await evaluate_year(console.ledger, year, console.rules.config, console.rules.book.units,
+                                     console.calendar, local_day(now), now, evaluator=evaluator)
         return HTMLResponse(render_html(result))
 
     session_key = f"session:{settings.secret_key.get_secret_value()}"

@@ -30,6 +30,40 @@ class LateRectification:
 
 
 @dataclass(frozen=True)
+class UncountedRating:
+    """A 测评 of the year kept in the ledger but left out of the score, with the reason."""
+
+    assessment_id: str
+    project_code: str
+    rater: str  # 服务对象 / 项目招引单位
+    reason: str
+
+
+@dataclass(frozen=True)
+class Response:
+    """How many of a rater group were asked (one per project served in the year) and answered."""
+
+    asked: int
+    answered: int
+
+
+@dataclass(frozen=True)
+class TaskOrderTimeliness:
+    """经济发展招商服务局's issuing of 专业跑腿 task orders in the year (its own clock, policy 四(三))."""
+
+    limit_days: int
+    on_time: int  # issued within the limit from ready
+    late: int  # issued after it
+    waiting_late: int  # not issued, the limit passed
+    waiting: int  # not issued, still within the limit
+
+    @property
+    def rate(self) -> float | None:
+        done = self.on_time + self.late + self.waiting_late
+        return round(100 * self.on_time / done, 1) if done else None
+
+
+@dataclass(frozen=True)
 class ProviderScore:
     """One provider's 100-point score for one service mode in one year.
 
@@ -47,20 +81,33 @@ class ProviderScore:
     service_on_time: int  # 首问响应 within the limit
     service_late: int  # after the limit, or still not contacted past it
     statutory_on_time: int  # finished within the statutory limit from 受理
-    statutory_late: int
+    statutory_late: int  # finished after it (超时办结)
     assessments: int  # 测评 of the year
     enterprise: float | None  # mean total of the service objects' 测评 (0..100)
     recruiting_unit: float | None  # mean total of the recruiting units' 测评
     questionnaire: float | None  # the groups' means weighted by rater_weights
     service_rate: float | None  # reference: % of service clocks on time
     statutory_rate: float | None  # reference: % of statutory clocks on time
-    rectification_rate: float | None  # reference: % of 差评 rectified by their deadline (None while none is due)
+    rectification_rate: float | None  # reference: 差评 rectified by their deadline ÷ all 差评 of the year, in %
     bad: int  # 差评 of the year
     rectified: int  # rectified (on time or late)
     late_rectifications: tuple[LateRectification, ...]
     opinions: tuple[Opinion, ...]
     score: float | None  # 0..100, one decimal; None when 未评价
     status: Status
+    statutory_open_late: int = 0  # not finished, the limit passed (超时未办结)
+    projects: int = 0  # projects served in the year: each one's enterprise and 招引单位 are asked to rate
+    enterprise_response: Response = Response(0, 0)
+    recruiting_response: Response = Response(0, 0)
+    single_group: str | None = None  # the rater group that alone decided the score (the other did not answer)
+    uncounted: tuple[UncountedRating, ...] = ()
+
+    @property
+    def response_rate(self) -> float | None:
+        """Answered ÷ asked over both rater groups, in %."""
+        asked = self.enterprise_response.asked + self.recruiting_response.asked
+        answered = self.enterprise_response.answered + self.recruiting_response.answered
+        return round(100 * answered / asked, 1) if asked else None
 
     @property
     def passed(self) -> bool:
@@ -97,6 +144,9 @@ class AnnualReport:
     stages: tuple[StageTimeliness, ...]
     blockers: tuple[BlockerCause, ...]
     calendar_warnings: tuple[str, ...] = field(default=())
+    as_of: date | None = None  # the day the clocks are read on: the report's day, at most the year's last
+    evaluator_ratings_count: bool = True  # a rating by the mode's evaluator acting as 招引单位 counts
+    task_orders: TaskOrderTimeliness | None = None  # when the report covers 专业跑腿
 
     @property
     def exit_list(self) -> tuple[ProviderScore, ...]:

@@ -1,18 +1,30 @@
 """综合测评 requests checked against the ledger (policy 五(六)). Pure: no I/O.
 
 A 测评 is accepted only from the project's own enterprise (by its 统一社会信用代码) or recruiting
-unit, for a provider that served the project in the 测评's year, once per rater group and year,
-with every indicator of the questionnaire answered within its points. A total below ``bad_below``
-is a 差评: it opens a rectification due ``rectification_days`` working days later.
+unit, never from the provider itself (a 招引单位 that also served the project cannot rate its own
+service), for a provider that served the project in the 测评's year and whose service had begun by
+the day of the 测评 (for 专业跑腿, the task order's issue), once per rater group and year, with every
+indicator of the questionnaire answered within its points. A total below ``bad_below`` is a 差评: it
+opens a rectification due ``rectification_days`` working days later, and the departments that
+evaluate the provider (政务服务局, 经济发展招商服务局) are told.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, time
 
 from services.common.messages import AssessmentRectified, AssessmentSubmitted, RectifyAssessment, SubmitAssessment, stable_id
-from services.evaluation.ledger import FUTURE_TOLERANCE, LOCAL, Assessment, LedgerItem, ProjectRecord, Refused, local_day
+from services.evaluation.ledger import (
+    FUTURE_TOLERANCE,
+    LOCAL,
+    Assessment,
+    LedgerItem,
+    ProjectRecord,
+    Refused,
+    local_day,
+    service_clock_start,
+)
 from services.evaluation.scoring import RATER_NAMES_ZH, EvaluationConfig
 from services.evaluation.working_days import WorkingCalendar
 
@@ -30,6 +42,9 @@ def decide_assessment(command: SubmitAssessment, project: ProjectRecord, items: 
                        f"（{project.enterprise if command.rater == 'enterprise' else unit_names.get(expected, expected)}）"
                        f"提交，{who}不能代为提交")
     provider = unit_names.get(command.provider, command.provider)
+    if command.requested_by == command.provider:
+        return Refused(f"利益冲突：{provider}是项目 {project.code} 的{rater}，也承办了该项目的事项，不能测评自己的服务"
+                       f"（方案五(六)：由评价单位组织服务对象、项目招引单位测评）；对{provider}的测评由服务对象提交")
     served = [i for i in items if i.responsible_unit == command.provider]
     if not served:
         return Refused(f"{provider}未承办项目 {project.code} 的任何事项，不能对其测评")
@@ -40,7 +55,11 @@ def decide_assessment(command: SubmitAssessment, project: ProjectRecord, items: 
         return Refused(f"{command.year} 年度测评已于 {config.late_until(command.year)} 截止，不能再提交")
     if not any(serving_in(i, command.year) for i in served):
         return Refused(f"{provider}在 {command.year} 年度没有为项目 {project.code} 承办可办理的事项"
-                       "（其事项尚在等待前置事项），不能测评该年度")
+                       "（其事项尚在等待前置事项，或“专业跑腿”任务单尚未下发），不能测评该年度")
+    began = service_began(served)
+    if began is None or day < began:
+        return Refused(f"{provider}为项目 {project.code} 提供服务始于 {began}（事项可办理，“专业跑腿”自任务单下发），"
+                       f"{day} 的测评早于其任何服务，不能提交")
     if existing is not None:
         return Refused(f"{rater}已提交过对{provider}在项目 {project.code} 的 {command.year} 年度测评"
                        f"（编号 {existing.assessment_id}），每年每类评价人只测评一次")
@@ -64,7 +83,8 @@ def decide_assessment(command: SubmitAssessment, project: ProjectRecord, items: 
         assessment_id=command.request_id, project_code=project.code, provider=command.provider, rater=command.rater,
         requested_by=command.requested_by, operator=command.operator, year=command.year, scores=command.scores,
         total=total, comment=command.comment, bad=bad, rectify_by=rectify_by, occurred_at=command.occurred_at,
-        recorded_at=now)
+        recorded_at=now, evaluators=tuple(sorted({i.evaluator for i in served})),
+        rectification_weight=config.reference_weights.get("rectification", 0.0))
     return assessment, submitted(assessment)
 
 
@@ -75,7 +95,7 @@ def submitted(assessment: Assessment) -> AssessmentSubmitted:
         event_id=stable_id(a.assessment_id, "assessment.submitted"), occurred_at=a.occurred_at,
         recorded_at=a.recorded_at, assessment_id=a.assessment_id, project_code=a.project_code, provider=a.provider,
         rater=a.rater, requested_by=a.requested_by, year=a.year, scores=a.scores, total=a.total, comment=a.comment,
-        bad=a.bad, rectify_by=a.rectify_by)
+        bad=a.bad, rectify_by=a.rectify_by, evaluators=a.evaluators, rectification_weight=a.rectification_weight)
 
 
 def rectified(assessment: Assessment) -> AssessmentRectified:
@@ -86,7 +106,8 @@ def rectified(assessment: Assessment) -> AssessmentRectified:
         event_id=stable_id(a.rectified_by_request, "assessment.rectified"),
         occurred_at=datetime.combine(a.rectified_on, time(12), LOCAL), recorded_at=a.recorded_at,
         assessment_id=a.assessment_id, project_code=a.project_code, provider=a.provider,
-        note=a.rectification or "", late=a.rectify_by is not None and a.rectified_on > a.rectify_by)
+        note=a.rectification or "", late=a.rectify_by is not None and a.rectified_on > a.rectify_by,
+        evaluators=a.evaluators)
 
 
 def decide_rectification(command: RectifyAssessment, assessment: Assessment, now: datetime,
@@ -110,13 +131,21 @@ def decide_rectification(command: RectifyAssessment, assessment: Assessment, now
     event = AssessmentRectified(
         event_id=stable_id(command.request_id, "assessment.rectified"), occurred_at=command.occurred_at,
         recorded_at=now, assessment_id=assessment.assessment_id, project_code=assessment.project_code,
-        provider=assessment.provider, note=command.note, late=late)
+        provider=assessment.provider, note=command.note, late=late, evaluators=assessment.evaluators)
     return updated, event
 
 
 def serving_in(item: LedgerItem, year: int) -> bool:
-    """The provider owed the enterprise service on ``item`` during ``year``: it was ready (the service
-    clock had started) by the year's end and not finished before the year began. A unit whose items
-    only wait for others has not served yet; one that never answered a ready item has."""
-    return (item.ready_on is not None and item.ready_on.year <= year
+    """The provider owed the enterprise service on ``item`` during ``year``: its service clock had
+    started (ready; for 专业跑腿, the task order issued) by the year's end and it was not finished
+    before the year began. A unit whose items only wait for others, or for their task order, has not
+    served yet; one that never answered a ready item has."""
+    start = service_clock_start(item)
+    return (start is not None and start.year <= year
             and (item.finished_on is None or item.finished_on.year >= year))
+
+
+def service_began(served: Iterable[LedgerItem]) -> date | None:
+    """The first day a provider owed the project service: the earliest start of its service clocks."""
+    starts = [start for item in served if (start := service_clock_start(item)) is not None]
+    return min(starts) if starts else None

@@ -345,14 +345,16 @@ async def sweep(ledger: Ledger, today: date, now: datetime) -> list[Event]:
         if item.state is ItemState.WAITING:
             waiting.append(item)
             continue
-        if overdue(item, ledger.calendar, today, ledger.config.service_response_days, now) is None:
+        if overdue(item, ledger.calendar, today, ledger.config.service_response_days, now, ledger.config.cards,
+                   ledger.config.task_order_issue_days) is None:
             continue
         async with ledger.locks.hold(item.project_code):
             # judged again on the line as it is now: a request may have finished it since the look-up,
             # and its warning must not go out
             current = await ledger.repo.item(item.key)
             found = None if current is None else overdue(current, ledger.calendar, today,
-                                                          ledger.config.service_response_days, now)
+                                                          ledger.config.service_response_days, now,
+                                                          ledger.config.cards, ledger.config.task_order_issue_days)
             if current is None or found is None:
                 continue
             await _publish(ledger, found.events)

@@ -122,7 +122,7 @@ STATE_NAMES_ZH = {
     ItemState.DELIVERED: "已移交",
     ItemState.WITHDRAWN: "已撤回（补充协议删除）",
 }
-CLOCK_NAMES_ZH: dict[str, str] = {"service": "首问响应", "statutory": "法定时限"}
+CLOCK_NAMES_ZH: dict[str, str] = {"task_order": "任务单下发", "service": "首问响应", "statutory": "法定时限"}
 FINISHED = frozenset({ItemState.COMPLETED, ItemState.DELIVERED, ItemState.WITHDRAWN})
 _ACTIVE = (ItemState.READY, ItemState.CONTACTED, ItemState.ACCEPTED, ItemState.IN_PROGRESS)
 _WORKING = (ItemState.ACCEPTED, ItemState.IN_PROGRESS)
@@ -301,6 +301,10 @@ class Assessment(_Record):
     rectified_by_request: str | None = None
     occurred_at: datetime
     recorded_at: datetime
+    # the departments that evaluate the provider's service on the project (told of a 差评 and a late
+    # rectification); the 差评整改率's weight when it was accepted (what its notice said)
+    evaluators: tuple[str, ...] = ()
+    rectification_weight: float = 0
 
 
 class RequestOutcome(_Record):
@@ -813,11 +817,24 @@ def service_clock_start(item: LedgerItem) -> date | None:
     return item.ready_on
 
 
-def clock_readings(item: LedgerItem, calendar: WorkingCalendar, today: date,
-                   service_days: int) -> dict[str, ClockReading]:
-    """Each clock that has started, with the working days used (pauses excluded) and its due day."""
+def task_order_clock_end(item: LedgerItem) -> date | None:
+    """The task-order clock (经济发展招商服务局's own step) stops when the order is issued, or when the
+    line leaves the plan without one."""
+    if item.task_order is not None:
+        return item.task_order.issued_on
+    return item.finished_on
+
+
+def clock_readings(item: LedgerItem, calendar: WorkingCalendar, today: date, service_days: int,
+                   task_order_days: int | None = None) -> dict[str, ClockReading]:
+    """Each clock that has started, with the working days used (pauses excluded) and its due day.
+    ``task_order_days`` (``evaluation.yaml``'s ``task_order_issue_days``) adds the clock of 经济发展招商服务局
+    issuing a 专业跑腿 item's task order, from ready to the order's issue."""
     readings: dict[str, ClockReading] = {}
     pauses = item.pause_spans
+    if task_order_days is not None and item.task_order_required and item.ready_on is not None:
+        readings["task_order"] = _reading("task_order", item.ready_on, task_order_clock_end(item), task_order_days,
+                                          calendar, today, pauses)
     start = service_clock_start(item)
     if start is not None:
         end = item.contacted_on or item.accepted_on or item.finished_on
@@ -838,8 +855,11 @@ def _reading(clock: Clock, start: date, end: date | None, limit: int, calendar: 
 
 
 def running_clock(item: LedgerItem) -> Clock | None:
-    """The clock that runs now (a suspended or blocked item keeps the clock of the state it left)."""
+    """The clock that runs now (a suspended or blocked item keeps the clock of the state it left): a
+    专业跑腿 item ready without its task order runs 经济发展招商服务局's task-order clock."""
     state = item.resume_to if item.state in (ItemState.SUSPENDED, ItemState.BLOCKED) else item.state
+    if state is ItemState.READY and item.task_order_required and item.task_order is None:
+        return "task_order"
     if state is ItemState.READY and service_clock_start(item) is not None:
         return "service"
     if state in _WORKING:
@@ -847,35 +867,64 @@ def running_clock(item: LedgerItem) -> Clock | None:
     return None
 
 
-def overdue_levels(used: int, limit: int) -> list[str]:
-    """Levels reached after ``used`` working days of a ``limit``-day clock.
+LEVELS = ("warning", "yellow", "red")
+"""Overdue levels, mildest first."""
 
-    warning: one working day left; yellow card: the limit is reached; red card: the limit is
-    exceeded by half (used ≥ 1.5 × limit).
+
+@dataclass(frozen=True)
+class Cards:
+    """The levels of a running clock as 电子监察 staff read them (``evaluation.yaml``):
+
+    * 预警 (warning): at most ``warning_days`` working days are left before the due day (the due day
+      itself included), never on the day the clock starts;
+    * 黄牌 (yellow card): the limit has passed (more working days used than the limit), not on the due day;
+    * 红牌 (red card): the limit has passed and ``red_ratio`` × the limit is used (1.5: half again as long).
     """
-    levels = []
-    if used >= limit - 1:
-        levels.append("warning")
-    if used >= limit:
-        levels.append("yellow")
-    if used * 2 >= limit * 3:
-        levels.append("red")
-    return levels
+
+    warning_days: int = 1
+    red_ratio: float = 1.5
+
+    def levels(self, used: int, limit: int) -> list[str]:
+        """Every level reached after ``used`` working days of a ``limit``-day clock, mildest first."""
+        levels = []
+        if used >= 1 and limit - used <= self.warning_days:
+            levels.append("warning")
+        if used > limit:
+            levels.append("yellow")
+            if used >= limit * self.red_ratio:
+                levels.append("red")
+        return levels
+
+    def level(self, used: int, limit: int) -> str | None:
+        """The level reached now: the highest of :meth:`levels`, or None."""
+        found = self.levels(used, limit)
+        return found[-1] if found else None
+
+
+def current_level(item: LedgerItem, readings: Mapping[str, ClockReading], cards: Cards) -> tuple[Clock | None, str | None]:
+    """The running clock of an open item and the level it stands at now (None, None once finished):
+    what every list, the CLI and the console show, and what the sweep announces."""
+    clock = running_clock(item) if item.is_open else None
+    if clock is None or clock not in readings:
+        return None, None
+    reading = readings[clock]
+    return clock, cards.level(reading.used, reading.limit)
 
 
 def overdue(item: LedgerItem, calendar: WorkingCalendar, today: date, service_days: int,
-            now: datetime) -> Applied | None:
+            now: datetime, cards: Cards | None = None, task_order_days: int | None = None) -> Applied | None:
     """Announces the level the running clock has reached, once per clock and level; when a sweep
     finds several new levels at once (a 1-day limit, or no sweep for a while), only the highest is
     announced and the lower ones count as passed."""
-    clock = running_clock(item)
-    if clock is None:
+    readings = clock_readings(item, calendar, today, service_days, task_order_days)
+    clock, level = current_level(item, readings, cards or Cards())
+    if clock is None or level is None:
         return None
-    reading = clock_readings(item, calendar, today, service_days)[clock]
-    new = [level for level in overdue_levels(reading.used, reading.limit) if f"{clock}:{level}" not in item.overdue_sent]
-    if not new:
+    reading = readings[clock]
+    reached = LEVELS[:LEVELS.index(level) + 1]
+    new = [lv for lv in reached if f"{clock}:{lv}" not in item.overdue_sent]
+    if level not in new:
         return None
-    level = new[-1]
     event = _ledger_event(item, ItemOverdue, f"item.overdue/{clock}/{level}", now, clock=clock, level=level,
                           due_on=reading.due_on, working_days_used=reading.used, time_limit_days=reading.limit)
     sent = (*item.overdue_sent, *(f"{clock}:{passed}" for passed in new))

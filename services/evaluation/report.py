@@ -65,6 +65,11 @@ SCORE_COLUMNS: tuple[str, ...] = (
     "首问超时",
     "法定时限内办结",
     "超时办结",
+    "超时未办结",
+    "服务项目数",
+    "服务对象应评/已评",
+    "招引单位应评/已评",
+    "测评回收率（%）",
     "测评数",
     "服务对象测评均分",
     "招引单位测评均分",
@@ -76,17 +81,20 @@ SCORE_COLUMNS: tuple[str, ...] = (
     "已整改",
     "逾期整改",
     "总分",
+    "单一类别测评",
     "结论",
 )
 STAGE_COLUMNS: tuple[str, ...] = ("审批阶段", "办结事项数", "按时办结", "按时办结率（%）")
 BLOCKER_COLUMNS: tuple[str, ...] = ("堵点/卡点成因", "次数", "未疏通")
 OPINION_COLUMNS: tuple[str, ...] = ("单位", "服务方式", "项目", "评价人", "测评得分", "评价意见")
+UNCOUNTED_COLUMNS: tuple[str, ...] = ("单位", "服务方式", "测评编号", "项目", "评价人", "不计分原因")
 _LATE_COLUMNS: tuple[str, ...] = ("单位", "服务方式", "测评编号", "项目", "整改期限", "整改日期")
 
 SCORES_CSV = "scores.csv"
 STAGES_CSV = "stages.csv"
 BLOCKERS_CSV = "blockers.csv"
 OPINIONS_CSV = "opinions.csv"
+UNCOUNTED_CSV = "uncounted.csv"
 INDEX_HTML = "index.html"
 
 # the parts a score can be made of (AnnualReport.weights); the ledger's figures count only with a weight above 0
@@ -170,6 +178,11 @@ def _score_row(score: ProviderScore) -> list[str]:
         str(score.service_late),
         str(score.statutory_on_time),
         str(score.statutory_late),
+        str(score.statutory_open_late),
+        str(score.projects),
+        f"{score.enterprise_response.asked}/{score.enterprise_response.answered}",
+        f"{score.recruiting_response.asked}/{score.recruiting_response.answered}",
+        _one(score.response_rate),
         str(score.assessments),
         _one(score.enterprise),
         _one(score.recruiting_unit),
@@ -181,6 +194,7 @@ def _score_row(score: ProviderScore) -> list[str]:
         str(score.rectified),
         str(len(score.late_rectifications)),
         _one(score.score) if _evaluated(score) else "—",
+        f"仅{score.single_group}" if score.single_group else "",
         _verdict(score),
     ]
 
@@ -211,6 +225,11 @@ def _opinion_rows(report: AnnualReport) -> list[list[str]]:
 def _late_row(score: ProviderScore, late: LateRectification) -> list[str]:
     rectified = late.rectified_on.isoformat() if late.rectified_on is not None else NOT_RECTIFIED
     return [score.provider_name, _mode_name(score), late.assessment_id, late.project_code, late.rectify_by.isoformat(), rectified]
+
+
+def _uncounted_rows(report: AnnualReport) -> list[list[str]]:
+    return [[score.provider_name, _mode_name(score), u.assessment_id, u.project_code, u.rater, u.reason]
+            for score in report.scores for u in score.uncounted]
 
 
 def _exit_entry(score: ProviderScore) -> str:
@@ -263,13 +282,36 @@ def _truncate(text: str, width: int) -> str:
 # ---------------------------------------------------------------------------------------------------------------------
 # terminal table
 
-_SUMMARY_COLUMNS: tuple[str, ...] = ("单位", "服务方式", "测评数", "总分", "结论")
-_SUMMARY_RIGHT: frozenset[int] = frozenset({2, 3})  # numeric columns are right-aligned
+_SUMMARY_COLUMNS: tuple[str, ...] = ("单位", "服务方式", "测评数", "回收率（%）", "总分", "结论")
+_SUMMARY_RIGHT: frozenset[int] = frozenset({2, 3, 4})  # numeric columns are right-aligned
 
 
 def _summary_row(score: ProviderScore) -> list[str]:
     total = _one(score.score) if _evaluated(score) else UNEVALUATED
-    return [score.provider_name, _mode_name(score), str(score.assessments), total, _verdict(score)]
+    alone = f"（仅{score.single_group}测评）" if score.single_group else ""
+    return [score.provider_name, _mode_name(score), str(score.assessments), _one(score.response_rate), total,
+            _verdict(score) + alone]
+
+
+def _as_of_text(report: AnnualReport) -> str:
+    return f"时钟按 {report.as_of} 计算。" if report.as_of else ""
+
+
+def _evaluator_ratings_text(report: AnnualReport) -> str:
+    """Which rule applied to a rating by the mode's evaluator acting as 招引单位 (evaluation.yaml)."""
+    if report.evaluator_ratings_count:
+        return ("评价单位作为项目招引单位提交的测评计分（方案五(六)：由服务对象、项目招引单位测评；"
+                "evaluation.yaml 中 evaluator_ratings_count: true）。被评价单位不能测评自己的服务。")
+    return ("评价单位作为项目招引单位提交的测评不计分（evaluation.yaml 中 evaluator_ratings_count: false），"
+            "列于“未计分的测评”。被评价单位不能测评自己的服务。")
+
+
+def _task_orders_text(report: AnnualReport) -> str:
+    t = report.task_orders
+    assert t is not None
+    return (f"专业跑腿任务单下发（经济发展招商服务局，时限 {t.limit_days} 个工作日，参考）：按时下发 {t.on_time} 项，"
+            f"超时下发 {t.late} 项，超时未下发 {t.waiting_late} 项，时限内待下发 {t.waiting} 项；"
+            f"按时下发率 {_one(t.rate)}%。")
 
 
 def summary_table(report: AnnualReport) -> str:
@@ -294,6 +336,9 @@ def summary_table(report: AnnualReport) -> str:
     else:
         lines.append(f"（{NO_DATA}）")
     lines.append(f"合格线 {_mark(report.pass_mark)} 分；{_counts(report)}未评价不视为不合格。")
+    lines.append(_as_of_text(report) + _evaluator_ratings_text(report))
+    if report.task_orders is not None:
+        lines.append(_task_orders_text(report))
     exits = report.exit_list
     lines.append("退出/整改名单：" + ("；".join(_exit_entry(score) for score in exits) if exits else "无"))
     unevaluated = report.unevaluated
@@ -315,14 +360,16 @@ def _write_rows(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]
 
 
 def write_csv(report: AnnualReport, directory: Path) -> list[Path]:
-    """Write ``scores.csv``, ``stages.csv``, ``blockers.csv`` and ``opinions.csv`` (UTF-8 with BOM) into ``directory``;
-    return their paths. ``opinions.csv`` lists every 评价意见 of the year for the policy's revision (五(七))."""
+    """Write ``scores.csv``, ``stages.csv``, ``blockers.csv``, ``opinions.csv`` and ``uncounted.csv`` (UTF-8 with
+    BOM) into ``directory``; return their paths. ``opinions.csv`` lists every 评价意见 of the year for the policy's
+    revision (五(七)); ``uncounted.csv`` the 测评 kept but left out of the score, with the reason."""
     directory.mkdir(parents=True, exist_ok=True)
     return [
         _write_rows(directory / SCORES_CSV, SCORE_COLUMNS, (_score_row(score) for score in report.scores)),
         _write_rows(directory / STAGES_CSV, STAGE_COLUMNS, (_stage_row(stage) for stage in report.stages)),
         _write_rows(directory / BLOCKERS_CSV, BLOCKER_COLUMNS, (_blocker_row(blocker) for blocker in report.blockers)),
         _write_rows(directory / OPINIONS_CSV, OPINION_COLUMNS, _opinion_rows(report)),
+        _write_rows(directory / UNCOUNTED_CSV, UNCOUNTED_COLUMNS, _uncounted_rows(report)),
     ]
 
 
@@ -567,9 +614,16 @@ def _explanation(report: AnnualReport) -> str:
         "台账数据（首问响应按时率、法定时限按时率、差评整改率）标“仅供参考，不计分”的，只列出供参考，不影响总分。</li>"
         f"<li><strong>未评价不是不合格</strong>：本年度没有任何综合测评的服务单位不计分，结论为“未评价”，"
         "不画入得分图，不列入退出/整改名单，另列于“未评价单位”。</li>"
+        f"<li>测评人：{_e(_evaluator_ratings_text(report))}"
+        "服务项目数：本年度该单位已开始服务的项目数，每个项目的服务对象和招引单位各应评一次"
+        "（招引单位就是被评价单位的不应评；评价单位作为招引单位的测评不计分时亦不应评）；"
+        "测评回收率 = 已评 ÷ 应评；早于该单位为项目提供服务的测评不计分。"
+        "只有一类测评人测评的，得分由该类测评人单独决定，在“单一类别测评”中标出。</li>"
         "<li>首问响应按时率：在时限内首次联系企业的事项占比（服务时钟）；"
-        "法定时限按时率：自受理起在法定时限内办结的事项占比；"
-        "差评整改率：差评在整改期限内完成整改的占比；逾期整改：超过整改期限才整改或仍未整改的差评。</li>"
+        "法定时限按时率：自受理起在法定时限内办结的事项占比（超时办结和超时未办结都算超时）；"
+        "差评整改率 = 在整改期限内完成整改的差评 ÷ 本年度全部差评（尚未整改的算未整改）；"
+        "逾期整改：超过整改期限才整改或仍未整改的差评。"
+        f"{_e(_as_of_text(report))}黄牌：超过时限；红牌：超过时限且已用时长达到配置的倍数。</li>"
         f"</ul><h3>测评问卷</h3>{_questionnaire_table(report)}</section>"
     )
 
@@ -652,6 +706,20 @@ def _late_section(report: AnnualReport) -> str:
     return f'<section id="late-rectifications"><h2>逾期整改</h2>{content}</section>'
 
 
+def _uncounted_section(report: AnnualReport) -> str:
+    rows = _uncounted_rows(report)
+    content = _simple_table(UNCOUNTED_COLUMNS, rows) if rows else "<p>无</p>"
+    return f'<section id="uncounted"><h2>未计分的测评</h2>{content}</section>'
+
+
+def _task_orders_section(report: AnnualReport) -> str:
+    if report.task_orders is None:
+        return ""
+    return (f'<section id="task-orders"><h2>专业跑腿任务单下发（参考）</h2><p>{_e(_task_orders_text(report))}</p>'
+            '<p class="meta">任务单由经济发展招商服务局在事项具备办理条件后下发（工作方案四(三)）；'
+            "政联公司的首问响应时钟自任务单下发起算，下发前的等待不计入其时限。</p></section>")
+
+
 def _opinions_section(report: AnnualReport) -> str:
     parts = ['<p class="meta">综合测评中服务对象和项目招引单位填写的评价意见，供年度修订评价办法（工作方案五(七)）参考。</p>']
     if not report.scores:
@@ -694,6 +762,8 @@ def render_html(report: AnnualReport) -> str:
         f"{_exit_section(report)}\n"
         f"{_unevaluated_section(report)}\n"
         f"{_late_section(report)}\n"
+        f"{_uncounted_section(report)}\n"
+        f"{_task_orders_section(report)}\n"
         f"<h2>各审批阶段按时办结率</h2>\n{_stage_chart(report)}\n"
         f"<h2>堵点/卡点成因</h2>\n{_blocker_chart(report)}\n"
         f"{_opinions_section(report)}\n"
@@ -702,7 +772,7 @@ def render_html(report: AnnualReport) -> str:
 
 
 def write_report(report: AnnualReport, directory: Path) -> list[Path]:
-    """Write ``index.html`` and the four CSV files into ``directory`` (created if missing); return their paths."""
+    """Write ``index.html`` and the five CSV files into ``directory`` (created if missing); return their paths."""
     directory.mkdir(parents=True, exist_ok=True)
     index = directory / INDEX_HTML
     index.write_text(render_html(report), encoding="utf-8")

@@ -26,10 +26,21 @@ from services.evaluation.annual import (
     LateRectification,
     Opinion,
     ProviderScore,
+    Response,
     StageTimeliness,
     Status,
+    TaskOrderTimeliness,
+    UncountedRating,
 )
-from services.evaluation.ledger import Assessment, ItemState, LedgerItem, clock_readings
+from services.evaluation.ledger import (
+    Assessment,
+    Cards,
+    ItemState,
+    LedgerItem,
+    clock_readings,
+    local_day,
+    service_clock_start,
+)
 from services.evaluation.working_days import WorkingCalendar
 
 if TYPE_CHECKING:  # the repository imports this module
@@ -74,6 +85,10 @@ class EvaluationConfig(_Strict):
     bad_below: float = Field(default=60, ge=0, le=100)
     rectification_days: int = Field(default=10, ge=1, le=120)
     auto_issue_task_orders: bool = False
+    task_order_issue_days: int = Field(default=2, ge=1, le=60)
+    evaluator_ratings_count: bool = True
+    warning_days: int = Field(default=1, ge=0, le=30)
+    red_card_ratio: float = Field(default=1.5, gt=1, le=10)
     assessment_late_until: str = Field(default="01-31", pattern=r"^(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$")
 
     @model_validator(mode="after")
@@ -96,6 +111,11 @@ class EvaluationConfig(_Strict):
         """The parts of the score: the questionnaire and every reference figure given a weight."""
         references: dict[str, float] = {k: w for k, w in self.reference_weights.items() if w > 0}
         return {"questionnaire": 1 - sum(references.values()), **references}
+
+    @property
+    def cards(self) -> Cards:
+        """When a running clock earns a 预警, a 黄牌 and a 红牌 (电子监察)."""
+        return Cards(warning_days=self.warning_days, red_ratio=self.red_card_ratio)
 
     def late_until(self, year: int) -> date:
         """The last day a 测评 of ``year`` may still be submitted (in the next year)."""
@@ -131,13 +151,15 @@ class _Tally:
     items: int = 0
     open_items: int = 0
     service: list[int] = field(default_factory=lambda: [0, 0])  # on time, late
-    statutory: list[int] = field(default_factory=lambda: [0, 0])
+    statutory: list[int] = field(default_factory=lambda: [0, 0, 0])  # on time, finished late, open past the limit
     by_group: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    projects: set[str] = field(default_factory=set)  # served in the year
+    answered: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))  # group -> projects
+    uncounted: list[UncountedRating] = field(default_factory=list)
     assessments: int = 0
     bad: int = 0
     rectified: int = 0
     rectified_on_time: int = 0
-    rectifications_due: int = 0  # rectified, or past the deadline: a 差评 still within it is not counted yet
     late: list[LateRectification] = field(default_factory=list)
     opinions: list[Opinion] = field(default_factory=list)
 
@@ -147,25 +169,70 @@ def active_in(item: LedgerItem, year: int) -> bool:
     return item.routed_on.year <= year and (item.finished_on is None or item.finished_on.year >= year)
 
 
+def report_day(year: int, today: date) -> date:
+    """The day a report of ``year`` reads its running clocks on: today, or the year's last day once
+    the year is over (a clock that ran on into the next year is read as it stood on 31 December; one
+    already stopped counts as it ended). The demo, the CLI and the console all pass their today
+    here, so the same ledger gives the same figures."""
+    return min(today, date(year, 12, 31))
+
+
 async def evaluate_year(repo: LedgerRepository, year: int, config: EvaluationConfig, units: Mapping[str, Unit],
                         calendar: WorkingCalendar, today: date, generated_at: datetime,
                         evaluator: str | None = None) -> AnnualReport:
-    """``evaluate`` over the ledger: the year's assessments and the items of the year and of every
-    assessed project."""
+    """``evaluate`` over the ledger: the year's assessments, the items of the year and of every
+    assessed project, and the 招引单位 of each of their projects (who is asked to rate)."""
     assessments = await repo.assessments(year)
     items = await repo.year_items(year, [a.project_code for a in assessments])
-    return evaluate(year, items, assessments, config, units, calendar, today, generated_at, evaluator=evaluator)
+    recruiters = {}
+    for code in sorted({i.project_code for i in items}):
+        project = await repo.project(code)
+        if project is not None:
+            recruiters[code] = project.recruiting_unit
+    return evaluate(year, items, assessments, config, units, calendar, today, generated_at, evaluator=evaluator,
+                    recruiters=recruiters)
+
+
+def _service_began(items: Iterable[LedgerItem]) -> dict[tuple[str, str], date]:
+    """(project, provider) → the first day the provider owed the project service (its earliest
+    service clock start: ready; for 专业跑腿, the task order's issue)."""
+    began: dict[tuple[str, str], date] = {}
+    for item in items:
+        start = service_clock_start(item)
+        if start is not None:
+            pair = (item.project_code, item.responsible_unit)
+            began[pair] = min(start, began.get(pair, start))
+    return began
+
+
+def _not_counted(record: Assessment, judge: str, began: date | None, config: EvaluationConfig,
+                 units: Mapping[str, Unit]) -> str | None:
+    """Why a stored 测评 does not count in the score, or None when it does."""
+    if record.rater == "recruiting_unit" and record.requested_by == record.provider:
+        return "被评价单位作为招引单位测评自己的服务（利益冲突）"
+    if began is None or local_day(record.occurred_at) < began:
+        return f"测评日期 {local_day(record.occurred_at)} 早于该单位为本项目提供服务（{began or '尚未开始'}）"
+    if record.rater == "recruiting_unit" and record.requested_by == judge and not config.evaluator_ratings_count:
+        name = units[judge].name if judge in units else judge
+        return f"{name}是本服务方式的评价单位，其作为招引单位的测评按 evaluation.yaml（evaluator_ratings_count: false）不计分"
+    return None
 
 
 def evaluate(year: int, items: Iterable[LedgerItem], assessments: Iterable[Assessment],
              config: EvaluationConfig, units: Mapping[str, Unit], calendar: WorkingCalendar, today: date,
-             generated_at: datetime, evaluator: str | None = None) -> AnnualReport:
-    """The year's scores per provider and mode, for one evaluator (or all), with the report's figures."""
+             generated_at: datetime, evaluator: str | None = None,
+             recruiters: Mapping[str, str] | None = None) -> AnnualReport:
+    """The year's scores per provider and mode, for one evaluator (or all), with the report's figures.
+    Clocks are read on :func:`report_day`; ``recruiters`` (project → 招引单位) says who of each project
+    is asked to rate (without it every project's 招引单位 counts as asked)."""
     all_items = list(items)
+    recruiters = recruiters or {}
+    as_of = report_day(year, today)
     tallies: dict[tuple[str, ServiceMode], _Tally] = defaultdict(_Tally)
     modes_of: dict[tuple[str, str], set[ServiceMode]] = defaultdict(set)
     stage_counts: dict[Stage, list[int]] = defaultdict(lambda: [0, 0])
     blocker_counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    orders = [0, 0, 0, 0]  # on time, late, waiting past the limit, waiting
     for item in all_items:
         modes_of[(item.project_code, item.responsible_unit)].add(item.evaluated_as)
         if not active_in(item, year) or item.state is ItemState.WITHDRAWN:  # a 补充协议 took it off the plan
@@ -173,37 +240,49 @@ def evaluate(year: int, items: Iterable[LedgerItem], assessments: Iterable[Asses
         tally = tallies[(item.responsible_unit, item.evaluated_as)]
         tally.items += 1
         tally.open_items += item.is_open
-        for name, reading in clock_readings(item, calendar, today, config.service_response_days).items():
-            counts = tally.service if name == "service" else tally.statutory
-            if reading.end is not None:
-                counts[reading.late] += 1
-            elif reading.late:
-                counts[1] += 1
-            if name == "statutory" and reading.end is not None:
+        start = service_clock_start(item)
+        if start is not None and start <= as_of:
+            tally.projects.add(item.project_code)
+        readings = clock_readings(item, calendar, as_of, config.service_response_days, config.task_order_issue_days)
+        for name, reading in readings.items():
+            if name == "task_order":
+                orders[(0 if not reading.late else 1) if reading.end is not None else (2 if reading.late else 3)] += 1
+            elif name == "service":
+                if reading.end is not None or reading.late:
+                    tally.service[reading.late] += 1
+            elif reading.end is not None:
+                tally.statutory[reading.late] += 1
                 stage_counts[item.stage][0] += 1
                 stage_counts[item.stage][1] += not reading.late
+            elif reading.late:
+                tally.statutory[2] += 1
         for blocker in item.blockers:
             blocker_counts[blocker.reason][0] += 1
             blocker_counts[blocker.reason][1] += blocker.closed_on is None
+    began = _service_began(all_items)
     for record in assessments:
         if record.year != year:
             continue  # only the year's 测评 count
         for mode in modes_of.get((record.project_code, record.provider), ()):
             tally = tallies[(record.provider, mode)]
             tally.assessments += 1
+            rater = RATER_NAMES_ZH.get(record.rater, record.rater)
+            why = _not_counted(record, EVALUATOR_BY_MODE[mode], began.get((record.project_code, record.provider)),
+                               config, units)
+            if why is not None:
+                tally.uncounted.append(UncountedRating(record.assessment_id, record.project_code, rater, why))
+                continue
             tally.by_group[record.rater].append(record.total)
+            tally.answered[record.rater].add(record.project_code)
             if record.comment:
-                tally.opinions.append(Opinion(record.project_code, RATER_NAMES_ZH.get(record.rater, record.rater),
-                                              record.total, record.comment))
+                tally.opinions.append(Opinion(record.project_code, rater, record.total, record.comment))
             if record.bad:
                 tally.bad += 1
                 tally.rectified += record.rectified_on is not None
-                due = record.rectify_by or today
+                due = record.rectify_by or as_of
                 if record.rectified_on is not None and record.rectified_on <= due:
                     tally.rectified_on_time += 1
-                    tally.rectifications_due += 1
-                elif record.rectified_on is not None or today > due:
-                    tally.rectifications_due += 1
+                elif record.rectified_on is not None or as_of > due:
                     tally.late.append(LateRectification(record.assessment_id, record.project_code, due,
                                                         record.rectified_on))
 
@@ -214,8 +293,9 @@ def evaluate(year: int, items: Iterable[LedgerItem], assessments: Iterable[Asses
             continue
         questionnaire = questionnaire_score(t.by_group, config.rater_weights)
         references: dict[str, float | None] = {
-            "service_on_time": _rate(*t.service), "statutory_on_time": _rate(*t.statutory),
-            "rectification": 100 * t.rectified_on_time / t.rectifications_due if t.rectifications_due else None,
+            "service_on_time": _rate(*t.service), "statutory_on_time": _rate(t.statutory[0], sum(t.statutory[1:])),
+            # 差评整改率: rectified within the deadline ÷ every 差评 of the year (an open one is not rectified yet)
+            "rectification": 100 * t.rectified_on_time / t.bad if t.bad else None,
         }
         score: float | None = None
         status: Status = "未评价"
@@ -223,26 +303,39 @@ def evaluate(year: int, items: Iterable[LedgerItem], assessments: Iterable[Asses
             score = weighted_score({"questionnaire": questionnaire, **references}, config.weights)
             status = "合格" if score >= config.pass_mark else "不合格"
         means = {g: sum(v) / len(v) for g, v in t.by_group.items() if v}
+        may_rate = {p for p in t.projects if recruiters.get(p) != provider
+                    and (config.evaluator_ratings_count or recruiters.get(p) != judge)}
+        groups = [g for g in RATERS if config.rater_weights.get(g, 0) > 0]
+        alone = [g for g in groups if g in means]
         scores.append(ProviderScore(
             provider=provider, provider_name=units[provider].name if provider in units else provider, mode=mode,
             evaluator=judge, items=t.items, open_items=t.open_items, service_on_time=t.service[0],
             service_late=t.service[1], statutory_on_time=t.statutory[0], statutory_late=t.statutory[1],
+            statutory_open_late=t.statutory[2],
             assessments=t.assessments, enterprise=_rounded(means.get("enterprise")),
             recruiting_unit=_rounded(means.get("recruiting_unit")), questionnaire=_rounded(questionnaire),
             service_rate=_rounded(references["service_on_time"]), statutory_rate=_rounded(references["statutory_on_time"]),
             rectification_rate=_rounded(references["rectification"]), bad=t.bad, rectified=t.rectified,
-            late_rectifications=tuple(t.late), opinions=tuple(t.opinions), score=score, status=status))
+            late_rectifications=tuple(t.late), opinions=tuple(t.opinions), score=score, status=status,
+            projects=len(t.projects),
+            enterprise_response=Response(len(t.projects), len(t.answered["enterprise"] & t.projects)),
+            recruiting_response=Response(len(may_rate), len(t.answered["recruiting_unit"] & may_rate)),
+            single_group=RATER_NAMES_ZH[alone[0]] if len(groups) > 1 and len(alone) == 1 else None,
+            uncounted=tuple(t.uncounted)))
     stages = tuple(StageTimeliness(stage=s, stage_name=STAGE_NAMES_ZH[s], items=c[0], on_time=c[1],
                                    rate=round(100 * c[1] / c[0], 1) if c[0] else 0.0)
                    for s in Stage if (c := stage_counts.get(s)) is not None)
     blockers = tuple(BlockerCause(cause=k, count=v[0], open=v[1])
                      for k, v in sorted(blocker_counts.items(), key=lambda kv: -kv[1][0]))
     evaluator_name = units[evaluator].name if evaluator and evaluator in units else "全部评价单位"
+    covers_errand = evaluator in (None, EVALUATOR_BY_MODE[ServiceMode.ERRAND])
     return AnnualReport(year=year, evaluator=evaluator, evaluator_name=evaluator_name, generated_at=generated_at,
                         pass_mark=config.pass_mark, weights=config.weights,
                         rater_weights={str(k): w for k, w in config.rater_weights.items()},
                         questionnaire=tuple((i.name, i.points) for i in config.questionnaire), scores=tuple(scores),
-                        stages=stages, blockers=blockers, calendar_warnings=calendar.warnings)
+                        stages=stages, blockers=blockers, calendar_warnings=calendar.warnings, as_of=as_of,
+                        evaluator_ratings_count=config.evaluator_ratings_count,
+                        task_orders=TaskOrderTimeliness(config.task_order_issue_days, *orders) if covers_errand else None)
 
 
 def _rate(on_time: int, late: int) -> float | None:

@@ -7,9 +7,10 @@ history, the unroutable items of a year), never the whole ledger. Who may see wh
 business (the console checks the enterprise's access code or the unit's login); these functions
 only read.
 
-Overdue levels: ``worst_level`` of a line is the highest level any of its clocks has reached (by the
-working days used: today for a running clock; at its end for a stopped one that ended late, while
-one stopped within its limit reached none) or the sweep has announced: ``red`` > ``yellow`` > ``warning``.
+Overdue levels (电子监察): ``level`` of a line is the level its running clock stands at today
+(``Cards`` of ``evaluation.yaml``: 预警 before the due day, 黄牌 once the limit has passed, 红牌 at the
+configured severity), the same the sweep announces; a finished line, or a stopped clock, has none (a
+clock that ended late says so with ``late``, 超时). ``overdue`` keeps what the sweep announced, as history.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from services.common.domain import MODE_NAMES_ZH, OVERDUE_LEVEL_NAMES_ZH, STAGE_
 from services.evaluation.ledger import (
     CLOCK_NAMES_ZH,
     STATE_NAMES_ZH,
+    Cards,
     ItemState,
     LedgerItem,
     ProjectRecord,
@@ -33,10 +35,9 @@ from services.evaluation.ledger import (
     RulesRecord,
     UnroutableRecord,
     clock_readings,
+    current_level,
     item_key,
     local_day,
-    overdue_levels,
-    running_clock,
 )
 from services.evaluation.repository import ORDER_STATES, LedgerRepository, order_state
 from services.evaluation.working_days import WorkingCalendar
@@ -56,12 +57,15 @@ UNROUTABLE_REASON_NAMES_ZH = {
 @dataclass(frozen=True)
 class ViewContext:
     """What a view needs besides the store: unit names (full or short, as the page wants them), the
-    working-day calendar, the service-clock limit of ``evaluation.yaml`` and the day to count to."""
+    working-day calendar, the service-clock limit of ``evaluation.yaml`` and the day to count to;
+    the cards and the task-order limit of ``evaluation.yaml`` (their defaults when not given)."""
 
     unit_names: Mapping[str, str]
     calendar: WorkingCalendar
     service_response_days: int
     today: date
+    cards: Cards = field(default_factory=Cards)
+    task_order_days: int | None = 2
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,7 @@ class ClockView:
     running: bool
     late: bool
     start: date | None = None
-    level: str | None = None  # the highest overdue level this clock has reached
+    level: str | None = None  # the level this clock stands at now (a running clock only)
     level_name: str | None = None
 
 
@@ -127,8 +131,8 @@ class ItemRow:
     state_name: str
     waiting_for: tuple[str, ...]  # prerequisites not yet delivered (only while waiting)
     clocks: tuple[ClockView, ...]
-    overdue: tuple[str, ...]  # the levels the sweep announced, e.g. "statutory:yellow"
-    worst_level: str | None  # "red" > "yellow" > "warning"
+    overdue: tuple[str, ...]  # the levels the sweep announced, e.g. "statutory:yellow" (history)
+    level: str | None  # the running clock's level now: "red" > "yellow" > "warning"
     blockers: tuple[BlockerView, ...]  # open ones
     results: tuple[str, ...]
     task_order: TaskOrderView | None
@@ -138,7 +142,7 @@ class ItemRow:
     request_name: str = "办理"
     approving_authority: str = ""
     overdue_names: tuple[str, ...] = ()  # the same, as people say them: "法定时限黄牌"
-    worst_level_name: str | None = None
+    level_name: str | None = None  # "黄牌"
     due: date | None = None  # when the running clock runs out
     running_clock: str | None = None
     ready_on: date | None = None
@@ -151,9 +155,9 @@ class ProjectProgress:
     items: tuple[ItemRow, ...]
     delivered: int
     open_blockers: int
-    worst_level: str | None
+    level: str | None  # the highest level an open line stands at now
     total: int = 0
-    worst_level_name: str | None = None
+    level_name: str | None = None
     recruiting_unit_name: str = ""
 
 
@@ -208,9 +212,11 @@ def context_from_rules(rules_dir: Path, today: date | None = None, *, short_name
 
     units = load_rulebook(rules_dir).units
     names = {code: unit.short_name if short_names else unit.name for code, unit in units.items()}
+    config = load_config(rules_dir)
     return ViewContext(unit_names=names, calendar=calendar or WorkingCalendar(),
-                       service_response_days=load_config(rules_dir).service_response_days,
-                       today=today or local_day(datetime.now(UTC)))
+                       service_response_days=config.service_response_days,
+                       today=today or local_day(datetime.now(UTC)), cards=config.cards,
+                       task_order_days=config.task_order_issue_days)
 
 
 # -- lines ---------------------------------------------------------------------------------------
@@ -234,17 +240,15 @@ def item_row(item: LedgerItem, ctx: ViewContext, delivered: set[str] | frozenset
     """A ledger line for display. ``delivered``: the item codes of the project's delivered (handled)
     lines, which say what a waiting item still waits for; ``enterprises``: credit code → enterprise
     name, for blockers the enterprise itself reported."""
-    readings = clock_readings(item, ctx.calendar, ctx.today, ctx.service_response_days)
+    readings = clock_readings(item, ctx.calendar, ctx.today, ctx.service_response_days, ctx.task_order_days)
+    running, level = current_level(item, readings, ctx.cards)
     clocks = []
     for clock, r in readings.items():
-        # a clock stopped within its limit reached no level: finishing on the last day is on time
-        level = _worst(overdue_levels(r.used, r.limit)) if r.end is None or r.late else None
+        now = level if clock == running else None
         clocks.append(ClockView(clock=clock, name=CLOCK_NAMES_ZH[clock], used=r.used, limit=r.limit, due=r.due_on,
-                                running=r.end is None, late=r.late, start=r.start, level=level,
-                                level_name=OVERDUE_LEVEL_NAMES_ZH[level] if level else None))
-    running = running_clock(item) if item.is_open else None
+                                running=r.end is None, late=r.late, start=r.start, level=now,
+                                level_name=OVERDUE_LEVEL_NAMES_ZH[now] if now else None))
     announced = tuple(item.overdue_sent)
-    worst = _worst([*(c.level for c in clocks if c.level), *(s.split(":", 1)[1] for s in announced)])
     enterprises = enterprises or {}
     blockers = tuple(
         BlockerView(reason=b.reason, resolver=b.resolver, resolver_name=_name(ctx, b.resolver), reported_by=b.reported_by,
@@ -264,7 +268,8 @@ def item_row(item: LedgerItem, ctx: ViewContext, delivered: set[str] | frozenset
         waiting_for=item.waiting_for(set(delivered)) if item.state is ItemState.WAITING else (),
         clocks=tuple(clocks), overdue=announced,
         overdue_names=tuple(CLOCK_NAMES_ZH[c] + OVERDUE_LEVEL_NAMES_ZH[lv] for c, lv in (s.split(":", 1) for s in announced)),
-        worst_level=worst, worst_level_name=OVERDUE_LEVEL_NAMES_ZH[worst] if worst else None,
+        level=level,
+        level_name=OVERDUE_LEVEL_NAMES_ZH[level] if level else None,
         blockers=blockers, results=item.results,
         task_order=None if order is None else TaskOrderView(
             number=order.number, state=order.state, state_name=TASK_ORDER_STATE_NAMES_ZH[order.state],
@@ -286,7 +291,7 @@ def _stage_order(row: ItemRow) -> tuple[int, str, str]:
 
 
 def _board_order(row: ItemRow) -> tuple[int, date, str]:
-    return _rank(row.worst_level), row.due or date.max, row.key
+    return _rank(row.level), row.due or date.max, row.key
 
 
 async def _rows(repo: LedgerRepository, ctx: ViewContext, items: Sequence[LedgerItem]) -> list[ItemRow]:
@@ -323,11 +328,11 @@ def _progress(project: ProjectRecord, items: Sequence[LedgerItem], ctx: ViewCont
     delivered = _delivered_codes(items)
     enterprises = {project.credit_code: project.enterprise}
     rows = tuple(sorted((item_row(i, ctx, delivered, enterprises) for i in items), key=_stage_order))
-    worst = _worst(r.worst_level for r in rows if r.worst_level)
+    level = _worst(r.level for r in rows if r.level)
     return ProjectProgress(
         project=project, items=rows, delivered=sum(1 for r in rows if r.state is ItemState.DELIVERED),
-        open_blockers=sum(len(r.blockers) for r in rows), worst_level=worst, total=len(rows),
-        worst_level_name=OVERDUE_LEVEL_NAMES_ZH[worst] if worst else None,
+        open_blockers=sum(len(r.blockers) for r in rows), level=level, total=len(rows),
+        level_name=OVERDUE_LEVEL_NAMES_ZH[level] if level else None,
         recruiting_unit_name=_name(ctx, project.recruiting_unit))
 
 

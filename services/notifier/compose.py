@@ -57,13 +57,21 @@ from services.common.messages import (
 )
 from services.common.settings import ConsoleSettings
 from services.notifier.channels import INBOX
-from services.notifier.plan import UNIT_PREFIX, Email, NotificationPlan, Sms, Webhook
+from services.notifier.plan import UNIT_PREFIX, Email, NotificationPlan, PlanEntry, Sms, Webhook
 
 REQUESTS = {Request.HANDLE: "办理", Request.CONSULT: "提供咨询"}
 WITHDRAWN_FROM = {"waiting": "等待前置事项", "ready": "待对接企业", "contacted": "已对接企业", "blocked": "堵点/卡点",
                   "suspended": "中止（等待企业补正）"}
-CLOCK_NAMES = {"service": "首问响应时限", "statutory": "法定办理时限"}
+CLOCK_NAMES = {"task_order": "任务单下发时限", "service": "首问响应时限", "statutory": "法定办理时限"}
 RATER_NAMES = {"enterprise": "服务对象", "recruiting_unit": "项目招引单位"}
+
+
+def rectification_effect(weight: float) -> str:
+    """What a 差评's rectification does to the annual evaluation, as the weights in force make it:
+    the 差评整改率 counts in the score only with a weight above 0 (``evaluation.yaml``)."""
+    if weight > 0:
+        return f"差评按期整改率按 {weight * 100:g}% 的权重计入年度综合评价总分。"
+    return "整改情况在年度综合评价报告中列出（逾期整改单列）；差评按期整改率仅供参考，不计入总分。"
 WITH_PROJECT = (ItemUnroutable, ItemEvent, ProjectDelivered, AssessmentSubmitted, AssessmentRectified, RequestRefused,
                 ProjectAmended)
 
@@ -162,28 +170,34 @@ class Composer:
         for entry in entries:
             if not entry.applies(flags):
                 continue
-            recipient = self._recipient(entry.to, roles)
-            if recipient is None:
-                continue
-            title = string.Template(entry.title).safe_substitute(context).strip()
-            body = string.Template(entry.body).safe_substitute(context).strip()
-            for channel, address in recipient.channels:
-                inbox = channel == INBOX
-                reason = self.unavailable.get(channel)
-                documents.append({
-                    # one per event, role, recipient and channel: a unit that is both the recruiting
-                    # unit and the ledger owner gets both messages; a redelivery gets none again
-                    "_id": stable_id(event.event_id, entry.to, recipient.key, channel, address or ""),
-                    "event_id": event.event_id, "event_type": event_type,
-                    "project_code": project_code_of(event), "item_code": item_code_of(event),
-                    "role": recipient.role, "recipient": recipient.key, "recipient_name": recipient.name,
-                    "channel": channel, "address": address, "title": title, "body": body,
-                    # an inbox notification is delivered when its recipient reads it (read_at);
-                    # one of another channel when its receiver accepts it, sent by the delivery loop
-                    "status": "unread" if inbox else "failed" if reason else "pending",
-                    "attempts": 0, "last_error": reason, "created_at": now, "updated_at": now,
-                    "delivered_at": None, "read_at": None, "next_attempt_at": None if inbox or reason else now,
-                })
+            for recipient in self._recipients(entry.to, roles):
+                documents.extend(self._documents(event, entry, recipient, context, now))
+        return documents
+
+    def _documents(self, event: Event, entry: PlanEntry, recipient: Recipient, context: Mapping[str, Any],
+                   now: datetime) -> list[dict[str, Any]]:
+        """One document per channel of ``recipient`` for one entry of the plan."""
+        event_type: str = event.type
+        title = string.Template(entry.title).safe_substitute(context).strip()
+        body = string.Template(entry.body).safe_substitute(context).strip()
+        documents = []
+        for channel, address in recipient.channels:
+            inbox = channel == INBOX
+            reason = self.unavailable.get(channel)
+            documents.append({
+                # one per event, role, recipient and channel: a unit that is both the recruiting
+                # unit and the ledger owner gets both messages; a redelivery gets none again
+                "_id": stable_id(event.event_id, entry.to, recipient.key, channel, address or ""),
+                "event_id": event.event_id, "event_type": event_type,
+                "project_code": project_code_of(event), "item_code": item_code_of(event),
+                "role": recipient.role, "recipient": recipient.key, "recipient_name": recipient.name,
+                "channel": channel, "address": address, "title": title, "body": body,
+                # an inbox notification is delivered when its recipient reads it (read_at);
+                # one of another channel when its receiver accepts it, sent by the delivery loop
+                "status": "unread" if inbox else "failed" if reason else "pending",
+                "attempts": 0, "last_error": reason, "created_at": now, "updated_at": now,
+                "delivered_at": None, "read_at": None, "next_attempt_at": None if inbox or reason else now,
+            })
         return documents
 
     # -- recipients --------------------------------------------------------------------------
@@ -204,6 +218,15 @@ class Composer:
         specs = contact.channels if contact else self.plan.directory.default_channels
         name = self.unit_name(code) + (f"（{contact.contact}）" if contact else "")
         return Recipient(role, UNIT_PREFIX + code, name, self._channels(specs))
+
+    def _recipients(self, to: str, roles: Mapping[str, Any]) -> list[Recipient]:
+        """Whom ``to`` names here: a role held by several units (the evaluators of a provider that
+        served a project in modes evaluated by different departments) names each of them."""
+        target = roles.get(to)
+        if isinstance(target, tuple):
+            return [self._unit(to, str(code)) for code in target]
+        recipient = self._recipient(to, roles)
+        return [] if recipient is None else [recipient]
 
     def _recipient(self, to: str, roles: Mapping[str, Any]) -> Recipient | None:
         if to.startswith(UNIT_PREFIX):
@@ -343,6 +366,8 @@ class Composer:
             ctx |= {"clock_name": CLOCK_NAMES[event.clock], "level_name": OVERDUE_LEVEL_NAMES_ZH[event.level],
                     "due_on": event.due_on.isoformat(), "working_days_used": event.working_days_used,
                     "time_limit_days": event.time_limit_days}
+            roles["ledger_owner"] = ECON_DEV_BUREAU  # who issues task orders (方案四(三))
+            flags["is_task_order_clock"] = event.clock == "task_order"
         elif isinstance(event, ItemDelivered):
             ctx |= {"results": numbered(event.results), "note": event.note or ""}
         elif isinstance(event, ItemRerouted):
@@ -387,13 +412,16 @@ class Composer:
                     "total": f"{event.total:g}",
                     "comment": event.comment or "（无）", "assessment_id": event.assessment_id,
                     "rater_name": RATER_NAMES[event.rater],
-                    "rectify_by": event.rectify_by.isoformat() if event.rectify_by else ""}
+                    "rectify_by": event.rectify_by.isoformat() if event.rectify_by else "",
+                    "rectification_effect": rectification_effect(event.rectification_weight)}
             roles["provider"] = event.provider
+            roles["evaluator"] = event.evaluators
             flags["is_bad_rating"] = event.bad
         elif isinstance(event, AssessmentRectified):
             ctx |= {"provider_name": self.unit_name(event.provider), "note": event.note,
                     "assessment_id": event.assessment_id, "late_note": "（逾期整改）" if event.late else ""}
             roles["provider"] = event.provider
+            roles["evaluator"] = event.evaluators
             flags["is_late"] = event.late
         elif isinstance(event, RequestRefused):
             ctx |= {"request_id": event.request_id, "request_name": REQUEST_NAMES_ZH.get(event.request_type, event.request_type),

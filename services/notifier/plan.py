@@ -61,7 +61,7 @@ VARIABLES: dict[str, tuple[str, ...]] = {
     "task_order.closed": (*_ITEM, "task_order_number"),
     "project.delivered": (*_PROJECT, "items_delivered"),
     "assessment.submitted": (*_PROJECT, "provider_name", "provider", "rater_name", "total", "comment",
-                             "assessment_id", "rectify_by"),
+                             "assessment_id", "rectify_by", "rectification_effect"),
     "assessment.rectified": (*_PROJECT, "provider_name", "note", "assessment_id", "late_note"),
     "request.refused": ("request_id", "request_name", "project_code", "item_code", "reason", "requested_by_name"),
     "rules.rejected": ("attempted_version", "active_version", "directory", "problems"),
@@ -83,15 +83,15 @@ ROLES_BY_EVENT: dict[str, tuple[str, ...]] = {
     "item.resumed": _ITEM_ROLES,
     "item.unblocked": _ITEM_ROLES,
     "item.blocked": (*_ITEM_ROLES, "resolver"),
-    "item.overdue": _ITEM_ROLES,
+    "item.overdue": (*_ITEM_ROLES, "ledger_owner"),
     "item.delivered": _ITEM_ROLES,
     "item.rerouted": (*_ITEM_ROLES, "previous_unit", "ledger_owner"),
     "task_order.issued": (*_ITEM_ROLES, "ledger_owner", "task_order_assignee"),
     "task_order.accepted": (*_ITEM_ROLES, "ledger_owner"),
     "task_order.closed": (*_ITEM_ROLES, "ledger_owner"),
     "project.delivered": ("enterprise", "recruiting_unit", "ledger_owner"),
-    "assessment.submitted": ("enterprise", "recruiting_unit", "provider"),
-    "assessment.rectified": ("enterprise", "recruiting_unit", "provider"),
+    "assessment.submitted": ("enterprise", "recruiting_unit", "provider", "evaluator"),
+    "assessment.rectified": ("enterprise", "recruiting_unit", "provider", "evaluator"),
     "request.refused": ("sender",),
     "rules.rejected": (),
     "rules.activated": (),
@@ -104,9 +104,10 @@ class _Strict(BaseModel):
 # what an entry may be conditional on: a 专业跑腿 item, a 差评, a late rectification, an item the
 # rules found not required, a re-routing that changed the unit (not only the mode or the authority),
 # an agreement rejected as not eligible (not for its id or its project code), an item a 补充协议 added
-# (the enterprise hears of it in the amendment's one notice), an amendment that changed the recruiting unit
+# (the enterprise hears of it in the amendment's one notice), an amendment that changed the recruiting unit,
+# an overdue level of 经济发展招商服务局's task-order clock (its own step, not the responsible unit's)
 Condition = Literal["has_task_order", "is_bad_rating", "is_late", "is_not_required", "unit_changed", "not_eligible",
-                    "by_amendment", "recruiting_unit_changed"]
+                    "by_amendment", "recruiting_unit_changed", "is_task_order_clock"]
 
 
 class PlanEntry(_Strict):

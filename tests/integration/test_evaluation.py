@@ -195,7 +195,8 @@ async def test_end_to_end_prerequisites_task_orders_refusals_and_the_report(
     out = tmp_path / "report"
     summary = await cli(env, "report", "--year", str(year), "--out", str(out))
     scores = (out / "scores.csv").read_text(encoding="utf-8-sig")
-    assert re.search(r"和林格尔新区政务服务局,帮办代办,.*,100\.0,合格", scores)
+    # only the enterprise rated 政务服务局 on this project: the score is marked as decided by that group alone
+    assert re.search(r"和林格尔新区政务服务局,帮办代办,.*,1/1,1/0,50\.0,1,.*,100\.0,仅服务对象,合格", scores)
     assert re.search(r"内蒙古政联招商服务有限公司,专业跑腿,.*,未评价", scores)
     lines = summary.strip().splitlines()
     assert "退出/整改名单：无" in summary and "内蒙古政联招商服务有限公司" in lines[-2] + lines[-1]

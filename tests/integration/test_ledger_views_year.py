@@ -232,7 +232,7 @@ async def test_the_views_over_a_year_read_the_same_from_the_store_as_from_the_fa
         expected = {i.key for i in items if i.responsible_unit == unit and i.is_open}
         assert [r.key for r in board if r.key in expected] == [r.key for r in board]
         assert len(board) == len(expected) and {r.key for r in board} == expected
-        order = [(LEVELS.index(r.worst_level) if r.worst_level else 3, r.due or date.max) for r in board]
+        order = [(LEVELS.index(r.level) if r.level else 3, r.due or date.max) for r in board]
         assert order == sorted(order)
 
         unblock = await timed("blockers_to_resolve", lambda unit=unit: blockers_to_resolve(real, ctx, unit),

@@ -22,7 +22,7 @@ from services.common.messages import (
     SuspendItem,
 )
 from services.evaluation.handlers import handle, sweep
-from services.evaluation.ledger import ItemState, LedgerItem, clock_readings, overdue_levels
+from services.evaluation.ledger import Cards, ItemState, LedgerItem, clock_readings
 from services.evaluation.scoring import EvaluationConfig
 from tests.unit.ledger_kit import at, ledger, request, routed, started
 
@@ -103,8 +103,9 @@ async def test_errand_items_wait_for_the_task_order_which_only_econ_dev_bureau_i
     assert "任务单尚未下发" in sent(book, "request.refused")[-1].reason
     assert await handle(request(IssueTaskOrder, MON, PLAN, project_code="PRJ4", item_code="PL-04"), book, at(MON)) == "refused"
     assert "经济发展招商服务局" in sent(book, "request.refused")[-1].reason
-    # nothing is overdue before the order: the service clock has not started
-    assert await sweep(book, date(2026, 12, 1), at(date(2026, 12, 1))) == []
+    # before the order only 经济发展招商服务局's own clock runs (issuing it): 政联公司's service clock has not started
+    [card] = await sweep(book, date(2026, 12, 1), at(date(2026, 12, 1)))
+    assert (card.clock, card.level, card.time_limit_days) == ("task_order", "red", 2)
     tue = date(2026, 11, 3)
     assert await handle(request(IssueTaskOrder, tue, "econ_dev_bureau", project_code="PRJ4", item_code="PL-04"),
                         book, at(tue)) == "applied"
@@ -208,9 +209,10 @@ async def test_clocks_across_national_day_2026_with_make_up_days_and_suspensions
     assert await sweep(book, date(2026, 10, 16), at(date(2026, 10, 16))) == []
     warned = await sweep(book, date(2026, 10, 19), at(date(2026, 10, 19)))  # 4 of 5: one day left
     assert [(e.clock, e.level, e.due_on) for e in warned] == [("statutory", "warning", date(2026, 10, 20))]
-    late = await sweep(book, date(2026, 10, 20), at(date(2026, 10, 20)))
+    assert await sweep(book, date(2026, 10, 20), at(date(2026, 10, 20))) == []  # the due day itself: no 黄牌
+    late = await sweep(book, date(2026, 10, 21), at(date(2026, 10, 21)))  # 6 of 5: the limit has passed
     assert [(e.clock, e.level) for e in late] == [("statutory", "yellow")]
-    assert await sweep(book, date(2026, 10, 20), at(date(2026, 10, 20))) == []  # each level once
+    assert await sweep(book, date(2026, 10, 21), at(date(2026, 10, 21))) == []  # each level once
     jumped = await sweep(book, date(2026, 10, 23), at(date(2026, 10, 23)))  # 8 of 5: the red card alone
     assert [(e.clock, e.level) for e in jumped] == [("statutory", "red")]
 
@@ -219,17 +221,28 @@ async def test_a_sweep_that_finds_several_new_levels_announces_only_the_highest(
     book = ledger()
     await handle(routed("PRJ12", "MA-01", MON, limit=1, unit="gov_service_bureau"), book, at(MON))
     await handle(request(AcceptItem, MON, "gov_service_bureau", project_code="PRJ12", item_code="MA-01"), book, at(MON))
-    [card] = await sweep(book, date(2026, 11, 3), at(date(2026, 11, 3)))  # 1 of 1: warning and yellow reached
-    assert (card.level, card.working_days_used) == ("yellow", 1)
-    assert (await item(book, "PRJ12/MA-01")).overdue_sent == ("statutory:warning", "statutory:yellow")
+    assert await sweep(book, MON, at(MON, 20)) == []  # accepted today: a 1-day item has no 预警 yet
+    [due] = await sweep(book, date(2026, 11, 3), at(date(2026, 11, 3)))  # the due day: 预警, not 黄牌
+    assert (due.level, due.working_days_used) == ("warning", 1)
+    [card] = await sweep(book, date(2026, 11, 4), at(date(2026, 11, 4)))  # 2 of 1: passed, and 1.5 × the limit
+    assert (card.level, card.working_days_used) == ("red", 2)
+    assert (await item(book, "PRJ12/MA-01")).overdue_sent == ("statutory:warning", "statutory:yellow", "statutory:red")
 
 
-def test_overdue_levels_warning_yellow_red() -> None:
-    assert overdue_levels(3, 5) == []
-    assert overdue_levels(4, 5) == ["warning"]
-    assert overdue_levels(5, 5) == ["warning", "yellow"]
-    assert overdue_levels(8, 5) == ["warning", "yellow", "red"]
-    assert overdue_levels(14, 10) == ["warning", "yellow"]
+def test_cards_warn_before_the_due_day_and_card_only_once_the_limit_has_passed() -> None:
+    cards = Cards()
+    assert cards.levels(0, 1) == []  # the day a 1-day clock starts
+    assert cards.levels(1, 1) == ["warning"]  # its due day: still within the limit
+    assert cards.levels(2, 1) == ["warning", "yellow", "red"]
+    assert cards.levels(3, 5) == []
+    assert cards.levels(4, 5) == ["warning"]  # one working day before the due day
+    assert cards.levels(5, 5) == ["warning"]  # the due day itself is no 黄牌
+    assert cards.levels(6, 5) == ["warning", "yellow"]
+    assert cards.levels(8, 5) == ["warning", "yellow", "red"]
+    assert cards.levels(14, 10) == ["warning", "yellow"]
+    assert cards.levels(15, 10) == ["warning", "yellow", "red"]
+    assert Cards(warning_days=3).levels(2, 5) == ["warning"] and Cards(warning_days=0).levels(4, 5) == []
+    assert Cards(red_ratio=2).levels(8, 5) == ["warning", "yellow"] and Cards(red_ratio=2).level(10, 5) == "red"
 
 
 @pytest.mark.parametrize("model", [ContactEnterprise, AcceptItem])

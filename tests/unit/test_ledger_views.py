@@ -187,7 +187,7 @@ async def test_project_progress_orders_lines_by_stage_then_item_and_names_everyt
     assert progress.recruiting_unit_name == "和林格尔新区经济发展招商服务局"
 
 
-async def test_a_units_board_has_only_its_open_items_worst_level_first_then_earliest_due() -> None:
+async def test_a_units_board_has_only_its_open_items_highest_current_level_first_then_earliest_due() -> None:
     book = ledger()
     await handle(started("PRJ5", MON), book, at(MON))
     # statutory limits 1, 3, 10 and 20 working days, all accepted on Monday; one delivered; one of another unit
@@ -200,10 +200,11 @@ async def test_a_units_board_has_only_its_open_items_worst_level_first_then_earl
         await handle(request(model, MON, PLAN, project_code="PRJ5", item_code="CP-05", **extra), book, at(MON))
     day = date(2026, 11, 5)  # Thursday: 3 working days used
     board = await unit_board(book.repo, context(book, day), PLAN)
-    assert [(r.item_code, r.worst_level) for r in board] == [
-        ("CP-01", "red"), ("CP-07", "red"), ("CP-02", "yellow"), ("CP-03", None), ("CP-04", None)]
+    # CP-02 (3 of 3) is on its due day: a 预警, not yet a 黄牌
+    assert [(r.item_code, r.level) for r in board] == [
+        ("CP-01", "red"), ("CP-07", "red"), ("CP-02", "warning"), ("CP-03", None), ("CP-04", None)]
     assert board[0].due == date(2026, 11, 3) and board[0].running_clock == "statutory"
-    assert board[1].running_clock == "service" and board[0].worst_level_name == "红牌"
+    assert board[1].running_clock == "service" and board[0].level_name == "红牌"
     assert [r.item_code for r in await unit_board(book.repo, context(book, day), UTIL)] == ["CP-06"]
     # the sweep's announcements count too, and are named
     await sweep(book, day, at(day))
@@ -321,8 +322,9 @@ def test_a_context_from_the_rule_files_has_full_or_short_unit_names() -> None:
     assert (full.today, full.service_response_days) == (MON, 2)
 
 
-async def test_a_clock_stopped_on_its_last_day_shows_no_card_and_a_late_one_does() -> None:
-    """Completed on the last allowed day is on time: the console once showed it 黄牌 (fresh eyes)."""
+async def test_a_clock_stopped_on_its_last_day_is_on_time_and_a_finished_item_has_no_current_card() -> None:
+    """Completed on the last allowed day is on time: the console once showed it 黄牌 (fresh eyes). A line
+    finished late says 超时 on its clock; as a list shows the current level, it carries no card any more."""
     book = ledger()
     await handle(started("PRJ5", MON), book, at(MON))
     for item in ("EP-03", "CP-01"):  # limit 5 working days, accepted on Monday
@@ -336,5 +338,6 @@ async def test_a_clock_stopped_on_its_last_day_shows_no_card_and_a_late_one_does
     rows = {r.item_code: r for r in progress.items}
     statutory = {code: next(c for c in rows[code].clocks if c.clock == "statutory") for code in rows}
     assert statutory["EP-03"].used == 5 and not statutory["EP-03"].running and statutory["EP-03"].level is None
-    assert rows["EP-03"].worst_level is None
-    assert statutory["CP-01"].late and statutory["CP-01"].level == "red" and rows["CP-01"].worst_level == "red"
+    assert rows["EP-03"].level is None and not statutory["EP-03"].late
+    assert statutory["CP-01"].late and statutory["CP-01"].level is None and rows["CP-01"].level is None
+    assert progress.level is None

@@ -187,25 +187,58 @@ def test_backoff_doubles_up_to_the_cap() -> None:
     assert [backoff(n, settings).total_seconds() for n in (1, 2, 3, 4)] == [2, 4, 8, 10]
 
 
-def test_a_bad_assessment_asks_the_provider_to_rectify_and_a_good_one_notifies_nobody() -> None:
-    from services.common.messages import AssessmentSubmitted
+def test_a_bad_assessment_asks_the_provider_to_rectify_tells_its_evaluator_and_a_good_one_notifies_nobody() -> None:
+    from services.common.messages import AssessmentRectified, AssessmentSubmitted
 
     project = example(ALUMINIUM).project
     view = ProjectView(project.code, project.name, project.enterprise, project.recruiting_unit)
 
-    def assessed(total: float) -> AssessmentSubmitted:
-        return AssessmentSubmitted(event_id=f"a-{total}", occurred_at=NOW, recorded_at=NOW, assessment_id=f"a-{total}",
-                                   project_code=project.code, provider="planning_construction_bureau",
-                                   rater="enterprise", requested_by=project.enterprise.credit_code, year=2026,
-                                   scores={}, total=total, comment="超时", bad=total < 60,
-                                   rectify_by=date(2026, 4, 1) if total < 60 else None)
+    def assessed(total: float, weight: float = 0) -> AssessmentSubmitted:
+        return AssessmentSubmitted(event_id=f"a-{total}-{weight}", occurred_at=NOW, recorded_at=NOW,
+                                   assessment_id=f"a-{total}", project_code=project.code,
+                                   provider="planning_construction_bureau", rater="enterprise",
+                                   requested_by=project.enterprise.credit_code, year=2026, scores={}, total=total,
+                                   comment="超时", bad=total < 60, rectify_by=date(2026, 4, 1) if total < 60 else None,
+                                   evaluators=("gov_service_bureau",), rectification_weight=weight)
 
     bad = COMPOSER.compose(assessed(50), view, None, NOW)
-    assert {str(d["recipient"]) for d in bad} == {"unit:planning_construction_bureau", "unit:econ_dev_bureau"}
+    assert {str(d["recipient"]) for d in bad} == {"unit:planning_construction_bureau", "unit:econ_dev_bureau",
+                                                  "unit:gov_service_bureau"}
     notice = next(d for d in bad if d["role"] == "provider")
     assert "差评整改通知" in str(notice["title"]) and "zeroerrand rectify a-50" in str(notice["body"])
     assert "2026-04-01 前" in str(notice["body"])
+    # the weight of the 差评整改率 is 0: the notice must not say the rectification counts in the score
+    assert "计入年度综合评价总分" not in str(notice["body"]) and "仅供参考，不计入总分" in str(notice["body"])
+    told = next(d for d in bad if d["role"] == "evaluator")
+    assert "差评（年度综合评价）" in str(told["title"]) and "a-50" in str(told["body"])
+    weighted = next(d for d in COMPOSER.compose(assessed(50, 0.2), view, None, NOW) if d["role"] == "provider")
+    assert "按 20% 的权重计入年度综合评价总分" in str(weighted["body"])
     assert COMPOSER.compose(assessed(90), view, None, NOW) == []
+
+    def rectified(late: bool) -> AssessmentRectified:
+        return AssessmentRectified(event_id=f"r-{late}", occurred_at=NOW, recorded_at=NOW, assessment_id="a-50",
+                                   project_code=project.code, provider="planning_construction_bureau",
+                                   note="建立限时办结台账", late=late, evaluators=("gov_service_bureau",))
+
+    late = COMPOSER.compose(rectified(True), view, None, NOW)
+    assert [str(d["title"]) for d in late if d["role"] == "evaluator"] == [
+        f"逾期整改（年度综合评价）：和林格尔新区规划建设局 / {project.name}"]
+    assert not any(d["role"] == "evaluator" for d in COMPOSER.compose(rectified(False), view, None, NOW))
+
+
+def test_an_order_not_issued_in_time_warns_econ_dev_bureau_not_the_unit_that_waits_for_it() -> None:
+    project = example(ALUMINIUM).project
+    view = ProjectView(project.code, project.name, project.enterprise, project.recruiting_unit)
+    item = ItemView(project.code, "PL-04", "建设项目用地预审与选址意见书", "zhenglian_company")
+    card = ItemOverdue(event_id="o-t", occurred_at=NOW, recorded_at=NOW, project_code=project.code, item_code="PL-04",
+                       reported_by="econ_dev_bureau", clock="task_order", level="yellow", due_on=date(2026, 3, 17),
+                       working_days_used=3, time_limit_days=2)
+    docs = COMPOSER.compose(card, view, item, NOW)
+    roles = {str(d["role"]): d for d in docs}
+    assert "responsible_unit" not in roles  # 政联公司 cannot act before the order
+    ask = roles["ledger_owner"]
+    assert ask["recipient"] == "unit:econ_dev_bureau" and "请下发专业跑腿任务单" in str(ask["title"])
+    assert "任务单下发时限已用 3 个工作日" in str(ask["body"]) and "task-order issue" in str(ask["body"])
 
 
 def test_a_suspension_tells_the_enterprise_what_to_supply() -> None:

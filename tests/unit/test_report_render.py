@@ -19,6 +19,7 @@ from services.evaluation.annual import (
     LateRectification,
     Opinion,
     ProviderScore,
+    Response,
     StageTimeliness,
     Status,
 )
@@ -60,6 +61,7 @@ def _score(
     *,
     opinions: tuple[Opinion, ...] = (),
     late: tuple[LateRectification, ...] = (),
+    alone: str | None = None,
 ) -> ProviderScore:
     evaluator = "econ_dev_bureau" if mode is ServiceMode.ERRAND else "gov_service_bureau"
     rated = score is not None
@@ -87,6 +89,11 @@ def _score(
         opinions=opinions,
         score=score,
         status=status,
+        statutory_open_late=1,
+        projects=4,
+        enterprise_response=Response(4, 3 if rated else 0),
+        recruiting_response=Response(3, 3 if rated and alone is None else 0),
+        single_group=alone,
     )
 
 
@@ -113,7 +120,7 @@ def _report() -> AnnualReport:
                 ),
                 late=(LATE, STILL_OPEN),
             ),
-            _score("planning_construction_bureau", PASSING, ServiceMode.JOINT, 70.0, "合格"),
+            _score("planning_construction_bureau", PASSING, ServiceMode.JOINT, 70.0, "合格", alone="服务对象"),
             _score(
                 "gov_service_bureau",
                 BEST,
@@ -312,14 +319,15 @@ def test_html_escapes_unevaluated_names() -> None:
 
 def test_csv_have_bom_header_and_rows(tmp_path: Path) -> None:
     paths = write_csv(_report(), tmp_path / "out")
-    assert [p.name for p in paths] == ["scores.csv", "stages.csv", "blockers.csv", "opinions.csv"]
+    assert [p.name for p in paths] == ["scores.csv", "stages.csv", "blockers.csv", "opinions.csv", "uncounted.csv"]
     for path in paths:
         assert path.read_bytes().startswith(b"\xef\xbb\xbf")
     rows = _read_csv(paths[0])
     assert rows[0] == [
         "单位", "服务方式", "评价单位", "事项数", "未办结", "首问按时", "首问超时", "法定时限内办结", "超时办结",
+        "超时未办结", "服务项目数", "服务对象应评/已评", "招引单位应评/已评", "测评回收率（%）",
         "测评数", "服务对象测评均分", "招引单位测评均分", "综合测评得分", "首问响应按时率（参考）",
-        "法定时限按时率（参考）", "差评整改率（参考）", "差评", "已整改", "逾期整改", "总分", "结论",
+        "法定时限按时率（参考）", "差评整改率（参考）", "差评", "已整改", "逾期整改", "总分", "单一类别测评", "结论",
     ]  # fmt: skip
     assert tuple(rows[0]) == SCORE_COLUMNS
     by_name = {row[0]: dict(zip(SCORE_COLUMNS, row, strict=True)) for row in rows[1:]}
@@ -327,9 +335,10 @@ def test_csv_have_bom_header_and_rows(tmp_path: Path) -> None:
     assert [by_name[name]["总分"] for name in by_name] == ["69.9", "70.0", "85.2", "—"]
     assert [by_name[name]["结论"] for name in by_name] == ["不合格", "合格", "合格", "未评价"]
     assert rows[1] == [
-        FAILING, "专业跑腿", "经济发展招商服务局", "20", "1", "18", "2", "16", "3", "6", "69.9", "69.9", "69.9",
-        "90.0", "84.2", "50.0", "2", "1", "2", "69.9", "不合格",
+        FAILING, "专业跑腿", "经济发展招商服务局", "20", "1", "18", "2", "16", "3", "1", "4", "4/3", "3/3", "85.7",
+        "6", "69.9", "69.9", "69.9", "90.0", "84.2", "50.0", "2", "1", "2", "69.9", "", "不合格",
     ]  # fmt: skip
+    assert by_name[PASSING]["单一类别测评"] == "仅服务对象" and by_name[PASSING]["测评回收率（%）"] == "42.9"
     unrated = by_name[UNRATED]
     assert unrated["评价单位"] == "政务服务局" and unrated["测评数"] == "0"
     assert unrated["服务对象测评均分"] == unrated["综合测评得分"] == unrated["差评整改率（参考）"] == "—"
@@ -351,7 +360,8 @@ def test_opinions_csv_lists_every_opinion_unescaped(tmp_path: Path) -> None:
 def test_write_report_creates_directory_with_page_and_csvs(tmp_path: Path) -> None:
     target = tmp_path / "a" / "b"
     paths = write_report(_report(), target)
-    assert [p.name for p in paths] == ["index.html", "scores.csv", "stages.csv", "blockers.csv", "opinions.csv"]
+    assert [p.name for p in paths] == ["index.html", "scores.csv", "stages.csv", "blockers.csv", "opinions.csv",
+                                       "uncounted.csv"]
     assert all(p.parent == target and p.is_file() for p in paths)
     assert (target / "index.html").read_text(encoding="utf-8") == render_html(_report())
 
@@ -370,16 +380,17 @@ def test_summary_table_rows_alignment_and_last_two_lines() -> None:
     assert lines[0] == TITLE
     assert "注意：2027 年法定节假日安排尚未录入，按时办结按周末推算。" in lines
     header = next(i for i, line in enumerate(lines) if line.startswith("单位"))
-    assert [cell.strip() for cell in lines[header].split(" | ")] == ["单位", "服务方式", "测评数", "总分", "结论"]
+    assert [cell.strip() for cell in lines[header].split(" | ")] == [
+        "单位", "服务方式", "测评数", "回收率（%）", "总分", "结论"]
     rows = [[cell.strip() for cell in line.split(" | ")] for line in lines[header + 2 : header + 6]]
-    assert rows == [
-        [FAILING, "专业跑腿", "6", "69.9", "不合格"],
-        [PASSING, "联审联批", "6", "70.0", "合格"],
-        [BEST, "帮办代办", "6", "85.2", "合格"],
-        [UNRATED, "联审联批", "0", "未评价", "未评价"],
+    assert rows == [  # a unit nobody rated shows its response rate: 0 of 7 asked answered
+        [FAILING, "专业跑腿", "6", "85.7", "69.9", "不合格"],
+        [PASSING, "联审联批", "6", "42.9", "70.0", "合格（仅服务对象测评）"],
+        [BEST, "帮办代办", "6", "85.7", "85.2", "合格"],
+        [UNRATED, "联审联批", "0", "0.0", "未评价", "未评价"],
     ]
     expected = _separator_columns(lines[header])
-    assert len(expected) == 4
+    assert len(expected) == 5
     for row in lines[header + 2 : header + 6]:
         assert _separator_columns(row) == expected
     rule = lines[header + 1]

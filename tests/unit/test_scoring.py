@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from services.common.messages import RectifyAssessment, SubmitAssessment
+from services.common.domain import ServiceMode
+from services.common.messages import IssueTaskOrder, RectifyAssessment, SubmitAssessment
 from services.common.yaml_files import RulesError
+from services.evaluation.annual import Response
 from services.evaluation.handlers import handle
 from services.evaluation.ledger import Assessment
 from services.evaluation.scoring import EvaluationConfig, evaluate, load_config, questionnaire_score
@@ -161,14 +163,98 @@ async def test_a_unit_whose_items_only_wait_has_not_served_and_cannot_be_assesse
     assert await handle(silent, book, at(date(2026, 12, 1))) == "applied"  # ready and never answered: it served badly
 
 
-async def test_a_bad_assessment_within_its_deadline_does_not_count_against_rectification_yet() -> None:
-    items = await ledger_items(("PF-1", "planning_construction_bureau"))
-    pending = assessment("PF-1", "planning_construction_bureau", "enterprise", 50)
-    pending = pending.model_copy(update={"rectify_by": date(2027, 1, 15)})
-    result = evaluate(2026, items, [pending], EvaluationConfig(), UNITS, WorkingCalendar(),  # type: ignore[arg-type]
+async def test_the_rectification_rate_is_bad_ratings_rectified_in_time_over_every_bad_rating_of_the_year() -> None:
+    items = await ledger_items(("PF-1", "planning_construction_bureau"), ("PF-2", "planning_construction_bureau"),
+                               ("PF-3", "planning_construction_bureau"))
+    in_time = assessment("PF-1", "planning_construction_bureau", "enterprise", 50).model_copy(
+        update={"rectify_by": date(2026, 12, 15), "rectified_on": date(2026, 12, 10)})
+    late = assessment("PF-2", "planning_construction_bureau", "enterprise", 50).model_copy(
+        update={"rectify_by": date(2026, 12, 15), "rectified_on": date(2026, 12, 16)})
+    still_open = assessment("PF-3", "planning_construction_bureau", "enterprise", 50).model_copy(
+        update={"rectify_by": date(2027, 1, 15)})  # within its deadline: not rectified yet, so not in time yet
+    result = evaluate(2026, items, [in_time, late, still_open], EvaluationConfig(), UNITS, WorkingCalendar(),  # type: ignore[arg-type]
                       date(2026, 12, 31), datetime(2026, 12, 31, tzinfo=UTC))
     [score] = result.scores
-    assert (score.bad, score.rectification_rate, score.late_rectifications) == (1, None, ())
+    assert (score.bad, score.rectified, score.rectification_rate) == (3, 2, 33.3)  # 1 of 3
+    assert [r.assessment_id for r in score.late_rectifications] == [late.assessment_id]
+
+
+async def test_a_unit_cannot_rate_its_own_service_and_a_stored_self_rating_does_not_count() -> None:
+    book = ledger()
+    await handle(started("PS-1", MON, recruiting_unit="planning_construction_bureau"), book, at(MON))
+    await handle(routed("PS-1", "CP-01", MON), book, at(MON))  # 规划建设局 recruited the project and serves it
+    day = date(2026, 12, 1)
+    own = request(SubmitAssessment, day, "planning_construction_bureau", project_code="PS-1", rater="recruiting_unit",
+                  provider="planning_construction_bureau", year=2026, scores=scored(100))
+    assert await handle(own, book, at(day)) == "refused"
+    told = [o.message for o in book.publisher.sent if o.message.type == "request.refused"][-1]  # type: ignore[attr-defined]
+    assert "利益冲突" in told.reason and "不能测评自己的服务" in told.reason
+    enterprise = request(SubmitAssessment, day, CREDIT, project_code="PS-1", rater="enterprise",
+                         provider="planning_construction_bureau", year=2026, scores=scored(80))
+    assert await handle(enterprise, book, at(day)) == "applied"
+    # a self-rating stored before the check existed is kept, but left out of the score and listed
+    legacy = assessment("PS-1", "planning_construction_bureau", "recruiting_unit", 100).model_copy(
+        update={"requested_by": "planning_construction_bureau"})
+    result = evaluate(2026, await book.repo.all_items(), [*await book.repo.assessments(2026), legacy],
+                      EvaluationConfig(), UNITS, WorkingCalendar(), date(2026, 12, 31), datetime.now(UTC),
+                      recruiters={"PS-1": "planning_construction_bureau"})
+    [score] = result.scores
+    assert score.score == 80.0 and [u.assessment_id for u in score.uncounted] == [legacy.assessment_id]
+    assert "利益冲突" in score.uncounted[0].reason
+    # its 招引单位 is the provider itself: only the enterprise is asked, it answered, and so decided alone
+    assert (score.projects, score.enterprise_response, score.recruiting_response) == (1, Response(1, 1), Response(0, 0))
+    assert score.response_rate == 100.0 and score.single_group == "服务对象"
+
+
+async def test_a_rating_before_the_task_order_was_issued_is_refused_and_a_stored_one_does_not_count() -> None:
+    book = ledger()
+    await handle(started("PT-1", MON, recruiting_unit="econ_dev_bureau"), book, at(MON))
+    await handle(routed("PT-1", "PL-04", MON, unit="zhenglian_company", mode=ServiceMode.ERRAND, limit=10), book,
+                 at(MON))
+    early = date(2026, 11, 10)
+
+    def rate(day: date, rater: str, by: str) -> SubmitAssessment:
+        return request(SubmitAssessment, day, by, project_code="PT-1", rater=rater,  # type: ignore[no-any-return]
+                       provider="zhenglian_company", year=2026, scores=scored(90))
+
+    assert await handle(rate(early, "recruiting_unit", "econ_dev_bureau"), book, at(early)) == "refused"
+    told = [o.message for o in book.publisher.sent if o.message.type == "request.refused"][-1]  # type: ignore[attr-defined]
+    assert "任务单尚未下发" in told.reason
+    issued_on = date(2026, 11, 20)
+    await handle(request(IssueTaskOrder, issued_on, "econ_dev_bureau", project_code="PT-1", item_code="PL-04"), book,
+                 at(issued_on))
+    later = date(2026, 12, 1)
+    assert await handle(rate(later, "recruiting_unit", "econ_dev_bureau"), book, at(later)) == "applied"
+    legacy = assessment("PT-1", "zhenglian_company", "enterprise", 10).model_copy(
+        update={"occurred_at": at(early), "requested_by": CREDIT})
+    stored = [*await book.repo.assessments(2026), legacy]
+    items = await book.repo.all_items()
+    result = evaluate(2026, items, stored, EvaluationConfig(), UNITS, WorkingCalendar(), date(2026, 12, 31),
+                      datetime.now(UTC), recruiters={"PT-1": "econ_dev_bureau"})
+    [score] = result.scores
+    assert score.score == 90.0 and score.single_group == "项目招引单位"  # the enterprise's only rating came too early
+    assert "早于该单位为本项目提供服务（2026-11-20）" in score.uncounted[0].reason
+    assert result.evaluator_ratings_count and result.task_orders is not None and result.task_orders.late == 1
+    # 政务服务局 could say otherwise: 经发局 leads the 专业跑腿 evaluation, its rating as 招引单位 then does not count
+    strict = EvaluationConfig(evaluator_ratings_count=False)
+    result = evaluate(2026, items, stored, strict, UNITS, WorkingCalendar(), date(2026, 12, 31), datetime.now(UTC),
+                      recruiters={"PT-1": "econ_dev_bureau"})
+    [score] = result.scores
+    assert (score.score, score.status, len(score.uncounted)) == (None, "未评价", 2)
+    assert score.recruiting_response == Response(0, 0) and score.enterprise_response == Response(1, 0)
+    assert not result.evaluator_ratings_count
+
+
+async def test_a_score_one_rater_group_decided_alone_is_marked_and_the_response_rate_shown() -> None:
+    items = await ledger_items(("PR-1", "public_utilities_bureau"), ("PR-2", "public_utilities_bureau"),
+                               ("PR-3", "public_utilities_bureau"))
+    answers = [assessment("PR-1", "public_utilities_bureau", "recruiting_unit", 90),
+               assessment("PR-2", "public_utilities_bureau", "recruiting_unit", 80)]
+    result = evaluate(2026, items, answers, EvaluationConfig(), UNITS, WorkingCalendar(),  # type: ignore[arg-type]
+                      date(2026, 12, 31), datetime(2026, 12, 31, tzinfo=UTC))
+    [score] = result.scores
+    assert (score.projects, score.enterprise_response, score.recruiting_response) == (3, Response(3, 0), Response(3, 2))
+    assert score.response_rate == 33.3 and score.single_group == "项目招引单位" and score.score == 85.0
 
 
 async def test_replays_announce_what_is_stored_and_dates_are_checked() -> None:

@@ -7,11 +7,16 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
+from jinja2 import Environment, FileSystemLoader
+
+from services.cli.ledger import _line as ledger_line
 from services.common.domain import ServiceMode, Stage
 from services.common.messages import (
     AcceptItem,
@@ -27,9 +32,12 @@ from services.common.messages import (
     SuspendItem,
 )
 from services.evaluation.handlers import handle, sweep
-from services.evaluation.ledger import ItemState, clock_readings
-from services.evaluation.scoring import EvaluationConfig, evaluate
-from tests.unit.ledger_kit import CREDIT, UNITS, at, ledger, request, routed, started
+from services.evaluation.ledger import CLOCK_NAMES_ZH, LEVELS, ItemState, clock_readings
+from services.evaluation.scoring import EvaluationConfig, active_in, evaluate
+from services.evaluation.views import ViewContext, item_row
+from tests.unit.ledger_kit import CREDIT, UNIT_NAMES, UNITS, at, ledger, request, routed, started
+
+TEMPLATES = Path(__file__).parents[2] / "services" / "console" / "templates"
 
 SLOPPY = "public_utilities_bureau"  # answers late and finishes past the limit; everyone else is punctual
 # code: (unit, mode, limit, requires, stage)
@@ -46,6 +54,8 @@ PROJECTS = 220
 
 
 class Simulation:
+    projects = PROJECTS
+
     def __init__(self, seed: int, config: EvaluationConfig) -> None:
         self.rng = random.Random(seed)
         self.book = ledger(config)
@@ -118,7 +128,10 @@ class Simulation:
         self.at_day(day, go)
 
     async def weekly_sweep(self, day: date) -> None:
-        for event in await sweep(self.book, day, at(day, 20)):
+        await self.swept(day, await sweep(self.book, day, at(day, 20)))
+
+    async def swept(self, day: date, events: list[Any]) -> None:
+        for event in events:
             assert isinstance(event, ItemOverdue)
             item = await self.book.repo.item(f"{event.project_code}/{event.item_code}")
             assert item is not None
@@ -144,7 +157,7 @@ class Simulation:
                                         year=2026, scores=scores), day)
 
     async def run(self) -> None:
-        for n in range(PROJECTS):
+        for n in range(self.projects):
             self.sign(f"SIM-{n:03d}", date(2026, 1, 5) + timedelta(days=self.rng.randint(0, 300)))
         self.at_day(date(2026, 1, 5), self.weekly_sweep)
         self.at_day(date(2026, 12, 21), self.assess)
@@ -191,3 +204,63 @@ async def test_the_same_year_with_ledger_figures_weighted_still_passes_every_pun
     assert {s.provider for s in report.scores if s.status == "合格"} == {
         "gov_service_bureau", "planning_construction_bureau", "zhenglian_company"}
     assert [s.provider for s in report.exit_list] == [SLOPPY]
+
+
+class Supervised(Simulation):
+    """The same year, read after every sweep as 电子监察 staff read it: the level each open line's
+    running clock stands at (views: the console's board and ``zeroerrand ledger show``) must be the
+    highest level the sweep has announced for that clock (the ledger), and no higher one announced."""
+
+    projects = 80
+
+    def __init__(self, seed: int, config: EvaluationConfig) -> None:
+        super().__init__(seed, config)
+        self.ctx = ViewContext(unit_names=UNIT_NAMES, calendar=self.calendar, service_response_days=config.service_response_days,
+                               today=date(2026, 1, 1), cards=config.cards, task_order_days=config.task_order_issue_days)
+        self.checked: Counter[str] = Counter()
+        self.console = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True).get_template("_macros.html").module
+
+    async def swept(self, day: date, events: list[Any]) -> None:
+        await super().swept(day, events)
+        ctx = replace(self.ctx, today=day)
+        for item in await self.book.repo.open_items():
+            row = item_row(item, ctx)
+            announced = [s.split(":")[1] for s in item.overdue_sent if s.startswith(f"{row.running_clock}:")]
+            highest = max(announced, key=LEVELS.index) if announced else None
+            assert row.level == highest, (day, item.key, row.level, item.overdue_sent)
+            line = ledger_line(row)  # the CLI
+            shown = str(self.console.level(row))  # the console's board
+            if row.level is None:
+                assert "【" not in line and "level" not in shown
+            else:
+                assert f"【{CLOCK_NAMES_ZH[row.running_clock or '']}{row.level_name}】" in line
+                assert f'class="level {row.level}"' in shown and str(row.level_name) in shown
+            self.checked[row.level or "none"] += 1
+
+
+async def test_cli_console_ledger_and_report_agree_on_cards_and_lateness_over_a_simulated_year() -> None:
+    config = EvaluationConfig(service_response_days=2, warning_days=1, red_card_ratio=1.5)
+    sim = Supervised(2027, config)
+    await sim.run()
+    assert sim.refused == []
+    assert all(sim.checked[level] for level in ("none", "warning", "yellow", "red")), sim.checked
+    # the report's 超时 figures are the clocks the board and the CLI show late, on the report's day
+    last = date(2026, 12, 31)
+    items = await sim.book.repo.all_items()
+    report = evaluate(2026, items, await sim.book.repo.assessments(2026), config, UNITS, sim.calendar, last,
+                      at(last), recruiters={})
+    ctx = replace(sim.ctx, today=last)
+    shown: dict[tuple[str, ServiceMode], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for item in items:
+        if not active_in(item, 2026):
+            continue
+        row = item_row(item, ctx)
+        for clock in row.clocks:
+            if clock.clock != "statutory" or (clock.running and not clock.late):
+                continue  # running within its limit: neither on time nor late yet
+            counts = shown[(item.responsible_unit, item.evaluated_as)]
+            counts[2 if clock.running else 1 if clock.late else 0] += 1  # 超时未办结, 超时办结, 按时办结
+    figures = {(s.provider, s.mode): [s.statutory_on_time, s.statutory_late, s.statutory_open_late]
+               for s in report.scores}
+    assert figures == {key: counts for key, counts in shown.items() if key in figures}
+    assert sum(f[1] + f[2] for f in figures.values()) > 0  # the sloppy unit is late, and it shows
