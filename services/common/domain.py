@@ -7,6 +7,7 @@ modes 四, evaluation 五(六)); no I/O.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
@@ -207,6 +208,12 @@ REQUEST_NAMES_ZH: dict[str, str] = {
 }
 
 FREE_SERVICE_NOTE = "“企业零跑腿”服务全程免费"
+
+
+def estimated_note(years: Sequence[int]) -> str:
+    """What is shown beside a working-day figure or due day estimated on Monday–Friday for years whose
+    holidays are not known: ``2027 年节假日未录入，按周一至周五估算`` ("" for none)."""
+    return "、".join(str(y) for y in years) + " 年节假日未录入，按周一至周五估算" if years else ""
 
 
 class _Frozen(BaseModel):

@@ -627,6 +627,9 @@ class ItemOverdue(ItemEvent):
     due_on: Day
     working_days_used: int = Field(ge=0)
     time_limit_days: int = Field(ge=0)
+    estimated_years: tuple[Annotated[int, Field(ge=2000, le=2100)], ...] = Field(
+        default=(), max_length=10,
+        description="years without holiday data the used days or the due day were estimated in (Monday to Friday)")
 
 
 class ItemDelivered(ItemEvent):

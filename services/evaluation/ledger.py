@@ -800,10 +800,18 @@ class ClockReading:
     limit: int
     used: int
     due_on: date
+    # years without holiday data (neither rules/calendar.yaml nor chinese-calendar) that the working
+    # days used, or the due day, were estimated in on Monday–Friday: shown beside the figure, never silent
+    used_estimated: tuple[int, ...] = ()
+    due_estimated: tuple[int, ...] = ()
 
     @property
     def late(self) -> bool:
         return self.used > self.limit
+
+    @property
+    def estimated(self) -> tuple[int, ...]:
+        return tuple(sorted({*self.used_estimated, *self.due_estimated}))
 
 
 def service_clock_start(item: LedgerItem) -> date | None:
@@ -832,9 +840,11 @@ def _reading(clock: Clock, start: date, end: date | None, limit: int, calendar: 
              pauses: Sequence[tuple[date, date | None]]) -> ClockReading:
     upto = end or today
     closed = [(a, b if b is not None else upto) for a, b in pauses]
+    due_on = calendar.due_date(start, limit, closed)
     return ClockReading(clock=clock, start=start, end=end, limit=limit,
-                        used=calendar.working_days_used(start, upto, closed),
-                        due_on=calendar.due_date(start, limit, closed))
+                        used=calendar.working_days_used(start, upto, closed), due_on=due_on,
+                        used_estimated=calendar.years_without_data(start, upto) if upto > start else (),
+                        due_estimated=calendar.years_without_data(start, due_on))
 
 
 def running_clock(item: LedgerItem) -> Clock | None:
@@ -877,6 +887,7 @@ def overdue(item: LedgerItem, calendar: WorkingCalendar, today: date, service_da
         return None
     level = new[-1]
     event = _ledger_event(item, ItemOverdue, f"item.overdue/{clock}/{level}", now, clock=clock, level=level,
-                          due_on=reading.due_on, working_days_used=reading.used, time_limit_days=reading.limit)
+                          due_on=reading.due_on, working_days_used=reading.used, time_limit_days=reading.limit,
+                          estimated_years=reading.estimated)
     sent = (*item.overdue_sent, *(f"{clock}:{passed}" for passed in new))
     return Applied(item.model_copy(update={"overdue_sent": sent}), (event,))

@@ -166,6 +166,7 @@ def evaluate(year: int, items: Iterable[LedgerItem], assessments: Iterable[Asses
     modes_of: dict[tuple[str, str], set[ServiceMode]] = defaultdict(set)
     stage_counts: dict[Stage, list[int]] = defaultdict(lambda: [0, 0])
     blocker_counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    estimated: set[int] = set()  # years without holiday data the figures counted working days in
     for item in all_items:
         modes_of[(item.project_code, item.responsible_unit)].add(item.evaluated_as)
         if not active_in(item, year) or item.state is ItemState.WITHDRAWN:  # a 补充协议 took it off the plan
@@ -174,6 +175,7 @@ def evaluate(year: int, items: Iterable[LedgerItem], assessments: Iterable[Asses
         tally.items += 1
         tally.open_items += item.is_open
         for name, reading in clock_readings(item, calendar, today, config.service_response_days).items():
+            estimated.update(reading.used_estimated)  # on time or late: the days used, not the due day
             counts = tally.service if name == "service" else tally.statutory
             if reading.end is not None:
                 counts[reading.late] += 1
@@ -242,7 +244,7 @@ def evaluate(year: int, items: Iterable[LedgerItem], assessments: Iterable[Asses
                         pass_mark=config.pass_mark, weights=config.weights,
                         rater_weights={str(k): w for k, w in config.rater_weights.items()},
                         questionnaire=tuple((i.name, i.points) for i in config.questionnaire), scores=tuple(scores),
-                        stages=stages, blockers=blockers, calendar_warnings=calendar.warnings)
+                        stages=stages, blockers=blockers, calendar_warnings=calendar.warnings_for(estimated))
 
 
 def _rate(on_time: int, late: int) -> float | None:

@@ -22,6 +22,7 @@ from services.common.domain import (
     CatalogItem,
     Request,
     Unit,
+    estimated_note,
 )
 from services.common.messages import (
     AgreementRejected,
@@ -342,7 +343,8 @@ class Composer:
         elif isinstance(event, ItemOverdue):
             ctx |= {"clock_name": CLOCK_NAMES[event.clock], "level_name": OVERDUE_LEVEL_NAMES_ZH[event.level],
                     "due_on": event.due_on.isoformat(), "working_days_used": event.working_days_used,
-                    "time_limit_days": event.time_limit_days}
+                    "time_limit_days": event.time_limit_days,
+                    "calendar_note": f"（{estimated_note(event.estimated_years)}）" if event.estimated_years else ""}
         elif isinstance(event, ItemDelivered):
             ctx |= {"results": numbered(event.results), "note": event.note or ""}
         elif isinstance(event, ItemRerouted):
