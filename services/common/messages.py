@@ -580,9 +580,19 @@ class ItemProgress(ItemEvent):
     note: Text
 
 
+class ResolvedBlocker(Message):
+    """A 堵点/卡点 a resolution closed: what it was and who reported it (a unit code, or the
+    enterprise's 统一社会信用代码), so that whoever reported it can be told it is resolved."""
+
+    reason: Text
+    reported_by: Code
+
+
 class ItemUnblocked(ItemEvent):
     type: Literal["item.unblocked"] = "item.unblocked"
     note: Text | None = None
+    resolved: tuple[ResolvedBlocker, ...] = Field(default=(), max_length=100,
+                                                  description="the blockers this resolution closed")
 
 
 class ItemSuspended(ItemEvent):

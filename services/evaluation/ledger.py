@@ -71,6 +71,7 @@ from services.common.messages import (
     ReportProgress,
     RerouteItem,
     ResolveBlocker,
+    ResolvedBlocker,
     ResumeItem,
     RulesActivated,
     RulesRejected,
@@ -752,7 +753,8 @@ def _apply(item: LedgerItem, command: ItemCommand, now: datetime, day: date) -> 
         return _record(item, event.type, ItemState.BLOCKED, at, now, [event], resume_to=item.state,
                        blockers=(*item.blockers, blocker), **record)
     if isinstance(command, ResolveBlocker):
-        event = ItemUnblocked(note=command.note, **common)
+        event = ItemUnblocked(note=command.note, resolved=tuple(ResolvedBlocker(reason=b.reason, reported_by=b.reported_by)
+                                                                for b in item.open_blockers), **common)
         blockers = tuple(b.model_copy(update={"closed_on": day}) if b.closed_on is None else b for b in item.blockers)
         return _record(item, event.type, item.resume_to or ItemState.IN_PROGRESS, at, now, [event], resume_to=None,
                        blockers=blockers, **record)

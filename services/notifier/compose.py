@@ -331,6 +331,11 @@ class Composer:
             roles["ledger_owner"] = ECON_DEV_BUREAU
         elif isinstance(event, (ItemContacted, ItemAccepted, ItemUnblocked, ItemResumed)):
             ctx |= {"reported_by_name": self.unit_name(event.reported_by), "note": event.note or "无"}
+            if isinstance(event, ItemUnblocked):
+                credit = project.enterprise.credit_code if project is not None else None
+                theirs = [b.reason for b in event.resolved if b.reported_by == credit]
+                ctx["enterprise_issues"] = numbered(theirs) if theirs else ""
+                flags["resolves_enterprise_issue"] = bool(theirs)
         elif isinstance(event, ItemSuspended):
             ctx |= {"reported_by_name": self.unit_name(event.reported_by), "reason": event.reason}
         elif isinstance(event, ItemBlocked):
@@ -340,6 +345,7 @@ class Composer:
                 else self.unit_name(event.reported_by)
             ctx |= {"reason": event.reason, "resolver_name": self.unit_name(event.resolver), "reported_by_name": reporter}
             roles["resolver"] = event.resolver
+            flags["by_enterprise"] = by_enterprise
         elif isinstance(event, ItemOverdue):
             ctx |= {"clock_name": CLOCK_NAMES[event.clock], "level_name": OVERDUE_LEVEL_NAMES_ZH[event.level],
                     "due_on": event.due_on.isoformat(), "working_days_used": event.working_days_used,

@@ -47,7 +47,7 @@ VARIABLES: dict[str, tuple[str, ...]] = {
     "item.accepted": (*_ITEM, "reported_by_name", "note"),
     "item.suspended": (*_ITEM, "reported_by_name", "reason"),
     "item.resumed": (*_ITEM, "reported_by_name", "note"),
-    "item.unblocked": (*_ITEM, "reported_by_name", "note"),
+    "item.unblocked": (*_ITEM, "reported_by_name", "note", "enterprise_issues"),
     "item.blocked": (*_ITEM, "reason", "resolver_name", "reported_by_name"),
     "item.overdue": (*_ITEM, "clock_name", "level_name", "due_on", "working_days_used", "time_limit_days",
                      "calendar_note"),
@@ -105,9 +105,10 @@ class _Strict(BaseModel):
 # what an entry may be conditional on: a 专业跑腿 item, a 差评, a late rectification, an item the
 # rules found not required, a re-routing that changed the unit (not only the mode or the authority),
 # an agreement rejected as not eligible (not for its id or its project code), an item a 补充协议 added
-# (the enterprise hears of it in the amendment's one notice), an amendment that changed the recruiting unit
+# (the enterprise hears of it in the amendment's one notice), an amendment that changed the recruiting unit,
+# a 堵点 the enterprise itself reported (item.blocked), a resolution that closed one (item.unblocked)
 Condition = Literal["has_task_order", "is_bad_rating", "is_late", "is_not_required", "unit_changed", "not_eligible",
-                    "by_amendment", "recruiting_unit_changed"]
+                    "by_amendment", "recruiting_unit_changed", "by_enterprise", "resolves_enterprise_issue"]
 
 
 class PlanEntry(_Strict):
