@@ -221,13 +221,16 @@ class _Frozen(BaseModel):
 
 
 class Unit(_Frozen):
-    """A department, dispatched agency, outside authority or service company."""
+    """A department, dispatched agency, outside authority or service company. ``recruits``: it may be
+    a project's 招引单位 (policy 三(二), 五(二): a New Area unit that brings projects in, plans their
+    approvals and tracks them); an agreement naming any other unit as 招引单位 is refused."""
 
     code: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)
     name: Name
     short_name: Name
     kind: UnitKind
     jurisdiction: Jurisdiction
+    recruits: bool = False
 
 
 class Fee(_Frozen):

@@ -509,7 +509,8 @@ def _name(names: Mapping[str, str], code: str) -> str:
 def decide(item: LedgerItem, command: ItemCommand, now: datetime, unit_names: Mapping[str, str],
            delivered: Mapping[str, date], project: ProjectRecord | None = None) -> Outcome:
     """Checks one request against the item (首问负责, state, dates) and applies it, or says why not.
-    ``project`` (its record) is needed for what only the enterprise may send."""
+    ``project`` (its record) is needed for what only the enterprise may send, and for a 堵点/卡点 its
+    招引单位 reports (方案四(二): the departments collect them from the recruiting units)."""
     if command.request_id in item.applied:
         return Duplicate(tuple(e for h in item.history if h.request_id == command.request_id for e in h.events))
     action = REQUEST_NAMES_ZH[command.type]
@@ -535,9 +536,17 @@ def decide(item: LedgerItem, command: ItemCommand, now: datetime, unit_names: Ma
     allowed = {owner}
     if isinstance(command, ResolveBlocker):
         allowed |= {b.resolver for b in item.open_blockers}
+    recruiter = project.recruiting_unit if project is not None else None
+    if isinstance(command, ReportBlocker) and recruiter is not None:
+        # 方案三(二)、四(二)、五(四): the 招引单位 tracks every item and coordinates its 堵点/卡点
+        allowed.add(recruiter)
     if command.requested_by not in allowed:
         others = "、".join(_name(unit_names, u) for u in sorted(allowed - {owner}))
-        also = f"（堵点也可由须解决的{others}解除）" if others else ""
+        also = ""
+        if isinstance(command, ResolveBlocker) and others:
+            also = f"（堵点也可由须解决的{others}解除）"
+        elif isinstance(command, ReportBlocker) and recruiter is not None:
+            also = f"（堵点/卡点也可由项目招引单位{_name(unit_names, recruiter)}报告）"
         return Refused(f"首问负责：事项 {item.item_code}（{item.item_name}）由{_name(unit_names, owner)}负责{also}，"
                        f"{who}不能{action}")
     if item.state is ItemState.WAITING:

@@ -294,6 +294,12 @@ class Composer:
             ctx |= {"agreement_id": event.agreement_id, "reasons": numbered(event.reasons),
                     "agreement_kind": "补充协议" if event.amendment else "协议"}
             flags["not_eligible"] = event.reason_code == "not_eligible"
+            named = self.units.get(event.project.recruiting_unit)
+            if named is None or not named.recruits:
+                # the agreement named a unit that cannot recruit (an outside authority, a dispatched
+                # agency) or none known: it is not told of a project it did not bring in; operators are
+                roles.pop("recruiting_unit", None)
+                flags["no_recruiting_unit"] = True
         elif isinstance(event, ProjectAmended):
             ctx |= self._amendment(event)
             roles |= {"recruiting_unit": event.recruiting_unit, "previous_recruiting_unit": event.previous_recruiting_unit,

@@ -106,9 +106,11 @@ class _Strict(BaseModel):
 # rules found not required, a re-routing that changed the unit (not only the mode or the authority),
 # an agreement rejected as not eligible (not for its id or its project code), an item a 补充协议 added
 # (the enterprise hears of it in the amendment's one notice), an amendment that changed the recruiting unit,
-# a 堵点 the enterprise itself reported (item.blocked), a resolution that closed one (item.unblocked)
+# a 堵点 the enterprise itself reported (item.blocked), a resolution that closed one (item.unblocked), an
+# agreement whose 招引单位 is not a unit that may recruit (agreement.rejected: that unit is not told)
 Condition = Literal["has_task_order", "is_bad_rating", "is_late", "is_not_required", "unit_changed", "not_eligible",
-                    "by_amendment", "recruiting_unit_changed", "by_enterprise", "resolves_enterprise_issue"]
+                    "by_amendment", "recruiting_unit_changed", "by_enterprise", "resolves_enterprise_issue",
+                    "no_recruiting_unit"]
 
 
 class PlanEntry(_Strict):
