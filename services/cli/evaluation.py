@@ -69,21 +69,22 @@ def report(year: Annotated[int, typer.Option(help="评价年度")],
 
     from services.common.settings import EvaluationSettings
     from services.common.yaml_files import RulesError
+    from services.evaluation.holiday_file import load_calendar
     from services.evaluation.ledger import local_day
     from services.evaluation.report import summary_table, write_report
     from services.evaluation.scoring import evaluate_year, load_config
-    from services.evaluation.working_days import WorkingCalendar
 
     if evaluator not in (None, "gov_service_bureau", "econ_dev_bureau"):
         fail("--evaluator 只能是 gov_service_bureau 或 econ_dev_bureau（政策五(六)）")
     units = book(None).units
     try:
         config = load_config(EvaluationSettings().rules_dir)
+        calendar = load_calendar(EvaluationSettings().rules_dir)
     except RulesError as exc:
         fail_problems("评价规则文件", exc)
     now = datetime.now(UTC)
     on = day(today) if today else local_day(now)
-    result = asyncio.run(on_ledger(lambda repo: evaluate_year(repo, year, config, units, WorkingCalendar(), on, now,
+    result = asyncio.run(on_ledger(lambda repo: evaluate_year(repo, year, config, units, calendar, on, now,
                                                               evaluator=evaluator)))
     directory = out or Path("reports") / (f"{year}-{evaluator}" if evaluator else str(year))
     written = write_report(result, directory)

@@ -24,14 +24,18 @@ def ledger_show(project: Project,
     from datetime import UTC, datetime
 
     from services.common.settings import EvaluationSettings
+    from services.common.yaml_files import RulesError
+    from services.evaluation.holiday_file import load_calendar
     from services.evaluation.ledger import local_day
     from services.evaluation.scoring import load_config
     from services.evaluation.views import ViewContext, progress_document, project_progress
-    from services.evaluation.working_days import WorkingCalendar
 
     on = day(today) if today else local_day(datetime.now(UTC))
-    calendar = WorkingCalendar()
-    config = load_config(EvaluationSettings().rules_dir)
+    try:
+        calendar = load_calendar(EvaluationSettings().rules_dir)
+        config = load_config(EvaluationSettings().rules_dir)
+    except RulesError as exc:
+        fail_problems("规则文件", exc)
     units = book(None).units
     ctx = ViewContext(unit_names={code: unit.short_name for code, unit in units.items()}, calendar=calendar,
                       service_response_days=config.service_response_days, today=on, cards=config.cards,
@@ -47,8 +51,9 @@ def ledger_show(project: Project,
     typer.echo(f"项目 {project}（{head.name}）服务对象：{head.enterprise}；签约 {head.signed_on}；{delivered_text}")
     for row in progress.items:
         typer.echo(_line(row))
-    for warning in calendar.warnings:
-        typer.echo(f"注意：{warning}", err=True)
+    estimated = sorted({year for row in progress.items for clock in row.clocks for year in clock.estimated})
+    for year in estimated:
+        typer.echo(f"注意：{calendar.warnings_for([year])[0]}", err=True)
 
 
 def _line(r: ItemRow) -> str:
@@ -64,7 +69,8 @@ def _line(r: ItemRow) -> str:
     for clock in r.clocks:
         state = "计时中" if clock.running else "已停止"
         parts.append(f"{clock.name} 已用 {clock.used}/{clock.limit} 工作日（{state}），到期 {clock.due.isoformat()}"
-                     + ("，超时" if clock.late else ""))
+                     + ("，超时" if clock.late else "")
+                     + (f"（{clock.estimated_note}）" if clock.estimated else ""))
     if r.task_order:
         t = r.task_order
         who = f"，服务专员 {t.specialist_name}（{t.specialist_phone}）" if t.specialist_name else ""
@@ -149,7 +155,9 @@ def sweep(today: Annotated[str | None, typer.Option(help="按哪一天计算（Y
     from services.common.settings import EvaluationSettings
     from services.common.yaml_files import RulesError
     from services.evaluation.app import read_rules, sweep_once
+    from services.evaluation.holiday_file import load_calendar
     from services.evaluation.ledger import CLOCK_NAMES_ZH, local_day
+    from services.evaluation.working_days import estimated_note
 
     now = datetime.now(UTC)
     on = day(today) if today else local_day(now)
@@ -158,11 +166,13 @@ def sweep(today: Annotated[str | None, typer.Option(help="按哪一天计算（Y
              f"要预览以后的时钟，请用 zeroerrand ledger show 项目编码 --today {on}")
     try:
         rules = read_rules(EvaluationSettings().rules_dir)
+        calendar = load_calendar(EvaluationSettings().rules_dir)
     except RulesError as exc:
         fail_problems("规则文件", exc)
-    found: list[Any] = asyncio.run(sweep_once(rules, on, now))
+    found: list[Any] = asyncio.run(sweep_once(rules, on, now, calendar))
     typer.echo(f"按 {on} 计算，发出 {len(found)} 条超时提醒")
     for event in found:
         typer.echo(f"  {event.project_code}/{event.item_code} {CLOCK_NAMES_ZH[event.clock]}"
                    f"{OVERDUE_LEVEL_NAMES_ZH[event.level]}：已用 {event.working_days_used}/{event.time_limit_days} "
-                   f"个工作日，到期日 {event.due_on}")
+                   f"个工作日，到期日 {event.due_on}"
+                   + (f"（{estimated_note(event.estimated_years)}）" if event.estimated_years else ""))

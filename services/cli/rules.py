@@ -42,6 +42,28 @@ def rules_check(rules: RulesDir = None) -> None:
     checked = load_rulebook(directory, contents)  # passed the check: read again only for the figures below
     typer.echo(f"规则版本 {checked.version}：{len(checked.units)} 个单位、{len(checked.catalog)} 个事项、"
                f"{len(checked.rules)} 条规则，检查了 {cases_to_try(checked)} 种情形，无遗漏、无重叠。")
+    _check_calendar(directory)
+
+
+def _check_calendar(directory: Path) -> None:
+    """calendar.yaml (its problems with file and line, exit 1), and where this year's and next year's
+    working days come from: a year with no data is said to be estimated on Monday–Friday."""
+    from datetime import UTC, datetime
+
+    from services.common.yaml_files import RulesError
+    from services.evaluation.holiday_file import load_calendar
+    from services.evaluation.ledger import local_day
+
+    try:
+        calendar = load_calendar(directory)
+    except RulesError as exc:
+        fail_problems("节假日安排文件", exc)
+    this_year = local_day(datetime.now(UTC)).year
+    for year in (this_year, this_year + 1):
+        typer.echo(f"{year} 年节假日：{calendar.source_of(year)}")
+    for year in sorted({this_year, this_year + 1, *calendar.years}):
+        if not calendar.has_data(year):
+            typer.echo(f"注意：{calendar.warnings_for([year])[0]}", err=True)
 
 
 @rules_app.command("explain")

@@ -7,6 +7,7 @@ modes 四, evaluation 五(六)); no I/O.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
@@ -209,18 +210,27 @@ REQUEST_NAMES_ZH: dict[str, str] = {
 FREE_SERVICE_NOTE = "“企业零跑腿”服务全程免费"
 
 
+def estimated_note(years: Sequence[int]) -> str:
+    """What is shown beside a working-day figure or due day estimated on Monday–Friday for years whose
+    holidays are not known: ``2027 年节假日未录入，按周一至周五估算`` ("" for none)."""
+    return "、".join(str(y) for y in years) + " 年节假日未录入，按周一至周五估算" if years else ""
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class Unit(_Frozen):
-    """A department, dispatched agency, outside authority or service company."""
+    """A department, dispatched agency, outside authority or service company. ``recruits``: it may be
+    a project's 招引单位 (policy 三(二), 五(二): a New Area unit that brings projects in, plans their
+    approvals and tracks them); an agreement naming any other unit as 招引单位 is refused."""
 
     code: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=64)
     name: Name
     short_name: Name
     kind: UnitKind
     jurisdiction: Jurisdiction
+    recruits: bool = False
 
 
 class Fee(_Frozen):

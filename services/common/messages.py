@@ -580,9 +580,19 @@ class ItemProgress(ItemEvent):
     note: Text
 
 
+class ResolvedBlocker(Message):
+    """A 堵点/卡点 a resolution closed: what it was and who reported it (a unit code, or the
+    enterprise's 统一社会信用代码), so that whoever reported it can be told it is resolved."""
+
+    reason: Text
+    reported_by: Code
+
+
 class ItemUnblocked(ItemEvent):
     type: Literal["item.unblocked"] = "item.unblocked"
     note: Text | None = None
+    resolved: tuple[ResolvedBlocker, ...] = Field(default=(), max_length=100,
+                                                  description="the blockers this resolution closed")
 
 
 class ItemSuspended(ItemEvent):
@@ -628,6 +638,9 @@ class ItemOverdue(ItemEvent):
     due_on: Day
     working_days_used: int = Field(ge=0)
     time_limit_days: int = Field(ge=0)
+    estimated_years: tuple[Annotated[int, Field(ge=2000, le=2100)], ...] = Field(
+        default=(), max_length=10,
+        description="years without holiday data the used days or the due day were estimated in (Monday to Friday)")
 
 
 class ItemDelivered(ItemEvent):

@@ -316,6 +316,13 @@ def load_rulebook(directory: str | Path, contents: Mapping[str, bytes] | None = 
                                 f"规则 第{MAX_RULES + 1}条", f"共 {len(routing.rules)} 条规则，超过上限 {MAX_RULES} 条"
                                 "（规则引擎的容量有限），请合并规则（条件可写列表 in: [...]）/ too many rules"))
 
+    units_src = sources[UNITS_FILE]
+    for index, unit in enumerate(units_file.units):
+        if unit.recruits and unit.jurisdiction is not Jurisdiction.DISTRICT:
+            problems.append(Problem(units_src.file, units_src.line(["units", index, "recruits"]), f"单位 {unit.code}",
+                                    f"recruits: 项目招引单位是新区的单位（方案三(二)“新区项目招引单位”），{unit.code} 的管辖是 "
+                                    f"{unit.jurisdiction.value}，不能设为 true"))
+
     catalog_src = sources[CATALOG_FILE]
     for index, item in enumerate(catalog_file.items):
         owner = units.get(item.owner)

@@ -80,6 +80,9 @@ def check_role(role: Role, unit: str, units: Mapping[str, Unit]) -> None:
         raise AccountError(f"角色 {role.value}（经济发展招商服务局）只能属于单位 {ECON_DEV_BUREAU}")
     if role is Role.SERVICE_COMPANY and units[unit].kind is not UnitKind.SERVICE_COMPANY:
         raise AccountError(f"角色 {role.value}（政联公司）只能属于服务公司类单位，{unit} 不是")
+    if role is Role.RECRUITING and not units[unit].recruits:
+        raise AccountError(f"角色 {role.value}（项目招引单位）只能属于 units.yaml 中可招引项目（recruits: true）的单位，"
+                           f"{unit} 不是")
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from services.common.storage import Store, open_store
 from services.common.topology import declare_topology
 from services.console.accounts import COLLECTIONS as ACCOUNT_COLLECTIONS
 from services.console.accounts import Accounts, Attempts
+from services.evaluation.holiday_file import load_calendar
 from services.evaluation.ledger import RequestOutcome
 from services.evaluation.repository import COLLECTIONS as LEDGER_COLLECTIONS
 from services.evaluation.repository import MongoLedgerRepository
@@ -77,7 +78,7 @@ class Console:
     broker_settings: BrokerSettings
     store_settings: StoreSettings | None
     rules: Rules
-    calendar: WorkingCalendar = field(default_factory=WorkingCalendar)
+    calendar: WorkingCalendar = field(default_factory=WorkingCalendar)  # make_console: rules/calendar.yaml's
     store: Store | None = None
     broker: RabbitBroker | None = None
     publisher: BrokerPublisher | None = None
@@ -186,5 +187,5 @@ def make_console(settings: ConsoleSettings | None = None, broker_settings: Broke
     broker_settings = broker_settings or BrokerSettings()
     check_broker_user(broker_settings, runtime, "console")
     rules = Rules.load(rules_dir or EvaluationSettings().rules_dir)
-    return Console(settings=settings, broker_settings=broker_settings,
-                   store_settings=store_settings, rules=rules, store=store)
+    return Console(settings=settings, broker_settings=broker_settings, store_settings=store_settings, rules=rules,
+                   calendar=load_calendar(rules.directory), store=store)

@@ -392,10 +392,7 @@ def create_app(console: Console) -> ASGIApp:
         recipient = f"enterprise:{progress.project.credit_code}"
         notices = await console.notices.inbox(recipient, project=project, limit=200)
         year = local_day(datetime.now(UTC)).year
-        providers = []
-        for unit in sorted({row.responsible_unit for row in progress.items if row.state is not ItemState.WAITING}):
-            done = await console.ledger.find_assessment(project, unit, "enterprise", year)
-            providers.append({"code": unit, "name": console.rules.unit_name(unit), "done": done})
+        providers = await _providers(progress, "enterprise", year)
         return page(request, "enterprise.html", progress=progress, notices=notices, providers=providers, year=year,
                     contacts=console.rules.contacts, questionnaire=console.rules.config.questionnaire,
                     active=[row for row in progress.items if row.state in ENTERPRISE_ISSUE_STATES])
@@ -432,22 +429,41 @@ def create_app(console: Console) -> ASGIApp:
         if provider not in {r.responsible_unit for r in progress.items}:
             flash(request, "error", "请选择为本项目服务的单位。")
             return back("/e#assess")
+        answers = _questionnaire(request, form)
+        if answers is None:
+            return back("/e#assess")
+        scores, year, comment = answers
+        await _send(request, m.SubmitAssessment, project_code=project, provider=provider, rater="enterprise",
+                    requested_by=progress.project.credit_code, year=year,
+                    scores=scores, comment=comment)
+        return back("/e#assess")
+
+    async def _providers(progress: Any, rater: str, year: int, exclude: str | None = None) -> list[dict[str, Any]]:
+        """The units that served the project (a line no longer waiting), each with the 测评 ``rater``
+        gave it this year if any; ``exclude``: a unit that may not rate its own service."""
+        assert console.ledger is not None
+        found = []
+        for unit in sorted({row.responsible_unit for row in progress.items if row.state is not ItemState.WAITING}):
+            if unit == exclude:
+                continue
+            done = await console.ledger.find_assessment(progress.project.code, unit, rater, year)
+            found.append({"code": unit, "name": console.rules.unit_name(unit), "done": done})
+        return found
+
+    def _questionnaire(request: Request, form: Any) -> tuple[dict[str, float], int, str | None] | None:
+        """The scores, year and comment of a 测评 form; None (with the reason flashed) if one is missing."""
         scores: dict[str, float] = {}
         for indicator in console.rules.config.questionnaire:
             try:
                 scores[indicator.code] = float(str(form.get(f"score_{indicator.code}", "")))
             except ValueError:
                 flash(request, "error", f"请为“{indicator.name}”打分（0–{indicator.points:g}）。")
-                return back("/e#assess")
-        comment = str(form.get("comment", "")).strip() or None
+                return None
         year = str(form.get("year", "")).strip()
         if not year.isdigit() or len(year) != 4:
             flash(request, "error", "测评年度须为四位数字。")
-            return back("/e#assess")
-        await _send(request, m.SubmitAssessment, project_code=project, provider=provider, rater="enterprise",
-                    requested_by=progress.project.credit_code, year=int(year),
-                    scores=scores, comment=comment)
-        return back("/e#assess")
+            return None
+        return scores, int(year), str(form.get("comment", "")).strip() or None
 
     @app.post("/e/logout")
     async def enterprise_logout(request: Request) -> Response:
@@ -514,7 +530,7 @@ def create_app(console: Console) -> ASGIApp:
     async def item_page(request: Request, project: str, item: str, consult: bool = False) -> Response:
         account = await operator(request)
         progress, row = await _item(project, item, consult)
-        actions = _actions(account, row)
+        actions = _actions(account, row, progress.project.recruiting_unit)
         if not actions and not _may_view(account, progress, row):
             raise Refusal(f"事项 {project}/{item} 不归{console.rules.unit_name(account.unit)}办理，无权查看")
         return page(request, "item.html", progress=progress, row=row, actions=actions,
@@ -522,13 +538,14 @@ def create_app(console: Console) -> ASGIApp:
 
     @app.post("/items/{project}/{item}")
     async def item_action(request: Request, project: str, item: str, consult: bool = False) -> Response:
-        account = await operator(request, *OPERATOR_ROLES)
-        _, row = await _item(project, item, consult)
+        account = await operator(request, *OPERATOR_ROLES, Role.RECRUITING)
+        progress, row = await _item(project, item, consult)
         form = await request.form()
         action = str(form.get("action", ""))
-        if action not in _actions(account, row):
+        if action not in _actions(account, row, progress.project.recruiting_unit):
             raise Refusal(f"{console.rules.unit_name(account.unit)}不能对事项 {project}/{item} 执行“{action}”"
-                          "（首问负责：由承办单位办理；堵点由须解决的单位解除；任务单由经发局下发、政联公司接收）")
+                          "（首问负责：由承办单位办理；堵点由须解决的单位解除，也可由项目招引单位报告；"
+                          "任务单由经发局下发、政联公司接收）")
         model, extra = ACTIONS[action]
         fields: dict[str, Any] = {name: _field(form, name) for name in extra}
         if action == "deliver":
@@ -576,8 +593,40 @@ def create_app(console: Console) -> ASGIApp:
         rows = progress.items
         if account.role in (Role.DEPARTMENT, Role.SERVICE_COMPANY):
             rows = tuple(r for r in rows if _own(account, r))
+        year = local_day(datetime.now(UTC)).year
+        recruiter = account.role is Role.RECRUITING and progress.project.recruiting_unit == account.unit
+        # the 招引单位's 测评 (方案五(六)) of every unit serving the project but itself
+        providers = await _providers(progress, "recruiting_unit", year, exclude=account.unit) if recruiter else []
         return page(request, "project.html", progress=progress, rows=rows, partial=len(rows) < len(progress.items),
-                    contacts=console.rules.contacts)
+                    contacts=console.rules.contacts, recruiter=recruiter, providers=providers, year=year,
+                    questionnaire=console.rules.config.questionnaire)
+
+    @app.post("/projects/{project}/assess")
+    async def recruiting_assess(request: Request, project: str) -> Response:
+        account = await operator(request, Role.RECRUITING)
+        assert console.ledger is not None
+        progress = await views.project_progress(console.ledger, context_for(), project)
+        if progress is None:
+            raise Refusal(f"台账中没有项目 {project}", 404)
+        if progress.project.recruiting_unit != account.unit:
+            raise Refusal(f"项目 {project} 不是{console.rules.unit_name(account.unit)}招引的项目，不能以招引单位身份测评")
+        form = await request.form()
+        target = f"/projects/{project}#assess"
+        provider = str(form.get("provider", ""))
+        if provider == account.unit:
+            flash(request, "error", "不能测评本单位自己提供的服务。")
+            return back(target)
+        if provider not in {r.responsible_unit for r in progress.items}:
+            flash(request, "error", "请选择为本项目服务的单位。")
+            return back(target)
+        answers = _questionnaire(request, form)
+        if answers is None:
+            return back(target)
+        scores, year, comment = answers
+        await _send(request, m.SubmitAssessment, project_code=project, provider=provider, rater="recruiting_unit",
+                    requested_by=account.unit, operator=account.display_name, year=year, scores=scores,
+                    comment=comment)
+        return back(target)
 
     @app.get("/inbox", response_class=HTMLResponse)
     async def inbox(request: Request) -> Response:
@@ -686,17 +735,19 @@ ACTIONS: dict[str, tuple[type[m.Command], tuple[str, ...]]] = {
 OWNER_ACTIONS = ("contact", "accept", "progress", "complete", "block", "suspend", "resume", "deliver")
 
 
-def _actions(account: Account, row: Any) -> list[str]:
+def _actions(account: Account, row: Any, recruiting_unit: str | None = None) -> list[str]:
     """The buttons this account gets for this item: the ledger still decides, these only avoid offering
-    what it would certainly refuse (首问负责, the item's state, the task order), by the ledger's own rules."""
-    if account.role is Role.RECRUITING:
-        return []
+    what it would certainly refuse (首问负责, the item's state, the task order), by the ledger's own rules.
+    A 招引单位 account may report a 堵点/卡点 on the items of the projects it brought in (方案三(二), 四(二))."""
     order_state = None if row.task_order is None else row.task_order.state
 
     def possible(action: str) -> bool:
         kind = _type_of(action)
         return (row.state in allowed_from(kind, row.request)
                 and not awaits_task_order(kind, row.task_order_required, order_state))
+
+    if account.role is Role.RECRUITING:
+        return ["block"] if account.unit == recruiting_unit and possible("block") else []
 
     found = [action for action in OWNER_ACTIONS if account.unit == row.responsible_unit and possible(action)]
     if possible("unblock") and (account.unit == row.responsible_unit

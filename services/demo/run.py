@@ -51,6 +51,7 @@ from services.demo.agreements import working_days_of, year_of_agreements
 from services.demo.simulation import ProjectScript, Step, assessments_for, rectifications_for, script_project
 from services.evaluation import handlers
 from services.evaluation.app import ledger_on, read_rules
+from services.evaluation.holiday_file import load_calendar
 from services.evaluation.ledger import local_day
 from services.evaluation.report import summary_table, write_report
 from services.evaluation.repository import COLLECTIONS, LedgerRepository, MongoLedgerRepository
@@ -248,7 +249,7 @@ async def run_demo(options: DemoOptions, phases: Phases, today: date | None = No
     book: RuleBook = load_rulebook(options.rules_dir)
     rules = read_rules(options.rules_dir)
     config = rules[0]
-    calendar = WorkingCalendar()
+    calendar = load_calendar(options.rules_dir)
     signing_days = working_days_of(options.year, end - timedelta(days=14), calendar) or [date(options.year, 1, 5)]
     agreements = year_of_agreements(book, options.year, options.projects, options.seed, signing_days)
     broker_settings = BrokerSettings()

@@ -35,6 +35,7 @@ from services.common.settings import (
 from services.common.storage import Store, open_store, store_session
 from services.common.topology import EVALUATION_QUEUE, LEDGER_REQUESTS_QUEUE, REQUESTS, declare_topology
 from services.evaluation.handlers import Ledger, handle, sweep
+from services.evaluation.holiday_file import load_calendar
 from services.evaluation.ledger import local_day
 from services.evaluation.migrations import upgrade
 from services.evaluation.repository import COLLECTIONS, MongoLedgerRepository
@@ -51,7 +52,7 @@ class Evaluation:
     app: FastStream
     store: Store | None = None
     ledger: Ledger | None = None
-    calendar: WorkingCalendar = field(default_factory=WorkingCalendar)
+    calendar: WorkingCalendar | None = None  # None: rules/calendar.yaml of the rules directory, read at start
     inflight: Inflight = field(default_factory=Inflight)
     stop_sweeping: asyncio.Event = field(default_factory=asyncio.Event)
     _sweeper: asyncio.Task[None] | None = None
@@ -89,11 +90,12 @@ def ledger_on(store: Store, publisher: Publisher, rules: tuple[EvaluationConfig,
     return Ledger(MongoLedgerRepository(store), publisher, calendar or WorkingCalendar(), config, unit_names)
 
 
-async def sweep_once(rules: tuple[EvaluationConfig, dict[str, str]], day: date, now: datetime) -> list[Event]:
+async def sweep_once(rules: tuple[EvaluationConfig, dict[str, str]], day: date, now: datetime,
+                     calendar: WorkingCalendar | None = None) -> list[Event]:
     """One sweep of the ledger outside the service (the CLI's ``sweep``), on its own store session and
     broker connection: the overdue events it published."""
     async with store_session(collections=COLLECTIONS) as store, connected_publisher() as publisher:
-        return await sweep(ledger_on(store, publisher, rules), day, now)
+        return await sweep(ledger_on(store, publisher, rules, calendar), day, now)
 
 
 def create_evaluation(settings: EvaluationSettings | None = None, broker_settings: BrokerSettings | None = None,
@@ -131,6 +133,8 @@ def create_evaluation(settings: EvaluationSettings | None = None, broker_setting
     async def start() -> None:
         # the rules first: a broken evaluation.yaml or units.yaml stops the service with the reason
         rules = read_rules(settings.rules_dir)
+        if service.calendar is None:  # a broken calendar.yaml stops it too
+            service.calendar = load_calendar(settings.rules_dir)
         if service.store is None:
             service.store = await open_store(store_settings, COLLECTIONS)
         else:

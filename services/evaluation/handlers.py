@@ -468,9 +468,10 @@ async def _decide_item_request(command: ItemCommand, ledger: Ledger, now: dateti
         needs_project = item.state is ItemState.WAITING or isinstance(command, (ReportEnterpriseIssue, RerouteItem))
         items = await ledger.repo.project_items(command.project_code) if needs_project else [item]
         project = None
-        if isinstance(command, ReportEnterpriseIssue):  # only the project's enterprise may send it
+        # only the project's enterprise may send an enterprise issue; its 招引单位 may also report a blocker
+        if isinstance(command, (ReportEnterpriseIssue, ReportBlocker)):
             project = await ledger.repo.project(command.project_code)
-            if project is None:
+            if project is None and isinstance(command, ReportEnterpriseIssue):
                 reason = _unknown(f"台账中没有项目 {command.project_code}", final)
                 return await _refuse(command, reason, ledger, now, **where)
         outcome = decide(item, command, now, ledger.unit_names, _delivered(items), project)

@@ -71,6 +71,7 @@ from services.common.messages import (
     ReportProgress,
     RerouteItem,
     ResolveBlocker,
+    ResolvedBlocker,
     ResumeItem,
     RulesActivated,
     RulesRejected,
@@ -512,7 +513,8 @@ def _name(names: Mapping[str, str], code: str) -> str:
 def decide(item: LedgerItem, command: ItemCommand, now: datetime, unit_names: Mapping[str, str],
            delivered: Mapping[str, date], project: ProjectRecord | None = None) -> Outcome:
     """Checks one request against the item (首问负责, state, dates) and applies it, or says why not.
-    ``project`` (its record) is needed for what only the enterprise may send."""
+    ``project`` (its record) is needed for what only the enterprise may send, and for a 堵点/卡点 its
+    招引单位 reports (方案四(二): the departments collect them from the recruiting units)."""
     if command.request_id in item.applied:
         return Duplicate(tuple(e for h in item.history if h.request_id == command.request_id for e in h.events))
     action = REQUEST_NAMES_ZH[command.type]
@@ -538,9 +540,17 @@ def decide(item: LedgerItem, command: ItemCommand, now: datetime, unit_names: Ma
     allowed = {owner}
     if isinstance(command, ResolveBlocker):
         allowed |= {b.resolver for b in item.open_blockers}
+    recruiter = project.recruiting_unit if project is not None else None
+    if isinstance(command, ReportBlocker) and recruiter is not None:
+        # 方案三(二)、四(二)、五(四): the 招引单位 tracks every item and coordinates its 堵点/卡点
+        allowed.add(recruiter)
     if command.requested_by not in allowed:
         others = "、".join(_name(unit_names, u) for u in sorted(allowed - {owner}))
-        also = f"（堵点也可由须解决的{others}解除）" if others else ""
+        also = ""
+        if isinstance(command, ResolveBlocker) and others:
+            also = f"（堵点也可由须解决的{others}解除）"
+        elif isinstance(command, ReportBlocker) and recruiter is not None:
+            also = f"（堵点/卡点也可由项目招引单位{_name(unit_names, recruiter)}报告）"
         return Refused(f"首问负责：事项 {item.item_code}（{item.item_name}）由{_name(unit_names, owner)}负责{also}，"
                        f"{who}不能{action}")
     if item.state is ItemState.WAITING:
@@ -756,7 +766,8 @@ def _apply(item: LedgerItem, command: ItemCommand, now: datetime, day: date) -> 
         return _record(item, event.type, ItemState.BLOCKED, at, now, [event], resume_to=item.state,
                        blockers=(*item.blockers, blocker), **record)
     if isinstance(command, ResolveBlocker):
-        event = ItemUnblocked(note=command.note, **common)
+        event = ItemUnblocked(note=command.note, resolved=tuple(ResolvedBlocker(reason=b.reason, reported_by=b.reported_by)
+                                                                for b in item.open_blockers), **common)
         blockers = tuple(b.model_copy(update={"closed_on": day}) if b.closed_on is None else b for b in item.blockers)
         return _record(item, event.type, item.resume_to or ItemState.IN_PROGRESS, at, now, [event], resume_to=None,
                        blockers=blockers, **record)
@@ -804,10 +815,18 @@ class ClockReading:
     limit: int
     used: int
     due_on: date
+    # years without holiday data (neither rules/calendar.yaml nor chinese-calendar) that the working
+    # days used, or the due day, were estimated in on Monday–Friday: shown beside the figure, never silent
+    used_estimated: tuple[int, ...] = ()
+    due_estimated: tuple[int, ...] = ()
 
     @property
     def late(self) -> bool:
         return self.used > self.limit
+
+    @property
+    def estimated(self) -> tuple[int, ...]:
+        return tuple(sorted({*self.used_estimated, *self.due_estimated}))
 
 
 def service_clock_start(item: LedgerItem) -> date | None:
@@ -849,9 +868,11 @@ def _reading(clock: Clock, start: date, end: date | None, limit: int, calendar: 
              pauses: Sequence[tuple[date, date | None]]) -> ClockReading:
     upto = end or today
     closed = [(a, b if b is not None else upto) for a, b in pauses]
+    due_on = calendar.due_date(start, limit, closed)
     return ClockReading(clock=clock, start=start, end=end, limit=limit,
-                        used=calendar.working_days_used(start, upto, closed),
-                        due_on=calendar.due_date(start, limit, closed))
+                        used=calendar.working_days_used(start, upto, closed), due_on=due_on,
+                        used_estimated=calendar.years_without_data(start, upto) if upto > start else (),
+                        due_estimated=calendar.years_without_data(start, due_on))
 
 
 def running_clock(item: LedgerItem) -> Clock | None:
@@ -926,6 +947,7 @@ def overdue(item: LedgerItem, calendar: WorkingCalendar, today: date, service_da
     if level not in new:
         return None
     event = _ledger_event(item, ItemOverdue, f"item.overdue/{clock}/{level}", now, clock=clock, level=level,
-                          due_on=reading.due_on, working_days_used=reading.used, time_limit_days=reading.limit)
+                          due_on=reading.due_on, working_days_used=reading.used, time_limit_days=reading.limit,
+                          estimated_years=reading.estimated)
     sent = (*item.overdue_sent, *(f"{clock}:{passed}" for passed in new))
     return Applied(item.model_copy(update={"overdue_sent": sent}), (event,))

@@ -233,6 +233,7 @@ def evaluate(year: int, items: Iterable[LedgerItem], assessments: Iterable[Asses
     stage_counts: dict[Stage, list[int]] = defaultdict(lambda: [0, 0])
     blocker_counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     orders = [0, 0, 0, 0]  # on time, late, waiting past the limit, waiting
+    estimated: set[int] = set()  # years without holiday data the figures counted working days in
     for item in all_items:
         modes_of[(item.project_code, item.responsible_unit)].add(item.evaluated_as)
         if not active_in(item, year) or item.state is ItemState.WITHDRAWN:  # a 补充协议 took it off the plan
@@ -245,6 +246,7 @@ def evaluate(year: int, items: Iterable[LedgerItem], assessments: Iterable[Asses
             tally.projects.add(item.project_code)
         readings = clock_readings(item, calendar, as_of, config.service_response_days, config.task_order_issue_days)
         for name, reading in readings.items():
+            estimated.update(reading.used_estimated)  # on time or late: the days used, not the due day
             if name == "task_order":
                 orders[(0 if not reading.late else 1) if reading.end is not None else (2 if reading.late else 3)] += 1
             elif name == "service":
@@ -333,7 +335,7 @@ def evaluate(year: int, items: Iterable[LedgerItem], assessments: Iterable[Asses
                         pass_mark=config.pass_mark, weights=config.weights,
                         rater_weights={str(k): w for k, w in config.rater_weights.items()},
                         questionnaire=tuple((i.name, i.points) for i in config.questionnaire), scores=tuple(scores),
-                        stages=stages, blockers=blockers, calendar_warnings=calendar.warnings, as_of=as_of,
+                        stages=stages, blockers=blockers, calendar_warnings=calendar.warnings_for(estimated), as_of=as_of,
                         evaluator_ratings_count=config.evaluator_ratings_count,
                         task_orders=TaskOrderTimeliness(config.task_order_issue_days, *orders) if covers_errand else None)
 

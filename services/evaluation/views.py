@@ -40,7 +40,7 @@ from services.evaluation.ledger import (
     local_day,
 )
 from services.evaluation.repository import ORDER_STATES, LedgerRepository, order_state
-from services.evaluation.working_days import WorkingCalendar
+from services.evaluation.working_days import WorkingCalendar, estimated_note
 
 LEVELS = ("red", "yellow", "warning")
 """Overdue levels, worst first."""
@@ -80,6 +80,10 @@ class ClockView:
     start: date | None = None
     level: str | None = None  # the level this clock stands at now (a running clock only)
     level_name: str | None = None
+    # years without holiday data the used days or the due day were estimated in (Monday–Friday), and
+    # the note shown beside them: "2027 年节假日未录入，按周一至周五估算" ("" when nothing is estimated)
+    estimated: tuple[int, ...] = ()
+    estimated_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,7 @@ class ItemRow:
     level_name: str | None = None  # "黄牌"
     due: date | None = None  # when the running clock runs out
     running_clock: str | None = None
+    due_note: str = ""  # beside ``due``: the years it was estimated in on Monday–Friday, if any
     ready_on: date | None = None
     delivered_on: date | None = None
 
@@ -208,12 +213,13 @@ def context_from_rules(rules_dir: Path, today: date | None = None, *, short_name
     """A ``ViewContext`` from ``units.yaml`` (full names, or short ones as the CLI prints them) and
     ``evaluation.yaml``; ``today`` defaults to today in the New Area. ``RulesError`` lists every problem."""
     from services.common.rule_files import load_rulebook
+    from services.evaluation.holiday_file import load_calendar
     from services.evaluation.scoring import load_config
 
     units = load_rulebook(rules_dir).units
     names = {code: unit.short_name if short_names else unit.name for code, unit in units.items()}
     config = load_config(rules_dir)
-    return ViewContext(unit_names=names, calendar=calendar or WorkingCalendar(),
+    return ViewContext(unit_names=names, calendar=calendar or load_calendar(rules_dir),
                        service_response_days=config.service_response_days,
                        today=today or local_day(datetime.now(UTC)), cards=config.cards,
                        task_order_days=config.task_order_issue_days)
@@ -247,7 +253,8 @@ def item_row(item: LedgerItem, ctx: ViewContext, delivered: set[str] | frozenset
         now = level if clock == running else None
         clocks.append(ClockView(clock=clock, name=CLOCK_NAMES_ZH[clock], used=r.used, limit=r.limit, due=r.due_on,
                                 running=r.end is None, late=r.late, start=r.start, level=now,
-                                level_name=OVERDUE_LEVEL_NAMES_ZH[now] if now else None))
+                                level_name=OVERDUE_LEVEL_NAMES_ZH[now] if now else None,
+                                estimated=r.estimated, estimated_note=estimated_note(r.estimated)))
     announced = tuple(item.overdue_sent)
     enterprises = enterprises or {}
     blockers = tuple(
@@ -279,6 +286,7 @@ def item_row(item: LedgerItem, ctx: ViewContext, delivered: set[str] | frozenset
         task_order_required=item.task_order_required, task_order_to_issue=order_state(item) == "to_issue",
         late_records=sum(1 for h in item.history if h.late),
         due=readings[running].due_on if running in readings else None, running_clock=running,
+        due_note=estimated_note(readings[running].estimated) if running in readings else "",
         ready_on=item.ready_on, delivered_on=item.delivered_on)
 
 
@@ -352,7 +360,8 @@ def progress_document(progress: ProjectProgress) -> dict[str, Any]:
         "item": r.item_code, "request": r.request.value, "name": r.item_name, "stage": r.stage_name, "mode": r.mode_name,
         "unit": r.responsible_unit_name, "state": r.state_name, "waiting_for": list(r.waiting_for),
         "clocks": {c.clock: {"name": c.name, "used": c.used, "limit": c.limit, "due": c.due.isoformat(),
-                             "running": c.running, "late": c.late} for c in r.clocks},
+                             "running": c.running, "late": c.late, "estimated_years": list(c.estimated),
+                             **({"estimated_note": c.estimated_note} if c.estimated else {})} for c in r.clocks},
         "task_order": None if r.task_order is None else {
             "number": r.task_order.number, "state": r.task_order.state, "automatic": r.task_order.automatic,
             "specialist": r.task_order.specialist_name, "phone": r.task_order.specialist_phone},

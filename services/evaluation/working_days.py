@@ -2,10 +2,14 @@
 
 Conventions (all dates are calendar dates, no times):
 
-* Working days come from the ``chinese-calendar`` package: public holidays are not working days, and
-  weekend days declared as make-up working days (调休) are. For a year the package has no data for,
-  Monday–Friday are taken as working days and the gap is reported loudly: a log warning once per year,
-  the year in ``WorkingCalendar.missing_years`` and a Chinese message in ``WorkingCalendar.warnings``.
+* Working days come from the operators' holiday file (``rules/calendar.yaml``, the State Council's
+  annual arrangement, see ``services.evaluation.holiday_file``) for the years it lists, and from the
+  ``chinese-calendar`` package for the other years: public holidays are not working days, and weekend
+  days declared as make-up working days (调休) are. A year in the file is taken from the file alone.
+* For a year with neither, Monday–Friday are taken as working days, as an *estimate* that is never
+  silent: a log warning once per year, the year in ``WorkingCalendar.missing_years``, and every
+  figure that depends on such a year says so (``years_without_data``; the ledger's clock readings
+  carry the years their used days and their due day were estimated in).
 * The start day is never counted. ``working_days_between(start, end)`` counts working days ``d`` with
   ``start < d <= end``; a limit of N working days starting on ``start`` is reached on the day the N-th
   working day after ``start`` has elapsed (``add_working_days``). A limit of 0 is reached on ``start``.
@@ -20,10 +24,15 @@ Conventions (all dates are calendar dates, no times):
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 import chinese_calendar
+
+from services.common.domain import estimated_note
+
+__all__ = ["HolidayYear", "Pause", "WorkingCalendar", "estimated_note"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,22 +42,74 @@ _ONE_DAY = timedelta(days=1)
 
 
 def _missing_year_message(year: int) -> str:
-    return f"{year} 年的节假日数据缺失，按周一至周五计算工作日（chinese-calendar 需要更新）"
+    return (f"{year} 年的节假日安排尚未录入（rules/calendar.yaml 与 chinese-calendar 均无该年数据），"
+            f"涉及 {year} 年的工作日暂按周一至周五估算，请按国务院办公厅公布的安排录入")
+
+
+@dataclass(frozen=True)
+class HolidayYear:
+    """One year's arrangement as the State Council announced it: the days off (放假, weekends included
+    as announced) and the weekend days that are working days (调休上班). Every other Monday–Friday is a
+    working day, every other Saturday and Sunday is not. ``source`` names the notice."""
+
+    year: int
+    holidays: frozenset[date]
+    workdays: frozenset[date]
+    source: str
+
+    def is_workday(self, day: date) -> bool:
+        if day in self.workdays:
+            return True
+        return day.weekday() < 5 and day not in self.holidays
 
 
 class WorkingCalendar:
-    """China's working days (holidays and 调休 from chinese-calendar). For a year the package has no
-    data for, falls back to Monday–Friday and says so loudly: a log warning once per year (Chinese and
-    English), and the year is listed in `missing_years` / the message in `warnings` so reports can show it."""
+    """China's working days: the operators' file for the years it lists (``years``), chinese-calendar for
+    the others. For a year with neither, falls back to Monday–Friday and says so loudly: a log warning
+    once per year (Chinese and English), the year in `missing_years` / the message in `warnings`, and
+    `years_without_data` for any span, so that every figure built on the estimate can be flagged."""
 
-    def __init__(self) -> None:
+    def __init__(self, years: Mapping[int, HolidayYear] | None = None) -> None:
+        self.years: dict[int, HolidayYear] = dict(years or {})
         self.missing_years: set[int] = set()
         self._cumulative: dict[int, list[int]] = {}
+        self._has_data: dict[int, bool] = {}
+
+    def has_data(self, year: int) -> bool:
+        """Whether ``year``'s holidays are known (from the file or the package)."""
+        found = self._has_data.get(year)
+        if found is None:
+            found = year in self.years
+            if not found:
+                try:
+                    chinese_calendar.is_workday(date(year, 6, 1))
+                    found = True
+                except NotImplementedError:
+                    found = False
+            self._has_data[year] = found
+        return found
+
+    def years_without_data(self, start: date, end: date) -> tuple[int, ...]:
+        """The years from ``start``'s to ``end``'s (either order) whose holidays are not known: a count
+        or a due day over that span is an estimate on Monday–Friday there."""
+        low, high = sorted((start.year, end.year))
+        return tuple(year for year in range(low, high + 1) if not self.has_data(year))
+
+    def source_of(self, year: int) -> str:
+        """Where ``year``'s working days come from, as an operator reads it."""
+        if year in self.years:
+            return f"rules/calendar.yaml（{self.years[year].source}）"
+        return "chinese-calendar 软件包" if self.has_data(year) else "无数据（按周一至周五估算）"
 
     @property
     def warnings(self) -> tuple[str, ...]:
-        """One Chinese message per year whose holiday data is missing, in year order."""
-        return tuple(_missing_year_message(year) for year in sorted(self.missing_years))
+        """One Chinese message per year whose holiday data is missing and was used, in year order."""
+        return self.warnings_for(self.missing_years)
+
+    @staticmethod
+    def warnings_for(years: Iterable[int]) -> tuple[str, ...]:
+        """One Chinese message per year of ``years`` (years without data), in year order."""
+        return tuple(_missing_year_message(year) for year in sorted(set(years)))
 
     def is_workday(self, day: date) -> bool:
         counts, n = self._year(day.year), day.timetuple().tm_yday
@@ -70,6 +131,9 @@ class WorkingCalendar:
         return found
 
     def _calendar_says(self, day: date) -> bool:
+        entered = self.years.get(day.year)
+        if entered is not None:
+            return entered.is_workday(day)
         if day.year not in self.missing_years:
             try:
                 return bool(chinese_calendar.is_workday(day))
@@ -84,8 +148,8 @@ class WorkingCalendar:
     def _note_missing_year(self, year: int) -> None:
         self.missing_years.add(year)
         logger.warning(
-            "%s / No holiday data for %d in chinese-calendar: working days are taken as Monday to Friday "
-            "(update the chinese-calendar package)",
+            "%s / No holiday data for %d in rules/calendar.yaml nor in chinese-calendar: working days are "
+            "estimated as Monday to Friday (enter the State Council's arrangement in rules/calendar.yaml)",
             _missing_year_message(year),
             year,
         )

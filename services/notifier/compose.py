@@ -22,6 +22,7 @@ from services.common.domain import (
     CatalogItem,
     Request,
     Unit,
+    estimated_note,
 )
 from services.common.messages import (
     AgreementRejected,
@@ -316,6 +317,12 @@ class Composer:
             ctx |= {"agreement_id": event.agreement_id, "reasons": numbered(event.reasons),
                     "agreement_kind": "补充协议" if event.amendment else "协议"}
             flags["not_eligible"] = event.reason_code == "not_eligible"
+            named = self.units.get(event.project.recruiting_unit)
+            if named is None or not named.recruits:
+                # the agreement named a unit that cannot recruit (an outside authority, a dispatched
+                # agency) or none known: it is not told of a project it did not bring in; operators are
+                roles.pop("recruiting_unit", None)
+                flags["no_recruiting_unit"] = True
         elif isinstance(event, ProjectAmended):
             ctx |= self._amendment(event)
             roles |= {"recruiting_unit": event.recruiting_unit, "previous_recruiting_unit": event.previous_recruiting_unit,
@@ -353,6 +360,11 @@ class Composer:
             roles["ledger_owner"] = ECON_DEV_BUREAU
         elif isinstance(event, (ItemContacted, ItemAccepted, ItemUnblocked, ItemResumed)):
             ctx |= {"reported_by_name": self.unit_name(event.reported_by), "note": event.note or "无"}
+            if isinstance(event, ItemUnblocked):
+                credit = project.enterprise.credit_code if project is not None else None
+                theirs = [b.reason for b in event.resolved if b.reported_by == credit]
+                ctx["enterprise_issues"] = numbered(theirs) if theirs else ""
+                flags["resolves_enterprise_issue"] = bool(theirs)
         elif isinstance(event, ItemSuspended):
             ctx |= {"reported_by_name": self.unit_name(event.reported_by), "reason": event.reason}
         elif isinstance(event, ItemBlocked):
@@ -362,10 +374,12 @@ class Composer:
                 else self.unit_name(event.reported_by)
             ctx |= {"reason": event.reason, "resolver_name": self.unit_name(event.resolver), "reported_by_name": reporter}
             roles["resolver"] = event.resolver
+            flags["by_enterprise"] = by_enterprise
         elif isinstance(event, ItemOverdue):
             ctx |= {"clock_name": CLOCK_NAMES[event.clock], "level_name": OVERDUE_LEVEL_NAMES_ZH[event.level],
                     "due_on": event.due_on.isoformat(), "working_days_used": event.working_days_used,
-                    "time_limit_days": event.time_limit_days}
+                    "time_limit_days": event.time_limit_days,
+                    "calendar_note": f"（{estimated_note(event.estimated_years)}）" if event.estimated_years else ""}
             roles["ledger_owner"] = ECON_DEV_BUREAU  # who issues task orders (方案四(三))
             flags["is_task_order_clock"] = event.clock == "task_order"
         elif isinstance(event, ItemDelivered):

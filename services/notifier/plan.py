@@ -47,9 +47,10 @@ VARIABLES: dict[str, tuple[str, ...]] = {
     "item.accepted": (*_ITEM, "reported_by_name", "note"),
     "item.suspended": (*_ITEM, "reported_by_name", "reason"),
     "item.resumed": (*_ITEM, "reported_by_name", "note"),
-    "item.unblocked": (*_ITEM, "reported_by_name", "note"),
+    "item.unblocked": (*_ITEM, "reported_by_name", "note", "enterprise_issues"),
     "item.blocked": (*_ITEM, "reason", "resolver_name", "reported_by_name"),
-    "item.overdue": (*_ITEM, "clock_name", "level_name", "due_on", "working_days_used", "time_limit_days"),
+    "item.overdue": (*_ITEM, "clock_name", "level_name", "due_on", "working_days_used", "time_limit_days",
+                     "calendar_note"),
     "item.delivered": (*_ITEM, "results", "note"),
     "item.rerouted": (*_ITEM, "previous_unit_name", "previous_authority_name", "mode_name", "previous_mode_name",
                       "approving_authority_name", "responsible_unit_contact", "time_limit_days", "materials",
@@ -105,9 +106,12 @@ class _Strict(BaseModel):
 # rules found not required, a re-routing that changed the unit (not only the mode or the authority),
 # an agreement rejected as not eligible (not for its id or its project code), an item a 补充协议 added
 # (the enterprise hears of it in the amendment's one notice), an amendment that changed the recruiting unit,
-# an overdue level of 经济发展招商服务局's task-order clock (its own step, not the responsible unit's)
+# an overdue level of 经济发展招商服务局's task-order clock (its own step, not the responsible unit's),
+# a 堵点 the enterprise itself reported (item.blocked), a resolution that closed one (item.unblocked), an
+# agreement whose 招引单位 is not a unit that may recruit (agreement.rejected: that unit is not told)
 Condition = Literal["has_task_order", "is_bad_rating", "is_late", "is_not_required", "unit_changed", "not_eligible",
-                    "by_amendment", "recruiting_unit_changed", "is_task_order_clock"]
+                    "by_amendment", "recruiting_unit_changed", "is_task_order_clock", "by_enterprise",
+                    "resolves_enterprise_issue", "no_recruiting_unit"]
 
 
 class PlanEntry(_Strict):

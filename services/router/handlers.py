@@ -63,7 +63,7 @@ async def handle_agreement(agreement: AnyAgreement, rules: ActiveRules, publishe
     for _attempt in range(ADMIT_ATTEMPTS):
         now = datetime.now(UTC)
         decided = admit(agreement, print_, await registry.agreement(agreement.agreement_id),
-                        await registry.project(agreement.project.code), frozenset(engine.book.units), now)
+                        await registry.project(agreement.project.code), engine.book.units, now)
         if isinstance(decided, AgreementRejected):
             result = RoutingResult(rejected=decided)
             break

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -15,6 +15,7 @@ from services.common.domain import (
     Decision,
     Request,
     Stage,
+    Unit,
     Unroutable,
 )
 from services.common.messages import (
@@ -93,7 +94,7 @@ def _line_name(line: tuple[str, Request]) -> str:
 
 
 def admit(agreement: AnyAgreement, print_: str, same_id: Admission | None, history: list[Admission],
-          known_units: frozenset[str], now: datetime) -> Take | AgreementRejected:
+          units: Mapping[str, Unit], now: datetime) -> Take | AgreementRejected:
     """Whether the router takes an agreement, and as which revision of its project's plan; pure:
     ``same_id`` is what the registry holds under its id, ``history`` the project's admissions."""
     amendment = isinstance(agreement, AgreementAmended)
@@ -106,7 +107,7 @@ def admit(agreement: AnyAgreement, print_: str, same_id: Admission | None, histo
                 "协议编号不能重复使用。内容有变化的，请以新的协议编号作为补充协议提交（zeroerrand sign --amend）"], now, print_)
         previous = next((a for a in history if a.revision == same_id.revision - 1), None)
         return Take(same_id, previous, replay=True)
-    problems = eligibility_problems(agreement, known_units)
+    problems = eligibility_problems(agreement, units)
     if problems:
         return rejection(agreement, "not_eligible", problems, now, print_)
     first = history[0] if history else None
@@ -152,16 +153,23 @@ def admit(agreement: AnyAgreement, print_: str, same_id: Admission | None, histo
                           recorded_at=now), latest)
 
 
-def eligibility_problems(agreement: AnyAgreement, known_units: set[str] | frozenset[str]) -> list[str]:
-    """Why the agreement cannot be served (policy 二(一), 三(一)); empty when it can."""
+def eligibility_problems(agreement: AnyAgreement, units: Mapping[str, Unit]) -> list[str]:
+    """Why the agreement cannot be served (policy 二(一), 三(一)); empty when it can. The 招引单位 must be
+    a unit ``units.yaml`` marks as able to recruit (``recruits: true``, policy 三(二), 五(二))."""
     reasons = []
     e = agreement.eligibility
     if not e.zero_errand_clause and not (e.committee_decision or "").strip():
         reasons.append("投资合作协议未约定“企业零跑腿”服务，且无管委会研究议定提供该服务的决定（政策二(一)）")
     if not e.enterprise_consent:
         reasons.append("企业未同意接受“企业零跑腿”服务，服务须以企业自愿为前提（政策三(一)）")
-    if agreement.project.recruiting_unit not in known_units:
-        reasons.append(f"项目招引单位 {agreement.project.recruiting_unit} 不在单位名录中，无法确定牵头跟踪单位（政策三(二)）")
+    code = agreement.project.recruiting_unit
+    unit = units.get(code)
+    if unit is None:
+        reasons.append(f"项目招引单位 {code} 不在单位名录中，无法确定牵头跟踪单位（政策三(二)）")
+    elif not unit.recruits:
+        allowed = "、".join(f"{u.short_name}（{c}）" for c, u in units.items() if u.recruits) or "（无）"
+        reasons.append(f"项目招引单位 {unit.name}（{code}）不是新区的项目招引单位，不能牵头审批策划和全程跟踪"
+                       f"（政策三(二)、五(二)）；招引单位须是单位名录（units.yaml）中可招引项目的单位：{allowed}")
     return reasons
 
 
@@ -170,7 +178,7 @@ def route_agreement(agreement: AgreementSigned, engine: RoutingEngine, clock: Cl
     book = engine.book
     now = clock()
     project = agreement.project
-    reasons = eligibility_problems(agreement, frozenset(book.units))
+    reasons = eligibility_problems(agreement, book.units)
     if reasons:
         return RoutingResult(rejected=rejection(agreement, "not_eligible", reasons, now))
     as_of = as_of_signing(agreement.signed_on if agreement.backfill else None, now)

@@ -7,6 +7,7 @@ to var/test-output/console/<test>/."""
 from __future__ import annotations
 
 import asyncio
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +201,43 @@ async def test_recruiting_unit_sees_only_its_projects(site: Site, amqp: aio_pika
     assert response is not None and response.status == 403
     response = await page.goto(f"{site.url}/board")
     assert response is not None and response.status == 403, "a 招引单位 account has no board of items"
+
+
+async def test_recruiting_unit_reports_a_blocker_and_rates_the_units_serving_its_project(
+        site: Site, amqp: aio_pika.abc.AbstractRobustConnection, browser: Any, shots: Path) -> None:
+    """方案三(二)、四(二)、五(六): the 招引单位 reports a 堵点/卡点 on its project's item and gives its 测评,
+    but is offered no 测评 of its own service."""
+    agreement = small_project(ALUMINIUM, "web2c", ("MA-01", "LT-01"), recruiting_unit="planning_construction_bureau")
+    code = agreement.project.code
+    await routed(site, amqp, agreement)
+    await site.account("pc.recruit2", "planning_construction_bureau", Role.RECRUITING)
+    page = await (await browser.new_context()).new_page()
+    await login(page, site, "pc.recruit2")
+    await page.goto(f"{site.url}/items/{code}/MA-01")
+    assert await page.locator("form[data-action]").count() == 1, "only the blocker button for the 招引单位"
+    assert "已办理" in await act(page, "block", reason="企业章程需股东补签，协调未果", resolver="gov_service_bureau")
+    await until(lambda: _line_state(site, code, "MA-01"), "blocked", "the item blocked by the 招引单位")
+
+    await page.goto(f"{site.url}/projects/{code}")
+    assert await page.locator("form.assess[data-provider=planning_construction_bureau]").count() == 0
+    form = page.locator("form.assess[data-provider=gov_service_bureau]")
+    scores = {"responsiveness": 15, "notice": 18, "efficiency": 20, "attitude": 14, "free_of_charge": 10, "delivery": 8}
+    for name, points in scores.items():
+        await form.locator(f"input[name=score_{name}]").fill(str(points))
+    await form.locator("button[type=submit]").click()
+    await page.wait_for_load_state()
+    assert "已办理" in await page.locator(".flash").first.inner_text()
+    assert "已测评（85" in await page.locator("[data-provider=gov_service_bureau]").inner_text()
+    await page.screenshot(path=shots / "recruiting-assess.png", full_page=True)
+    [rated] = [a for a in await MongoLedgerRepository(site.store).assessments(date.today().year)
+               if a.project_code == code]
+    assert (rated.rater, rated.requested_by, rated.provider) == (
+        "recruiting_unit", "planning_construction_bureau", "gov_service_bureau")
+
+
+async def _line_state(site: Site, project: str, item: str) -> str | None:
+    lines = await MongoLedgerRepository(site.store).project_items(project)
+    return next((line.state.value for line in lines if line.item_code == item), None)
 
 
 async def test_wrong_access_code_and_wrong_role_are_refused(site: Site, amqp: aio_pika.abc.AbstractRobustConnection,
