@@ -756,6 +756,19 @@ class AssessmentRectified(Event):
     evaluators: tuple[Code, ...] = Field(default=(), max_length=3)
 
 
+class AssessmentRectificationOverdue(Event):
+    """A 差评 not rectified by its deadline, found by the ledger's sweep on the day after it: the
+    rated unit is reminded and its ``evaluators`` told (once; the event id is the 测评's)."""
+
+    type: Literal["assessment.rectification_overdue"] = "assessment.rectification_overdue"
+    assessment_id: Ident
+    project_code: Code
+    provider: Code
+    total: float
+    rectify_by: date
+    evaluators: tuple[Code, ...] = Field(default=(), max_length=3)
+
+
 class RequestRefused(Event):
     """The ledger refused a request; ``reason`` (Chinese) says why. The sender is told."""
 
@@ -775,6 +788,7 @@ AnyEvent = Annotated[
     | RulesActivated | RulesRejected | ItemReady | ItemContacted | ItemAccepted | ItemProgress | ItemBlocked
     | ItemUnblocked | ItemSuspended | ItemResumed | ItemCompleted | ItemOverdue | ItemDelivered | ItemRerouted
     | TaskOrderIssued | TaskOrderAccepted | TaskOrderClosed | ProjectDelivered | AssessmentSubmitted | AssessmentRectified
+    | AssessmentRectificationOverdue
     | RequestRefused,
     Field(discriminator="type"),
 ]

@@ -11,10 +11,17 @@ evaluate the provider (政务服务局, 经济发展招商服务局) are told.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import date, datetime, time
 
-from services.common.messages import AssessmentRectified, AssessmentSubmitted, RectifyAssessment, SubmitAssessment, stable_id
+from services.common.messages import (
+    AssessmentRectificationOverdue,
+    AssessmentRectified,
+    AssessmentSubmitted,
+    RectifyAssessment,
+    SubmitAssessment,
+    stable_id,
+)
 from services.evaluation.ledger import (
     FUTURE_TOLERANCE,
     LOCAL,
@@ -108,6 +115,23 @@ def rectified(assessment: Assessment) -> AssessmentRectified:
         assessment_id=a.assessment_id, project_code=a.project_code, provider=a.provider,
         note=a.rectification or "", late=a.rectify_by is not None and a.rectified_on > a.rectify_by,
         evaluators=a.evaluators)
+
+
+def rectification_overdue(assessments: Sequence[Assessment], reminded: Collection[str], today: date,
+                          now: datetime) -> list[AssessmentRectificationOverdue]:
+    """The reminder of each 差评 whose deadline passed before ``today`` with no rectification, unless
+    it is among the ``reminded`` event ids (sent once; a late rectification is announced by itself)."""
+    due = []
+    for a in assessments:
+        if not a.bad or a.rectified_on is not None or a.rectify_by is None or a.rectify_by >= today:
+            continue
+        event_id = stable_id(a.assessment_id, "assessment.rectification_overdue")
+        if event_id not in reminded:
+            due.append(AssessmentRectificationOverdue(
+                event_id=event_id, occurred_at=now, recorded_at=now, assessment_id=a.assessment_id,
+                project_code=a.project_code, provider=a.provider, total=a.total, rectify_by=a.rectify_by,
+                evaluators=a.evaluators))
+    return due
 
 
 def decide_rectification(command: RectifyAssessment, assessment: Assessment, now: datetime,

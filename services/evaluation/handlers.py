@@ -61,7 +61,13 @@ from services.common.messages import (
     stable_id,
 )
 from services.common.operations import LEDGER_REQUESTS, OVERDUE_EVENTS
-from services.evaluation.assessments import decide_assessment, decide_rectification, rectified, submitted
+from services.evaluation.assessments import (
+    decide_assessment,
+    decide_rectification,
+    rectification_overdue,
+    rectified,
+    submitted,
+)
 from services.evaluation.identity import NOT_GIVEN, refusal, unit_systems
 from services.evaluation.identity import Publisher as Sender
 from services.evaluation.ledger import (
@@ -336,10 +342,11 @@ async def _promote(item: LedgerItem, delivered: Mapping[str, date], ledger: Ledg
 
 async def sweep(ledger: Ledger, today: date, now: datetime) -> list[Event]:
     """Announces each overdue level the running clock of an open item has reached, once per clock
-    and level. Also makes ready any waiting item whose prerequisites are all delivered (a safety
-    net: the request that delivered the last one does it, unless it failed for good), with one
-    look-up of those prerequisites for all waiting items."""
-    announced: list[Event] = []
+    and level, and each 差评 of this year or the last not rectified by its deadline, once. Also
+    makes ready any waiting item whose prerequisites are all delivered (a safety net: the request
+    that delivered the last one does it, unless it failed for good), with one look-up of those
+    prerequisites for all waiting items."""
+    announced: list[Event] = await _remind_rectifications(ledger, today, now)
     waiting: list[LedgerItem] = []
     for item in await ledger.repo.open_items():
         if item.state is ItemState.WAITING:
@@ -371,6 +378,18 @@ async def sweep(ledger: Ledger, today: date, now: datetime) -> list[Event]:
         async with ledger.locks.hold(item.project_code):
             await _promote(item, delivered, ledger, now)
     return announced
+
+
+async def _remind_rectifications(ledger: Ledger, today: date, now: datetime) -> list[Event]:
+    """Published first, then recorded as sent: a crash between the two sends it again with the same
+    event id, which the notifier takes once; two sweeps at once likewise."""
+    assessments = [a for year in (today.year - 1, today.year) for a in await ledger.repo.assessments(year)]
+    sent: list[Event] = []
+    for event in rectification_overdue(assessments, await ledger.repo.reminders(), today, now):
+        await _publish(ledger, [event])
+        if await ledger.repo.add_reminder(event.event_id):
+            sent.append(event)
+    return sent
 
 
 # -- requests ---------------------------------------------------------------------------------

@@ -74,8 +74,10 @@ RECTIFICATIONS = Collection("ledger_rectifications")
 CLOSINGS = Collection("ledger_project_closings")
 # each 补充协议 applied to a project, inserted once (``_id``: the router's plan.amended event id)
 AMENDMENTS = Collection("ledger_amendments", (IndexModel([("project_code", ASCENDING)]),))
+# each reminder the sweep sent once (``_id``: its event id): a 差评 not rectified by its deadline
+REMINDERS = Collection("ledger_reminders")
 COLLECTIONS = (PROJECTS, ITEMS, ASSESSMENTS, REQUESTS, META, RULES_HISTORY, UNROUTABLE, JOURNAL, RECTIFICATIONS,
-               CLOSINGS, AMENDMENTS)
+               CLOSINGS, AMENDMENTS, REMINDERS)
 ORDER_STATES = ("to_issue", "issued", "accepted", "closed")
 OUTCOME_LOOKUPS = 16  # request outcomes looked up at once by ``_id`` on the embedded store
 """What ``order_state`` holds: a task order still to issue, or the state of the issued one."""
@@ -123,6 +125,10 @@ class LedgerRepository(Protocol):
     async def rectify_assessment(self, assessment: Assessment) -> bool:
         """Stores the rectification if the stored 测评 is not rectified yet (of concurrent ones, one)."""
     async def assessments(self, year: int | None = None) -> list[Assessment]: ...
+    async def reminders(self) -> set[str]:
+        """The event ids of the reminders the sweep sent."""
+    async def add_reminder(self, event_id: str) -> bool:
+        """Records a reminder as sent; False if it was (of concurrent calls, one)."""
     async def outcome(self, request_id: str) -> RequestOutcome | None: ...
     async def outcomes(self, request_ids: Sequence[str]) -> list[RequestOutcome]:
         """What is stored for each of ``request_ids`` that the ledger has received (one look-up)."""
@@ -211,7 +217,7 @@ class MongoLedgerRepository:
         self._assessments, self._requests = db[ASSESSMENTS.name], db[REQUESTS.name]
         self._rules, self._unroutable = db[RULES_HISTORY.name], db[UNROUTABLE.name]
         self._journal, self._rectifications = db[JOURNAL.name], db[RECTIFICATIONS.name]
-        self._closings = db[CLOSINGS.name]
+        self._closings, self._reminders = db[CLOSINGS.name], db[REMINDERS.name]
         # the writes every request makes, sent together when requests are handled at the same time
         # (batching.py): the claim of its id, the journal entry, the line's document, the outcome
         self.claim_writes = Batcher[dict[str, Any], bool](lambda docs: _insert_each(self._requests, docs))
@@ -352,6 +358,12 @@ class MongoLedgerRepository:
     async def assessments(self, year: int | None = None) -> list[Assessment]:
         query = {} if year is None else {"year": year}
         return [_load(Assessment, d) async for d in self._assessments.find(query)]
+
+    async def reminders(self) -> set[str]:
+        return {d["_id"] async for d in self._reminders.find({}, {"_id": 1})}
+
+    async def add_reminder(self, event_id: str) -> bool:
+        return await _insert_new(self._reminders, {"_id": event_id})
 
     async def outcome(self, request_id: str) -> RequestOutcome | None:
         return _load(RequestOutcome, await self._requests.find_one({"_id": request_id}))  # type: ignore[no-any-return]
@@ -587,6 +599,15 @@ class MemoryLedgerRepository:
     async def assessments(self, year: int | None = None) -> list[Assessment]:
         return [_load(Assessment, copy.deepcopy(d)) for d in self._table(ASSESSMENTS).values()
                 if year is None or d["year"] == year]
+
+    async def reminders(self) -> set[str]:
+        return set(self._table(REMINDERS))
+
+    async def add_reminder(self, event_id: str) -> bool:
+        if event_id in self._table(REMINDERS):
+            return False
+        self._table(REMINDERS)[event_id] = {"_id": event_id}
+        return True
 
     async def outcome(self, request_id: str) -> RequestOutcome | None:
         return _load(RequestOutcome, copy.deepcopy(self._table(REQUESTS).get(request_id)))  # type: ignore[no-any-return]

@@ -26,6 +26,7 @@ from services.common.domain import (
 )
 from services.common.messages import (
     AgreementRejected,
+    AssessmentRectificationOverdue,
     AssessmentRectified,
     AssessmentSubmitted,
     Enterprise,
@@ -73,7 +74,8 @@ def rectification_effect(weight: float) -> str:
     if weight > 0:
         return f"差评按期整改率按 {weight * 100:g}% 的权重计入年度综合评价总分。"
     return "整改情况在年度综合评价报告中列出（逾期整改单列）；差评按期整改率仅供参考，不计入总分。"
-WITH_PROJECT = (ItemUnroutable, ItemEvent, ProjectDelivered, AssessmentSubmitted, AssessmentRectified, RequestRefused,
+WITH_PROJECT = (ItemUnroutable, ItemEvent, ProjectDelivered, AssessmentSubmitted, AssessmentRectified,
+                AssessmentRectificationOverdue, RequestRefused,
                 ProjectAmended)
 
 
@@ -437,6 +439,12 @@ class Composer:
             roles["provider"] = event.provider
             roles["evaluator"] = event.evaluators
             flags["is_late"] = event.late
+        elif isinstance(event, AssessmentRectificationOverdue):
+            ctx |= {"provider_name": self.unit_name(event.provider), "provider": event.provider,
+                    "total": f"{event.total:g}", "assessment_id": event.assessment_id,
+                    "rectify_by": event.rectify_by.isoformat()}
+            roles["provider"] = event.provider
+            roles["evaluator"] = event.evaluators
         elif isinstance(event, RequestRefused):
             ctx |= {"request_id": event.request_id, "request_name": REQUEST_NAMES_ZH.get(event.request_type, event.request_type),
                     "project_code": event.project_code or "（无）", "item_code": event.item_code or "",

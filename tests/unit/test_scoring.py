@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,7 +12,7 @@ from services.common.domain import ServiceMode
 from services.common.messages import IssueTaskOrder, RectifyAssessment, SubmitAssessment
 from services.common.yaml_files import RulesError
 from services.evaluation.annual import Response
-from services.evaluation.handlers import handle
+from services.evaluation.handlers import handle, sweep
 from services.evaluation.ledger import Assessment
 from services.evaluation.scoring import EvaluationConfig, evaluate, load_config, questionnaire_score
 from services.evaluation.working_days import WorkingCalendar
@@ -146,6 +147,38 @@ async def test_assessments_are_checked_against_the_ledger_and_a_bad_one_opens_a_
     [score] = report.scores
     assert score.late_rectifications[0].rectified_on == date(2026, 12, 16)
     assert score.opinions[0].comment == "办理进度沟通不及时"
+
+
+async def test_a_bad_rating_not_rectified_by_its_deadline_is_announced_once_by_the_sweep() -> None:
+    book = ledger()
+    await handle(started("PR-1", MON, recruiting_unit="econ_dev_bureau"), book, at(MON))
+    await handle(routed("PR-1", "CP-01", MON), book, at(MON))
+    day = date(2026, 12, 1)
+    bad = request(SubmitAssessment, day, CREDIT, project_code="PR-1", provider="planning_construction_bureau",
+                  rater="enterprise", year=2026, scores=scored(40), comment="材料一次性告知不全")
+    assert await handle(bad, book, at(day)) == "applied"  # to rectify by 2026-12-15 (10 working days)
+
+    def reminders() -> list[Any]:
+        return [o.message for o in book.publisher.sent if o.message.type == "assessment.rectification_overdue"]  # type: ignore[attr-defined]
+
+    async def swept(on: date) -> list[Any]:  # what a sweep announced besides the line's own overdue levels
+        return [e for e in await sweep(book, on, at(on)) if e.type == "assessment.rectification_overdue"]
+
+    assert await swept(date(2026, 12, 15)) == [] and reminders() == []  # its last day
+    [event] = await swept(date(2026, 12, 16))
+    assert event.type == "assessment.rectification_overdue" and reminders() == [event]
+    assert (event.assessment_id, event.provider, event.rectify_by, event.total) == (
+        bad.request_id, "planning_construction_bureau", date(2026, 12, 15), 40)
+    assert event.evaluators == ("gov_service_bureau",)  # who evaluates 联审联批 is told
+    assert await swept(date(2026, 12, 17)) == [] and len(reminders()) == 1  # once
+    # rectified (late) before any sweep found it: the rectification itself says it was late, no reminder
+    other = request(SubmitAssessment, day, "econ_dev_bureau", project_code="PR-1", provider="planning_construction_bureau",
+                    rater="recruiting_unit", year=2026, scores=scored(30))
+    assert await handle(other, book, at(day)) == "applied"
+    fix = request(RectifyAssessment, date(2026, 12, 18), "planning_construction_bureau", assessment_id=other.request_id,
+                  note="已整改")
+    assert await handle(fix, book, at(date(2026, 12, 18))) == "applied"
+    assert await swept(date(2026, 12, 21)) == [] and len(reminders()) == 1
 
 
 async def test_a_unit_whose_items_only_wait_has_not_served_and_cannot_be_assessed_yet() -> None:
