@@ -49,6 +49,7 @@ KINDS = (
 )
 # every project plans these (company registration, land, planning permit, construction permit, acceptance)
 CORE = frozenset({"MA-01", "LT-01", "LT-02", "PL-01", "PL-05", "EP-02", "CP-01", "CA-03"})
+APPROVAL_SHARE = 0.2  # the projects that need 核准 (PL-02) instead of 备案 (PL-01)
 
 
 def working_days_of(year: int, end: date, calendar: WorkingCalendar) -> list[date]:
@@ -73,6 +74,15 @@ def _pick_kind(rng: random.Random) -> _Kind:
 def _plan(book: RuleBook, kind: _Kind, energy: float, electricity: float, rng: random.Random) -> list[PlannedItem]:
     ordered = sorted(book.catalog.values(), key=lambda i: (list(Stage).index(i.stage), i.code))
     handled = [i.code for i in ordered if i.stage in kind.stages and (i.code in CORE or rng.random() < kind.keep)]
+    # a project is either filed (备案, PL-01) or approved (核准, PL-02: only the kinds the 政府核准的投资项目目录
+    # lists), never both (《企业投资项目核准和备案管理条例》第三条)
+    approved = rng.random() < APPROVAL_SHARE
+    dropped, needed = ("PL-01", "PL-02") if approved else ("PL-02", "PL-01")
+    if dropped in handled:
+        handled.remove(dropped)
+    if needed not in handled and any(book.catalog[code].stage is Stage.PROJECT_LAND_PLANNING for code in handled):
+        handled.append(needed)
+        handled.sort(key=lambda code: (list(Stage).index(book.catalog[code].stage), code))
     if "PL-03" in handled and energy < 1000 and electricity < 500 and rng.random() < 0.6:
         handled.remove("PL-03")  # most planners know the energy review is not required; some plan it anyway
     plan = [PlannedItem(item=code) for code in handled]
