@@ -82,7 +82,7 @@ def _summary(options: DemoOptions, figures: DemoFigures, console_url: str) -> No
         + ("；服务由演示在后台启动，已停止" if figures.started_services else "；使用正在运行的服务"),
         f"  签约项目 {figures.signed} 个，台账事项 {figures.lines} 项，无法分派 {figures.unroutable} 项",
         f"  请求：已接受 {requests.get('applied', 0)}（再次运行时含此前已处理的），被拒绝 {requests.get('refused', 0)}",
-        f"  堵点 {figures.blocked} 次，中止待补正 {figures.suspended} 次，超过法定时限办结 {figures.late} 项，"
+        f"  堵点 {figures.blocked} 次，中止待补正 {figures.suspended} 次，超过承诺时限办结 {figures.late} 项，"
         f"年内移交 {figures.delivered} 项，超时提醒 {figures.overdue_notices} 条",
         f"  综合测评 {figures.assessments} 份，差评 {figures.bad} 份，已整改 {figures.rectified} 份",
     ]

@@ -45,7 +45,7 @@ def item_contact(project: Project, item: Item, by: By, operator: Operator = None
 @item_app.command("accept")
 def item_accept(project: Project, item: Item, by: By, operator: Operator = None, consult: Consult = False,
                 at: At = None, wait: Wait = 15, note: Annotated[str | None, typer.Option(help="备注")] = None) -> None:
-    """受理事项（开始按法定时限计时）。"""
+    """受理事项（开始按承诺时限计时）。"""
     _item_request("accept", project, item, by, operator, consult, at, wait, note=note)
 
 

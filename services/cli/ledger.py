@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -19,7 +20,7 @@ ledger_app = typer.Typer(help="年度综合评价台账 / the ledger.", no_args_
 def ledger_show(project: Project,
                 today: Annotated[str | None, typer.Option(help="按哪一天计算已用工作日（默认今天）")] = None,
                 as_json: Annotated[bool, typer.Option("--json", help="输出 JSON")] = False) -> None:
-    """项目台账：每个事项的阶段、服务方式、承办单位、状态、等待的前置事项、两个时钟（首问响应、法定时限）、
+    """项目台账：每个事项的阶段、服务方式、承办单位、状态、等待的前置事项、时钟（首问响应、承诺时限，专业跑腿另有任务单下发）、
     任务单、堵点及须由谁解决、超时预警。"""
     from datetime import UTC, datetime
 
@@ -49,16 +50,20 @@ def ledger_show(project: Project,
     head = progress.project
     delivered_text = "已全部移交" if head.delivered_at else "办理中"
     typer.echo(f"项目 {project}（{head.name}）服务对象：{head.enterprise}；签约 {head.signed_on}；{delivered_text}")
+    catalog = book(None).catalog
+    law = {code: item.statutory_limit.text() if item.statutory_limit else "法律法规未规定办理时限"
+           for code, item in catalog.items()}
     for row in progress.items:
-        typer.echo(_line(row))
+        typer.echo(_line(row, law))
     estimated = sorted({year for row in progress.items for clock in row.clocks for year in clock.estimated})
     for year in estimated:
         typer.echo(f"注意：{calendar.warnings_for([year])[0]}", err=True)
 
 
-def _line(r: ItemRow) -> str:
+def _line(r: ItemRow, law: Mapping[str, str] | None = None) -> str:
     """One ledger line, its fields separated by tabs: the level it stands at now in 【】, the
-    reminders the sweep sent (its history) after it."""
+    reminders the sweep sent (its history) after it. ``law``: item code → its statutory limit as
+    people read it, shown beside the 承诺时限 clock, which runs the catalog's promise."""
     from services.evaluation.ledger import CLOCK_NAMES_ZH
 
     consult = "（仅咨询）" if r.request.value == "consult" else ""
@@ -70,7 +75,8 @@ def _line(r: ItemRow) -> str:
         state = "计时中" if clock.running else "已停止"
         parts.append(f"{clock.name} 已用 {clock.used}/{clock.limit} 工作日（{state}），到期 {clock.due.isoformat()}"
                      + ("，超时" if clock.late else "")
-                     + (f"（{clock.estimated_note}）" if clock.estimated else ""))
+                     + (f"（{clock.estimated_note}）" if clock.estimated else "")
+                     + (f"（{law[r.item_code]}）" if clock.clock == "statutory" and law and r.item_code in law else ""))
     if r.task_order:
         t = r.task_order
         who = f"，服务专员 {t.specialist_name}（{t.specialist_phone}）" if t.specialist_name else ""
@@ -148,7 +154,7 @@ def ledger_journal(project: Project, item: Annotated[str, typer.Argument(help="�
 
 
 def sweep(today: Annotated[str | None, typer.Option(help="按哪一天计算（YYYY-MM-DD，默认今天）")] = None) -> None:
-    """立即检查一遍超时事项（首问响应与法定时限），发出预警/黄牌/红牌（评价服务也会定时检查）。"""
+    """立即检查一遍超时事项（任务单下发、首问响应与承诺时限），发出预警/黄牌/红牌（评价服务也会定时检查）。"""
     from datetime import UTC, datetime
 
     from services.common.domain import OVERDUE_LEVEL_NAMES_ZH

@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeVar
 from zoneinfo import ZoneInfo
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 NEW_AREA_TIME = ZoneInfo("Asia/Shanghai")
 """The New Area's time: days (signing, ready, due dates) are its days, and what people read is in it."""
@@ -247,6 +247,31 @@ class ItemBasis(_Frozen):
     owner: str = Field(min_length=1, description="依据：the source of the approving authority")
 
 
+class StatutoryLimit(_Frozen):
+    """The time limit the law sets for deciding (法定时限), as the law counts it: working days
+    (工作日, e.g. 《行政许可法》第四十二条) or days (日, calendar days, e.g. 《排污许可管理条例》)."""
+
+    days: int = Field(gt=0, le=730)
+    unit: Literal["working_days", "days"]
+
+    def text(self) -> str:
+        return f"法定 {self.days} 个工作日" if self.unit == "working_days" else f"法定 {self.days} 日"
+
+    def admits(self, promised_working_days: int) -> bool:
+        """Whether a promise of that many working days can end within the law's limit: N working days
+        span at least ``min_span_days(N)`` calendar days, more across a holiday. A promise that fails
+        this always ends after the law's limit; one that passes may still do so across a long
+        holiday, which the promise itself must leave room for."""
+        if self.unit == "working_days":
+            return promised_working_days <= self.days
+        return min_span_days(promised_working_days) <= self.days
+
+
+def min_span_days(working_days: int) -> int:
+    """The fewest calendar days that many working days can span (a week of five, no holidays)."""
+    return 7 * ((working_days - 1) // 5) + (working_days - 1) % 5 + 1
+
+
 PREVIOUS_STAGE = "previous_stage"
 
 
@@ -264,13 +289,30 @@ class CatalogItem(_Frozen):
     stage: Stage
     owner: Code
     jurisdiction: Jurisdiction
-    time_limit_days: int = Field(gt=0, le=365)
+    time_limit_days: int = Field(gt=0, le=365, description="承诺时限: the New Area's promise, in working days; "
+                                                         "the ledger's clock from 受理 runs it")
+    statutory_limit: StatutoryLimit | None = Field(default=None, description="法定时限; None: the law sets none")
     materials: tuple[Line, ...] = Field(min_length=1, max_length=100)
     fees: tuple[Fee, ...] = Field(default=(), max_length=20)
     requires: tuple[str, ...] | Literal["previous_stage"] = ()
     basis: ItemBasis
     to_confirm: Text | None = Field(default=None, description="what is not yet confirmed, for the policy office")
     note: Text | None = None
+
+    @model_validator(mode="after")
+    def _promise_within_the_law(self) -> CatalogItem:
+        limit = self.statutory_limit
+        if limit is not None and not limit.admits(self.time_limit_days):
+            span = "" if limit.unit == "working_days" else f"（{self.time_limit_days} 个工作日至少跨 " \
+                                                           f"{min_span_days(self.time_limit_days)} 天）"
+            raise ValueError(f"承诺时限 time_limit_days {self.time_limit_days} 个工作日{span}长于{limit.text()}："
+                             "承诺不能超过法律规定的期限 / the promised limit exceeds the statutory one")
+        return self
+
+    def limits_text(self) -> str:
+        """Which limits the item has, as people read them: "承诺 5 个工作日（法定 20 个工作日）"."""
+        law = self.statutory_limit.text() if self.statutory_limit else "法律法规未规定办理时限"
+        return f"承诺 {self.time_limit_days} 个工作日（{law}）"
 
     def fee_note(self) -> str:
         """The free-service statement the enterprise reads, naming any legally required fee."""

@@ -220,8 +220,13 @@ def create_app(console: Console) -> ASGIApp:
     app = FastAPI(title="零跑腿服务台", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.console = console
     templates = Jinja2Templates(directory=HERE / "templates")
+    def limits_text(item_code: str, promised_days: int) -> str:
+        """The line's limits, which the clock from 受理 runs and what the law allows (the catalog's)."""
+        item = console.rules.book.catalog.get(item_code)
+        return item.limits_text() if item is not None else f"承诺 {promised_days} 个工作日"
+
     templates.env.globals.update(ROLE_NAMES=ROLE_NAMES_ZH,
-                                 unit_name=console.rules.unit_name)
+                                 unit_name=console.rules.unit_name, limits_text=limits_text)
     templates.env.filters["local"] = lambda moment: (moment.astimezone(LOCAL).strftime("%Y-%m-%d %H:%M")
                                                      if isinstance(moment, datetime) else moment)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

@@ -123,7 +123,7 @@ STATE_NAMES_ZH = {
     ItemState.DELIVERED: "已移交",
     ItemState.WITHDRAWN: "已撤回（补充协议删除）",
 }
-CLOCK_NAMES_ZH: dict[str, str] = {"task_order": "任务单下发", "service": "首问响应", "statutory": "法定时限"}
+CLOCK_NAMES_ZH: dict[str, str] = {"task_order": "任务单下发", "service": "首问响应", "statutory": "承诺时限"}
 FINISHED = frozenset({ItemState.COMPLETED, ItemState.DELIVERED, ItemState.WITHDRAWN})
 _ACTIVE = (ItemState.READY, ItemState.CONTACTED, ItemState.ACCEPTED, ItemState.IN_PROGRESS)
 _WORKING = (ItemState.ACCEPTED, ItemState.IN_PROGRESS)

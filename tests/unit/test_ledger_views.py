@@ -209,7 +209,7 @@ async def test_a_units_board_has_only_its_open_items_highest_current_level_first
     # the sweep's announcements count too, and are named
     await sweep(book, day, at(day))
     board = await unit_board(book.repo, context(book, day), PLAN)
-    assert board[0].overdue_names == ("法定时限预警", "法定时限黄牌", "法定时限红牌")  # passed levels count as announced
+    assert board[0].overdue_names == ("承诺时限预警", "承诺时限黄牌", "承诺时限红牌")  # passed levels count as announced
 
 
 async def test_a_resolver_sees_the_blockers_it_must_resolve_until_they_are_resolved() -> None:

@@ -208,7 +208,7 @@ def test_explanation_states_questionnaire_weights_pass_mark_and_unevaluated() ->
     assert "政策解读&lt;准确&gt;30" in text and "合计100" in text
     assert "服务对象（企业） 60%" in text and "项目招引单位 40%" in text
     assert "综合测评 100%" in text
-    for reference in ("首问响应按时率", "法定时限按时率", "差评整改率"):
+    for reference in ("首问响应按时率", "承诺时限按时率", "差评整改率"):
         assert f"{reference} 仅供参考，不计分" in text
     assert "未评价不是不合格" in text
     assert "经济发展招商服务局负责评价专业跑腿服务" in text
@@ -217,7 +217,7 @@ def test_explanation_states_questionnaire_weights_pass_mark_and_unevaluated() ->
 def test_explanation_shows_a_ledger_figure_that_counts() -> None:
     report = replace(_report(), weights={"questionnaire": 0.8, "statutory_on_time": 0.2})
     text = _text(_section(render_html(report), "explanation"))
-    assert "综合测评 80%" in text and "法定时限按时率 20%" in text
+    assert "综合测评 80%" in text and "承诺时限按时率 20%" in text
     assert "首问响应按时率 仅供参考，不计分" in text and "差评整改率 仅供参考，不计分" in text
 
 
@@ -324,10 +324,10 @@ def test_csv_have_bom_header_and_rows(tmp_path: Path) -> None:
         assert path.read_bytes().startswith(b"\xef\xbb\xbf")
     rows = _read_csv(paths[0])
     assert rows[0] == [
-        "单位", "服务方式", "评价单位", "事项数", "未办结", "首问按时", "首问超时", "法定时限内办结", "超时办结",
+        "单位", "服务方式", "评价单位", "事项数", "未办结", "首问按时", "首问超时", "承诺时限内办结", "超时办结",
         "超时未办结", "服务项目数", "服务对象应评/已评", "招引单位应评/已评", "测评回收率（%）",
         "测评数", "服务对象测评均分", "招引单位测评均分", "综合测评得分", "首问响应按时率（参考）",
-        "法定时限按时率（参考）", "差评整改率（参考）", "差评", "已整改", "逾期整改", "总分", "单一类别测评", "结论",
+        "承诺时限按时率（参考）", "差评整改率（参考）", "差评", "已整改", "逾期整改", "总分", "单一类别测评", "结论",
     ]  # fmt: skip
     assert tuple(rows[0]) == SCORE_COLUMNS
     by_name = {row[0]: dict(zip(SCORE_COLUMNS, row, strict=True)) for row in rows[1:]}

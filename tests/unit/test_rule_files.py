@@ -13,6 +13,7 @@ from services.common.rule_files import load_rulebook
 from services.common.yaml_files import RulesError
 from services.router.active_rules import load_checked
 from services.router.rules_check import check_rules
+from tests.conftest import RULES
 
 
 def edit(path: Path, old: str, new: str, count: int = 1) -> None:
@@ -90,6 +91,31 @@ def test_unknown_owner_and_wrong_jurisdiction_in_the_catalog(rules_copy: Path) -
     assert any(f"{catalog}:" in p and "[事项 MA-01] owner: 单位 'gov_servce_bureau' 不在 units.yaml 中" in p for p in found)
     assert any("[事项 MA-03] jurisdiction: 写的是 district，但审批单位 tax_branch 的管辖是 dispatched" in p
                for p in found)
+
+
+def test_a_promise_longer_than_the_law_is_rejected_with_its_line(rules_copy: Path) -> None:
+    catalog = rules_copy / "catalog.yaml"
+    # CA-05 排污许可: 《排污许可管理条例》 gives 20 days (日); 20 working days span at least 26
+    edit(catalog, "    time_limit_days: 14\n    statutory_limit: {days: 20, unit: days}",
+         "    time_limit_days: 20\n    statutory_limit: {days: 20, unit: days}")
+    line = line_of(catalog, "  - code: CA-05")
+    assert problems(rules_copy) == [
+        f"{catalog}:{line} [事项 CA-05] items[24]: 承诺时限 time_limit_days 20 个工作日（20 个工作日至少跨 26 天）长于"
+        "法定 20 日：承诺不能超过法律规定的期限 / the promised limit exceeds the statutory one"]
+    # in working days the promise may equal the law, not exceed it (PL-08 取水许可: 45 of 45)
+    edit(catalog, "    time_limit_days: 20\n    statutory_limit: {days: 20, unit: days}",
+         "    time_limit_days: 14\n    statutory_limit: {days: 20, unit: days}")
+    edit(catalog, "    time_limit_days: 45\n    statutory_limit: {days: 45, unit: working_days}",
+         "    time_limit_days: 46\n    statutory_limit: {days: 45, unit: working_days}")
+    assert any("[事项 PL-08]" in p and "46 个工作日长于法定 45 个工作日" in p for p in problems(rules_copy))
+
+
+def test_each_item_says_its_promised_and_its_statutory_limit() -> None:
+    catalog = load_rulebook(RULES).catalog
+    assert catalog["MA-01"].limits_text() == "承诺 1 个工作日（法定 3 个工作日）"
+    assert catalog["CA-05"].limits_text() == "承诺 14 个工作日（法定 20 日）"
+    assert catalog["LT-01"].limits_text() == "承诺 5 个工作日（法律法规未规定办理时限）"
+    assert all(i.statutory_limit is None or i.statutory_limit.admits(i.time_limit_days) for i in catalog.values())
 
 
 def test_duplicate_item_code_is_rejected_with_its_line(rules_copy: Path) -> None:

@@ -21,6 +21,7 @@ from services.common.domain import ServiceMode, Stage
 from services.common.messages import (
     AcceptItem,
     AcceptTaskOrder,
+    AssessmentRectificationOverdue,
     CompleteItem,
     ContactEnterprise,
     DeliverResults,
@@ -65,6 +66,7 @@ class Simulation:
         self.seq = itertools.count()
         self.seen = 0
         self.overdue: list[tuple[ItemOverdue, ItemState]] = []
+        self.reminders: list[AssessmentRectificationOverdue] = []  # 差评 not rectified by their deadline
         self.refused: list[Any] = []
 
     def at_day(self, day: date, action: Callable[[date], Any]) -> None:
@@ -131,7 +133,10 @@ class Simulation:
         await self.swept(day, await sweep(self.book, day, at(day, 20)))
 
     async def swept(self, day: date, events: list[Any]) -> None:
+        self.reminders += [e for e in events if isinstance(e, AssessmentRectificationOverdue)]
         for event in events:
+            if isinstance(event, AssessmentRectificationOverdue):  # a 差评 its unit did not rectify in time
+                continue
             assert isinstance(event, ItemOverdue)
             item = await self.book.repo.item(f"{event.project_code}/{event.item_code}")
             assert item is not None
@@ -192,6 +197,10 @@ async def test_a_simulated_year_is_fair_to_units_that_answer_on_time() -> None:
     assert [s.provider for s in report.exit_list] == [SLOPPY]
     timely = {s.provider: (s.service_late, s.statutory_late) for s in report.scores}
     assert timely["planning_construction_bureau"] == (0, 0) and timely["zhenglian_company"] == (0, 0)
+    # nobody rectifies here: each 差评 is announced once, by the first weekly sweep after its deadline
+    bad = [a for a in await sim.book.repo.assessments(2026) if a.bad]
+    assert bad and sorted(r.assessment_id for r in sim.reminders) == sorted(a.assessment_id for a in bad)
+    assert all(r.evaluators for r in sim.reminders)
 
 
 async def test_the_same_year_with_ledger_figures_weighted_still_passes_every_punctual_unit() -> None:
