@@ -42,6 +42,14 @@ def rules_check(rules: RulesDir = None) -> None:
     checked = load_rulebook(directory, contents)  # passed the check: read again only for the figures below
     typer.echo(f"规则版本 {checked.version}：{len(checked.units)} 个单位、{len(checked.catalog)} 个事项、"
                f"{len(checked.rules)} 条规则，检查了 {cases_to_try(checked)} 种情形，无遗漏、无重叠。")
+    unsure = [item for item in checked.catalog.values() if item.to_confirm]
+    if unsure:  # what the policy office has still to confirm (the catalog's to_confirm): shown, never silent
+        typer.echo(f"待核实：事项清单中 {len(unsure)} 个事项有待政策办核实的内容（catalog.yaml 的 to_confirm）："
+                   + "、".join(f"{item.code} {item.name}" for item in unsure))
+    lawless = [item.code for item in checked.catalog.values() if item.statutory_limit is None]
+    typer.echo(f"时限：{len(checked.catalog)} 个事项均按承诺时限计时，"
+               f"其中 {len(lawless)} 个没有法定时限（法律法规未规定期限或即时办结）"
+               + (f"（{'、'.join(lawless)}）" if lawless else "") + "，其余的承诺不长于法定时限。")
     _check_calendar(directory)
 
 

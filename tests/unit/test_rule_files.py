@@ -440,3 +440,18 @@ def test_the_cases_the_check_plans_are_the_cases_it_tries(engine: object) -> Non
 
     book = load_rulebook(Path(__file__).parents[2] / "rules")
     assert cases_to_try(book) == check_rules(book).cases == 900
+
+
+def test_rules_check_shows_what_is_still_to_confirm_and_which_items_have_no_statutory_limit() -> None:
+    from typer.testing import CliRunner
+
+    from services.cli import app
+
+    catalog = load_rulebook(RULES).catalog
+    unsure = [i for i in catalog.values() if i.to_confirm]
+    lawless = [i.code for i in catalog.values() if i.statutory_limit is None]
+    result = CliRunner().invoke(app, ["rules", "check", "--rules", str(RULES)])
+    assert result.exit_code == 0, result.output
+    assert f"待核实：事项清单中 {len(unsure)} 个事项有待政策办核实的内容" in result.output
+    assert all(f"{i.code} {i.name}" in result.output for i in unsure)
+    assert f"其中 {len(lawless)} 个没有法定时限（法律法规未规定期限或即时办结）（{'、'.join(lawless)}）" in result.output
