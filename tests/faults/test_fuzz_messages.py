@@ -479,6 +479,9 @@ def event_of_type(kind: str, known: Known, draw: st.DrawFn, n: int) -> tuple[dic
                                  "scores": FULL_SCORES, "total": 100.0, "bad": False, "comment": text},
         "assessment.rectified": {"assessment_id": f"fuzz-as-{n}", "project_code": code,
                                  "provider": item.responsible_unit, "note": text, "late": draw(st.booleans())},
+        "assessment.rectification_overdue": {"assessment_id": f"fuzz-as-{n}", "project_code": code,
+                                             "provider": item.responsible_unit, "total": 40.0,
+                                             "rectify_by": "2026-12-15", "evaluators": ["gov_service_bureau"]},
         # amendments (补充协议): one that changes nothing of a known project, under a revision of its own
         "agreement.amended": {k: v for k, v in agreement_from(draw(good_agreement_shape()), f"EVA{n:03d}").items()
                               if k in AgreementAmended.model_fields and k not in ("type", "event_id", "occurred_at",

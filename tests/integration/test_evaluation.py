@@ -179,7 +179,7 @@ async def test_end_to_end_prerequisites_task_orders_refusals_and_the_report(
     active = await until(lambda: active_rules_version(repo))  # the router announced its rules at start
     assert active is not None and active.rules > 0  # type: ignore[operator]
     assert re.search(r"MA-01 .*已移交\t首问响应 已用 0/2 工作日（已停止）.*"
-                     r"承诺时限 已用 0/1 工作日（已停止）（法定 3 个工作日）", shown)
+                     r"承诺时限 已用 0/1 工作日（已停止）[^\t]*（法定 3 个工作日）", shown)
     future = (datetime.now(UTC) + timedelta(days=3)).date().isoformat()
     assert "晚于今天" in await cli_fails(env, "sweep", "--today", future)  # it would send real cards
     listed = await cli(env, "ledger", "requests")
