@@ -300,7 +300,7 @@ def create_app(console: Console) -> ASGIApp:
 
     @app.exception_handler(Refusal)
     async def refused(request: Request, exc: Refusal) -> Response:
-        return page(request, "error.html", exc.status, title="无权访问" if exc.status == 403 else "未找到",
+        return page(request, "error.html", exc.status, title={403: "无权访问", 400: "请求有误"}.get(exc.status, "未找到"),
                     reason=exc.reason)
 
     @app.exception_handler(RequestValidationError)
