@@ -38,13 +38,14 @@ def _accounts_do(action: Any) -> Any:
 
 @users_app.command("add")
 def users_add(username: Annotated[str, typer.Argument(help="用户名（小写字母开头，3–40 个字符）")],
-              unit: Annotated[str, typer.Option(help="所属单位编码（units.yaml）")],
+              unit: Annotated[str, typer.Option(help="所属单位编码（units.yaml；管委会领导：management_committee）")],
               role: Annotated[str, typer.Option(help="gov_service（政务服务局）| econ_dev（经发局）| department（承办部门）"
-                                                     "| service_company（政联公司）| recruiting（招引单位）")],
+                                                     "| service_company（政联公司）| recruiting（招引单位）"
+                                                     "| leader（管委会领导，只读）")],
               name: Annotated[str, typer.Option(help="姓名（记入台账的操作人）")],
               password_stdin: PasswordStdin = False) -> None:
     """开设服务台账号：一人一号，属于一个单位、一种角色；密码以 Argon2id 散列保存。"""
-    from services.console.accounts import ROLE_NAMES_ZH, Role
+    from services.console.accounts import MANAGEMENT_COMMITTEE, MANAGEMENT_COMMITTEE_NAME, ROLE_NAMES_ZH, Role
 
     try:
         chosen = Role(role)
@@ -53,7 +54,8 @@ def users_add(username: Annotated[str, typer.Argument(help="用户名（小写�
     units = book(None).units
     password = _password(password_stdin)
     account = _accounts_do(lambda accounts: accounts.add(username, name, unit, chosen, password, units))
-    typer.echo(f"已开设账号 {account.username}：{account.display_name}，{units[unit].short_name}，"
+    unit_name = MANAGEMENT_COMMITTEE_NAME if unit == MANAGEMENT_COMMITTEE else units[unit].short_name
+    typer.echo(f"已开设账号 {account.username}：{account.display_name}，{unit_name}，"
                f"角色 {ROLE_NAMES_ZH[account.role]}")
 
 

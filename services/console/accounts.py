@@ -48,6 +48,10 @@ PROBE = 8  # versions looked for at once beyond the last known one
 CHANGE_TRIES = 50  # changes of one account made at the same moment that one change gives way to
 
 GOV_SERVICE_BUREAU = "gov_service_bureau"
+# 管委会 (the New Area's administrative committee) approves nothing and is sent nothing, so it is no unit of
+# units.yaml: its leaders' accounts belong to this code, and read every project without acting on any
+MANAGEMENT_COMMITTEE = "management_committee"
+MANAGEMENT_COMMITTEE_NAME = "管委会"
 USERNAME = re.compile(r"^[a-z][a-z0-9_.-]{2,39}$")
 MIN_PASSWORD = 10
 
@@ -58,11 +62,13 @@ class Role(StrEnum):
     DEPARTMENT = "department"
     SERVICE_COMPANY = "service_company"
     RECRUITING = "recruiting"
+    LEADER = "leader"
 
 
 ROLE_NAMES_ZH = {
     Role.GOV_SERVICE: "政务服务局", Role.ECON_DEV: "经济发展招商服务局", Role.DEPARTMENT: "承办部门",
     Role.SERVICE_COMPANY: "政联公司", Role.RECRUITING: "招引单位",
+    Role.LEADER: "管委会领导（只读）",
 }
 
 
@@ -71,7 +77,16 @@ class AccountError(ValueError):
 
 
 def check_role(role: Role, unit: str, units: Mapping[str, Unit]) -> None:
-    """The role must fit the unit: 政务服务局 and 经发局 are those bureaus, 政联公司 a service company."""
+    """The role must fit the unit: 政务服务局 and 经发局 are those bureaus, 政联公司 a service company,
+    a leader (管委会, read-only) belongs to ``MANAGEMENT_COMMITTEE`` and nothing else does."""
+    if role is Role.LEADER and unit != MANAGEMENT_COMMITTEE:
+        raise AccountError(f"角色 {role.value}（{ROLE_NAMES_ZH[role]}）只能属于单位 {MANAGEMENT_COMMITTEE}"
+                           f"（{MANAGEMENT_COMMITTEE_NAME}）")
+    if role is not Role.LEADER and unit == MANAGEMENT_COMMITTEE:
+        raise AccountError(f"单位 {MANAGEMENT_COMMITTEE}（{MANAGEMENT_COMMITTEE_NAME}）只能开设角色 leader"
+                           f"（{ROLE_NAMES_ZH[Role.LEADER]}）的账号，不能办理事项")
+    if role is Role.LEADER:
+        return
     if unit not in units:
         raise AccountError(f"单位 {unit!r} 不在单位名录（units.yaml）中")
     if role is Role.GOV_SERVICE and unit != GOV_SERVICE_BUREAU:

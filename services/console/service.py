@@ -32,7 +32,7 @@ from services.common.settings import (
 from services.common.storage import Store, open_store
 from services.common.topology import declare_topology
 from services.console.accounts import COLLECTIONS as ACCOUNT_COLLECTIONS
-from services.console.accounts import Accounts, Attempts
+from services.console.accounts import MANAGEMENT_COMMITTEE, MANAGEMENT_COMMITTEE_NAME, Accounts, Attempts
 from services.evaluation.holiday_file import load_calendar
 from services.evaluation.ledger import RequestOutcome
 from services.evaluation.repository import COLLECTIONS as LEDGER_COLLECTIONS
@@ -66,6 +66,8 @@ class Rules:
                              for code, c in plan.directory.units.items()})
 
     def unit_name(self, code: str) -> str:
+        if code == MANAGEMENT_COMMITTEE:
+            return MANAGEMENT_COMMITTEE_NAME
         unit = self.book.units.get(code)
         return unit.short_name if unit is not None else code
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -30,17 +30,30 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common import messages as m
 from services.common.access import check_access_code
-from services.common.domain import REQUEST_NAMES_ZH
+from services.common.domain import REQUEST_NAMES_ZH, STAGE_NAMES_ZH, Stage
 from services.common.domain import Request as PlanRequest
+from services.console import boards, exports
+from services.console import overview as overviews
 from services.console.accounts import ROLE_NAMES_ZH, Account, Attempt, Role
 from services.console.load import Admission, Shared
 from services.console.service import Console
 from services.evaluation import views
-from services.evaluation.ledger import ENTERPRISE_ISSUE_STATES, LOCAL, ItemState, allowed_from, awaits_task_order, local_day
+from services.evaluation.ledger import (
+    ENTERPRISE_ISSUE_STATES,
+    LOCAL,
+    STATE_NAMES_ZH,
+    ItemState,
+    allowed_from,
+    awaits_task_order,
+    local_day,
+)
 
 log = logging.getLogger("services.console")
 HERE = Path(__file__).parent
 OPERATOR_ROLES = (Role.GOV_SERVICE, Role.ECON_DEV, Role.DEPARTMENT, Role.SERVICE_COMPANY)
+# who oversees every project (the overview; a project's every line): the two bureaus, and the 管委会's
+# leaders, who read and never act (no page offers them a button, and every form refuses them)
+OVERSEERS = (Role.GOV_SERVICE, Role.ECON_DEV, Role.LEADER)
 
 
 @dataclass(frozen=True)
@@ -64,13 +77,14 @@ class Paged:
 
 @dataclass
 class Board:
-    """A unit's board as read for everyone who asked meanwhile: its lines, the blockers it must
-    resolve, its unread count, and its tables once rendered (by page number; 0: the blockers)."""
+    """A page of a unit's board as read for everyone who asked for it meanwhile: the page of its lines
+    (read in the store), the blockers it must resolve, its unread count, and its tables once rendered
+    ("items", "blockers")."""
 
-    items: list[Any]
+    items: boards.LinePage
     blockers: list[Any]
     unread: int
-    tables: dict[int, Any] = field(default_factory=dict)
+    tables: dict[str, Any] = field(default_factory=dict)
 
 
 class Refusal(Exception):
@@ -231,9 +245,9 @@ def create_app(console: Console) -> ASGIApp:
                                                      if isinstance(moment, datetime) else moment)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     # concurrent loads of a board (or of one account, each request checks it) share one read
-    boards: Shared[tuple[str, date], Board] = Shared()
+    unit_boards: Shared[tuple[str, date, boards.LineQuery], Board] = Shared()
     accounts: Shared[str, Account | None] = Shared()
-    app.state.boards, app.state.accounts = boards, accounts
+    app.state.boards, app.state.accounts = unit_boards, accounts
 
     def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         context |= {"csrftoken": request.scope["csrftoken"](), "flashes": request.session.pop("flash", []),
@@ -291,7 +305,7 @@ def create_app(console: Console) -> ASGIApp:
 
     @app.exception_handler(Refusal)
     async def refused(request: Request, exc: Refusal) -> Response:
-        return page(request, "error.html", exc.status, title="无权访问" if exc.status == 403 else "未找到",
+        return page(request, "error.html", exc.status, title={403: "无权访问", 400: "请求有误"}.get(exc.status, "未找到"),
                     reason=exc.reason)
 
     @app.exception_handler(RequestValidationError)
@@ -310,7 +324,7 @@ def create_app(console: Console) -> ASGIApp:
     async def home(request: Request) -> Response:
         if request.session.get("user"):
             account = await operator(request)
-            return back("/projects" if account.role is Role.RECRUITING else "/board")
+            return back({Role.RECRUITING: "/projects", Role.LEADER: "/overview"}.get(account.role, "/board"))
         if request.session.get("enterprise"):
             return back("/e")
         return page(request, "home.html")
@@ -501,23 +515,102 @@ def create_app(console: Console) -> ASGIApp:
         assert console.ledger is not None and console.notices is not None
         ctx = context_for()
         ledger, notices = console.ledger, console.notices
+        try:
+            query = boards.LineQuery.parse(request.query_params)
+            search = await boards.resolve(ledger, console.rules.book.catalog, query.text) if query.text else None
+        except boards.BadQuery as exc:
+            return page(request, "board.html", 400, problem=str(exc), query=boards.LineQuery(),
+                        unit_name=console.rules.unit_name(account.unit), **_choices())
+        where = {**query.where(), "responsible_unit": account.unit}
 
         async def read() -> Board:
-            return Board(await views.unit_board(ledger, ctx, account.unit),
+            return Board(await boards.read_page(ledger, ctx, query, where, search),
                          await views.blockers_to_resolve(ledger, ctx, account.unit),
                          await notices.unread_count(f"unit:{account.unit}"))
 
-        # one read for everyone who opens the unit's board meanwhile (each gets data read after it
-        # asked), and its tables rendered once per page for all of them: only the frame is per request
-        board = await boards.get((account.unit, ctx.today), read)
-        items = Paged.of(board.items, request)
-        if items.number not in board.tables:
-            board.tables[items.number] = macros().item_table(items.rows)
-        if 0 not in board.tables:
-            board.tables[0] = macros().item_table(board.blockers)
-        return page(request, "board.html", items=items, items_table=board.tables[items.number],
-                    blockers=board.blockers, blockers_table=board.tables[0], unread=board.unread,
-                    unit_name=console.rules.unit_name(account.unit))
+        # one read for everyone who opens the same page of the unit's board meanwhile (each gets data read
+        # after it asked), and its tables rendered once for all of them: only the frame is per request
+        found = await unit_boards.get((account.unit, ctx.today, query), read)
+        if not found.tables:
+            found.tables.update(items=macros().item_table(found.items.rows),
+                                blockers=macros().item_table(found.blockers))
+        return page(request, "board.html", items=found.items, items_table=found.tables["items"],
+                    blockers=found.blockers, blockers_table=found.tables["blockers"], unread=found.unread,
+                    unit_name=console.rules.unit_name(account.unit), query=query, **_choices())
+
+    @app.get("/board.xlsx")
+    async def board_export(request: Request) -> Response:
+        account = await operator(request, *OPERATOR_ROLES)
+        assert console.ledger is not None
+        query, search = await _line_query(request)
+        rows = await boards.read_all(console.ledger, context_for(), {**query.where(), "responsible_unit": account.unit},
+                                     search)
+        name = console.rules.unit_name(account.unit)
+        return exports.xlsx_response(exports.items_workbook("承办事项", f"{name}承办事项（{_filters_text(query)}）", rows),
+                                     f"{name}-承办事项-{context_for().today}.xlsx")
+
+    async def _line_query(request: Request, units: dict[str, str] | None = None) -> tuple[boards.LineQuery, Any]:
+        """The filters and the resolved search of a list's address; a bad one is a 400 page with the reason."""
+        assert console.ledger is not None
+        try:
+            query = boards.LineQuery.parse(request.query_params, units)
+            search = await boards.resolve(console.ledger, console.rules.book.catalog, query.text) if query.text else None
+        except boards.BadQuery as exc:
+            raise Refusal(str(exc), 400) from exc
+        return query, search
+
+    def _choices() -> dict[str, Any]:
+        """The options of the lists' filter forms."""
+        return {"state_choices": [(s.value, STATE_NAMES_ZH[s]) for s in boards.OPEN_STATES],
+                "level_choices": list(boards.LEVEL_CHOICES.items()),
+                "stage_choices": [(s.value, STAGE_NAMES_ZH[s]) for s in Stage],
+                "unit_choices": list(_unit_names().items())}
+
+    def _unit_names() -> dict[str, str]:
+        return {code: unit.short_name for code, unit in console.rules.book.units.items()}
+
+    def _filters_text(query: boards.LineQuery) -> str:
+        parts = [f"状态：{STATE_NAMES_ZH[query.state]}" if query.state else "",
+                 f"等级：{boards.LEVEL_CHOICES[query.level]}" if query.level else "",
+                 f"阶段：{STAGE_NAMES_ZH[query.stage]}" if query.stage else "",
+                 f"项目：{query.project}" if query.project else "",
+                 f"承办单位：{console.rules.unit_name(query.unit)}" if query.unit else "",
+                 f"搜索：{query.text}" if query.text else "",
+                 "含等待前置事项的事项" if query.waiting or query.state else "不含等待前置事项的事项"]
+        return "，".join(p for p in parts if p) + f"；导出于 {datetime.now(UTC).astimezone(LOCAL):%Y-%m-%d %H:%M}"
+
+    # -- the overview: every project of the year, the cards per unit and stage (政务服务局, 经发局, 管委会) --
+
+    @app.get("/overview", response_class=HTMLResponse)
+    async def overview_page(request: Request, year: int | None = None, q: str = "") -> Response:
+        await operator(request, *OVERSEERS)
+        assert console.ledger is not None
+        ctx = context_for()
+        year = year or ctx.today.year
+        if not 2000 <= year <= 2100:
+            raise Refusal(f"年度 {year} 不在 2000–2100 之间", 400)
+        text = q.strip()[:40]
+        found = await overviews.overview(console.ledger, ctx, _unit_names(), year, text)
+        return page(request, "overview.html", view=found, text=text, years=overviews.years(ctx.today),
+                    projects=Paged.of(list(found.projects), request), level_names=boards.LEVEL_CHOICES)
+
+    @app.get("/overview/items", response_class=HTMLResponse)
+    async def overview_items(request: Request) -> Response:
+        await operator(request, *OVERSEERS)
+        assert console.ledger is not None
+        query, search = await _line_query(request, _unit_names())
+        found = await boards.read_page(console.ledger, context_for(), query, query.where(), search)
+        return page(request, "lines.html", items=found, items_table=macros().item_table(found.rows), query=query,
+                    filters=_filters_text(query), **_choices())
+
+    @app.get("/overview/items.xlsx")
+    async def overview_items_export(request: Request) -> Response:
+        await operator(request, *OVERSEERS)
+        assert console.ledger is not None
+        query, search = await _line_query(request, _unit_names())
+        rows = await boards.read_all(console.ledger, context_for(), query.where(), search)
+        return exports.xlsx_response(exports.items_workbook("事项", f"未办结事项（{_filters_text(query)}）", rows),
+                                     f"未办结事项-{context_for().today}.xlsx")
 
     @app.get("/task-orders", response_class=HTMLResponse)
     async def task_orders(request: Request) -> Response:
@@ -530,6 +623,20 @@ def create_app(console: Console) -> ASGIApp:
         orders = [*await views.task_orders(console.ledger, ctx, assigned_to=assigned_to, state="issued"),
                   *await views.task_orders(console.ledger, ctx, assigned_to=assigned_to, state="accepted")]
         return page(request, "task_orders.html", to_issue=to_issue, orders=Paged.of(orders, request))
+
+    @app.get("/task-orders.xlsx")
+    async def task_orders_export(request: Request) -> Response:
+        account = await operator(request, Role.ECON_DEV, Role.SERVICE_COMPANY)
+        assert console.ledger is not None
+        ctx = context_for()
+        assigned_to = None if account.role is Role.ECON_DEV else account.unit
+        rows = await views.task_orders_to_issue(console.ledger, ctx) if assigned_to is None else []
+        for state in ("issued", "accepted"):
+            rows += await views.task_orders(console.ledger, ctx, assigned_to=assigned_to, state=state)
+        name = console.rules.unit_name(account.unit)
+        return exports.xlsx_response(
+            exports.items_workbook("专业跑腿任务单", f"专业跑腿任务单：待下发、待接收、已接收（{name}，{ctx.today}）", rows),
+            f"专业跑腿任务单-{ctx.today}.xlsx")
 
     @app.get("/items/{project}/{item}", response_class=HTMLResponse)
     async def item_page(request: Request, project: str, item: str, consult: bool = False) -> Response:
@@ -572,7 +679,7 @@ def create_app(console: Console) -> ASGIApp:
     def _may_view(account: Account, progress: Any, row: Any = None) -> bool:
         """政务服务局 and 经发局 oversee every project, a 招引单位 the projects it brought in; a
         department or 政联公司 sees its own lines only (``row``: that line; None: any line of the project)."""
-        if account.role in (Role.GOV_SERVICE, Role.ECON_DEV):
+        if account.role in OVERSEERS:
             return True
         if account.role is Role.RECRUITING:
             return bool(progress.project.recruiting_unit == account.unit)
@@ -605,6 +712,22 @@ def create_app(console: Console) -> ASGIApp:
         return page(request, "project.html", progress=progress, rows=rows, partial=len(rows) < len(progress.items),
                     contacts=console.rules.contacts, recruiter=recruiter, providers=providers, year=year,
                     questionnaire=console.rules.config.questionnaire)
+
+    @app.get("/projects/{project}/ledger.xlsx")
+    async def project_export(request: Request, project: str) -> Response:
+        account = await operator(request)
+        assert console.ledger is not None
+        progress = await views.project_progress(console.ledger, context_for(), project)
+        if progress is None:
+            raise Refusal(f"台账中没有项目 {project}", 404)
+        if not _may_view(account, progress):
+            raise Refusal(f"项目 {project} 不是{console.rules.unit_name(account.unit)}招引或承办的项目，无权下载其台账")
+        rows = [replace(r, project_name=progress.project.name, enterprise_name=progress.project.enterprise)
+                for r in progress.items if account.role not in (Role.DEPARTMENT, Role.SERVICE_COMPANY) or _own(account, r)]
+        heading = (f"{progress.project.code} {progress.project.name}（{progress.project.enterprise}）台账，"
+                   f"签约 {progress.project.signed_on}，招引单位 {progress.recruiting_unit_name}")
+        return exports.xlsx_response(exports.items_workbook("项目台账", heading, rows),
+                                     f"{progress.project.code}-台账-{context_for().today}.xlsx")
 
     @app.post("/projects/{project}/assess")
     async def recruiting_assess(request: Request, project: str) -> Response:
@@ -695,10 +818,10 @@ def create_app(console: Console) -> ASGIApp:
 
         return await explain(console.rules.directory, item, facts_text, consult)
 
-    @app.get("/report", response_class=HTMLResponse)
-    async def report(request: Request, year: int | None = None) -> Response:
-        account = await operator(request, Role.GOV_SERVICE, Role.ECON_DEV)
-        from services.evaluation.report import render_html
+    async def _report(request: Request, year: int | None, evaluator: str | None) -> tuple[Any, int, str]:
+        """The annual evaluation of ``year`` by the account's bureau; a leader chooses the evaluator
+        (政务服务局: 帮办代办/联审联批, the default; 经发局: 专业跑腿)."""
+        account = await operator(request, Role.GOV_SERVICE, Role.ECON_DEV, Role.LEADER)
         from services.evaluation.scoring import evaluate_year
 
         assert console.ledger is not None
@@ -706,10 +829,38 @@ def create_app(console: Console) -> ASGIApp:
         year = year or local_day(now).year
         if not 2000 <= year <= 2100:
             raise Refusal("年度须在 2000–2100 之间", 404)
-        evaluator = "gov_service_bureau" if account.role is Role.GOV_SERVICE else "econ_dev_bureau"
+        evaluators = {Role.GOV_SERVICE: "gov_service_bureau", Role.ECON_DEV: "econ_dev_bureau"}
+        if account.role is Role.LEADER:
+            chosen = evaluator or "gov_service_bureau"
+            if chosen not in evaluators.values():
+                raise Refusal(f"评价单位“{chosen[:40]}”无效：只能是 gov_service_bureau（政务服务局）或 "
+                              "econ_dev_bureau（经济发展招商服务局）", 400)
+        else:
+            chosen = evaluators[account.role]
         result = await evaluate_year(console.ledger, year, console.rules.config, console.rules.book.units,
-                                     console.calendar, local_day(now), now, evaluator=evaluator)
-        return HTMLResponse(render_html(result))
+                                     console.calendar, local_day(now), now, evaluator=chosen)
+        return result, year, chosen
+
+    @app.get("/report", response_class=HTMLResponse)
+    async def report(request: Request, year: int | None = None, evaluator: str | None = None) -> Response:
+        from services.evaluation.report import render_html
+
+        result, year, chosen = await _report(request, year, evaluator)
+        account = request.state.account
+        links = ['<a href="/">返回服务台</a>',
+                 f'<a href="/report.xlsx?year={year}&amp;evaluator={chosen}" download>下载 Excel</a>']
+        if account.role is Role.LEADER:
+            links += [f'<a href="/report?year={year}&amp;evaluator={code}">{name}的评价</a>'
+                      for code, name in (("gov_service_bureau", "政务服务局"), ("econ_dev_bureau", "经发局"))]
+        links += [f'<a href="/report?year={y}&amp;evaluator={chosen}">{y} 年度</a>' for y in (year - 1, year + 1)]
+        links.append("<span>打印本页即得报告（导航不打印）</span>")
+        return HTMLResponse(render_html(result, "".join(links)))
+
+    @app.get("/report.xlsx")
+    async def report_export(request: Request, year: int | None = None, evaluator: str | None = None) -> Response:
+        result, year, chosen = await _report(request, year, evaluator)
+        name = "政务服务局" if chosen == "gov_service_bureau" else "经发局"
+        return exports.xlsx_response(exports.report_workbook(result), f"{year}年度综合评价-{name}.xlsx")
 
     session_key = f"session:{settings.secret_key.get_secret_value()}"
     app.add_middleware(SessionMiddleware, secret_key=session_key, session_cookie="zeroerrand_session",

@@ -13,6 +13,8 @@ and the schema version reached is kept in ``ledger_meta``, so the look-up is don
   levels already announced count as announced on the statutory clock, so nothing is sent twice.
 * A project of the old shape gets its code and, from the notifier's read model when it is there,
   the enterprise's 统一社会信用代码 (needed for its 测评).
+* An item written before version 5 gets ``waiting``, ``level`` and ``urgency`` (``board_fields``), which the
+  console's boards filter and sort by in the store.
 * A ledger written before the journal (version 4) gets, for each line, a *base* entry in
   ``ledger_journal`` holding the line as it is: the journal of every line then starts somewhere,
   and every later version is claimed by inserting its entry (journal.py).
@@ -42,7 +44,7 @@ from services.evaluation.ledger import (
     local_day,
     task_order_number,
 )
-from services.evaluation.repository import DERIVED, ITEMS, JOURNAL, META, PROJECTS, item_doc
+from services.evaluation.repository import DERIVED, ITEMS, JOURNAL, META, PROJECTS, board_fields, item_doc
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +102,11 @@ def upgrade_item(doc: dict[str, Any]) -> LedgerItem:
         results=tuple(doc.get("results", [])), applied=tuple(doc.get("applied", [])), history=history)
 
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """2: items carry ``open`` for the overdue sweep's indexed look-up; 3: also ``open_resolvers``,
 ``order_state`` and ``order_assignee`` for the console's and the CLI's views (``views.py``); 4: every
-line has a journal (``ledger_journal``), from a base entry of the line as it was."""
+line has a journal (``ledger_journal``), from a base entry of the line as it was; 5: ``waiting``,
+``level`` and ``urgency``, which the console's boards page by in the store (``board_fields``)."""
 JOURNAL_BATCH = 500
 LOOKUP_FIELDS = ("open", "open_resolvers", "order_state", "order_assignee")
 
@@ -129,6 +132,11 @@ async def upgrade(store: Store) -> int:
         derived = item_doc(LedgerItem.model_validate({k: v for k, v in doc.items() if k not in DERIVED}))
         result = await items.update_one({"_id": doc["_id"], "version": doc["version"]},
                                         {"$set": {field: derived[field] for field in LOOKUP_FIELDS}})
+        changed += result.modified_count
+    async for doc in items.find({"urgency": {"$exists": False}}):
+        derived = board_fields(LedgerItem.model_validate({k: v for k, v in doc.items() if k not in DERIVED}))
+        # filtered on the version read: a line written meanwhile has its fields from its writer
+        result = await items.update_one({"_id": doc["_id"], "version": doc["version"]}, {"$set": derived})
         changed += result.modified_count
     projects, known = store.db[PROJECTS.name], store.db["notifier_projects"]
     async for doc in projects.find({"code": {"$exists": False}}):

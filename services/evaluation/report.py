@@ -35,6 +35,7 @@ __all__ = [
     "STAGE_COLUMNS",
     "UNEVALUATED_FILL",
     "render_html",
+    "report_tables",
     "summary_table",
     "write_csv",
     "write_report",
@@ -408,6 +409,20 @@ td.comment { white-space: pre-wrap; word-break: break-word; }
 tr.unevaluated td { color: #57606a; background: #f6f8fa; }
 .unevaluated { color: #57606a; }
 .chart-note { color: #57606a; font-size: 13px; margin: 4px 0 8px; }
+table.summary { width: auto; min-width: 640px; }
+nav.links { max-width: 1080px; margin: 0 auto; padding: 10px 32px; background: #1f3b57; font-size: 14px; }
+nav.links a { color: #fff; margin-right: 20px; }
+@media print {
+  @page { size: A4 landscape; margin: 12mm; }
+  body { background: #fff; font-size: 11pt; }
+  nav.links { display: none; }
+  main { max-width: none; padding: 0; }
+  .scroll, .chart { overflow: visible; }
+  table.wide { font-size: 7.5pt; }
+  table.wide th, table.wide td { padding: 2px 3px; }
+  h2 { break-after: avoid; }
+  tr, li { break-inside: avoid; }
+}
 """
 
 _SVG_FONT = 'font-family="PingFang SC, Microsoft YaHei, Noto Sans CJK SC, sans-serif"'
@@ -634,6 +649,25 @@ def _row_class(score: ProviderScore) -> str:
     return "pass" if score.status == "合格" else "fail"
 
 
+def _summary_section(report: AnnualReport) -> str:
+    """总分 and 结论 of every provider first, in a table narrow enough for any screen (the full table of
+    27 columns follows under 服务单位得分)."""
+    if not report.scores:
+        return f'<section id="summary"><h2>总分与结论</h2>{_no_data("服务单位得分")}</section>'
+    head = "".join(f"<th>{_e(column)}</th>" for column in _SUMMARY_COLUMNS)
+    body = []
+    for score in report.scores:
+        cells = _summary_row(score)
+        kind = _row_class(score)
+        tds = [f"<td>{_e(cell)}</td>" for cell in cells[:2]]
+        tds += [f'<td class="num">{_e(cell)}</td>' for cell in cells[2:-1]]
+        tds.append(f'<td class="{kind}">{_e(cells[-1])}</td>')
+        body.append(f"<tr>{''.join(tds)}</tr>")
+    return (f'<section id="summary"><h2>总分与结论</h2><table class="summary"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table><p class="meta">合格线 {_e(_mark(report.pass_mark))} 分；'
+            f"{_e(_counts(report))}各项得分见下文“服务单位得分”。</p></section>")
+
+
 def _score_table(report: AnnualReport) -> str:
     if not report.scores:
         return _no_data("服务单位得分")
@@ -744,18 +778,23 @@ def _warnings(report: AnnualReport) -> str:
     return f'<div class="warning" role="note"><strong>注意：</strong><ul>{items}</ul></div>'
 
 
-def render_html(report: AnnualReport) -> str:
-    """The report as one self-contained HTML page (inline CSS and SVG; no scripts, external fonts or links)."""
+def render_html(report: AnnualReport, links: str = "") -> str:
+    """The report as one self-contained HTML page (inline CSS and SVG; no scripts, external fonts or links).
+    ``links``: trusted HTML of links put above the report (the console's way back and its download), left
+    out when printed; none in the file ``zeroerrand report`` writes."""
     page_title = _e(title(report))
     generated = _e(report.generated_at.astimezone(LOCAL).strftime("%Y-%m-%d %H:%M（北京时间）"))
     return (
         "<!DOCTYPE html>\n"
         '<html lang="zh-CN">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{page_title}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
+        f"<title>{page_title}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
+        + (f'<nav class="links">{links}</nav>\n' if links else "")
+        + "<main>\n"
         f"<h1>{page_title}</h1>\n"
         f'<p class="meta">评价年度：{report.year} 年　生成时间：{generated}</p>\n'
         f"{_warnings(report)}\n"
+        f"{_summary_section(report)}\n"
         f"{_explanation(report)}\n"
         f"<h2>服务单位得分</h2>\n{_score_table(report)}\n"
         f"<h2>各服务单位得分与合格线</h2>\n{_score_chart(report)}\n"
@@ -769,6 +808,17 @@ def render_html(report: AnnualReport) -> str:
         f"{_opinions_section(report)}\n"
         "</main>\n</body>\n</html>\n"
     )
+
+
+def report_tables(report: AnnualReport) -> list[tuple[str, Sequence[str], list[list[str]]]]:
+    """The report's tables as ``write_csv`` writes them: (name, header, rows) each."""
+    return [
+        ("服务单位得分", SCORE_COLUMNS, [_score_row(score) for score in report.scores]),
+        ("审批阶段按时办结", STAGE_COLUMNS, [_stage_row(stage) for stage in report.stages]),
+        ("堵点卡点成因", BLOCKER_COLUMNS, [_blocker_row(blocker) for blocker in report.blockers]),
+        ("评价意见", OPINION_COLUMNS, _opinion_rows(report)),
+        ("未计分的测评", UNCOUNTED_COLUMNS, _uncounted_rows(report)),
+    ]
 
 
 def write_report(report: AnnualReport, directory: Path) -> list[Path]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -39,6 +39,8 @@ from services.evaluation.ledger import (
     RequestOutcome,
     RulesRecord,
     UnroutableRecord,
+    running_clock,
+    service_clock_start,
 )
 from services.evaluation.scoring import active_in
 
@@ -48,11 +50,15 @@ PROJECTS = Collection("ledger_projects", (IndexModel([("recruiting_unit", ASCEND
 # see ``item_doc``): ``open`` (not completed or delivered) for the overdue sweep and a unit's board,
 # ``open_resolvers`` (who must resolve its open blockers), ``order_state`` and ``order_assignee``
 # (its 专业跑腿 task order, ``to_issue`` when 经济发展招商服务局 has one to issue); ``routed_on``
-# serves the year's items of the report.
+# serves the year's items of the report. The console's boards and overview page through open lines in
+# the store (``open_lines``): by equalities (``waiting``, the announced ``level``, stage, state, project),
+# most urgent first by ``urgency`` (see ``board_fields``).
 ITEMS = Collection("ledger_items", (
     IndexModel([("project_code", ASCENDING)]), IndexModel([("open", ASCENDING)]), IndexModel([("routed_on", ASCENDING)]),
     IndexModel([("responsible_unit", ASCENDING), ("open", ASCENDING)]), IndexModel([("open_resolvers", ASCENDING)]),
-    IndexModel([("order_state", ASCENDING)]), IndexModel([("order_assignee", ASCENDING), ("order_state", ASCENDING)])))
+    IndexModel([("order_state", ASCENDING)]), IndexModel([("order_assignee", ASCENDING), ("order_state", ASCENDING)]),
+    IndexModel([("responsible_unit", ASCENDING), ("open", ASCENDING), ("waiting", ASCENDING), ("urgency", ASCENDING)]),
+    IndexModel([("open", ASCENDING), ("level", ASCENDING), ("urgency", ASCENDING)])))
 ASSESSMENTS = Collection("ledger_assessments", (
     # one 测评 per project, provider, rater group and year, even when two arrive at once
     IndexModel([("project_code", ASCENDING), ("provider", ASCENDING), ("rater", ASCENDING), ("year", ASCENDING)],
@@ -148,6 +154,16 @@ class LedgerRepository(Protocol):
         """Items by their task order: ``state`` one of ``ORDER_STATES`` (``to_issue``: none issued yet,
         though one is needed and the item no longer waits); neither given: every item with an order."""
     async def recruiting_unit_projects(self, unit: str) -> list[ProjectRecord]: ...
+    async def open_lines(self, where: Mapping[str, Any], skip: int = 0,
+                         limit: int | None = None) -> tuple[list[LedgerItem], int]:
+        """A page of the open lines matching ``where`` (equalities on ``LINE_FILTERS``), most urgent
+        first (``urgency``), skipped and limited in the store; and how many match in all."""
+    async def open_line_fields(self, where: Mapping[str, Any], fields: Sequence[str]) -> list[dict[str, Any]]:
+        """Only ``fields`` of every open line matching ``where``: what the overview counts, without the lines."""
+    async def projects(self, codes: Sequence[str]) -> list[ProjectRecord]:
+        """The stored projects among ``codes`` (one look-up each, at once), in the order given."""
+    async def all_projects(self) -> list[ProjectRecord]:
+        """Every project's record (the overview's list of the year; small documents)."""
     async def add_rules_event(self, record: RulesRecord) -> bool:
         """Stores a rules event; False if its event id is stored (a redelivery)."""
     async def rules_events(self, type: str, limit: int = 100) -> list[RulesRecord]:
@@ -165,7 +181,12 @@ class LedgerRepository(Protocol):
         """Writes the fields an amendment changes in the project's record (by its code)."""
 
 
-DERIVED = ("_id", "open", "open_resolvers", "order_state", "order_assignee")  # stored for look-ups, not the record
+DERIVED = ("_id", "open", "open_resolvers", "order_state", "order_assignee", "waiting", "level",
+           "urgency")  # stored for look-ups, not the record
+BOARD_LEVELS = ("red", "yellow", "warning")
+"""Announced levels, most urgent first (``urgency`` ranks them so)."""
+LINE_FILTERS = ("responsible_unit", "stage", "state", "project_code", "item_code", "request", "level", "waiting")
+"""The fields ``open_lines`` filters on, each by equality (the one kind of query both stores serve from an index)."""
 
 
 def _doc(record: BaseModel, key: str) -> dict[str, Any]:
@@ -183,11 +204,42 @@ def order_state(item: LedgerItem) -> str | None:
     return None
 
 
+def board_fields(item: LedgerItem) -> dict[str, Any]:
+    """What the console's boards filter and sort open lines by, in the store, without the calendar:
+
+    * ``waiting``: the line waits for its prerequisites (boards hide these unless asked);
+    * ``level``: the highest level the overdue sweep announced for the clock running now (``overdue_sent``:
+      预警/黄牌/红牌 as 电子监察 announced it; None when none, or the line is finished);
+    * ``urgency``: the sort key, most urgent first: the announced level (红牌, 黄牌, 预警, none), then the
+      day the running clock started (the longest-running first), waiting lines last.
+
+    The sweep runs every few minutes and announces a level the day it is reached, so the order follows the
+    clocks; the level each row shows is still read from its clock at the moment the page is made."""
+    clock = running_clock(item) if item.is_open else None
+    announced = {level for c, _, level in (s.partition(":") for s in item.overdue_sent) if c == clock}
+    level = next((lv for lv in BOARD_LEVELS if lv in announced), None)
+    rank = BOARD_LEVELS.index(level) if level else len(BOARD_LEVELS)
+    started = {"task_order": item.ready_on, "service": service_clock_start(item),
+               "statutory": item.accepted_on}.get(clock) if clock else None
+    waiting = item.state is ItemState.WAITING
+    urgency = f"{rank + (1 if waiting else 0)}|{started.isoformat() if started else '9999-12-31'}|{item.key}"
+    return {"waiting": waiting, "level": level, "urgency": urgency}
+
+
 def item_doc(item: LedgerItem, key: str | None = None) -> dict[str, Any]:
     return {**_doc(item, key or item.key), "open": item.is_open,
             "open_resolvers": sorted({b.resolver for b in item.open_blockers}),
             "order_state": order_state(item),
-            "order_assignee": item.task_order.assigned_to if item.task_order else None}
+            "order_assignee": item.task_order.assigned_to if item.task_order else None,
+            **board_fields(item)}
+
+
+def line_query(where: Mapping[str, Any]) -> dict[str, Any]:
+    """The query of ``open_lines``: open lines, and each of ``where`` by equality (``LINE_FILTERS`` only)."""
+    unknown = sorted(set(where) - set(LINE_FILTERS))
+    if unknown:
+        raise ValueError(f"open lines are not looked up by {', '.join(unknown)} (only {', '.join(LINE_FILTERS)})")
+    return {"open": True, **where}
 
 
 def year_filter(year: int) -> dict[str, Any]:
@@ -430,6 +482,33 @@ class MongoLedgerRepository:
     async def recruiting_unit_projects(self, unit: str) -> list[ProjectRecord]:
         return [_load(ProjectRecord, d) async for d in self._projects.find({"recruiting_unit": unit}).sort("_id")]
 
+    async def open_lines(self, where: Mapping[str, Any], skip: int = 0,
+                         limit: int | None = None) -> tuple[list[LedgerItem], int]:
+        query = line_query(where)
+        cursor = self._items.find(query).sort([("urgency", ASCENDING), ("_id", ASCENDING)]).skip(max(0, skip))
+        if limit is not None:
+            cursor = cursor.limit(max(1, limit))
+        found = [_load(LedgerItem, d) async for d in cursor]
+        total = await self._items.count_documents(query)
+        return found, total
+
+    async def open_line_fields(self, where: Mapping[str, Any], fields: Sequence[str]) -> list[dict[str, Any]]:
+        projection = {name: 1 for name in fields} | {"_id": 0}
+        return [d async for d in self._items.find(line_query(where), projection)]
+
+    async def projects(self, codes: Sequence[str]) -> list[ProjectRecord]:
+        gate = asyncio.Semaphore(OUTCOME_LOOKUPS)  # by ``_id`` one each: FerretDB pushes no ``$in`` down
+
+        async def one(code: str) -> dict[str, Any] | None:
+            async with gate:
+                return await self._projects.find_one({"_id": code})
+
+        docs = await asyncio.gather(*(one(code) for code in dict.fromkeys(codes)))
+        return [_load(ProjectRecord, doc) for doc in docs if doc is not None]
+
+    async def all_projects(self) -> list[ProjectRecord]:
+        return [_load(ProjectRecord, d) async for d in self._projects.find({}).sort("_id")]
+
     async def add_rules_event(self, record: RulesRecord) -> bool:
         return await _insert_new(self._rules, _doc(record, record.event_id))
 
@@ -654,6 +733,26 @@ class MemoryLedgerRepository:
     async def recruiting_unit_projects(self, unit: str) -> list[ProjectRecord]:
         return [_load(ProjectRecord, copy.deepcopy(d)) for _, d in sorted(self._table(PROJECTS).items())
                 if d["recruiting_unit"] == unit]
+
+    def _open_docs(self, where: Mapping[str, Any]) -> list[dict[str, Any]]:
+        query = line_query(where)
+        return [d for d in self._table(ITEMS).values() if all(d.get(k) == v for k, v in query.items())]
+
+    async def open_lines(self, where: Mapping[str, Any], skip: int = 0,
+                         limit: int | None = None) -> tuple[list[LedgerItem], int]:
+        found = sorted(self._open_docs(where), key=lambda d: (d["urgency"], d["_id"]))
+        page = found[max(0, skip):] if limit is None else found[max(0, skip):max(0, skip) + max(1, limit)]
+        return [_load(LedgerItem, copy.deepcopy(d)) for d in page], len(found)
+
+    async def open_line_fields(self, where: Mapping[str, Any], fields: Sequence[str]) -> list[dict[str, Any]]:
+        return [{name: copy.deepcopy(d[name]) for name in fields if name in d} for d in self._open_docs(where)]
+
+    async def projects(self, codes: Sequence[str]) -> list[ProjectRecord]:
+        table = self._table(PROJECTS)
+        return [_load(ProjectRecord, copy.deepcopy(table[c])) for c in dict.fromkeys(codes) if c in table]
+
+    async def all_projects(self) -> list[ProjectRecord]:
+        return [_load(ProjectRecord, copy.deepcopy(d)) for _, d in sorted(self._table(PROJECTS).items())]
 
     async def add_rules_event(self, record: RulesRecord) -> bool:
         table = self._table(RULES_HISTORY)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -152,6 +152,8 @@ class ItemRow:
     due_note: str = ""  # beside ``due``: the years it was estimated in on Monday–Friday, if any
     ready_on: date | None = None
     delivered_on: date | None = None
+    project_name: str = ""  # lists of many projects' lines say whose each line is
+    enterprise_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -303,30 +305,28 @@ def _board_order(row: ItemRow) -> tuple[int, date, str]:
 
 
 async def _rows(repo: LedgerRepository, ctx: ViewContext, items: Sequence[LedgerItem]) -> list[ItemRow]:
-    """Rows for items of many projects: which prerequisites of the waiting ones are delivered is
-    looked up by their projects (ids only), the enterprises that reported a blocker by project
-    (those projects only)."""
+    """Rows for items of many projects, each with its project's and enterprise's names: which
+    prerequisites of the waiting ones are delivered is looked up by their projects (ids only), the
+    projects by their codes (those of these items only)."""
     needed = sorted({item_key(i.project_code, code) for i in items if i.state is ItemState.WAITING
                      for code in i.requires})
     delivered_keys = await repo.delivered_keys(needed) if needed else set()
-    enterprises = await _enterprises(repo, ctx, items)
+    projects = {p.code: p for p in await repo.projects(sorted({i.project_code for i in items}))}
+    enterprises = {p.credit_code: p.enterprise for p in projects.values()}
     rows = []
     for item in items:
         delivered = {code for code in item.requires if item_key(item.project_code, code) in delivered_keys}
-        rows.append(item_row(item, ctx, delivered, enterprises))
+        row = item_row(item, ctx, delivered, enterprises)
+        project = projects.get(item.project_code)
+        if project is not None:
+            row = replace(row, project_name=project.name, enterprise_name=project.enterprise)
+        rows.append(row)
     return rows
 
 
-async def _enterprises(repo: LedgerRepository, ctx: ViewContext, items: Iterable[LedgerItem],
-                       known: Iterable[ProjectRecord] = ()) -> dict[str, str]:
-    """Credit code → enterprise name, for the projects whose items have a blocker the enterprise reported."""
-    names = {p.credit_code: p.enterprise for p in known}
-    codes = {i.project_code for i in items for b in i.open_blockers if b.reported_by not in ctx.unit_names}
-    for code in sorted(codes - {p.code for p in known}):
-        project = await repo.project(code)
-        if project is not None:
-            names[project.credit_code] = project.enterprise
-    return names
+async def line_rows(repo: LedgerRepository, ctx: ViewContext, items: Sequence[LedgerItem]) -> list[ItemRow]:
+    """Rows of lines read elsewhere (a page of ``open_lines``), in the order given, with their names."""
+    return await _rows(repo, ctx, items)
 
 
 # -- pages ---------------------------------------------------------------------------------------
