@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common import messages as m
 from services.common.access import check_access_code
-from services.common.domain import REQUEST_NAMES_ZH
+from services.common.domain import REQUEST_NAMES_ZH, ServiceMode
 from services.common.domain import Request as PlanRequest
 from services.console.accounts import ROLE_NAMES_ZH, Account, Attempt, Role
 from services.console.load import Admission, Shared
@@ -534,7 +534,8 @@ def create_app(console: Console) -> ASGIApp:
         if not actions and not _may_view(account, progress, row):
             raise Refusal(f"事项 {project}/{item} 不归{console.rules.unit_name(account.unit)}办理，无权查看")
         return page(request, "item.html", progress=progress, row=row, actions=actions,
-                    contacts=console.rules.contacts, units=console.rules.book.units)
+                    contacts=console.rules.contacts, units=console.rules.book.units,
+                    names_specialist=_names_specialist(account, row))
 
     @app.post("/items/{project}/{item}")
     async def item_action(request: Request, project: str, item: str, consult: bool = False) -> Response:
@@ -548,11 +549,23 @@ def create_app(console: Console) -> ASGIApp:
                           "任务单由经发局下发、政联公司接收）")
         model, extra = ACTIONS[action]
         fields: dict[str, Any] = {name: _field(form, name) for name in extra}
+        target = request.url.path + ("?consult=true" if consult else "")
         if action == "deliver":
             fields["results"] = tuple(line.strip() for line in str(form.get("results", "")).splitlines() if line.strip())
-        await _send(request, model, project_code=project, item_code=item, requested_by=account.unit,
-                    operator=account.display_name, request=PlanRequest.CONSULT if consult else None, **fields)
-        return back(request.url.path + ("?consult=true" if consult else ""))
+        requested_by, person = account.unit, account.display_name
+        if action == "contact" and _names_specialist(account, row):
+            if not (fields["specialist_name"] and fields["specialist_phone"]):
+                flash(request, "error", "“对接企业”填写有误：帮办代办事项对接企业时须指定服务专员（姓名和手机号，"
+                                        "方案四(一)），企业会收到服务专员的联系方式")
+                return back(target)
+        elif action == "enterprise_issue":
+            # 政务服务局 enters a 堵点 the enterprise phoned in: the request is the enterprise's own (its
+            # credit code), the operator who typed it is recorded beside it
+            requested_by = progress.project.credit_code
+            person = f"{account.display_name}（{console.rules.unit_name(account.unit)}代企业录入）"
+        await _send(request, model, project_code=project, item_code=item, requested_by=requested_by,
+                    operator=person, request=PlanRequest.CONSULT if consult else None, **fields)
+        return back(target)
 
     async def _item(project: str, item: str, consult: bool) -> tuple[Any, Any]:
         assert console.ledger is not None
@@ -719,7 +732,7 @@ def create_app(console: Console) -> ASGIApp:
 
 
 ACTIONS: dict[str, tuple[type[m.Command], tuple[str, ...]]] = {
-    "contact": (m.ContactEnterprise, ("note",)),
+    "contact": (m.ContactEnterprise, ("note", "specialist_name", "specialist_phone")),
     "accept": (m.AcceptItem, ("note",)),
     "progress": (m.ReportProgress, ("note",)),
     "block": (m.ReportBlocker, ("reason", "resolver")),
@@ -730,6 +743,7 @@ ACTIONS: dict[str, tuple[type[m.Command], tuple[str, ...]]] = {
     "deliver": (m.DeliverResults, ("note",)),
     "issue_order": (m.IssueTaskOrder, ("note",)),
     "accept_order": (m.AcceptTaskOrder, ("specialist_name", "specialist_phone")),
+    "enterprise_issue": (m.ReportEnterpriseIssue, ("reason",)),
 }
 # the buttons of the responsible unit, in the order they are shown
 OWNER_ACTIONS = ("contact", "accept", "progress", "complete", "block", "suspend", "resume", "deliver")
@@ -758,7 +772,15 @@ def _actions(account: Account, row: Any, recruiting_unit: str | None = None) -> 
     if (account.role is Role.SERVICE_COMPANY and order_state == "issued" and possible("accept_order")
             and row.task_order.assigned_to == account.unit):
         found.append("accept_order")
+    if account.role is Role.GOV_SERVICE and row.state in ENTERPRISE_ISSUE_STATES:
+        found.append("enterprise_issue")  # a 堵点/卡点 the enterprise phoned in, entered for it (方案四(二))
     return found
+
+
+def _names_specialist(account: Account, row: Any) -> bool:
+    """政务服务局 names its 帮办代办 服务专员 when it contacts the enterprise on a 帮办代办 line (方案四(一))."""
+    return bool(account.role is Role.GOV_SERVICE and row.mode is ServiceMode.ASSIST
+                and account.unit == row.responsible_unit)
 
 
 def _type_of(action: str) -> str:
@@ -780,8 +802,10 @@ def _problem(error: Any) -> str:
         what = f"过长（至多 {limits.get('max_length', '')} {'字' if kind == 'string_too_long' else '项'}）"
     elif kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
         what = "超出范围"
-    else:
-        what = str(error.get("msg", "不符合要求")).removeprefix("Value error, ")
+    else:  # the models' own reasons are in Chinese, with an English gloss after " / " for logs
+        what = str(error.get("msg", "不符合要求")).removeprefix("Value error, ").split(" / ")[0]
+    if not error["loc"] and kind == "value_error":
+        return what  # a check of the whole form: its reason names the fields
     return f"{where or '内容'}{what}"
 
 

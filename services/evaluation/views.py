@@ -28,6 +28,7 @@ from services.evaluation.ledger import (
     CLOCK_NAMES_ZH,
     STATE_NAMES_ZH,
     Cards,
+    HistoryEntry,
     ItemState,
     LedgerItem,
     ProjectRecord,
@@ -112,6 +113,32 @@ class TaskOrderView:
     accepted_on: date | None = None
 
 
+HISTORY_NAMES_ZH = {
+    "item.routed": "分派", "item.ready": "具备办理条件", "item.contacted": "对接企业", "item.accepted": "受理",
+    "item.progress": "报告进度", "item.blocked": "报告堵点/卡点", "item.unblocked": "解除堵点/卡点",
+    "item.suspended": "中止（等待企业补正）", "item.resumed": "恢复办理", "item.completed": "办结",
+    "item.delivered": "移交审批结果", "task_order.issued": "下发任务单", "task_order.accepted": "接收任务单",
+    "item.rerouted": "重新分派", "item.withdrawn": "撤回（补充协议删除）",
+}
+"""What each entry of a ledger line's history is, as its page says it."""
+
+
+@dataclass(frozen=True)
+class HistoryView:
+    """One entry of a ledger line's history: what was done, by whom (the unit, or the enterprise; the
+    person who acted for it), when it happened and when the ledger recorded it, and what it said."""
+
+    what: str
+    by_name: str
+    operator: str | None
+    occurred_at: datetime
+    recorded_at: datetime
+    late: bool  # recorded more than a day after it happened (补录)
+    from_state_name: str | None
+    to_state_name: str
+    detail: str  # the note, reason, results, 服务专员 or task order the request carried ("" if none)
+
+
 @dataclass(frozen=True)
 class ItemRow:
     """One ledger line as every page shows it."""
@@ -152,6 +179,12 @@ class ItemRow:
     due_note: str = ""  # beside ``due``: the years it was estimated in on Monday–Friday, if any
     ready_on: date | None = None
     delivered_on: date | None = None
+    # the line's 服务专员: 政联公司's, named when it accepted the task order (专业跑腿), or 政务服务局's,
+    # named when it contacted the enterprise (帮办代办, policy 四(一)); and the unit they work for
+    specialist_name: str | None = None
+    specialist_phone: str | None = None
+    specialist_unit_name: str | None = None
+    history: tuple[HistoryView, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -264,6 +297,9 @@ def item_row(item: LedgerItem, ctx: ViewContext, delivered: set[str] | frozenset
                     opened_on=b.opened_on, closed_on=b.closed_on, by_enterprise=b.reported_by not in ctx.unit_names)
         for b in item.open_blockers)
     order = item.task_order
+    specialist = (order.specialist_name, order.specialist_phone, order.assigned_to) \
+        if order is not None and order.specialist_name else \
+        (item.specialist_name, item.specialist_phone, item.responsible_unit) if item.specialist_name else (None, None, None)
     return ItemRow(
         key=item.key, project_code=item.project_code, item_code=item.item_code, item_name=item.item_name,
         request=item.request, request_name=REQUEST_LINE_NAMES_ZH[item.request], stage=item.stage,
@@ -287,7 +323,42 @@ def item_row(item: LedgerItem, ctx: ViewContext, delivered: set[str] | frozenset
         late_records=sum(1 for h in item.history if h.late),
         due=readings[running].due_on if running in readings else None, running_clock=running,
         due_note=estimated_note(readings[running].estimated) if running in readings else "",
-        ready_on=item.ready_on, delivered_on=item.delivered_on)
+        ready_on=item.ready_on, delivered_on=item.delivered_on,
+        specialist_name=specialist[0], specialist_phone=specialist[1],
+        specialist_unit_name=_name(ctx, specialist[2]) if specialist[2] else None,
+        history=tuple(_history(h, ctx, enterprises) for h in item.history))
+
+
+def _history(entry: HistoryEntry, ctx: ViewContext, enterprises: Mapping[str, str]) -> HistoryView:
+    event = entry.events[0] if entry.events else {}
+    if entry.request_id is None and (entry.type in ("item.routed", "item.ready") or event.get("automatic")):
+        by_name = "系统（按服务规则）"  # what the ledger decided itself: no unit asked for it
+    elif entry.type == "item.withdrawn":
+        by_name = f"补充协议（{event.get('agreement_id', '')}）"
+    elif entry.by in ctx.unit_names:
+        by_name = _name(ctx, entry.by)
+    else:  # the enterprise reports under its 统一社会信用代码
+        by_name = "服务对象" + (f"（{enterprises[entry.by]}）" if entry.by in enterprises else "")
+    details = []
+    if event.get("specialist_name"):
+        details.append(f"服务专员 {event['specialist_name']}（{event.get('specialist_phone') or ''}）")
+    if entry.type == "task_order.issued" and event.get("number"):
+        details.append(f"任务单 {event['number']}" + ("（按评价规则自动下发）" if event.get("automatic") else ""))
+    if event.get("reason") and entry.type != "item.rerouted":
+        details.append(str(event["reason"]))
+    if entry.type == "item.blocked" and event.get("resolver"):
+        details.append(f"须由{_name(ctx, str(event['resolver']))}解决")
+    if entry.type == "item.rerouted" and event.get("to_unit"):
+        details.append(f"{_name(ctx, str(event.get('from_unit')))} → {_name(ctx, str(event['to_unit']))}"
+                       f"（{event.get('reason') or ''}）")
+    if event.get("results"):
+        details.append("移交：" + "；".join(str(r) for r in event["results"]))
+    if event.get("note"):
+        details.append(str(event["note"]))
+    return HistoryView(what=HISTORY_NAMES_ZH.get(entry.type, entry.type), by_name=by_name, operator=entry.operator,
+                       occurred_at=entry.occurred_at, recorded_at=entry.recorded_at, late=entry.late,
+                       from_state_name=STATE_NAMES_ZH[entry.from_state] if entry.from_state else None,
+                       to_state_name=STATE_NAMES_ZH[entry.to_state], detail="；".join(details))
 
 
 def _delivered_codes(items: Iterable[LedgerItem]) -> set[str]:

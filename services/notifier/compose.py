@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from services.common.access import access_link
 from services.common.domain import (
@@ -75,6 +76,23 @@ def rectification_effect(weight: float) -> str:
     return "整改情况在年度综合评价报告中列出（逾期整改单列）；差评按期整改率仅供参考，不计入总分。"
 WITH_PROJECT = (ItemUnroutable, ItemEvent, ProjectDelivered, AssessmentSubmitted, AssessmentRectified, RequestRefused,
                 ProjectAmended)
+
+
+def _page_of(event: Event) -> str:
+    """The console page (a path) where staff act on ``event``: the item's page for an item (issue or
+    accept its task order, resolve its 堵点, move it on), the 差评 page for a 测评, the project's page
+    for a project, the unroutable items for one no rule could place."""
+    if isinstance(event, (AssessmentSubmitted, AssessmentRectified)):
+        return "/rectify"
+    if isinstance(event, ItemUnroutable):
+        return "/unroutable"
+    project, item = project_code_of(event), item_code_of(event)
+    consult = "?consult=true" if getattr(getattr(event, "item", event), "request", None) is Request.CONSULT else ""
+    if project and item:
+        return f"/items/{quote(project, safe='')}/{quote(item, safe='')}{consult}"
+    if project:
+        return f"/projects/{quote(project, safe='')}"
+    return "/inbox"
 
 
 class MissingContext(LookupError):
@@ -147,6 +165,10 @@ class Composer:
     def items_named(self, codes: Sequence[str]) -> str:
         """Item codes as the enterprise reads them: 名称（编码）."""
         return "、".join(f"{self.catalog[c].name}（{c}）" if c in self.catalog else c for c in codes)
+
+    def console_page(self, path: str) -> str:
+        """The address of a console page staff sign in to (where the action a notice asks for is done)."""
+        return f"{self.console.public_url.rstrip('/')}{path}"
 
     def unit_name(self, code: str) -> str:
         unit = self.units.get(code)
@@ -307,6 +329,7 @@ class Composer:
             ctx |= {"item_code": item.item_code, "item_name": item.item_name,
                     "responsible_unit_name": self.unit_name(item.responsible_unit)}
             roles["responsible_unit"] = item.responsible_unit
+        ctx["console_page"] = self.console_page(_page_of(event))
 
         if isinstance(event, ServiceStarted):
             ctx |= {"agreement_id": event.agreement_id, "signed_on": event.signed_on.isoformat(),
@@ -360,6 +383,9 @@ class Composer:
             roles["ledger_owner"] = ECON_DEV_BUREAU
         elif isinstance(event, (ItemContacted, ItemAccepted, ItemUnblocked, ItemResumed)):
             ctx |= {"reported_by_name": self.unit_name(event.reported_by), "note": event.note or "无"}
+            if isinstance(event, ItemContacted):
+                ctx |= {"specialist_name": event.specialist_name or "", "specialist_phone": event.specialist_phone or ""}
+                flags["has_specialist"] = event.specialist_name is not None
             if isinstance(event, ItemUnblocked):
                 credit = project.enterprise.credit_code if project is not None else None
                 theirs = [b.reason for b in event.resolved if b.reported_by == credit]

@@ -27,7 +27,10 @@ _COMMON = ("event_type", "event_id", "occurred_at")
 # console_link: the enterprise's own link to its project in the web console (it carries the
 # project's access code), so only a message to the enterprise may use it
 CONSOLE_LINK = "console_link"
-_PROJECT = ("project_code", "project_name", "enterprise_name", "recruiting_unit_name", CONSOLE_LINK)
+# console_page: the console page where a unit's staff do what the notice asks (an item's page, the
+# 差评 to rectify, the project): staff sign in to open it, so it is never for the enterprise
+CONSOLE_PAGE = "console_page"
+_PROJECT = ("project_code", "project_name", "enterprise_name", "recruiting_unit_name", CONSOLE_LINK, CONSOLE_PAGE)
 _ITEM = (*_PROJECT, "item_code", "item_name", "responsible_unit_name")
 
 # The variables each event type's templates may use (what ``compose`` puts in the context).
@@ -43,7 +46,7 @@ VARIABLES: dict[str, tuple[str, ...]] = {
                     "materials", "materials_count", "fee_note", "requires", "rule_name", "rules_version"),
     "item.unroutable": (*_ITEM, "reason", "rules_version", "facts"),
     "item.ready": (*_ITEM, "waited_for"),
-    "item.contacted": (*_ITEM, "reported_by_name", "note"),
+    "item.contacted": (*_ITEM, "reported_by_name", "note", "specialist_name", "specialist_phone"),
     "item.accepted": (*_ITEM, "reported_by_name", "note"),
     "item.suspended": (*_ITEM, "reported_by_name", "reason"),
     "item.resumed": (*_ITEM, "reported_by_name", "note"),
@@ -64,7 +67,8 @@ VARIABLES: dict[str, tuple[str, ...]] = {
     "assessment.submitted": (*_PROJECT, "provider_name", "provider", "rater_name", "total", "comment",
                              "assessment_id", "rectify_by", "rectification_effect"),
     "assessment.rectified": (*_PROJECT, "provider_name", "note", "assessment_id", "late_note"),
-    "request.refused": ("request_id", "request_name", "project_code", "item_code", "reason", "requested_by_name"),
+    "request.refused": ("request_id", "request_name", "project_code", "item_code", "reason", "requested_by_name",
+                        CONSOLE_PAGE),
     "rules.rejected": ("attempted_version", "active_version", "directory", "problems"),
     "rules.activated": ("version", "previous_version", "directory"),
 }
@@ -108,10 +112,11 @@ class _Strict(BaseModel):
 # (the enterprise hears of it in the amendment's one notice), an amendment that changed the recruiting unit,
 # an overdue level of 经济发展招商服务局's task-order clock (its own step, not the responsible unit's),
 # a 堵点 the enterprise itself reported (item.blocked), a resolution that closed one (item.unblocked), an
-# agreement whose 招引单位 is not a unit that may recruit (agreement.rejected: that unit is not told)
+# agreement whose 招引单位 is not a unit that may recruit (agreement.rejected: that unit is not told), a
+# contact that named the 帮办代办 服务专员 (item.contacted)
 Condition = Literal["has_task_order", "is_bad_rating", "is_late", "is_not_required", "unit_changed", "not_eligible",
                     "by_amendment", "recruiting_unit_changed", "is_task_order_clock", "by_enterprise",
-                    "resolves_enterprise_issue", "no_recruiting_unit"]
+                    "resolves_enterprise_issue", "no_recruiting_unit", "has_specialist"]
 
 
 class PlanEntry(_Strict):
@@ -240,6 +245,10 @@ def load_plan(directory: str | Path, units: Mapping[str, object]) -> Notificatio
                 if unknown:
                     problems.append(Problem(plan_source.file, plan_source.line(["events", event_type, index, part]),
                                             subject, f"{part}: 模板变量 {unknown} 不存在，可用：{sorted(allowed)}"))
+                if CONSOLE_PAGE in used and entry.to == "enterprise":
+                    problems.append(Problem(plan_source.file, plan_source.line(["events", event_type, index, part]),
+                                            subject, f"{part}: ${{{CONSOLE_PAGE}}} 是单位工作人员登录服务台办理的页面，"
+                                            f"企业打不开；发给 enterprise 的通知请用 ${{{CONSOLE_LINK}}}"))
                 if CONSOLE_LINK in used and CONSOLE_LINK in allowed and entry.to != "enterprise":
                     problems.append(Problem(plan_source.file, plan_source.line(["events", event_type, index, part]),
                                             subject, f"{part}: ${{{CONSOLE_LINK}}} 是企业查看本项目的专属链接（含访问码），"
