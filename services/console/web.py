@@ -33,14 +33,18 @@ from services.common.access import check_access_code
 from services.common.domain import REQUEST_NAMES_ZH, ServiceMode
 from services.common.domain import Request as PlanRequest
 from services.console.accounts import ROLE_NAMES_ZH, Account, Attempt, Role
+from services.console.enterprise import next_step, summarize
 from services.console.load import Admission, Shared
 from services.console.service import Console
 from services.evaluation import views
 from services.evaluation.ledger import ENTERPRISE_ISSUE_STATES, LOCAL, ItemState, allowed_from, awaits_task_order, local_day
+from services.notifier.compose import page_for
+from services.notifier.plan import EVENT_NAMES_ZH
 
 log = logging.getLogger("services.console")
 HERE = Path(__file__).parent
 OPERATOR_ROLES = (Role.GOV_SERVICE, Role.ECON_DEV, Role.DEPARTMENT, Role.SERVICE_COMPANY)
+INBOX_PAGE = 50  # notices a page of the inbox shows
 
 
 @dataclass(frozen=True)
@@ -395,7 +399,8 @@ def create_app(console: Console) -> ASGIApp:
         providers = await _providers(progress, "enterprise", year)
         return page(request, "enterprise.html", progress=progress, notices=notices, providers=providers, year=year,
                     contacts=console.rules.contacts, questionnaire=console.rules.config.questionnaire,
-                    active=[row for row in progress.items if row.state in ENTERPRISE_ISSUE_STATES])
+                    active=[row for row in progress.items if row.state in ENTERPRISE_ISSUE_STATES],
+                    summary=summarize(progress, console.rules.contacts), next_step=next_step)
 
     @app.get("/e/notices/{notice_id}", response_class=HTMLResponse)
     async def enterprise_notice(request: Request, notice_id: str) -> Response:
@@ -458,6 +463,12 @@ def create_app(console: Console) -> ASGIApp:
                 scores[indicator.code] = float(str(form.get(f"score_{indicator.code}", "")))
             except ValueError:
                 flash(request, "error", f"请为“{indicator.name}”打分（0–{indicator.points:g}）。")
+                return None
+            # checked here, on the page, so that a slip of the form is never a refused request (whose
+            # notice would reach the enterprise by SMS and e-mail too)
+            if not 0 <= scores[indicator.code] <= indicator.points:
+                flash(request, "error", f"“{indicator.name}”的得分须在 0–{indicator.points:g} 分之间，"
+                                        f"您填的是 {scores[indicator.code]:g} 分，请改正后再提交。")
                 return None
         year = str(form.get("year", "")).strip()
         if not year.isdigit() or len(year) != 4:
@@ -571,8 +582,9 @@ def create_app(console: Console) -> ASGIApp:
         assert console.ledger is not None
         progress = await views.project_progress(console.ledger, context_for(), project)
         wanted = PlanRequest.CONSULT if consult else PlanRequest.HANDLE
-        row = None if progress is None else next(
-            (r for r in progress.items if r.item_code == item and r.request is wanted), None)
+        lines = [] if progress is None else [r for r in progress.items if r.item_code == item]
+        # a link without ?consult=true (a notice's) to an item planned for advice only opens that line
+        row = next((r for r in lines if r.request is wanted), lines[0] if len(lines) == 1 and not consult else None)
         if progress is None or row is None:
             raise Refusal(f"台账中没有事项 {project}/{item}", 404)
         return progress, row
@@ -641,32 +653,103 @@ def create_app(console: Console) -> ASGIApp:
                     comment=comment)
         return back(target)
 
+    @app.get("/rectify", response_class=HTMLResponse)
+    async def rectify_page(request: Request) -> Response:
+        """差评整改 (方案五(六)): the 差评 of the unit's own service, to rectify; for 政务服务局 and 经发局
+        also the 差评 of the services they evaluate, to follow."""
+        account = await operator(request, *OPERATOR_ROLES)
+        assert console.ledger is not None
+        ctx = context_for()
+        own = await views.rectifications_of(console.ledger, ctx, account.unit)
+        evaluated = []
+        if account.role in (Role.GOV_SERVICE, Role.ECON_DEV):
+            evaluated = [r for r in await views.rectifications_evaluated_by(
+                console.ledger, ctx, account.unit, (ctx.today.year, ctx.today.year - 1)) if r.provider != account.unit]
+        return page(request, "rectify.html", own=own, evaluated=evaluated,
+                    unit_name=console.rules.unit_name(account.unit))
+
+    @app.post("/rectify/{assessment_id}")
+    async def rectify(request: Request, assessment_id: str) -> Response:
+        account = await operator(request, *OPERATOR_ROLES)
+        form = await request.form()
+        await _send(request, m.RectifyAssessment, assessment_id=assessment_id, requested_by=account.unit,
+                    operator=account.display_name, note=str(form.get("note", "")).strip())
+        return back(f"/rectify#a-{quote(assessment_id, safe='')}")
+
+    def _inbox_filters(request: Request, source: Any) -> dict[str, Any]:
+        """The inbox's filters (kind, project, unread only) from the query or the bulk form."""
+        kind = str(source.get("kind", "")).strip()
+        project = str(source.get("project", "")).strip()[:64]
+        return {"kind": kind if kind in EVENT_NAMES_ZH else "", "project": project,
+                "unread": str(source.get("unread", "")) in ("1", "on", "true")}
+
+    def _recipients(account: Account) -> list[str]:
+        return [f"unit:{account.unit}"] + (["role:operators"] if account.role is Role.GOV_SERVICE else [])
+
     @app.get("/inbox", response_class=HTMLResponse)
     async def inbox(request: Request) -> Response:
         account = await operator(request)
         assert console.notices is not None
+        chosen = _inbox_filters(request, request.query_params)
         # a 招引单位 account: only the notices about the projects it brought in (in the query, so the
         # department's own work on the same unit key neither shows nor crowds them out of the page)
         recruited = sorted(await _recruited(account)) if account.role is Role.RECRUITING else None
-        found = await console.notices.inbox(f"unit:{account.unit}", projects=recruited, limit=200)
-        if account.role is Role.GOV_SERVICE:
-            found = sorted(found + await console.notices.inbox("role:operators", limit=200),
-                           key=lambda n: n["created_at"], reverse=True)
-        return page(request, "inbox.html", notices=found)
+        text = request.query_params.get("page", "1")
+        number = int(text) if text.isdigit() and len(text) < 5 and int(text) > 0 else 1
+        size = INBOX_PAGE
+        found: list[dict[str, Any]] = []
+        for recipient in _recipients(account):  # each newest first; what a page needs of each, merged
+            found += await console.notices.inbox(recipient, projects=recruited, project=chosen["project"] or None,
+                                                 unread_only=chosen["unread"], event_type=chosen["kind"] or None,
+                                                 limit=number * size + 1)
+        found.sort(key=lambda n: (n["created_at"], n["_id"]), reverse=True)
+        shown = found[(number - 1) * size: number * size]
+        unread = sum([await console.notices.unread_count(r) for r in _recipients(account)]) \
+            if account.role is not Role.RECRUITING else None
+        query = "&".join(f"{k}={quote(str(v))}" for k, v in (("kind", chosen["kind"]), ("project", chosen["project"]),
+                                                               ("unread", "1" if chosen["unread"] else "")) if v)
+        return page(request, "inbox.html", notices=shown, chosen=chosen, kinds=EVENT_NAMES_ZH, unread=unread,
+                    number=number, more=len(found) > number * size, query=query,
+                    pages={n["_id"]: page_for(n.get("event_type", ""), n.get("project_code"), n.get("item_code"))
+                           for n in shown})
+
+    @app.post("/inbox/read")
+    async def inbox_read(request: Request) -> Response:
+        """Marks read at once the notices ticked, or (``all``) every unread one the filters select."""
+        account = await operator(request)
+        assert console.notices is not None
+        form = await request.form()
+        chosen = _inbox_filters(request, form)
+        recruited = sorted(await _recruited(account)) if account.role is Role.RECRUITING else None
+        ids = None if form.get("all") else [str(i) for i in form.getlist("id")][:INBOX_PAGE]
+        if ids is not None and not ids:
+            flash(request, "error", "请先勾选要标记为已读的通知，或点“全部标记为已读”。")
+        else:
+            now = datetime.now(UTC)
+            marked = 0
+            for recipient in _recipients(account):
+                marked += await console.notices.mark_all_read(recipient, now, ids=ids, projects=recruited,
+                                                              project=chosen["project"] or None,
+                                                              event_type=chosen["kind"] or None)
+            flash(request, "ok", f"已将 {marked} 条通知标记为已读。")
+        query = "&".join(f"{k}={quote(str(v))}" for k, v in (("kind", chosen["kind"]), ("project", chosen["project"]),
+                                                               ("unread", "1" if chosen["unread"] else "")) if v)
+        return back("/inbox" + (f"?{query}" if query else ""))
 
     @app.get("/inbox/{notice_id}", response_class=HTMLResponse)
     async def inbox_notice(request: Request, notice_id: str) -> Response:
         account = await operator(request)
         assert console.notices is not None
-        recipients = [f"unit:{account.unit}"] + (["role:operators"] if account.role is Role.GOV_SERVICE else [])
-        for recipient in recipients:
+        for recipient in _recipients(account):
             notice = await console.notices.notice(notice_id, recipient)
             if notice is not None and account.role is Role.RECRUITING \
                     and notice.get("project_code") not in await _recruited(account):
                 notice = None
             if notice is not None:
                 await console.notices.mark_read(notice_id, recipient, datetime.now(UTC))
-                return page(request, "notice.html", notice=notice, back_to="/inbox")
+                return page(request, "notice.html", notice=notice, back_to="/inbox",
+                            act_at=page_for(notice.get("event_type", ""), notice.get("project_code"),
+                                            notice.get("item_code")))
         raise Refusal("没有这条通知。", 404)
 
     async def _recruited(account: Account) -> set[str]:
@@ -787,7 +870,7 @@ def _type_of(action: str) -> str:
     return str(ACTIONS[action][0].model_fields["type"].default)
 
 
-FIELD_NAMES = {"note": "备注/进展", "reason": "原因", "resolver": "须解决的单位", "results": "审批结果",
+FIELD_NAMES = {"note": "备注/说明", "reason": "原因", "resolver": "须解决的单位", "results": "审批结果",
                "specialist_name": "服务专员姓名", "specialist_phone": "服务专员电话", "comment": "评价意见",
                "scores": "测评得分", "year": "年度"}
 

@@ -123,6 +123,8 @@ class LedgerRepository(Protocol):
     async def rectify_assessment(self, assessment: Assessment) -> bool:
         """Stores the rectification if the stored 测评 is not rectified yet (of concurrent ones, one)."""
     async def assessments(self, year: int | None = None) -> list[Assessment]: ...
+    async def bad_assessments(self, provider: str) -> list[Assessment]:
+        """The 差评 of one provider, every year (its rectification page): equalities only."""
     async def outcome(self, request_id: str) -> RequestOutcome | None: ...
     async def outcomes(self, request_ids: Sequence[str]) -> list[RequestOutcome]:
         """What is stored for each of ``request_ids`` that the ledger has received (one look-up)."""
@@ -352,6 +354,9 @@ class MongoLedgerRepository:
     async def assessments(self, year: int | None = None) -> list[Assessment]:
         query = {} if year is None else {"year": year}
         return [_load(Assessment, d) async for d in self._assessments.find(query)]
+
+    async def bad_assessments(self, provider: str) -> list[Assessment]:
+        return [_load(Assessment, d) async for d in self._assessments.find({"provider": provider, "bad": True})]
 
     async def outcome(self, request_id: str) -> RequestOutcome | None:
         return _load(RequestOutcome, await self._requests.find_one({"_id": request_id}))  # type: ignore[no-any-return]
@@ -587,6 +592,10 @@ class MemoryLedgerRepository:
     async def assessments(self, year: int | None = None) -> list[Assessment]:
         return [_load(Assessment, copy.deepcopy(d)) for d in self._table(ASSESSMENTS).values()
                 if year is None or d["year"] == year]
+
+    async def bad_assessments(self, provider: str) -> list[Assessment]:
+        return [_load(Assessment, copy.deepcopy(d)) for d in self._table(ASSESSMENTS).values()
+                if d["provider"] == provider and d["bad"]]
 
     async def outcome(self, request_id: str) -> RequestOutcome | None:
         return _load(RequestOutcome, copy.deepcopy(self._table(REQUESTS).get(request_id)))  # type: ignore[no-any-return]

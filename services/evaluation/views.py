@@ -27,6 +27,7 @@ from services.common.domain import MODE_NAMES_ZH, OVERDUE_LEVEL_NAMES_ZH, STAGE_
 from services.evaluation.ledger import (
     CLOCK_NAMES_ZH,
     STATE_NAMES_ZH,
+    Assessment,
     Cards,
     HistoryEntry,
     ItemState,
@@ -551,3 +552,60 @@ async def unroutable_items(repo: LedgerRepository, limit: int = 200, *, today: d
     if len(found) < limit:
         found += await repo.unroutable(year - 1, limit - len(found))
     return [_unroutable_view(r) for r in found]
+
+
+# -- 差评整改 (policy 五(六)): the rated unit's page, and its evaluators' --------------------------
+
+RATER_NAMES_ZH = {"enterprise": "服务对象", "recruiting_unit": "项目招引单位"}
+
+
+@dataclass(frozen=True)
+class RectificationView:
+    """A 差评 and its rectification: who rated which unit's service on which project, when it must be
+    rectified, and whether (and when) it was, in time or late."""
+
+    assessment_id: str
+    project_code: str
+    provider: str
+    provider_name: str
+    rater_name: str
+    year: int
+    total: float
+    comment: str | None
+    rated_on: date
+    rectify_by: date | None
+    rectified_on: date | None
+    rectification: str | None
+    late: bool  # rectified after its deadline, or still open past it
+    state_name: str
+
+
+def _rectification(a: Assessment, ctx: ViewContext) -> RectificationView:
+    if a.rectified_on is not None:
+        late = a.rectify_by is not None and a.rectified_on > a.rectify_by
+        state = "逾期整改" if late else "已按期整改"
+    else:
+        late = a.rectify_by is not None and ctx.today > a.rectify_by
+        state = "逾期未整改" if late else "待整改"
+    return RectificationView(
+        assessment_id=a.assessment_id, project_code=a.project_code, provider=a.provider,
+        provider_name=_name(ctx, a.provider), rater_name=RATER_NAMES_ZH.get(a.rater, a.rater), year=a.year,
+        total=a.total, comment=a.comment, rated_on=local_day(a.occurred_at), rectify_by=a.rectify_by,
+        rectified_on=a.rectified_on, rectification=a.rectification, late=late, state_name=state)
+
+
+def _open_first(found: Iterable[RectificationView]) -> list[RectificationView]:
+    return sorted(found, key=lambda r: (r.rectified_on is not None, r.rectify_by or date.max, r.assessment_id))
+
+
+async def rectifications_of(repo: LedgerRepository, ctx: ViewContext, provider: str) -> list[RectificationView]:
+    """The 差评 of ``provider``'s service, the open ones first (earliest deadline first), then those rectified."""
+    return _open_first(_rectification(a, ctx) for a in await repo.bad_assessments(provider))
+
+
+async def rectifications_evaluated_by(repo: LedgerRepository, ctx: ViewContext, evaluator: str,
+                                      years: Sequence[int]) -> list[RectificationView]:
+    """The 差评 of ``years`` of the services ``evaluator`` evaluates (政务服务局: 帮办代办 and 联审联批,
+    经发局: 专业跑腿), as it follows their rectification."""
+    found = [a for year in years for a in await repo.assessments(year) if a.bad and evaluator in a.evaluators]
+    return _open_first(_rectification(a, ctx) for a in found)

@@ -82,14 +82,22 @@ def _page_of(event: Event) -> str:
     """The console page (a path) where staff act on ``event``: the item's page for an item (issue or
     accept its task order, resolve its 堵点, move it on), the 差评 page for a 测评, the project's page
     for a project, the unroutable items for one no rule could place."""
-    if isinstance(event, (AssessmentSubmitted, AssessmentRectified)):
+    consult = getattr(getattr(event, "item", event), "request", None) is Request.CONSULT
+    return page_for(event.type, project_code_of(event), item_code_of(event), consult)
+
+
+def page_for(event_type: str, project: str | None, item: str | None, consult: bool = False) -> str:
+    """The console page of a notice of ``event_type`` about ``project`` (and ``item``): see ``_page_of``."""
+    if event_type.startswith("assessment."):
         return "/rectify"
-    if isinstance(event, ItemUnroutable):
+    if event_type == "item.unroutable":
         return "/unroutable"
-    project, item = project_code_of(event), item_code_of(event)
-    consult = "?consult=true" if getattr(getattr(event, "item", event), "request", None) is Request.CONSULT else ""
+    if event_type.startswith("rules."):
+        return "/rules"
+    if event_type == "agreement.rejected":  # nothing of it is in the ledger: the notice says it all
+        return "/inbox"
     if project and item:
-        return f"/items/{quote(project, safe='')}/{quote(item, safe='')}{consult}"
+        return f"/items/{quote(project, safe='')}/{quote(item, safe='')}" + ("?consult=true" if consult else "")
     if project:
         return f"/projects/{quote(project, safe='')}"
     return "/inbox"

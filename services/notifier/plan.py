@@ -72,6 +72,17 @@ VARIABLES: dict[str, tuple[str, ...]] = {
     "rules.rejected": ("attempted_version", "active_version", "directory", "problems"),
     "rules.activated": ("version", "previous_version", "directory"),
 }
+# What each kind of notice is about, as the inbox's filter names it.
+EVENT_NAMES_ZH: dict[str, str] = {
+    "service.started": "服务启动", "agreement.rejected": "协议未受理", "project.amended": "补充协议",
+    "item.withdrawn": "事项撤回", "item.routed": "新分派事项", "item.unroutable": "无法分派的事项",
+    "item.ready": "具备办理条件", "item.contacted": "对接企业", "item.accepted": "受理", "item.suspended": "中止（待补正）",
+    "item.resumed": "恢复办理", "item.unblocked": "堵点已解决", "item.blocked": "堵点/卡点", "item.overdue": "超时预警/黄牌/红牌",
+    "item.delivered": "办结移交", "item.rerouted": "改派", "task_order.issued": "任务单下发",
+    "task_order.accepted": "任务单接收", "task_order.closed": "任务单办结", "project.delivered": "项目全部办结",
+    "assessment.submitted": "测评/差评", "assessment.rectified": "差评整改", "request.refused": "请求未被受理",
+    "rules.rejected": "规则修改被拒绝", "rules.activated": "规则生效",
+}
 # Roles that make sense for each event type (who exists in its context).
 _ITEM_ROLES = ("enterprise", "recruiting_unit", "responsible_unit")
 ROLES_BY_EVENT: dict[str, tuple[str, ...]] = {

@@ -99,6 +99,7 @@ async def test_enterprise_follows_its_project_to_hand_over(site: Site, amqp: aio
     assert enterprise.url.endswith("/e"), "the link opens the project and drops the code from the address"
     ma01, ma02 = enterprise.locator("section[data-item$='/MA-01']"), enterprise.locator("section[data-item$='/MA-02']")
     assert "可办理" in await ma01.inner_text()
+    await enterprise.click("#waiting summary")  # items waiting for others are folded below those under way
     waiting = await ma02.inner_text()
     assert "等待" in waiting and "MA-01" in waiting
     assert "所需材料" in waiting and await ma01.locator("ol.materials li").count() > 0
@@ -159,6 +160,7 @@ async def test_enterprise_follows_its_project_to_hand_over(site: Site, amqp: aio
     # the enterprise sees everything handed over, with the results and the 服务专员, and rates a provider
     await until(lambda: _delivered(site, code), True, "the project delivered")
     await enterprise.goto(f"{site.url}/e")
+    await enterprise.click("#delivered summary")  # the items handed over are folded away, opened on a tap
     page_text = await enterprise.locator("main").inner_text()
     assert "已全部移交" in page_text and "企业印章备案回执" in page_text and "赵敏" in page_text
     form = enterprise.locator("form.assess[data-provider=gov_service_bureau]")
