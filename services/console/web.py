@@ -34,6 +34,7 @@ from services.common.domain import REQUEST_NAMES_ZH, ServiceMode
 from services.common.domain import Request as PlanRequest
 from services.console.accounts import ROLE_NAMES_ZH, Account, Attempt, Role
 from services.console.enterprise import next_step, summarize
+from services.console.explain import facts_from_form, facts_in_words
 from services.console.load import Admission, Shared
 from services.console.service import Console
 from services.evaluation import views
@@ -225,7 +226,10 @@ def create_app(console: Console) -> ASGIApp:
     app.state.console = console
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.globals.update(ROLE_NAMES=ROLE_NAMES_ZH,
-                                 unit_name=console.rules.unit_name)
+                                 unit_name=console.rules.unit_name,
+                                 facts_in_words=lambda facts: facts_in_words(
+                                     facts, console.rules.book.project_facts, console.rules.book.catalog,
+                                     console.rules.unit_name))
     templates.env.filters["local"] = lambda moment: (moment.astimezone(LOCAL).strftime("%Y-%m-%d %H:%M")
                                                      if isinstance(moment, datetime) else moment)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -774,12 +778,14 @@ def create_app(console: Console) -> ASGIApp:
         history = await views.rules_history(console.ledger)
         active = await views.active_rules_version(console.ledger)
         explained = None
-        item, facts = request.query_params.get("item"), request.query_params.get("facts", "")
+        item = request.query_params.get("item")
+        # one labelled input per declared fact (名称=值 text still accepted, as links and the CLI write it)
+        facts = request.query_params.get("facts") or facts_from_form(request.query_params, console.rules.book.project_facts)
         if item:
             explained = await _explain(item.strip(), facts, request.query_params.get("consult") == "true")
         book = console.rules.book
         return page(request, "rules.html", history=history, active=active, explained=explained, item=item or "",
-                    facts=facts, catalog=book.catalog, project_facts=book.project_facts)
+                    facts=facts, catalog=book.catalog, project_facts=book.project_facts, values=request.query_params)
 
     async def _explain(item: str, facts_text: str, consult: bool) -> dict[str, Any]:
         from services.console.explain import explain

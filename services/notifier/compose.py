@@ -6,7 +6,6 @@ notifier's read model) and passes it in.
 
 from __future__ import annotations
 
-import json
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -57,6 +56,7 @@ from services.common.messages import (
     TaskOrderIssued,
     stable_id,
 )
+from services.common.rule_files import FactSpec, facts_in_words
 from services.common.settings import ConsoleSettings
 from services.notifier.channels import INBOX
 from services.notifier.plan import UNIT_PREFIX, Email, NotificationPlan, PlanEntry, Sms, Webhook
@@ -161,8 +161,9 @@ class Composer:
 
     def __init__(self, plan: NotificationPlan, units: Mapping[str, Unit],
                  catalog: Mapping[str, CatalogItem] | None = None, console: ConsoleSettings | None = None,
-                 unavailable: Mapping[str, str] | None = None) -> None:
+                 unavailable: Mapping[str, str] | None = None, project_facts: Mapping[str, FactSpec] | None = None) -> None:
         self.plan, self.units, self.catalog = plan, units, catalog or {}
+        self.project_facts = project_facts or {}  # their Chinese labels name the facts a decision tested
         self.console = console if console is not None else ConsoleSettings()
         self.unavailable = dict(unavailable or {})
 
@@ -382,7 +383,8 @@ class Composer:
             ctx |= {"item_code": event.item_code, "item_name": event.item_name or "清单中无此事项",
                     "responsible_unit_name": "（未分派）", "reason": event.unroutable.reason,
                     "rules_version": event.unroutable.rules_version,
-                    "facts": json.dumps(event.unroutable.facts, ensure_ascii=False)}
+                    "facts": "；".join(facts_in_words(event.unroutable.facts, self.project_facts, self.catalog,
+                                                      self.unit_name)) or "（无）"}
             flags["is_not_required"] = event.unroutable.reason_code == "not_required"
         elif isinstance(event, ItemReady):
             ctx["waited_for"] = (f"前置事项{self.items_named(event.waited_for)}已办结" if event.waited_for
