@@ -97,8 +97,10 @@ def submit(model: Any, wait: float, describe: str, **fields: Any) -> Any:
     fields.setdefault("occurred_at", datetime.now(UTC))
     try:
         command = model(request_id=str(uuid.uuid4()), requested_at=datetime.now(UTC), **fields)
-    except ValidationError as exc:
-        fail(f"请求内容不完整：{exc}")
+    except ValidationError as exc:  # each problem with its field, in the models' own (Chinese) words
+        fail("请求内容有误，未提交：" + "；".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '请求'}：{str(e['msg']).removeprefix('Value error, ')}"
+            for e in exc.errors()))
     try:
         asyncio.run(publish_once([request_out(command)]))
     except Exception as exc:

@@ -37,9 +37,13 @@ def _item_request(kind: str, project: str, item: str, by: str, operator: str | N
 
 @item_app.command("contact")
 def item_contact(project: Project, item: Item, by: By, operator: Operator = None, consult: Consult = False,
-                 at: At = None, wait: Wait = 15, note: Annotated[str | None, typer.Option(help="备注")] = None) -> None:
-    """首问负责：已对接企业（停止首问响应计时）。"""
-    _item_request("contact", project, item, by, operator, consult, at, wait, note=note)
+                 at: At = None, wait: Wait = 15, note: Annotated[str | None, typer.Option(help="备注")] = None,
+                 specialist: Annotated[str | None, typer.Option(
+                     help="帮办代办服务专员姓名（政务服务局对接“帮办代办”事项时指定，方案四(一)；须同时给 --phone）")] = None,
+                 phone: Annotated[str | None, typer.Option(help="服务专员的中国大陆手机号（11 位）")] = None) -> None:
+    """首问负责：已对接企业（停止首问响应计时）；帮办代办事项同时指定服务专员。"""
+    _item_request("contact", project, item, by, operator, consult, at, wait, note=note, specialist_name=specialist,
+                  specialist_phone=phone)
 
 
 @item_app.command("accept")
@@ -124,7 +128,7 @@ def task_order_issue(project: Project, item: Item, by: By, operator: Operator = 
 @task_order_app.command("accept")
 def task_order_accept(project: Project, item: Item, by: By,
                       specialist: Annotated[str, typer.Option(help="服务专员姓名")],
-                      phone: Annotated[str, typer.Option(help="服务专员电话")],
+                      phone: Annotated[str, typer.Option(help="服务专员的中国大陆手机号（11 位），会告知企业")],
                       operator: Operator = None, consult: Consult = False, at: At = None, wait: Wait = 15) -> None:
     """政联公司接收任务单并指定服务专员。"""
     _item_request("accept_order", project, item, by, operator, consult, at, wait, specialist_name=specialist,

@@ -83,6 +83,8 @@ def _line(r: ItemRow, law: Mapping[str, str] | None = None) -> str:
         parts.append(f"任务单 {t.number} {t.state_name}{'（自动下发）' if t.automatic else ''}{who}")
     elif r.task_order_required and not r.waiting_for:
         parts.append("任务单待经济发展招商服务局下发")
+    if r.specialist_name and not r.task_order:  # 帮办代办: 政务服务局's 服务专员 (方案四(一))
+        parts.append(f"服务专员 {r.specialist_name}（{r.specialist_phone}）")
     if r.level_name and r.running_clock:
         parts.append(f"【{CLOCK_NAMES_ZH[r.running_clock]}{r.level_name}】")
     if r.overdue_names:

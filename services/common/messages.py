@@ -29,6 +29,7 @@ from services.common.domain import (
     Fee,
     Ident,
     Line,
+    MobileNumber,
     Moment,
     Name,
     Request,
@@ -82,6 +83,11 @@ def _fact_value(value: bool | int | float | str) -> bool | int | float | str:
 FactValue = Annotated[bool | int | float | str, AfterValidator(_fact_value)]
 # a phone number as people write it (extensions, notes like “转 8001”), on one line
 Phone = Annotated[str, Field(min_length=1, max_length=50), AfterValidator(check_one_line)]
+
+
+SpecialistPhone = Annotated[MobileNumber, Field(
+    description="服务专员的中国大陆手机号：11 位，以 13–19 开头，可带空格、短横线或 +86；保存为 11 位数字")]
+"""A 服务专员's phone as the enterprise is given it: a mainland mobile number, kept as its 11 digits."""
 
 
 class Contact(Message):
@@ -410,10 +416,21 @@ class ItemCommand(Command):
 
 
 class ContactEnterprise(ItemCommand):
-    """首问负责: the responsible unit has contacted the enterprise (stops the service clock)."""
+    """首问负责: the responsible unit has contacted the enterprise (stops the service clock).
+
+    On a 帮办代办 line 政务服务局 names here the 服务专员 it arranged for the enterprise (policy 四(一)):
+    ``specialist_name`` and ``specialist_phone`` (a mainland mobile number) together, or neither."""
 
     type: Literal["item.contact"] = "item.contact"
     note: Text | None = None
+    specialist_name: Name | None = Field(default=None, description="帮办代办服务专员姓名 (policy 四(一))")
+    specialist_phone: SpecialistPhone | None = None
+
+    @model_validator(mode="after")
+    def _specialist_whole(self) -> ContactEnterprise:
+        if (self.specialist_name is None) != (self.specialist_phone is None):
+            raise ValueError("服务专员须同时写明姓名和手机号（或都不写） / specialist name and phone go together")
+        return self
 
 
 class AcceptItem(ItemCommand):
@@ -482,11 +499,12 @@ class IssueTaskOrder(ItemCommand):
 
 
 class AcceptTaskOrder(ItemCommand):
-    """政联公司 accepts the task order and names its 服务专员."""
+    """政联公司 accepts the task order and names its 服务专员 (a mainland mobile number, which the
+    enterprise is sent: "abc" or a landline is refused here, before anything is published)."""
 
     type: Literal["task_order.accept"] = "task_order.accept"
     specialist_name: Name
-    specialist_phone: Phone
+    specialist_phone: SpecialistPhone
 
 
 class RerouteItem(ItemCommand):
@@ -562,10 +580,13 @@ class ItemReady(ItemEvent):
 
 
 class ItemContacted(ItemEvent):
-    """首问负责: the responsible unit contacted the enterprise."""
+    """首问负责: the responsible unit contacted the enterprise; on a 帮办代办 line, with the 服务专员
+    政务服务局 named (policy 四(一))."""
 
     type: Literal["item.contacted"] = "item.contacted"
     note: Text | None = None
+    specialist_name: Name | None = None
+    specialist_phone: Phone | None = None
 
 
 class ItemAccepted(ItemEvent):

@@ -531,3 +531,29 @@ def _check_fact_test(spec: FactSpec, test: Test, report: Any) -> list[Problem]:
             if value not in spec.values:
                 report(f"{value!r} 不在该事实声明的取值 {list(spec.values)} 中")
     return []
+
+
+JURISDICTION_NAMES_ZH = {"district": "新区部门", "dispatched": "派驻机构", "outside": "新区以外的机关"}
+REQUEST_NAMES_ZH = {"handle": "办理", "consult": "仅咨询"}
+
+
+def facts_in_words(facts: Mapping[str, Any], project_facts: Mapping[str, FactSpec],
+                   catalog: Mapping[str, CatalogItem], unit_name: Callable[[str], str]) -> list[str]:
+    """The facts a decision tested, as staff read them: each by its Chinese name (the label of
+    ``routing.yaml``'s ``project_facts``), units by name, yes/no as 是/否; never a code or a dict."""
+    words = []
+    for key, value in facts.items():
+        shown = "是" if value is True else "否" if value is False else value
+        if key == "item.code":
+            words.append(f"事项：{value} {catalog[value].name if value in catalog else '（清单中无此事项）'}")
+        elif key == "item.owner":
+            words.append(f"审批机关：{unit_name(str(value))}")
+        elif key == "item.jurisdiction":
+            words.append(f"审批机关所在：{JURISDICTION_NAMES_ZH.get(str(value), value)}")
+        elif key == "request":
+            words.append(f"企业诉求：{REQUEST_NAMES_ZH.get(str(value), value)}")
+        elif key.startswith("project.") and key.removeprefix("project.") in project_facts:
+            words.append(f"{project_facts[key.removeprefix('project.')].label}：{shown}")
+        else:
+            words.append(f"{key}：{shown}")
+    return words

@@ -5,6 +5,7 @@ child process first, and the engine is kept while their version stays the same."
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,12 @@ from pydantic import TypeAdapter, ValidationError
 
 from services.common.domain import MODE_NAMES_ZH, Request, Unroutable
 from services.common.messages import FactValue
-from services.common.rule_files import read_rule_files, rules_version
+from services.common.rule_files import FactSpec, facts_in_words, read_rule_files, rules_version
 from services.common.settings import RouterSettings
 from services.common.yaml_files import RulesError
 from services.router.rule_engine import RoutingEngine
 
+__all__ = ["explain", "facts_from_form", "facts_in_words", "parse_facts"]
 _engines: dict[str, RoutingEngine] = {}
 _FACT = TypeAdapter(FactValue)
 _lock = asyncio.Lock()
@@ -77,3 +79,11 @@ async def explain(directory: Path, item: str, facts_text: str, consult: bool) ->
         return {"routable": False, "version": engine.book.version, **decision.model_dump(mode="json")}
     return {"routable": True, "version": engine.book.version, "mode_name": MODE_NAMES_ZH[decision.mode],
             **decision.model_dump(mode="json")}
+
+
+def facts_from_form(form: Mapping[str, str], project_facts: Mapping[str, FactSpec]) -> str:
+    """The explain form's facts (one input per declared fact, named ``fact_<name>`` and labelled in
+    Chinese) as the ``名称=值`` text :func:`parse_facts` reads; blank inputs are left out."""
+    pairs = [f"{name}={str(form.get(f'fact_{name}', '')).strip()}" for name in project_facts
+             if str(form.get(f"fact_{name}", "")).strip()]
+    return " ".join(pairs)

@@ -30,11 +30,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common import messages as m
 from services.common.access import check_access_code
-from services.common.domain import REQUEST_NAMES_ZH, STAGE_NAMES_ZH, Stage
+from services.common.domain import REQUEST_NAMES_ZH, STAGE_NAMES_ZH, ServiceMode, Stage
 from services.common.domain import Request as PlanRequest
 from services.console import boards, exports
 from services.console import overview as overviews
 from services.console.accounts import ROLE_NAMES_ZH, Account, Attempt, Role
+from services.console.enterprise import next_step, summarize
+from services.console.explain import facts_from_form, facts_in_words
 from services.console.load import Admission, Shared
 from services.console.service import Console
 from services.evaluation import views
@@ -47,6 +49,8 @@ from services.evaluation.ledger import (
     awaits_task_order,
     local_day,
 )
+from services.notifier.compose import page_for
+from services.notifier.plan import EVENT_NAMES_ZH
 
 log = logging.getLogger("services.console")
 HERE = Path(__file__).parent
@@ -54,6 +58,7 @@ OPERATOR_ROLES = (Role.GOV_SERVICE, Role.ECON_DEV, Role.DEPARTMENT, Role.SERVICE
 # who oversees every project (the overview; a project's every line): the two bureaus, and the 管委会's
 # leaders, who read and never act (no page offers them a button, and every form refuses them)
 OVERSEERS = (Role.GOV_SERVICE, Role.ECON_DEV, Role.LEADER)
+INBOX_PAGE = 50  # notices a page of the inbox shows
 
 
 @dataclass(frozen=True)
@@ -240,7 +245,10 @@ def create_app(console: Console) -> ASGIApp:
         return item.limits_text() if item is not None else f"承诺 {promised_days} 个工作日"
 
     templates.env.globals.update(ROLE_NAMES=ROLE_NAMES_ZH,
-                                 unit_name=console.rules.unit_name, limits_text=limits_text)
+                                 unit_name=console.rules.unit_name, limits_text=limits_text,
+                                 facts_in_words=lambda facts: facts_in_words(
+                                     facts, console.rules.book.project_facts, console.rules.book.catalog,
+                                     console.rules.unit_name))
     templates.env.filters["local"] = lambda moment: (moment.astimezone(LOCAL).strftime("%Y-%m-%d %H:%M")
                                                      if isinstance(moment, datetime) else moment)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -414,7 +422,8 @@ def create_app(console: Console) -> ASGIApp:
         providers = await _providers(progress, "enterprise", year)
         return page(request, "enterprise.html", progress=progress, notices=notices, providers=providers, year=year,
                     contacts=console.rules.contacts, questionnaire=console.rules.config.questionnaire,
-                    active=[row for row in progress.items if row.state in ENTERPRISE_ISSUE_STATES])
+                    active=[row for row in progress.items if row.state in ENTERPRISE_ISSUE_STATES],
+                    summary=summarize(progress, console.rules.contacts), next_step=next_step)
 
     @app.get("/e/notices/{notice_id}", response_class=HTMLResponse)
     async def enterprise_notice(request: Request, notice_id: str) -> Response:
@@ -477,6 +486,12 @@ def create_app(console: Console) -> ASGIApp:
                 scores[indicator.code] = float(str(form.get(f"score_{indicator.code}", "")))
             except ValueError:
                 flash(request, "error", f"请为“{indicator.name}”打分（0–{indicator.points:g}）。")
+                return None
+            # checked here, on the page, so that a slip of the form is never a refused request (whose
+            # notice would reach the enterprise by SMS and e-mail too)
+            if not 0 <= scores[indicator.code] <= indicator.points:
+                flash(request, "error", f"“{indicator.name}”的得分须在 0–{indicator.points:g} 分之间，"
+                                        f"您填的是 {scores[indicator.code]:g} 分，请改正后再提交。")
                 return None
         year = str(form.get("year", "")).strip()
         if not year.isdigit() or len(year) != 4:
@@ -646,7 +661,8 @@ def create_app(console: Console) -> ASGIApp:
         if not actions and not _may_view(account, progress, row):
             raise Refusal(f"事项 {project}/{item} 不归{console.rules.unit_name(account.unit)}办理，无权查看")
         return page(request, "item.html", progress=progress, row=row, actions=actions,
-                    contacts=console.rules.contacts, units=console.rules.book.units)
+                    contacts=console.rules.contacts, units=console.rules.book.units,
+                    names_specialist=_names_specialist(account, row))
 
     @app.post("/items/{project}/{item}")
     async def item_action(request: Request, project: str, item: str, consult: bool = False) -> Response:
@@ -660,18 +676,31 @@ def create_app(console: Console) -> ASGIApp:
                           "任务单由经发局下发、政联公司接收）")
         model, extra = ACTIONS[action]
         fields: dict[str, Any] = {name: _field(form, name) for name in extra}
+        target = request.url.path + ("?consult=true" if consult else "")
         if action == "deliver":
             fields["results"] = tuple(line.strip() for line in str(form.get("results", "")).splitlines() if line.strip())
-        await _send(request, model, project_code=project, item_code=item, requested_by=account.unit,
-                    operator=account.display_name, request=PlanRequest.CONSULT if consult else None, **fields)
-        return back(request.url.path + ("?consult=true" if consult else ""))
+        requested_by, person = account.unit, account.display_name
+        if action == "contact" and _names_specialist(account, row):
+            if not (fields["specialist_name"] and fields["specialist_phone"]):
+                flash(request, "error", "“对接企业”填写有误：帮办代办事项对接企业时须指定服务专员（姓名和手机号，"
+                                        "方案四(一)），企业会收到服务专员的联系方式")
+                return back(target)
+        elif action == "enterprise_issue":
+            # 政务服务局 enters a 堵点 the enterprise phoned in: the request is the enterprise's own (its
+            # credit code), the operator who typed it is recorded beside it
+            requested_by = progress.project.credit_code
+            person = f"{account.display_name}（{console.rules.unit_name(account.unit)}代企业录入）"
+        await _send(request, model, project_code=project, item_code=item, requested_by=requested_by,
+                    operator=person, request=PlanRequest.CONSULT if consult else None, **fields)
+        return back(target)
 
     async def _item(project: str, item: str, consult: bool) -> tuple[Any, Any]:
         assert console.ledger is not None
         progress = await views.project_progress(console.ledger, context_for(), project)
         wanted = PlanRequest.CONSULT if consult else PlanRequest.HANDLE
-        row = None if progress is None else next(
-            (r for r in progress.items if r.item_code == item and r.request is wanted), None)
+        lines = [] if progress is None else [r for r in progress.items if r.item_code == item]
+        # a link without ?consult=true (a notice's) to an item planned for advice only opens that line
+        row = next((r for r in lines if r.request is wanted), lines[0] if len(lines) == 1 and not consult else None)
         if progress is None or row is None:
             raise Refusal(f"台账中没有事项 {project}/{item}", 404)
         return progress, row
@@ -756,32 +785,103 @@ def create_app(console: Console) -> ASGIApp:
                     comment=comment)
         return back(target)
 
+    @app.get("/rectify", response_class=HTMLResponse)
+    async def rectify_page(request: Request) -> Response:
+        """差评整改 (方案五(六)): the 差评 of the unit's own service, to rectify; for 政务服务局 and 经发局
+        also the 差评 of the services they evaluate, to follow."""
+        account = await operator(request, *OPERATOR_ROLES)
+        assert console.ledger is not None
+        ctx = context_for()
+        own = await views.rectifications_of(console.ledger, ctx, account.unit)
+        evaluated = []
+        if account.role in (Role.GOV_SERVICE, Role.ECON_DEV):
+            evaluated = [r for r in await views.rectifications_evaluated_by(
+                console.ledger, ctx, account.unit, (ctx.today.year, ctx.today.year - 1)) if r.provider != account.unit]
+        return page(request, "rectify.html", own=own, evaluated=evaluated,
+                    unit_name=console.rules.unit_name(account.unit))
+
+    @app.post("/rectify/{assessment_id}")
+    async def rectify(request: Request, assessment_id: str) -> Response:
+        account = await operator(request, *OPERATOR_ROLES)
+        form = await request.form()
+        await _send(request, m.RectifyAssessment, assessment_id=assessment_id, requested_by=account.unit,
+                    operator=account.display_name, note=str(form.get("note", "")).strip())
+        return back(f"/rectify#a-{quote(assessment_id, safe='')}")
+
+    def _inbox_filters(request: Request, source: Any) -> dict[str, Any]:
+        """The inbox's filters (kind, project, unread only) from the query or the bulk form."""
+        kind = str(source.get("kind", "")).strip()
+        project = str(source.get("project", "")).strip()[:64]
+        return {"kind": kind if kind in EVENT_NAMES_ZH else "", "project": project,
+                "unread": str(source.get("unread", "")) in ("1", "on", "true")}
+
+    def _recipients(account: Account) -> list[str]:
+        return [f"unit:{account.unit}"] + (["role:operators"] if account.role is Role.GOV_SERVICE else [])
+
     @app.get("/inbox", response_class=HTMLResponse)
     async def inbox(request: Request) -> Response:
         account = await operator(request)
         assert console.notices is not None
+        chosen = _inbox_filters(request, request.query_params)
         # a 招引单位 account: only the notices about the projects it brought in (in the query, so the
         # department's own work on the same unit key neither shows nor crowds them out of the page)
         recruited = sorted(await _recruited(account)) if account.role is Role.RECRUITING else None
-        found = await console.notices.inbox(f"unit:{account.unit}", projects=recruited, limit=200)
-        if account.role is Role.GOV_SERVICE:
-            found = sorted(found + await console.notices.inbox("role:operators", limit=200),
-                           key=lambda n: n["created_at"], reverse=True)
-        return page(request, "inbox.html", notices=found)
+        text = request.query_params.get("page", "1")
+        number = int(text) if text.isdigit() and len(text) < 5 and int(text) > 0 else 1
+        size = INBOX_PAGE
+        found: list[dict[str, Any]] = []
+        for recipient in _recipients(account):  # each newest first; what a page needs of each, merged
+            found += await console.notices.inbox(recipient, projects=recruited, project=chosen["project"] or None,
+                                                 unread_only=chosen["unread"], event_type=chosen["kind"] or None,
+                                                 limit=number * size + 1)
+        found.sort(key=lambda n: (n["created_at"], n["_id"]), reverse=True)
+        shown = found[(number - 1) * size: number * size]
+        unread = sum([await console.notices.unread_count(r) for r in _recipients(account)]) \
+            if account.role is not Role.RECRUITING else None
+        query = "&".join(f"{k}={quote(str(v))}" for k, v in (("kind", chosen["kind"]), ("project", chosen["project"]),
+                                                               ("unread", "1" if chosen["unread"] else "")) if v)
+        return page(request, "inbox.html", notices=shown, chosen=chosen, kinds=EVENT_NAMES_ZH, unread=unread,
+                    number=number, more=len(found) > number * size, query=query,
+                    pages={n["_id"]: page_for(n.get("event_type", ""), n.get("project_code"), n.get("item_code"))
+                           for n in shown})
+
+    @app.post("/inbox/read")
+    async def inbox_read(request: Request) -> Response:
+        """Marks read at once the notices ticked, or (``all``) every unread one the filters select."""
+        account = await operator(request)
+        assert console.notices is not None
+        form = await request.form()
+        chosen = _inbox_filters(request, form)
+        recruited = sorted(await _recruited(account)) if account.role is Role.RECRUITING else None
+        ids = None if form.get("all") else [str(i) for i in form.getlist("id")][:INBOX_PAGE]
+        if ids is not None and not ids:
+            flash(request, "error", "请先勾选要标记为已读的通知，或点“全部标记为已读”。")
+        else:
+            now = datetime.now(UTC)
+            marked = 0
+            for recipient in _recipients(account):
+                marked += await console.notices.mark_all_read(recipient, now, ids=ids, projects=recruited,
+                                                              project=chosen["project"] or None,
+                                                              event_type=chosen["kind"] or None)
+            flash(request, "ok", f"已将 {marked} 条通知标记为已读。")
+        query = "&".join(f"{k}={quote(str(v))}" for k, v in (("kind", chosen["kind"]), ("project", chosen["project"]),
+                                                               ("unread", "1" if chosen["unread"] else "")) if v)
+        return back("/inbox" + (f"?{query}" if query else ""))
 
     @app.get("/inbox/{notice_id}", response_class=HTMLResponse)
     async def inbox_notice(request: Request, notice_id: str) -> Response:
         account = await operator(request)
         assert console.notices is not None
-        recipients = [f"unit:{account.unit}"] + (["role:operators"] if account.role is Role.GOV_SERVICE else [])
-        for recipient in recipients:
+        for recipient in _recipients(account):
             notice = await console.notices.notice(notice_id, recipient)
             if notice is not None and account.role is Role.RECRUITING \
                     and notice.get("project_code") not in await _recruited(account):
                 notice = None
             if notice is not None:
                 await console.notices.mark_read(notice_id, recipient, datetime.now(UTC))
-                return page(request, "notice.html", notice=notice, back_to="/inbox")
+                return page(request, "notice.html", notice=notice, back_to="/inbox",
+                            act_at=page_for(notice.get("event_type", ""), notice.get("project_code"),
+                                            notice.get("item_code")))
         raise Refusal("没有这条通知。", 404)
 
     async def _recruited(account: Account) -> set[str]:
@@ -806,12 +906,14 @@ def create_app(console: Console) -> ASGIApp:
         history = await views.rules_history(console.ledger)
         active = await views.active_rules_version(console.ledger)
         explained = None
-        item, facts = request.query_params.get("item"), request.query_params.get("facts", "")
+        item = request.query_params.get("item")
+        # one labelled input per declared fact (名称=值 text still accepted, as links and the CLI write it)
+        facts = request.query_params.get("facts") or facts_from_form(request.query_params, console.rules.book.project_facts)
         if item:
             explained = await _explain(item.strip(), facts, request.query_params.get("consult") == "true")
         book = console.rules.book
         return page(request, "rules.html", history=history, active=active, explained=explained, item=item or "",
-                    facts=facts, catalog=book.catalog, project_facts=book.project_facts)
+                    facts=facts, catalog=book.catalog, project_facts=book.project_facts, values=request.query_params)
 
     async def _explain(item: str, facts_text: str, consult: bool) -> dict[str, Any]:
         from services.console.explain import explain
@@ -875,7 +977,7 @@ def create_app(console: Console) -> ASGIApp:
 
 
 ACTIONS: dict[str, tuple[type[m.Command], tuple[str, ...]]] = {
-    "contact": (m.ContactEnterprise, ("note",)),
+    "contact": (m.ContactEnterprise, ("note", "specialist_name", "specialist_phone")),
     "accept": (m.AcceptItem, ("note",)),
     "progress": (m.ReportProgress, ("note",)),
     "block": (m.ReportBlocker, ("reason", "resolver")),
@@ -886,6 +988,7 @@ ACTIONS: dict[str, tuple[type[m.Command], tuple[str, ...]]] = {
     "deliver": (m.DeliverResults, ("note",)),
     "issue_order": (m.IssueTaskOrder, ("note",)),
     "accept_order": (m.AcceptTaskOrder, ("specialist_name", "specialist_phone")),
+    "enterprise_issue": (m.ReportEnterpriseIssue, ("reason",)),
 }
 # the buttons of the responsible unit, in the order they are shown
 OWNER_ACTIONS = ("contact", "accept", "progress", "complete", "block", "suspend", "resume", "deliver")
@@ -914,14 +1017,22 @@ def _actions(account: Account, row: Any, recruiting_unit: str | None = None) -> 
     if (account.role is Role.SERVICE_COMPANY and order_state == "issued" and possible("accept_order")
             and row.task_order.assigned_to == account.unit):
         found.append("accept_order")
+    if account.role is Role.GOV_SERVICE and row.state in ENTERPRISE_ISSUE_STATES:
+        found.append("enterprise_issue")  # a 堵点/卡点 the enterprise phoned in, entered for it (方案四(二))
     return found
+
+
+def _names_specialist(account: Account, row: Any) -> bool:
+    """政务服务局 names its 帮办代办 服务专员 when it contacts the enterprise on a 帮办代办 line (方案四(一))."""
+    return bool(account.role is Role.GOV_SERVICE and row.mode is ServiceMode.ASSIST
+                and account.unit == row.responsible_unit)
 
 
 def _type_of(action: str) -> str:
     return str(ACTIONS[action][0].model_fields["type"].default)
 
 
-FIELD_NAMES = {"note": "备注/进展", "reason": "原因", "resolver": "须解决的单位", "results": "审批结果",
+FIELD_NAMES = {"note": "备注/说明", "reason": "原因", "resolver": "须解决的单位", "results": "审批结果",
                "specialist_name": "服务专员姓名", "specialist_phone": "服务专员电话", "comment": "评价意见",
                "scores": "测评得分", "year": "年度"}
 
@@ -936,8 +1047,10 @@ def _problem(error: Any) -> str:
         what = f"过长（至多 {limits.get('max_length', '')} {'字' if kind == 'string_too_long' else '项'}）"
     elif kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
         what = "超出范围"
-    else:
-        what = str(error.get("msg", "不符合要求")).removeprefix("Value error, ")
+    else:  # the models' own reasons are in Chinese, with an English gloss after " / " for logs
+        what = str(error.get("msg", "不符合要求")).removeprefix("Value error, ").split(" / ")[0]
+    if not error["loc"] and kind == "value_error":
+        return what  # a check of the whole form: its reason names the fields
     return f"{where or '内容'}{what}"
 
 

@@ -82,7 +82,8 @@ def decide_assessment(command: SubmitAssessment, project: ProjectRecord, items: 
         return Refused("测评内容不完整：" + "；".join(parts))
     for code, points in command.scores.items():
         if not 0 <= points <= indicators[code].points:
-            return Refused(f"指标 {code}（{indicators[code].name}）的得分 {points:g} 超出范围 0–{indicators[code].points:g}")
+            return Refused(f"“{indicators[code].name}”的得分 {points:g} 超出范围 0–{indicators[code].points:g}"
+                           f"（指标编码 {code}）")
     total = round(sum(command.scores.values()), 1)
     bad = total < config.bad_below
     rectify_by = calendar.add_working_days(day, config.rectification_days) if bad else None

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict
 from services.common.domain import (
     ECON_DEV_BUREAU,
     GOV_SERVICE_BUREAU,
+    MODE_NAMES_ZH,
     NEW_AREA_TIME,
     REQUEST_NAMES_ZH,
     Request,
@@ -207,6 +208,9 @@ class LedgerItem(_Record):
     pauses: tuple[Pause, ...] = ()
     blockers: tuple[Blocker, ...] = ()
     task_order: TaskOrderRecord | None = None
+    # 帮办代办 (policy 四(一)): the 服务专员 政务服务局 named when it contacted the enterprise
+    specialist_name: str | None = None
+    specialist_phone: str | None = None
     overdue_sent: tuple[str, ...] = ()
     results: tuple[str, ...] = ()
     applied: tuple[str, ...] = ()
@@ -562,6 +566,10 @@ def decide(item: LedgerItem, command: ItemCommand, now: datetime, unit_names: Ma
     refused = _state_refusal(item, command, action)
     if refused is not None:
         return refused
+    if isinstance(command, ContactEnterprise) and command.specialist_name is not None \
+            and item.mode is not ServiceMode.ASSIST:
+        return Refused(f"事项 {item.item_code}（{item.item_name}）是“{MODE_NAMES_ZH[item.mode]}”事项：服务专员只在"
+                       "“帮办代办”事项对接企业时由政务服务局指定（方案四(一)）；“专业跑腿”的服务专员在接收任务单时指定")
     return _apply(item, command, now, day)
 
 
@@ -750,8 +758,11 @@ def _apply(item: LedgerItem, command: ItemCommand, now: datetime, day: date) -> 
     record: dict[str, Any] = {"request_id": command.request_id, "by": command.requested_by,
                               "operator": command.operator}
     if isinstance(command, ContactEnterprise):
-        event: Event = ItemContacted(note=command.note, **common)
-        return _record(item, event.type, ItemState.CONTACTED, at, now, [event], contacted_on=day, **record)
+        event: Event = ItemContacted(note=command.note, specialist_name=command.specialist_name,
+                                     specialist_phone=command.specialist_phone, **common)
+        named: dict[str, Any] = {"specialist_name": command.specialist_name,
+                                 "specialist_phone": command.specialist_phone} if command.specialist_name else {}
+        return _record(item, event.type, ItemState.CONTACTED, at, now, [event], contacted_on=day, **named, **record)
     if isinstance(command, AcceptItem):
         event = ItemAccepted(note=command.note, **common)
         return _record(item, event.type, ItemState.ACCEPTED, at, now, [event], accepted_on=day,

@@ -135,6 +135,8 @@ class LedgerRepository(Protocol):
         """The event ids of the reminders the sweep sent."""
     async def add_reminder(self, event_id: str) -> bool:
         """Records a reminder as sent; False if it was (of concurrent calls, one)."""
+    async def bad_assessments(self, provider: str) -> list[Assessment]:
+        """The 差评 of one provider, every year (its rectification page): equalities only."""
     async def outcome(self, request_id: str) -> RequestOutcome | None: ...
     async def outcomes(self, request_ids: Sequence[str]) -> list[RequestOutcome]:
         """What is stored for each of ``request_ids`` that the ledger has received (one look-up)."""
@@ -417,6 +419,9 @@ class MongoLedgerRepository:
     async def add_reminder(self, event_id: str) -> bool:
         return await _insert_new(self._reminders, {"_id": event_id})
 
+    async def bad_assessments(self, provider: str) -> list[Assessment]:
+        return [_load(Assessment, d) async for d in self._assessments.find({"provider": provider, "bad": True})]
+
     async def outcome(self, request_id: str) -> RequestOutcome | None:
         return _load(RequestOutcome, await self._requests.find_one({"_id": request_id}))  # type: ignore[no-any-return]
 
@@ -687,6 +692,10 @@ class MemoryLedgerRepository:
             return False
         self._table(REMINDERS)[event_id] = {"_id": event_id}
         return True
+
+    async def bad_assessments(self, provider: str) -> list[Assessment]:
+        return [_load(Assessment, copy.deepcopy(d)) for d in self._table(ASSESSMENTS).values()
+                if d["provider"] == provider and d["bad"]]
 
     async def outcome(self, request_id: str) -> RequestOutcome | None:
         return _load(RequestOutcome, copy.deepcopy(self._table(REQUESTS).get(request_id)))  # type: ignore[no-any-return]

@@ -27,7 +27,9 @@ from services.common.domain import MODE_NAMES_ZH, OVERDUE_LEVEL_NAMES_ZH, STAGE_
 from services.evaluation.ledger import (
     CLOCK_NAMES_ZH,
     STATE_NAMES_ZH,
+    Assessment,
     Cards,
+    HistoryEntry,
     ItemState,
     LedgerItem,
     ProjectRecord,
@@ -112,6 +114,32 @@ class TaskOrderView:
     accepted_on: date | None = None
 
 
+HISTORY_NAMES_ZH = {
+    "item.routed": "分派", "item.ready": "具备办理条件", "item.contacted": "对接企业", "item.accepted": "受理",
+    "item.progress": "报告进度", "item.blocked": "报告堵点/卡点", "item.unblocked": "解除堵点/卡点",
+    "item.suspended": "中止（等待企业补正）", "item.resumed": "恢复办理", "item.completed": "办结",
+    "item.delivered": "移交审批结果", "task_order.issued": "下发任务单", "task_order.accepted": "接收任务单",
+    "item.rerouted": "重新分派", "item.withdrawn": "撤回（补充协议删除）",
+}
+"""What each entry of a ledger line's history is, as its page says it."""
+
+
+@dataclass(frozen=True)
+class HistoryView:
+    """One entry of a ledger line's history: what was done, by whom (the unit, or the enterprise; the
+    person who acted for it), when it happened and when the ledger recorded it, and what it said."""
+
+    what: str
+    by_name: str
+    operator: str | None
+    occurred_at: datetime
+    recorded_at: datetime
+    late: bool  # recorded more than a day after it happened (补录)
+    from_state_name: str | None
+    to_state_name: str
+    detail: str  # the note, reason, results, 服务专员 or task order the request carried ("" if none)
+
+
 @dataclass(frozen=True)
 class ItemRow:
     """One ledger line as every page shows it."""
@@ -154,6 +182,12 @@ class ItemRow:
     delivered_on: date | None = None
     project_name: str = ""  # lists of many projects' lines say whose each line is
     enterprise_name: str = ""
+    # the line's 服务专员: 政联公司's, named when it accepted the task order (专业跑腿), or 政务服务局's,
+    # named when it contacted the enterprise (帮办代办, policy 四(一)); and the unit they work for
+    specialist_name: str | None = None
+    specialist_phone: str | None = None
+    specialist_unit_name: str | None = None
+    history: tuple[HistoryView, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -266,6 +300,9 @@ def item_row(item: LedgerItem, ctx: ViewContext, delivered: set[str] | frozenset
                     opened_on=b.opened_on, closed_on=b.closed_on, by_enterprise=b.reported_by not in ctx.unit_names)
         for b in item.open_blockers)
     order = item.task_order
+    specialist = (order.specialist_name, order.specialist_phone, order.assigned_to) \
+        if order is not None and order.specialist_name else \
+        (item.specialist_name, item.specialist_phone, item.responsible_unit) if item.specialist_name else (None, None, None)
     return ItemRow(
         key=item.key, project_code=item.project_code, item_code=item.item_code, item_name=item.item_name,
         request=item.request, request_name=REQUEST_LINE_NAMES_ZH[item.request], stage=item.stage,
@@ -289,7 +326,42 @@ def item_row(item: LedgerItem, ctx: ViewContext, delivered: set[str] | frozenset
         late_records=sum(1 for h in item.history if h.late),
         due=readings[running].due_on if running in readings else None, running_clock=running,
         due_note=estimated_note(readings[running].estimated) if running in readings else "",
-        ready_on=item.ready_on, delivered_on=item.delivered_on)
+        ready_on=item.ready_on, delivered_on=item.delivered_on,
+        specialist_name=specialist[0], specialist_phone=specialist[1],
+        specialist_unit_name=_name(ctx, specialist[2]) if specialist[2] else None,
+        history=tuple(_history(h, ctx, enterprises) for h in item.history))
+
+
+def _history(entry: HistoryEntry, ctx: ViewContext, enterprises: Mapping[str, str]) -> HistoryView:
+    event = entry.events[0] if entry.events else {}
+    if entry.request_id is None and (entry.type in ("item.routed", "item.ready") or event.get("automatic")):
+        by_name = "系统（按服务规则）"  # what the ledger decided itself: no unit asked for it
+    elif entry.type == "item.withdrawn":
+        by_name = f"补充协议（{event.get('agreement_id', '')}）"
+    elif entry.by in ctx.unit_names:
+        by_name = _name(ctx, entry.by)
+    else:  # the enterprise reports under its 统一社会信用代码
+        by_name = "服务对象" + (f"（{enterprises[entry.by]}）" if entry.by in enterprises else "")
+    details = []
+    if event.get("specialist_name"):
+        details.append(f"服务专员 {event['specialist_name']}（{event.get('specialist_phone') or ''}）")
+    if entry.type == "task_order.issued" and event.get("number"):
+        details.append(f"任务单 {event['number']}" + ("（按评价规则自动下发）" if event.get("automatic") else ""))
+    if event.get("reason") and entry.type != "item.rerouted":
+        details.append(str(event["reason"]))
+    if entry.type == "item.blocked" and event.get("resolver"):
+        details.append(f"须由{_name(ctx, str(event['resolver']))}解决")
+    if entry.type == "item.rerouted" and event.get("to_unit"):
+        details.append(f"{_name(ctx, str(event.get('from_unit')))} → {_name(ctx, str(event['to_unit']))}"
+                       f"（{event.get('reason') or ''}）")
+    if event.get("results"):
+        details.append("移交：" + "；".join(str(r) for r in event["results"]))
+    if event.get("note"):
+        details.append(str(event["note"]))
+    return HistoryView(what=HISTORY_NAMES_ZH.get(entry.type, entry.type), by_name=by_name, operator=entry.operator,
+                       occurred_at=entry.occurred_at, recorded_at=entry.recorded_at, late=entry.late,
+                       from_state_name=STATE_NAMES_ZH[entry.from_state] if entry.from_state else None,
+                       to_state_name=STATE_NAMES_ZH[entry.to_state], detail="；".join(details))
 
 
 def _delivered_codes(items: Iterable[LedgerItem]) -> set[str]:
@@ -480,3 +552,60 @@ async def unroutable_items(repo: LedgerRepository, limit: int = 200, *, today: d
     if len(found) < limit:
         found += await repo.unroutable(year - 1, limit - len(found))
     return [_unroutable_view(r) for r in found]
+
+
+# -- 差评整改 (policy 五(六)): the rated unit's page, and its evaluators' --------------------------
+
+RATER_NAMES_ZH = {"enterprise": "服务对象", "recruiting_unit": "项目招引单位"}
+
+
+@dataclass(frozen=True)
+class RectificationView:
+    """A 差评 and its rectification: who rated which unit's service on which project, when it must be
+    rectified, and whether (and when) it was, in time or late."""
+
+    assessment_id: str
+    project_code: str
+    provider: str
+    provider_name: str
+    rater_name: str
+    year: int
+    total: float
+    comment: str | None
+    rated_on: date
+    rectify_by: date | None
+    rectified_on: date | None
+    rectification: str | None
+    late: bool  # rectified after its deadline, or still open past it
+    state_name: str
+
+
+def _rectification(a: Assessment, ctx: ViewContext) -> RectificationView:
+    if a.rectified_on is not None:
+        late = a.rectify_by is not None and a.rectified_on > a.rectify_by
+        state = "逾期整改" if late else "已按期整改"
+    else:
+        late = a.rectify_by is not None and ctx.today > a.rectify_by
+        state = "逾期未整改" if late else "待整改"
+    return RectificationView(
+        assessment_id=a.assessment_id, project_code=a.project_code, provider=a.provider,
+        provider_name=_name(ctx, a.provider), rater_name=RATER_NAMES_ZH.get(a.rater, a.rater), year=a.year,
+        total=a.total, comment=a.comment, rated_on=local_day(a.occurred_at), rectify_by=a.rectify_by,
+        rectified_on=a.rectified_on, rectification=a.rectification, late=late, state_name=state)
+
+
+def _open_first(found: Iterable[RectificationView]) -> list[RectificationView]:
+    return sorted(found, key=lambda r: (r.rectified_on is not None, r.rectify_by or date.max, r.assessment_id))
+
+
+async def rectifications_of(repo: LedgerRepository, ctx: ViewContext, provider: str) -> list[RectificationView]:
+    """The 差评 of ``provider``'s service, the open ones first (earliest deadline first), then those rectified."""
+    return _open_first(_rectification(a, ctx) for a in await repo.bad_assessments(provider))
+
+
+async def rectifications_evaluated_by(repo: LedgerRepository, ctx: ViewContext, evaluator: str,
+                                      years: Sequence[int]) -> list[RectificationView]:
+    """The 差评 of ``years`` of the services ``evaluator`` evaluates (政务服务局: 帮办代办 and 联审联批,
+    经发局: 专业跑腿), as it follows their rectification."""
+    found = [a for year in years for a in await repo.assessments(year) if a.bad and evaluator in a.evaluators]
+    return _open_first(_rectification(a, ctx) for a in found)

@@ -74,7 +74,7 @@ def load_composer(settings: NotifierSettings, console: ConsoleSettings | None = 
     makes the enterprise's links (default: ``ConsoleSettings()``)."""
     book = load_rulebook(settings.rules_dir)
     return Composer(load_plan(settings.rules_dir, book.units), book.units, book.catalog, console,
-                    unavailable_channels(settings))
+                    unavailable_channels(settings), project_facts=book.project_facts)
 
 
 def unconfigured_channels(plan: NotificationPlan, settings: NotifierSettings) -> dict[str, list[str]]:

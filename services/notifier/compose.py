@@ -6,12 +6,12 @@ notifier's read model) and passes it in.
 
 from __future__ import annotations
 
-import json
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from services.common.access import access_link
 from services.common.domain import (
@@ -57,6 +57,7 @@ from services.common.messages import (
     TaskOrderIssued,
     stable_id,
 )
+from services.common.rule_files import FactSpec, facts_in_words
 from services.common.settings import ConsoleSettings
 from services.notifier.channels import INBOX
 from services.notifier.plan import UNIT_PREFIX, Email, NotificationPlan, PlanEntry, Sms, Webhook
@@ -77,6 +78,31 @@ def rectification_effect(weight: float) -> str:
 WITH_PROJECT = (ItemUnroutable, ItemEvent, ProjectDelivered, AssessmentSubmitted, AssessmentRectified,
                 AssessmentRectificationOverdue, RequestRefused,
                 ProjectAmended)
+
+
+def _page_of(event: Event) -> str:
+    """The console page (a path) where staff act on ``event``: the item's page for an item (issue or
+    accept its task order, resolve its 堵点, move it on), the 差评 page for a 测评, the project's page
+    for a project, the unroutable items for one no rule could place."""
+    consult = getattr(getattr(event, "item", event), "request", None) is Request.CONSULT
+    return page_for(event.type, project_code_of(event), item_code_of(event), consult)
+
+
+def page_for(event_type: str, project: str | None, item: str | None, consult: bool = False) -> str:
+    """The console page of a notice of ``event_type`` about ``project`` (and ``item``): see ``_page_of``."""
+    if event_type.startswith("assessment."):
+        return "/rectify"
+    if event_type == "item.unroutable":
+        return "/unroutable"
+    if event_type.startswith("rules."):
+        return "/rules"
+    if event_type == "agreement.rejected":  # nothing of it is in the ledger: the notice says it all
+        return "/inbox"
+    if project and item:
+        return f"/items/{quote(project, safe='')}/{quote(item, safe='')}" + ("?consult=true" if consult else "")
+    if project:
+        return f"/projects/{quote(project, safe='')}"
+    return "/inbox"
 
 
 class MissingContext(LookupError):
@@ -137,8 +163,9 @@ class Composer:
 
     def __init__(self, plan: NotificationPlan, units: Mapping[str, Unit],
                  catalog: Mapping[str, CatalogItem] | None = None, console: ConsoleSettings | None = None,
-                 unavailable: Mapping[str, str] | None = None) -> None:
+                 unavailable: Mapping[str, str] | None = None, project_facts: Mapping[str, FactSpec] | None = None) -> None:
         self.plan, self.units, self.catalog = plan, units, catalog or {}
+        self.project_facts = project_facts or {}  # their Chinese labels name the facts a decision tested
         self.console = console if console is not None else ConsoleSettings()
         self.unavailable = dict(unavailable or {})
 
@@ -149,6 +176,10 @@ class Composer:
     def items_named(self, codes: Sequence[str]) -> str:
         """Item codes as the enterprise reads them: 名称（编码）."""
         return "、".join(f"{self.catalog[c].name}（{c}）" if c in self.catalog else c for c in codes)
+
+    def console_page(self, path: str) -> str:
+        """The address of a console page staff sign in to (where the action a notice asks for is done)."""
+        return f"{self.console.public_url.rstrip('/')}{path}"
 
     def unit_name(self, code: str) -> str:
         unit = self.units.get(code)
@@ -309,6 +340,7 @@ class Composer:
             ctx |= {"item_code": item.item_code, "item_name": item.item_name,
                     "responsible_unit_name": self.unit_name(item.responsible_unit)}
             roles["responsible_unit"] = item.responsible_unit
+        ctx["console_page"] = self.console_page(_page_of(event))
 
         if isinstance(event, ServiceStarted):
             ctx |= {"agreement_id": event.agreement_id, "signed_on": event.signed_on.isoformat(),
@@ -353,7 +385,8 @@ class Composer:
             ctx |= {"item_code": event.item_code, "item_name": event.item_name or "清单中无此事项",
                     "responsible_unit_name": "（未分派）", "reason": event.unroutable.reason,
                     "rules_version": event.unroutable.rules_version,
-                    "facts": json.dumps(event.unroutable.facts, ensure_ascii=False)}
+                    "facts": "；".join(facts_in_words(event.unroutable.facts, self.project_facts, self.catalog,
+                                                      self.unit_name)) or "（无）"}
             flags["is_not_required"] = event.unroutable.reason_code == "not_required"
         elif isinstance(event, ItemReady):
             ctx["waited_for"] = (f"前置事项{self.items_named(event.waited_for)}已办结" if event.waited_for
@@ -362,6 +395,9 @@ class Composer:
             roles["ledger_owner"] = ECON_DEV_BUREAU
         elif isinstance(event, (ItemContacted, ItemAccepted, ItemUnblocked, ItemResumed)):
             ctx |= {"reported_by_name": self.unit_name(event.reported_by), "note": event.note or "无"}
+            if isinstance(event, ItemContacted):
+                ctx |= {"specialist_name": event.specialist_name or "", "specialist_phone": event.specialist_phone or ""}
+                flags["has_specialist"] = event.specialist_name is not None
             if isinstance(event, ItemUnblocked):
                 credit = project.enterprise.credit_code if project is not None else None
                 theirs = [b.reason for b in event.resolved if b.reported_by == credit]

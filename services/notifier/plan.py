@@ -27,7 +27,10 @@ _COMMON = ("event_type", "event_id", "occurred_at")
 # console_link: the enterprise's own link to its project in the web console (it carries the
 # project's access code), so only a message to the enterprise may use it
 CONSOLE_LINK = "console_link"
-_PROJECT = ("project_code", "project_name", "enterprise_name", "recruiting_unit_name", CONSOLE_LINK)
+# console_page: the console page where a unit's staff do what the notice asks (an item's page, the
+# 差评 to rectify, the project): staff sign in to open it, so it is never for the enterprise
+CONSOLE_PAGE = "console_page"
+_PROJECT = ("project_code", "project_name", "enterprise_name", "recruiting_unit_name", CONSOLE_LINK, CONSOLE_PAGE)
 _ITEM = (*_PROJECT, "item_code", "item_name", "responsible_unit_name")
 
 # The variables each event type's templates may use (what ``compose`` puts in the context).
@@ -43,7 +46,7 @@ VARIABLES: dict[str, tuple[str, ...]] = {
                     "materials", "materials_count", "fee_note", "requires", "rule_name", "rules_version"),
     "item.unroutable": (*_ITEM, "reason", "rules_version", "facts"),
     "item.ready": (*_ITEM, "waited_for"),
-    "item.contacted": (*_ITEM, "reported_by_name", "note"),
+    "item.contacted": (*_ITEM, "reported_by_name", "note", "specialist_name", "specialist_phone"),
     "item.accepted": (*_ITEM, "reported_by_name", "note"),
     "item.suspended": (*_ITEM, "reported_by_name", "reason"),
     "item.resumed": (*_ITEM, "reported_by_name", "note"),
@@ -65,10 +68,22 @@ VARIABLES: dict[str, tuple[str, ...]] = {
                              "assessment_id", "rectify_by", "rectification_effect"),
     "assessment.rectified": (*_PROJECT, "provider_name", "note", "assessment_id", "late_note"),
     "assessment.rectification_overdue": (*_PROJECT, "provider_name", "provider", "total", "assessment_id",
-                                         "rectify_by"),
-    "request.refused": ("request_id", "request_name", "project_code", "item_code", "reason", "requested_by_name"),
+                                         "rectify_by", CONSOLE_PAGE),
+    "request.refused": ("request_id", "request_name", "project_code", "item_code", "reason", "requested_by_name",
+                        CONSOLE_PAGE),
     "rules.rejected": ("attempted_version", "active_version", "directory", "problems"),
     "rules.activated": ("version", "previous_version", "directory"),
+}
+# What each kind of notice is about, as the inbox's filter names it.
+EVENT_NAMES_ZH: dict[str, str] = {
+    "service.started": "服务启动", "agreement.rejected": "协议未受理", "project.amended": "补充协议",
+    "item.withdrawn": "事项撤回", "item.routed": "新分派事项", "item.unroutable": "无法分派的事项",
+    "item.ready": "具备办理条件", "item.contacted": "对接企业", "item.accepted": "受理", "item.suspended": "中止（待补正）",
+    "item.resumed": "恢复办理", "item.unblocked": "堵点已解决", "item.blocked": "堵点/卡点", "item.overdue": "超时预警/黄牌/红牌",
+    "item.delivered": "办结移交", "item.rerouted": "改派", "task_order.issued": "任务单下发",
+    "task_order.accepted": "任务单接收", "task_order.closed": "任务单办结", "project.delivered": "项目全部办结",
+    "assessment.submitted": "测评/差评", "assessment.rectified": "差评整改", "request.refused": "请求未被受理",
+    "rules.rejected": "规则修改被拒绝", "rules.activated": "规则生效",
 }
 # Roles that make sense for each event type (who exists in its context).
 _ITEM_ROLES = ("enterprise", "recruiting_unit", "responsible_unit")
@@ -111,10 +126,11 @@ class _Strict(BaseModel):
 # (the enterprise hears of it in the amendment's one notice), an amendment that changed the recruiting unit,
 # an overdue level of 经济发展招商服务局's task-order clock (its own step, not the responsible unit's),
 # a 堵点 the enterprise itself reported (item.blocked), a resolution that closed one (item.unblocked), an
-# agreement whose 招引单位 is not a unit that may recruit (agreement.rejected: that unit is not told)
+# agreement whose 招引单位 is not a unit that may recruit (agreement.rejected: that unit is not told), a
+# contact that named the 帮办代办 服务专员 (item.contacted)
 Condition = Literal["has_task_order", "is_bad_rating", "is_late", "is_not_required", "unit_changed", "not_eligible",
                     "by_amendment", "recruiting_unit_changed", "is_task_order_clock", "by_enterprise",
-                    "resolves_enterprise_issue", "no_recruiting_unit"]
+                    "resolves_enterprise_issue", "no_recruiting_unit", "has_specialist"]
 
 
 class PlanEntry(_Strict):
@@ -243,6 +259,10 @@ def load_plan(directory: str | Path, units: Mapping[str, object]) -> Notificatio
                 if unknown:
                     problems.append(Problem(plan_source.file, plan_source.line(["events", event_type, index, part]),
                                             subject, f"{part}: 模板变量 {unknown} 不存在，可用：{sorted(allowed)}"))
+                if CONSOLE_PAGE in used and entry.to == "enterprise":
+                    problems.append(Problem(plan_source.file, plan_source.line(["events", event_type, index, part]),
+                                            subject, f"{part}: ${{{CONSOLE_PAGE}}} 是单位工作人员登录服务台办理的页面，"
+                                            f"企业打不开；发给 enterprise 的通知请用 ${{{CONSOLE_LINK}}}"))
                 if CONSOLE_LINK in used and CONSOLE_LINK in allowed and entry.to != "enterprise":
                     problems.append(Problem(plan_source.file, plan_source.line(["events", event_type, index, part]),
                                             subject, f"{part}: ${{{CONSOLE_LINK}}} 是企业查看本项目的专属链接（含访问码），"

@@ -270,21 +270,46 @@ class NotifierRepository:
 
     # -- the inbox (read by the web console) -------------------------------------------------
 
-    async def inbox(self, recipient: str, *, project: str | None = None, projects: Sequence[str] | None = None,
-                    unread_only: bool = False, limit: int = 100) -> list[dict[str, Any]]:
-        """The inbox notifications of one recipient key (``unit:CODE``, ``enterprise:CREDIT_CODE``,
-        ``role:operators``), newest first; ``project`` narrows to one project, ``projects`` to any of
-        several (a 招引单位's), ``unread_only`` to those not yet opened. Equalities on ``recipient``
-        first, so an index serves it."""
+    @staticmethod
+    def _inbox_query(recipient: str, project: str | None, projects: Sequence[str] | None, unread_only: bool,
+                     event_type: str | None) -> dict[str, Any]:
         query: dict[str, Any] = {"recipient": recipient, "channel": INBOX}
         if unread_only:
             query["status"] = UNREAD
+        if event_type:
+            query["event_type"] = event_type
         if project:
             query["project_code"] = project
-        elif projects is not None:
-            query["project_code"] = {"$in": list(projects)}
+        if projects is not None:  # with ``project`` too: one of these, or none at all
+            query["project_code"] = project if project in projects else {"$in": list(projects)}
+        return query
+
+    async def inbox(self, recipient: str, *, project: str | None = None, projects: Sequence[str] | None = None,
+                    unread_only: bool = False, event_type: str | None = None, limit: int = 100,
+                    skip: int = 0) -> list[dict[str, Any]]:
+        """The inbox notifications of one recipient key (``unit:CODE``, ``enterprise:CREDIT_CODE``,
+        ``role:operators``), newest first; ``project`` narrows to one project, ``projects`` to any of
+        several (a 招引单位's), ``unread_only`` to those not yet opened, ``event_type`` to one kind
+        (``task_order.issued``); ``skip`` pages on. Equalities on ``recipient`` first, so an index serves it."""
+        query = self._inbox_query(recipient, project, projects, unread_only, event_type)
         order = [("created_at", DESCENDING), ("_id", DESCENDING)]
-        return [doc async for doc in self._notifications.find(query).sort(order).limit(max(0, limit))]
+        found = self._notifications.find(query).sort(order).skip(max(0, skip)).limit(max(0, limit))
+        return [doc async for doc in found]
+
+    async def mark_all_read(self, recipient: str, now: datetime, *, ids: Sequence[str] | None = None,
+                            project: str | None = None, projects: Sequence[str] | None = None,
+                            event_type: str | None = None) -> int:
+        """Marks ``recipient``'s unread inbox notifications read at once: those of ``ids`` (only
+        the recipient's), or every one the filters select (as :meth:`inbox` reads them). Returns how
+        many were unread and are now read."""
+        query = self._inbox_query(recipient, project, projects, True, event_type)
+        if ids is not None:
+            if not ids:
+                return 0
+            query["_id"] = {"$in": list(ids)}
+        changed = await self._notifications.update_many(
+            query, {"$set": {"status": DELIVERED, "read_at": now, "delivered_at": now, "updated_at": now}})
+        return int(changed.modified_count)
 
     async def notice(self, notification_id: str, recipient: str) -> dict[str, Any] | None:
         """One inbox notification, only if it is ``recipient``'s (else None, as if it did not exist)."""

@@ -107,7 +107,8 @@ async def test_explain_holds_facts_to_the_agreements_bounds(site: Site, gov: htt
         answer = await gov.get("/rules", params={"item": "PL-03", "facts": facts})
         assert answer.status_code == 200 and reason in answer.text, facts
     answer = await gov.get("/rules", params={"item": "PL-03", "facts": "annual_energy_tce=6000"})
-    assert "errand.zhenglian_company" in answer.text
+    assert "专业跑腿" in answer.text and "政联公司" in answer.text
+    assert "errand.zhenglian_company" not in answer.text, "no routing key on the page"
     assert (await gov.get("/report", params={"year": "abc"})).status_code == 400
 
 

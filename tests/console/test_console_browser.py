@@ -99,6 +99,7 @@ async def test_enterprise_follows_its_project_to_hand_over(site: Site, amqp: aio
     assert enterprise.url.endswith("/e"), "the link opens the project and drops the code from the address"
     ma01, ma02 = enterprise.locator("section[data-item$='/MA-01']"), enterprise.locator("section[data-item$='/MA-02']")
     assert "可办理" in await ma01.inner_text()
+    await enterprise.click("#waiting summary")  # items waiting for others are folded below those under way
     waiting = await ma02.inner_text()
     assert "等待" in waiting and "MA-01" in waiting
     assert "所需材料" in waiting and await ma01.locator("ol.materials li").count() > 0
@@ -159,6 +160,7 @@ async def test_enterprise_follows_its_project_to_hand_over(site: Site, amqp: aio
     # the enterprise sees everything handed over, with the results and the 服务专员, and rates a provider
     await until(lambda: _delivered(site, code), True, "the project delivered")
     await enterprise.goto(f"{site.url}/e")
+    await enterprise.click("#delivered summary")  # the items handed over are folded away, opened on a tap
     page_text = await enterprise.locator("main").inner_text()
     assert "已全部移交" in page_text and "企业印章备案回执" in page_text and "赵敏" in page_text
     form = enterprise.locator("form.assess[data-provider=gov_service_bureau]")
@@ -311,14 +313,18 @@ async def test_gov_service_bureau_sees_rules_unroutable_items_report_and_inbox(
     await page.goto(f"{site.url}/rules")
     active = await repo.rules_events("rules.activated", 1)
     assert active[0].version in await page.locator(".summary").inner_text()
-    await page.select_option("select[name=item]", "EP-02")
-    await page.fill("input[name=facts]", "annual_energy_tce=6000 annual_electricity_10k_kwh=100")
+    await page.select_option("select[name=item]", "PL-03")  # the energy review: decided by the project's facts
+    await page.fill("input[name=fact_annual_energy_tce]", "6000")  # each fact by its Chinese label
+    await page.fill("input[name=fact_annual_electricity_10k_kwh]", "100")
     await page.click("form[action='/rules'] button[type=submit]")
     await page.wait_for_load_state()
     explained = await page.locator("#explained").inner_text()
     assert "服务方式" in explained and "规则" in explained, explained
+    assert "年综合能源消费量（吨标准煤）：6000" in explained, explained
+    for code in ("annual_energy_tce", "project.", "{", "路由键"):  # no codes, dicts or routing keys
+        assert code not in explained, (code, explained)
     await page.screenshot(path=shots / "rules-explain.png", full_page=True)
-    await page.fill("input[name=facts]", "annual_energy_tce=lots")
+    await page.fill("input[name=fact_annual_energy_tce]", "lots")
     await page.click("form[action='/rules'] button[type=submit]")
     assert "不是数字" in await page.locator("#explained").inner_text()
 

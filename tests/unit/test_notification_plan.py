@@ -87,7 +87,8 @@ def test_a_ready_errand_item_asks_econ_dev_bureau_for_the_task_order_which_then_
     ready = COMPOSER.compose(ItemReady(event_id="r1", waited_for=("MA-01",), task_order_required=True, **common),
                              view, item, NOW)
     ask = next(d for d in ready if d["role"] == "ledger_owner")
-    assert ask["recipient"] == "unit:econ_dev_bureau" and "task-order issue" in str(ask["body"])
+    assert ask["recipient"] == "unit:econ_dev_bureau" and "下发任务单" in str(ask["body"])
+    assert f"/items/{project.code}/PL-04" in str(ask["body"]), "the page where the order is issued, not a command"
     assert not any(d["role"] == "responsible_unit" for d in ready)  # 政联公司 waits for the order itself
     issued = COMPOSER.compose(TaskOrderIssued(event_id="t1", number="RWD-X-PL-04", issued_by="econ_dev_bureau",
                                               assigned_to="zhenglian_company", **common), view, item, NOW)
@@ -205,7 +206,8 @@ def test_a_bad_assessment_asks_the_provider_to_rectify_tells_its_evaluator_and_a
     assert {str(d["recipient"]) for d in bad} == {"unit:planning_construction_bureau", "unit:econ_dev_bureau",
                                                   "unit:gov_service_bureau"}
     notice = next(d for d in bad if d["role"] == "provider")
-    assert "差评整改通知" in str(notice["title"]) and "zeroerrand rectify a-50" in str(notice["body"])
+    assert "差评整改通知" in str(notice["title"]) and "测评编号 a-50" in str(notice["body"]) \
+        and "/rectify" in str(notice["body"]) and "zeroerrand" not in str(notice["body"])
     assert "2026-04-01 前" in str(notice["body"])
     # the weight of the 差评整改率 is 0: the notice must not say the rectification counts in the score
     assert "计入年度综合评价总分" not in str(notice["body"]) and "仅供参考，不计入总分" in str(notice["body"])
@@ -238,7 +240,7 @@ def test_an_order_not_issued_in_time_warns_econ_dev_bureau_not_the_unit_that_wai
     assert "responsible_unit" not in roles  # 政联公司 cannot act before the order
     ask = roles["ledger_owner"]
     assert ask["recipient"] == "unit:econ_dev_bureau" and "请下发专业跑腿任务单" in str(ask["title"])
-    assert "任务单下发时限已用 3 个工作日" in str(ask["body"]) and "task-order issue" in str(ask["body"])
+    assert "任务单下发时限已用 3 个工作日" in str(ask["body"]) and "点“下发任务单”" in str(ask["body"])
 
 
 def test_a_suspension_tells_the_enterprise_what_to_supply() -> None:
