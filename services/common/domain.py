@@ -7,6 +7,7 @@ modes 四, evaluation 五(六)); no I/O.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from datetime import date, datetime
 from enum import StrEnum
@@ -83,7 +84,7 @@ request's HMAC signature instead; a password in the URL would travel with every 
 
 _EMAIL = re.compile(r"^[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
                     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)+$")
-_MOBILE = re.compile(r"^1[3-9]\d{9}$")
+_MOBILE = re.compile(r"^1[3-9][0-9]{9}$")  # ASCII digits: \d would take any script's
 
 
 def is_email_address(value: str) -> bool:
@@ -93,8 +94,9 @@ def is_email_address(value: str) -> bool:
 
 def mainland_mobile(value: str) -> str | None:
     """A mainland China mobile number as 11 digits (``13900000000``) if ``value`` is one, written
-    with spaces or dashes or a ``+86``/``86`` prefix; else None (a landline, an extension)."""
-    digits = re.sub(r"[\s\-]", "", value)
+    with spaces or dashes or a ``+86``/``86`` prefix, in full-width digits as Chinese input methods
+    type them too (stored as ASCII); else None (a landline, an extension, other scripts' digits)."""
+    digits = re.sub(r"[\s\-]", "", unicodedata.normalize("NFKC", value))
     if digits.startswith("+86"):
         digits = digits[3:]
     elif digits.startswith("86") and len(digits) == 13:
@@ -258,18 +260,26 @@ class StatutoryLimit(_Frozen):
         return f"法定 {self.days} 个工作日" if self.unit == "working_days" else f"法定 {self.days} 日"
 
     def admits(self, promised_working_days: int) -> bool:
-        """Whether a promise of that many working days can end within the law's limit: N working days
-        span at least ``min_span_days(N)`` calendar days, more across a holiday. A promise that fails
-        this always ends after the law's limit; one that passes may still do so across a long
-        holiday, which the promise itself must leave room for."""
+        """Whether a promise of that many working days ends within the law's limit whatever weekday
+        the item is accepted on: N working days from an acceptance span up to ``span_days(N)``
+        calendar days (accepted on a Friday), more across a holiday, which the promise itself
+        must leave room for."""
         if self.unit == "working_days":
             return promised_working_days <= self.days
-        return min_span_days(promised_working_days) <= self.days
+        return span_days(promised_working_days) <= self.days
 
 
-def min_span_days(working_days: int) -> int:
-    """The fewest calendar days that many working days can span (a week of five, no holidays)."""
-    return 7 * ((working_days - 1) // 5) + (working_days - 1) % 5 + 1
+def span_days(working_days: int) -> int:
+    """The most calendar days that many working days, counted from the day after an acceptance on a
+    working day, can take (a week of five, no holidays): the acceptance on a Friday."""
+    longest = 0
+    for accepted in range(5):  # Monday to Friday
+        day, left = accepted, working_days
+        while left:
+            day += 1
+            left -= day % 7 < 5
+        longest = max(longest, day - accepted)
+    return longest
 
 
 PREVIOUS_STAGE = "previous_stage"
@@ -303,8 +313,8 @@ class CatalogItem(_Frozen):
     def _promise_within_the_law(self) -> CatalogItem:
         limit = self.statutory_limit
         if limit is not None and not limit.admits(self.time_limit_days):
-            span = "" if limit.unit == "working_days" else f"（{self.time_limit_days} 个工作日至少跨 " \
-                                                           f"{min_span_days(self.time_limit_days)} 天）"
+            span = "" if limit.unit == "working_days" else f"（{self.time_limit_days} 个工作日自受理起最长跨 " \
+                                                           f"{span_days(self.time_limit_days)} 天）"
             raise ValueError(f"承诺时限 time_limit_days {self.time_limit_days} 个工作日{span}长于{limit.text()}："
                              "承诺不能超过法律规定的期限 / the promised limit exceeds the statutory one")
         return self

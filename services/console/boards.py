@@ -130,12 +130,16 @@ class Search:
         return f"“{self.text}”匹配{what}：{'、'.join(self.names)}。"
 
 
-async def resolve(repo: LedgerRepository, catalog: Mapping[str, CatalogItem], text: str) -> Search:
+async def resolve(repo: LedgerRepository, catalog: Mapping[str, CatalogItem], text: str,
+                  unit: str | None = None) -> Search:
     """The projects whose code, name or enterprise contains ``text`` (any case); if none, the catalog items
-    whose code or name does. ``BadQuery`` if more than ``MAX_MATCHES`` match."""
+    whose code or name does. ``BadQuery`` if more than ``MAX_MATCHES`` match. With ``unit`` (a unit's own
+    board), only the projects it has open lines on: a search must not tell a unit of others' projects."""
     wanted = text.casefold()
+    among = None if unit is None else {i.project_code for i in await repo.unit_items(unit)}
     projects = [p for p in await repo.all_projects()
-                if any(wanted in value.casefold() for value in (p.code, p.name, p.enterprise))]
+                if (among is None or p.code in among)
+                and any(wanted in value.casefold() for value in (p.code, p.name, p.enterprise))]
     if projects:
         found = Search(text, "project_code", tuple(p.code for p in projects),
                        tuple(f"{p.code} {p.name}" for p in projects))

@@ -69,6 +69,9 @@ def report_workbook(report: AnnualReport) -> bytes:
     return _bytes(book)
 
 
+FORMULA_STARTS = ("=", "+", "-", "@")
+
+
 def _fill(sheet: Worksheet, name: str, heading: str, header: Sequence[str],
           rows: Iterable[Sequence[str | int | float | date | None]]) -> None:
     sheet.title = _sheet_name(name)
@@ -88,6 +91,10 @@ def _fill(sheet: Worksheet, name: str, heading: str, header: Sequence[str],
         for cell in row:
             if isinstance(cell.value, date):
                 cell.number_format = "yyyy-mm-dd"
+            elif isinstance(cell.value, str) and cell.value.startswith(FORMULA_STARTS):
+                # text people typed (an enterprise's 堵点, a 测评 comment) stays text: openpyxl would store
+                # "=HYPERLINK(…)" as a live formula in a workbook the bureaus open
+                cell.data_type = "s"
     sheet.freeze_panes = "A3"
     if sheet.max_row > 2:
         sheet.auto_filter.ref = f"A2:{get_column_letter(len(header))}{sheet.max_row}"

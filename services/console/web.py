@@ -532,7 +532,8 @@ def create_app(console: Console) -> ASGIApp:
         ledger, notices = console.ledger, console.notices
         try:
             query = boards.LineQuery.parse(request.query_params)
-            search = await boards.resolve(ledger, console.rules.book.catalog, query.text) if query.text else None
+            search = (await boards.resolve(ledger, console.rules.book.catalog, query.text, account.unit)
+                      if query.text else None)
         except boards.BadQuery as exc:
             return page(request, "board.html", 400, problem=str(exc), query=boards.LineQuery(),
                         unit_name=console.rules.unit_name(account.unit), **_choices())
@@ -557,19 +558,22 @@ def create_app(console: Console) -> ASGIApp:
     async def board_export(request: Request) -> Response:
         account = await operator(request, *OPERATOR_ROLES)
         assert console.ledger is not None
-        query, search = await _line_query(request)
+        query, search = await _line_query(request, unit=account.unit)
         rows = await boards.read_all(console.ledger, context_for(), {**query.where(), "responsible_unit": account.unit},
                                      search)
         name = console.rules.unit_name(account.unit)
         return exports.xlsx_response(exports.items_workbook("承办事项", f"{name}承办事项（{_filters_text(query)}）", rows),
                                      f"{name}-承办事项-{context_for().today}.xlsx")
 
-    async def _line_query(request: Request, units: dict[str, str] | None = None) -> tuple[boards.LineQuery, Any]:
-        """The filters and the resolved search of a list's address; a bad one is a 400 page with the reason."""
+    async def _line_query(request: Request, units: dict[str, str] | None = None,
+                          unit: str | None = None) -> tuple[boards.LineQuery, Any]:
+        """The filters and the resolved search of a list's address (``unit``: a unit's own list, searched
+        among its own projects only); a bad one is a 400 page with the reason."""
         assert console.ledger is not None
         try:
             query = boards.LineQuery.parse(request.query_params, units)
-            search = await boards.resolve(console.ledger, console.rules.book.catalog, query.text) if query.text else None
+            search = (await boards.resolve(console.ledger, console.rules.book.catalog, query.text, unit)
+                      if query.text else None)
         except boards.BadQuery as exc:
             raise Refusal(str(exc), 400) from exc
         return query, search

@@ -32,7 +32,7 @@ from pymongo.errors import DuplicateKeyError
 
 from services.common.domain import ECON_DEV_BUREAU, Request, ServiceMode
 from services.common.storage import Store
-from services.evaluation.journal import base_entry
+from services.evaluation.journal import base_entry, entry_id
 from services.evaluation.ledger import (
     FINISHED,
     Blocker,
@@ -44,7 +44,16 @@ from services.evaluation.ledger import (
     local_day,
     task_order_number,
 )
-from services.evaluation.repository import DERIVED, ITEMS, JOURNAL, META, PROJECTS, board_fields, item_doc
+from services.evaluation.repository import (
+    DERIVED,
+    ITEMS,
+    JOURNAL,
+    META,
+    PROJECTS,
+    MongoLedgerRepository,
+    board_fields,
+    item_doc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +142,13 @@ async def upgrade(store: Store) -> int:
         result = await items.update_one({"_id": doc["_id"], "version": doc["version"]},
                                         {"$set": {field: derived[field] for field in LOOKUP_FIELDS}})
         changed += result.modified_count
+        await _keep_newer(store, doc)
     async for doc in items.find({"urgency": {"$exists": False}}):
         derived = board_fields(LedgerItem.model_validate({k: v for k, v in doc.items() if k not in DERIVED}))
         # filtered on the version read: a line written meanwhile has its fields from its writer
         result = await items.update_one({"_id": doc["_id"], "version": doc["version"]}, {"$set": derived})
         changed += result.modified_count
+        await _keep_newer(store, doc)
     projects, known = store.db[PROJECTS.name], store.db["notifier_projects"]
     async for doc in projects.find({"code": {"$exists": False}}):
         remembered = await known.find_one({"_id": doc["_id"]}) or {}
@@ -161,6 +172,17 @@ async def upgrade(store: Store) -> int:
     if changed:
         log.warning("upgraded %d ledger documents written by an earlier version of the ledger", changed)
     return changed
+
+
+async def _keep_newer(store: Store, doc: dict[str, Any]) -> None:
+    """After a derived-fields write filtered on the version read: the embedded store does not make
+    that filter atomic, so a live replica's newer version stored in between may have been written
+    over (its update writes the whole document back). If the journal holds a version after the one
+    read, the line is written again as its journal has it (the ledger's own repair, which looks
+    once more for a newer entry after writing). A ledger with no journal yet has no newer entry."""
+    newer = await store.db[JOURNAL.name].find_one({"_id": entry_id(doc["_id"], int(doc["version"]) + 1)}, {"_id": 1})
+    if newer is not None:
+        await MongoLedgerRepository(store).restore(doc["_id"])
 
 
 async def _journal_bases(store: Store) -> int:

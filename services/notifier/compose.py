@@ -65,7 +65,7 @@ from services.notifier.plan import UNIT_PREFIX, Email, NotificationPlan, PlanEnt
 REQUESTS = {Request.HANDLE: "办理", Request.CONSULT: "提供咨询"}
 WITHDRAWN_FROM = {"waiting": "等待前置事项", "ready": "待对接企业", "contacted": "已对接企业", "blocked": "堵点/卡点",
                   "suspended": "中止（等待企业补正）"}
-CLOCK_NAMES = {"task_order": "任务单下发时限", "service": "首问响应时限", "statutory": "法定办理时限"}
+CLOCK_NAMES = {"task_order": "任务单下发时限", "service": "首问响应时限", "statutory": "承诺办理时限"}
 RATER_NAMES = {"enterprise": "服务对象", "recruiting_unit": "项目招引单位"}
 
 

@@ -82,7 +82,8 @@ EVENT_NAMES_ZH: dict[str, str] = {
     "item.resumed": "恢复办理", "item.unblocked": "堵点已解决", "item.blocked": "堵点/卡点", "item.overdue": "超时预警/黄牌/红牌",
     "item.delivered": "办结移交", "item.rerouted": "改派", "task_order.issued": "任务单下发",
     "task_order.accepted": "任务单接收", "task_order.closed": "任务单办结", "project.delivered": "项目全部办结",
-    "assessment.submitted": "测评/差评", "assessment.rectified": "差评整改", "request.refused": "请求未被受理",
+    "assessment.submitted": "测评/差评", "assessment.rectified": "差评整改",
+    "assessment.rectification_overdue": "差评逾期未整改", "request.refused": "请求未被受理",
     "rules.rejected": "规则修改被拒绝", "rules.activated": "规则生效",
 }
 # Roles that make sense for each event type (who exists in its context).

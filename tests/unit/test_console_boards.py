@@ -108,6 +108,10 @@ async def test_search_names_projects_or_else_catalog_items_and_refuses_too_many(
     assert by_item.field == "item_code" and item.code in by_item.codes
     nothing = await resolve(book.repo, catalog, "不存在的名称")
     assert nothing.codes == () and "没有" in nothing.described
+    # a unit's own board searches its own projects only: 公共事业服务局 has lines on P-OLD, none on P-NEW
+    assert (await resolve(book.repo, catalog, "企业p", UTIL)).codes == ("P-OLD",)
+    others = await resolve(book.repo, catalog, "企业p-new", UTIL)
+    assert others.codes == () and "P-NEW" not in others.described and "企业P-NEW" not in others.described
     for n in range(21):
         await handle(started(f"MANY-{n}", RECENT), book, at(RECENT))
     with pytest.raises(BadQuery, match="匹配的项目有 21 个"):
@@ -184,3 +188,18 @@ async def test_workbooks_have_chinese_headers_and_the_rows_the_page_shows() -> N
     scores = workbook["服务单位得分"]
     assert [c.value for c in scores[2]] == list(SCORE_COLUMNS)
     assert [r[0] for r in scores.iter_rows(min_row=3, values_only=True)] == [s.provider_name for s in report.scores]
+
+
+def test_text_people_typed_stays_text_in_a_workbook_never_a_formula() -> None:
+    from openpyxl import Workbook
+
+    from services.console.exports import _bytes, _fill
+
+    book = Workbook()
+    typed = ["=HYPERLINK(\"http://evil.example\",\"点此\")", "+1+1", "-2", "@SUM(A1)", "图纸缺章"]
+    _fill(book.active, "堵点", "堵点/卡点", ["原因"], [[text] for text in typed])  # type: ignore[arg-type]
+    sheet = load_workbook(io.BytesIO(_bytes(book))).active
+    assert sheet is not None
+    cells = [row[0] for row in sheet.iter_rows(min_row=3)]
+    assert [c.value for c in cells] == typed
+    assert [c.data_type for c in cells] == ["s"] * len(typed)  # "f" would be a live formula

@@ -137,7 +137,7 @@ def test_progress_events_name_project_item_and_units() -> None:
     overdue = COMPOSER.compose(ItemOverdue(event_id="o1", clock="statutory", level="yellow", due_on=date(2026, 4, 1),
                                            working_days_used=10, time_limit_days=10, **common), view, item, NOW)
     assert all("黄牌" in str(d["title"]) for d in overdue) and len(overdue) == 2
-    assert all("法定办理时限已用 10 个工作日" in str(d["body"]) for d in overdue)
+    assert all("承诺办理时限已用 10 个工作日" in str(d["body"]) for d in overdue)
     delivered = COMPOSER.compose(ItemDelivered(event_id="d1", results=("施工图审查合格书 呼审字〔2026〕31号",), **common),
                                  view, item, NOW)
     handover = next(d for d in delivered if str(d["recipient"]).startswith("enterprise:"))

@@ -95,12 +95,12 @@ def test_unknown_owner_and_wrong_jurisdiction_in_the_catalog(rules_copy: Path) -
 
 def test_a_promise_longer_than_the_law_is_rejected_with_its_line(rules_copy: Path) -> None:
     catalog = rules_copy / "catalog.yaml"
-    # CA-05 排污许可: 《排污许可管理条例》 gives 20 days (日); 20 working days span at least 26
+    # CA-05 排污许可: 《排污许可管理条例》 gives 20 days (日); 20 working days from a Friday span 28, and 15 span 21
     edit(catalog, "    time_limit_days: 14\n    statutory_limit: {days: 20, unit: days}",
          "    time_limit_days: 20\n    statutory_limit: {days: 20, unit: days}")
     line = line_of(catalog, "  - code: CA-05")
     assert problems(rules_copy) == [
-        f"{catalog}:{line} [事项 CA-05] items[24]: 承诺时限 time_limit_days 20 个工作日（20 个工作日至少跨 26 天）长于"
+        f"{catalog}:{line} [事项 CA-05] items[24]: 承诺时限 time_limit_days 20 个工作日（20 个工作日自受理起最长跨 28 天）长于"
         "法定 20 日：承诺不能超过法律规定的期限 / the promised limit exceeds the statutory one"]
     # in working days the promise may equal the law, not exceed it (PL-08 取水许可: 45 of 45)
     edit(catalog, "    time_limit_days: 20\n    statutory_limit: {days: 20, unit: days}",
@@ -116,6 +116,11 @@ def test_each_item_says_its_promised_and_its_statutory_limit() -> None:
     assert catalog["CA-05"].limits_text() == "承诺 14 个工作日（法定 20 日）"
     assert catalog["LT-01"].limits_text() == "承诺 5 个工作日（法律法规未规定办理时限）"
     assert all(i.statutory_limit is None or i.statutory_limit.admits(i.time_limit_days) for i in catalog.values())
+    from services.common.domain import StatutoryLimit, span_days
+
+    # accepted on a Friday, 15 working days end on the 21st day: longer than a law's 20 days
+    assert [span_days(n) for n in (1, 5, 14, 15)] == [3, 7, 20, 21]
+    assert StatutoryLimit(days=20, unit="days").admits(14) and not StatutoryLimit(days=20, unit="days").admits(15)
 
 
 def test_duplicate_item_code_is_rejected_with_its_line(rules_copy: Path) -> None:

@@ -42,6 +42,13 @@ def test_a_phone_that_is_no_mainland_mobile_is_refused_with_the_reason() -> None
     written = request(AcceptTaskOrder, MON, ZHENGLIAN, project_code="P", item_code="MA-02", specialist_name="赵敏",
                       specialist_phone="+86 138-0047-1234")
     assert written.specialist_phone == "13800471234"
+    # full-width digits, as a Chinese input method types them, are stored as ASCII; other scripts' are no phone
+    typed = request(AcceptTaskOrder, MON, ZHENGLIAN, project_code="P", item_code="MA-02", specialist_name="赵敏",
+                    specialist_phone="１３８００４７１２３４")
+    assert typed.specialist_phone == "13800471234"
+    with pytest.raises(ValidationError, match="不是中国大陆手机号"):
+        request(AcceptTaskOrder, MON, ZHENGLIAN, project_code="P", item_code="MA-02", specialist_name="赵敏",
+                specialist_phone="١٣٨٠٠٤٧١٢٣٤")
 
 
 def test_a_specialist_is_named_with_name_and_phone_together() -> None:
