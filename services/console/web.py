@@ -726,15 +726,21 @@ def create_app(console: Console) -> ASGIApp:
         return page(request, "projects.html", projects=Paged.of(found, request),
                     unit_name=console.rules.unit_name(account.unit))
 
-    @app.get("/projects/{project}", response_class=HTMLResponse)
-    async def project_page(request: Request, project: str) -> Response:
-        account = await operator(request)
+    async def _viewable_project(account: Account, project: str, doing: str) -> Any:
+        """The project's progress if ``account`` may see it (``_may_view``); else a refusal naming what
+        it wanted to do (查看, 下载其台账), or 404 for a project the ledger does not hold."""
         assert console.ledger is not None
         progress = await views.project_progress(console.ledger, context_for(), project)
         if progress is None:
             raise Refusal(f"台账中没有项目 {project}", 404)
         if not _may_view(account, progress):
-            raise Refusal(f"项目 {project} 不是{console.rules.unit_name(account.unit)}招引或承办的项目，无权查看")
+            raise Refusal(f"项目 {project} 不是{console.rules.unit_name(account.unit)}招引或承办的项目，无权{doing}")
+        return progress
+
+    @app.get("/projects/{project}", response_class=HTMLResponse)
+    async def project_page(request: Request, project: str) -> Response:
+        account = await operator(request)
+        progress = await _viewable_project(account, project, "查看")
         rows = progress.items
         if account.role in (Role.DEPARTMENT, Role.SERVICE_COMPANY):
             rows = tuple(r for r in rows if _own(account, r))
@@ -749,12 +755,7 @@ def create_app(console: Console) -> ASGIApp:
     @app.get("/projects/{project}/ledger.xlsx")
     async def project_export(request: Request, project: str) -> Response:
         account = await operator(request)
-        assert console.ledger is not None
-        progress = await views.project_progress(console.ledger, context_for(), project)
-        if progress is None:
-            raise Refusal(f"台账中没有项目 {project}", 404)
-        if not _may_view(account, progress):
-            raise Refusal(f"项目 {project} 不是{console.rules.unit_name(account.unit)}招引或承办的项目，无权下载其台账")
+        progress = await _viewable_project(account, project, "下载其台账")
         rows = [replace(r, project_name=progress.project.name, enterprise_name=progress.project.enterprise)
                 for r in progress.items if account.role not in (Role.DEPARTMENT, Role.SERVICE_COMPANY) or _own(account, r)]
         heading = (f"{progress.project.code} {progress.project.name}（{progress.project.enterprise}）台账，"
