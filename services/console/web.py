@@ -634,28 +634,29 @@ def create_app(console: Console) -> ASGIApp:
     @app.get("/task-orders", response_class=HTMLResponse)
     async def task_orders(request: Request) -> Response:
         account = await operator(request, Role.ECON_DEV, Role.SERVICE_COMPANY)
+        to_issue, orders = await _task_order_lists(account)
+        return page(request, "task_orders.html", to_issue=to_issue, orders=Paged.of(orders, request))
+
+    async def _task_order_lists(account: Account) -> tuple[list[Any], list[Any]]:
+        """The orders to issue (经发局 only) and those under way, issued (to accept) first, then accepted
+        (closed ones are in each item's history): 经发局 sees every order, 政联公司 its own."""
         assert console.ledger is not None
         ctx = context_for()
         assigned_to = None if account.role is Role.ECON_DEV else account.unit
         to_issue = await views.task_orders_to_issue(console.ledger, ctx) if assigned_to is None else []
-        # the orders under way: issued (to accept) first, then accepted; closed ones are in each item's history
         orders = [*await views.task_orders(console.ledger, ctx, assigned_to=assigned_to, state="issued"),
                   *await views.task_orders(console.ledger, ctx, assigned_to=assigned_to, state="accepted")]
-        return page(request, "task_orders.html", to_issue=to_issue, orders=Paged.of(orders, request))
+        return list(to_issue), orders
 
     @app.get("/task-orders.xlsx")
     async def task_orders_export(request: Request) -> Response:
         account = await operator(request, Role.ECON_DEV, Role.SERVICE_COMPANY)
-        assert console.ledger is not None
-        ctx = context_for()
-        assigned_to = None if account.role is Role.ECON_DEV else account.unit
-        rows = await views.task_orders_to_issue(console.ledger, ctx) if assigned_to is None else []
-        for state in ("issued", "accepted"):
-            rows += await views.task_orders(console.ledger, ctx, assigned_to=assigned_to, state=state)
+        to_issue, orders = await _task_order_lists(account)
+        rows, today = [*to_issue, *orders], context_for().today
         name = console.rules.unit_name(account.unit)
         return exports.xlsx_response(
-            exports.items_workbook("专业跑腿任务单", f"专业跑腿任务单：待下发、待接收、已接收（{name}，{ctx.today}）", rows),
-            f"专业跑腿任务单-{ctx.today}.xlsx")
+            exports.items_workbook("专业跑腿任务单", f"专业跑腿任务单：待下发、待接收、已接收（{name}，{today}）", rows),
+            f"专业跑腿任务单-{today}.xlsx")
 
     @app.get("/items/{project}/{item}", response_class=HTMLResponse)
     async def item_page(request: Request, project: str, item: str, consult: bool = False) -> Response:
