@@ -280,8 +280,9 @@ class NotifierRepository:
             query["event_type"] = event_type
         if project:
             query["project_code"] = project
-        if projects is not None:  # with ``project`` too: one of these, or none at all
-            query["project_code"] = project if project in projects else {"$in": list(projects)}
+        if projects is not None:  # with ``project`` too: that one if it is one of these, else none at all
+            query["project_code"] = (project if project in projects else {"$in": []}) if project \
+                else {"$in": list(projects)}
         return query
 
     async def inbox(self, recipient: str, *, project: str | None = None, projects: Sequence[str] | None = None,

@@ -100,3 +100,19 @@ async def test_read_model_remembers_projects_and_items(store: Store, engine: obj
     assert await repository.item(code, "PL-03") == ItemView(code, "PL-03", "固定资产投资项目节能审查", "zhenglian_company")
     assert await repository.item(code, "ZZ-01") is None
     assert await store.db["notifier_items"].count_documents({"project_code": code}) == 10
+
+
+async def test_an_inbox_filtered_by_a_project_outside_the_accounts_own_shows_and_marks_none(store: Store) -> None:
+    """A 招引单位 account reads its unit's notices about the projects it brought in (``projects``);
+    asking for another project must give nothing, not every one of its projects (nor mark them read)."""
+    repo = NotifierRepository(store)
+    await store.ensure(COLLECTIONS)
+    await store.db["notifications"].insert_many([
+        notification(f"in-{code}", channel="inbox", status="unread", recipient="unit:econ_dev_bureau",
+                     project_code=code) for code in ("P-OWN", "P-OTHER")])
+    own = await repo.inbox("unit:econ_dev_bureau", projects=["P-OWN"])
+    assert [n["project_code"] for n in own] == ["P-OWN"]
+    assert await repo.inbox("unit:econ_dev_bureau", project="P-OWN", projects=["P-OWN"]) == own
+    assert await repo.inbox("unit:econ_dev_bureau", project="P-OTHER", projects=["P-OWN"]) == []
+    assert await repo.mark_all_read("unit:econ_dev_bureau", NOW, project="P-OTHER", projects=["P-OWN"]) == 0
+    assert len(await repo.inbox("unit:econ_dev_bureau", projects=["P-OWN"], unread_only=True)) == 1
